@@ -1,0 +1,26 @@
+# Two commands do all set-up on a fresh machine:
+#   make run   - create .venv, install, build the toy world and run the study on it
+#   make test  - create .venv, install, run the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= 2
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install dryrun clean-results
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/snakemake --cores $(CORES)
+
+dryrun: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/snakemake -n --cores $(CORES)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)

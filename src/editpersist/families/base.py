@@ -1,0 +1,107 @@
+"""What every model family knows: how to load it, its precision policy, its text
+encoders, and which modules editors and fine-tuners target.
+
+A family is a frozen description plus a few functions; the diffusers pipeline
+object stays the single owner of the components (as in diffusers itself).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+from ..runtime import pick_dtype
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    name: str
+    pipeline_class: str  # attribute of the diffusers package
+    denoiser: str  # "unet" or "transformer"
+    text_encoders: tuple[str, ...]  # pipeline component names, in the pipeline's order
+    tokenizers: tuple[str, ...]
+    objective: str  # "denoising" (noise/v-prediction) or "flow_matching"
+    # Fully qualified module-name patterns (regex on named_modules of the pipeline
+    # component) that the closed-form cross-attention editors (UCE, TIME) solve for.
+    uce_targets: tuple[tuple[str, str], ...]  # (component, regex)
+    # peft target_modules for LoRA/DoRA on the denoiser (design.md section 6).
+    lora_targets: tuple[str, ...]
+    # Half precision used on GPU: SD 1.x/2.x are commonly run in fp16, SDXL and FLUX in bf16.
+    gpu_precision: str = "bf16"
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        return ("vae", self.denoiser, "scheduler") + self.text_encoders + self.tokenizers
+
+    def dtype(self, device: str, precision: str = "auto") -> torch.dtype:
+        if precision == "auto" and device != "cpu":
+            precision = self.gpu_precision
+        return pick_dtype(device, precision)
+
+    def pipeline_cls(self):
+        import diffusers
+
+        return getattr(diffusers, self.pipeline_class)
+
+    def load(self, path: str | Path, *, device: str = "cpu", precision: str = "auto",
+             allow_download: bool = False):
+        """Load a pipeline from a local directory (or a hub id when downloads are allowed)."""
+        local = Path(path)
+        if local.exists() or not allow_download:
+            check_model_dir(local, self)
+            source = str(local)
+        else:
+            source = str(path)
+        pipe = self.pipeline_cls().from_pretrained(
+            source,
+            torch_dtype=self.dtype(device, precision),
+            use_safetensors=True,
+            local_files_only=not allow_download,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        return pipe.to(device)
+
+    def denoiser_of(self, pipe) -> torch.nn.Module:
+        return getattr(pipe, self.denoiser)
+
+    def uce_modules(self, pipe) -> dict[str, torch.nn.Linear]:
+        """The linear layers that UCE/TIME edit, keyed '<component>.<module name>'."""
+        found: dict[str, torch.nn.Linear] = {}
+        for component, pattern in self.uce_targets:
+            rx = re.compile(pattern)
+            for name, mod in getattr(pipe, component).named_modules():
+                if rx.fullmatch(name) and isinstance(mod, torch.nn.Linear):
+                    found[f"{component}.{name}"] = mod
+        if not found:
+            raise InputError(f"{self.name}: no module matches the UCE targets {self.uce_targets}")
+        return found
+
+
+def check_model_dir(path: Path, family: ModelFamily) -> None:
+    """Fail with one line naming the path and what is missing, before diffusers does obscurely."""
+    if not path.is_dir():
+        raise InputError(f"{path}: model directory not found (family {family.name})")
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise InputError(f"{path}: missing model_index.json; not a diffusers pipeline directory")
+    try:
+        declared = json.loads(index.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"{index}: not valid JSON ({e})") from e
+    if declared.get("_class_name") != family.pipeline_class:
+        raise InputError(
+            f"{index}: pipeline class {declared.get('_class_name')!r} is not "
+            f"{family.pipeline_class!r} (family {family.name})"
+        )
+    for comp in family.components:
+        sub = path / comp
+        if not sub.is_dir():
+            raise InputError(f"{sub}: missing component directory {comp!r}")
+        if comp in (family.denoiser, "vae") + family.text_encoders:
+            if not list(sub.glob("*.safetensors")):
+                raise InputError(f"{sub}: no .safetensors weights for component {comp!r}")

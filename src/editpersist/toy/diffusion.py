@@ -1,0 +1,191 @@
+"""Pre-training of the toy SD and toy FLUX pipelines from scratch on the toy world.
+
+Both models are trained with the very objectives that fine-tuning uses later
+(`training.objectives`), on VAE latents computed once. Classifier-free guidance
+needs an unconditional branch, so captions are dropped to "" with probability
+`p_uncond`, as in SD's own training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    DDPMScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextModel, T5Config, T5EncoderModel
+
+from ..training.loop import train_steps
+from ..training.objectives import DenoisingObjective, FlowMatchingObjective
+from .world import Sample
+
+
+@dataclass
+class PretrainConfig:
+    steps: int
+    batch: int
+    lr: float
+    p_uncond: float = 0.1
+    seed: int = 0
+
+
+# ---------------------------------------------------------------- SD ---------
+
+def build_sd_unet(latent_channels: int, cross_dim: int, widths=(32, 64), latent_size: int = 8) -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=latent_size,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
+        down_block_types=("CrossAttnDownBlock2D",) * len(widths),
+        up_block_types=("CrossAttnUpBlock2D",) * len(widths),
+        block_out_channels=widths,
+        layers_per_block=1,
+        cross_attention_dim=cross_dim,
+        # diffusers names the head count "attention_head_dim" for SD-style UNets. Two
+        # heads keep per-head width at 16-32: on CPU many tiny heads cost more than they add.
+        attention_head_dim=2,
+        norm_num_groups=32,
+    )
+
+
+def sd_schedulers() -> tuple[DDPMScheduler, DDIMScheduler]:
+    """v-prediction on a zero-terminal-SNR schedule (Lin et al., 2024).
+
+    With plain epsilon-prediction, DDIM from t=999 returns noise on a small model
+    (design.md section 8); v-prediction with zero terminal SNR starts sampling
+    from pure noise consistently and needs no x0 clipping of the latents.
+    """
+    common = dict(
+        num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+        prediction_type="v_prediction", rescale_betas_zero_snr=True,
+    )
+    train = DDPMScheduler(**common)
+    sample = DDIMScheduler(**common, timestep_spacing="trailing", clip_sample=False, set_alpha_to_one=False)
+    return train, sample
+
+
+@torch.no_grad()
+def encode_prompts_clip(text_encoder: CLIPTextModel, tokenizer, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token hidden states and pooled outputs, as the pipelines compute them."""
+    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt").input_ids
+    out = text_encoder(ids)
+    return out.last_hidden_state, out.pooler_output
+
+
+def _caption_index(samples: list[Sample]) -> tuple[list[str], torch.Tensor]:
+    """Unique captions ("" first, for the unconditional branch) and each sample's index into them."""
+    uniq = [""] + sorted({s.caption for s in samples} - {""})
+    pos = {c: i for i, c in enumerate(uniq)}
+    return uniq, torch.tensor([pos[s.caption] for s in samples])
+
+
+def pretrain_sd(unet, train_sched, text_encoder, tokenizer, latents: torch.Tensor, samples: list[Sample],
+                cfg: PretrainConfig) -> list[float]:
+    """latents: scaled VAE latents of the images of `samples`."""
+    captions, cap_idx = _caption_index(samples)
+    hidden, _ = encode_prompts_clip(text_encoder, tokenizer, captions)
+    objective = DenoisingObjective(train_sched)
+    g = torch.Generator().manual_seed(cfg.seed)
+
+    def loss(step: int) -> torch.Tensor:
+        idx = torch.randint(0, len(samples), (cfg.batch,), generator=g)
+        c = cap_idx[idx].clone()
+        c[torch.rand(cfg.batch, generator=g) < cfg.p_uncond] = 0
+        return objective.loss(unet, latents[idx], hidden[c], g)
+
+    unet.train()
+    losses = train_steps(unet.parameters(), loss, cfg.steps, cfg.lr, warmup=100, desc="toy-sd")
+    unet.eval()
+    return losses
+
+
+def assemble_sd(vae: AutoencoderKL, text_encoder, tokenizer, unet, sample_sched) -> StableDiffusionPipeline:
+    return StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sample_sched,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+
+
+# -------------------------------------------------------------- FLUX ---------
+
+def build_t5(vocab_size: int, width: int = 64, layers: int = 2) -> T5EncoderModel:
+    cfg = T5Config(
+        vocab_size=vocab_size, d_model=width, d_kv=width // 4, d_ff=2 * width, num_layers=layers,
+        num_heads=4, feed_forward_proj="relu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+    )
+    return T5EncoderModel(cfg)
+
+
+def build_flux_transformer(latent_channels: int, t5_dim: int, pooled_dim: int, width: int = 128,
+                           double_layers: int = 2, single_layers: int = 2) -> FluxTransformer2DModel:
+    heads = width // 32
+    return FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4 * latent_channels,
+        num_layers=double_layers,
+        num_single_layers=single_layers,
+        attention_head_dim=32,
+        num_attention_heads=heads,
+        joint_attention_dim=t5_dim,
+        pooled_projection_dim=pooled_dim,
+        guidance_embeds=False,
+        axes_dims_rope=(8, 12, 12),
+    )
+
+
+def flux_scheduler() -> FlowMatchEulerDiscreteScheduler:
+    # The toy latent is 16 tokens; FLUX's resolution-dependent shift is calibrated
+    # for 256-4096 tokens, so a fixed shift of 1 (no shift) is used instead.
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=False)
+
+
+def t5_ids(tokenizer, prompts: list[str], max_len: int) -> torch.Tensor:
+    return tokenizer(prompts, padding="max_length", max_length=max_len, truncation=True,
+                     return_tensors="pt").input_ids
+
+
+def pretrain_flux(transformer, t5: T5EncoderModel, t5_tokenizer, clip_encoder, clip_tokenizer,
+                  latents: torch.Tensor, samples: list[Sample], cfg: PretrainConfig, max_len: int) -> list[float]:
+    """The T5 encoder is trained jointly (the toy world has no pre-trained T5); CLIP stays frozen."""
+    captions, cap_idx = _caption_index(samples)
+    _, pooled = encode_prompts_clip(clip_encoder, clip_tokenizer, captions)
+    ids = t5_ids(t5_tokenizer, captions, max_len)
+    objective = FlowMatchingObjective()
+    g = torch.Generator().manual_seed(cfg.seed)
+
+    def loss(step: int) -> torch.Tensor:
+        idx = torch.randint(0, len(samples), (cfg.batch,), generator=g)
+        c = cap_idx[idx].clone()
+        c[torch.rand(cfg.batch, generator=g) < cfg.p_uncond] = 0
+        prompt_embeds = t5(ids[c]).last_hidden_state
+        return objective.loss(transformer, latents[idx], prompt_embeds, pooled[c], g)
+
+    transformer.train()
+    t5.train()
+    params = list(transformer.parameters()) + list(t5.parameters())
+    losses = train_steps(params, loss, cfg.steps, cfg.lr, warmup=100, desc="toy-flux")
+    transformer.eval()
+    t5.eval()
+    return losses
+
+
+def assemble_flux(vae, clip_encoder, clip_tokenizer, t5, t5_tokenizer, transformer) -> FluxPipeline:
+    return FluxPipeline(
+        scheduler=flux_scheduler(), vae=vae, text_encoder=clip_encoder, tokenizer=clip_tokenizer,
+        text_encoder_2=t5, tokenizer_2=t5_tokenizer, transformer=transformer,
+    )
+
+
+def scaled_latents(vae: AutoencoderKL, raw: torch.Tensor) -> torch.Tensor:
+    shift = vae.config.shift_factor or 0.0
+    return (raw - shift) * vae.config.scaling_factor

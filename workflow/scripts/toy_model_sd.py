@@ -1,0 +1,8 @@
+from pathlib import Path
+
+from editpersist.toy import build
+from editpersist.workflow import run
+
+run(snakemake, lambda sm: build.build_toy_sd(
+    Path(sm.input.data), Path(sm.input.vae), Path(sm.input.text_clip), Path(sm.output.model), sm.params.cfg,
+    sm.params.seed, Path(sm.output.stats)))
