@@ -1,0 +1,56 @@
+import copy
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from editpersist.config import check_config
+from editpersist.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = yaml.safe_load((ROOT / "config/config.schema.yaml").read_text())
+DEFAULT = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+
+
+def test_default_config_is_valid():
+    jsonschema.validate(DEFAULT, SCHEMA)
+    check_config(DEFAULT)
+
+
+def _with(path, value):
+    cfg = copy.deepcopy(DEFAULT)
+    node = cfg
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return cfg
+
+
+@pytest.mark.parametrize("path,value", [
+    (("models", 0, "family"), "sd3"),
+    (("models", 0, "name"), "toy_sd/x"),
+    (("toy", "sd", "steps"), 0),
+    (("toy", "sd", "lr"), 0.0),
+    (("toy", "n_eval_per_pair"), 0),
+    (("toy", "vae", "typo"), 1),
+    (("device",), "tpu"),
+])
+def test_schema_rejects_bad_values(path, value):
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(_with(path, value), SCHEMA)
+
+
+def test_duplicate_model_names_are_rejected():
+    cfg = copy.deepcopy(DEFAULT)
+    cfg["models"].append(dict(cfg["models"][0]))
+    with pytest.raises(ConfigError, match="models: duplicate model name 'toy-sd'"):
+        check_config(cfg)
+
+
+def test_missing_real_model_path_names_the_key(tmp_path):
+    cfg = _with(("models", 1), {"name": "sd14", "family": "sd", "path": str(tmp_path / "missing")})
+    with pytest.raises(ConfigError, match=r"models\[1\]\.path: .*does not exist"):
+        check_config(cfg)
+    cfg["allow_download"] = True
+    check_config(cfg)  # may then be a hub id

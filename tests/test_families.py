@@ -1,0 +1,113 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from editpersist.errors import ConfigError, InputError
+from editpersist.families import FAMILIES, get_family
+from editpersist.generate import SamplingConfig, generate
+
+
+@pytest.mark.parametrize("name", ["sd", "sdxl", "flux"])
+def test_load_and_generate_shape(tiny_model_dirs, name):
+    family = get_family(name)
+    pipe = family.load(tiny_model_dirs[name], device="cpu")
+    assert type(pipe).__name__ == family.pipeline_class
+    assert family.denoiser_of(pipe).dtype == torch.float32  # fp32 policy on CPU
+    images, jobs = generate(pipe, family, ["a red circle", "a blue square"], 2,
+                            SamplingConfig(steps=2, guidance=2.0, height=32, width=32, batch=3))
+    assert images.shape == (4, 32, 32, 3) and images.dtype == np.uint8
+    assert [j[:2] for j in jobs] == [("a red circle", 0), ("a red circle", 1), ("a blue square", 0), ("a blue square", 1)]
+
+
+def test_same_seed_same_image_regardless_of_batching(tiny_model_dirs):
+    family = get_family("sd")
+    pipe = family.load(tiny_model_dirs["sd"])
+    a, _ = generate(pipe, family, ["a red circle", "a square"], 2, SamplingConfig(steps=2, batch=4))
+    b, _ = generate(pipe, family, ["a red circle", "a square"], 2, SamplingConfig(steps=2, batch=1))
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("sd", {"unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k",
+            "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_v"}),
+    ("flux", {"transformer.context_embedder", "transformer.time_text_embed.text_embedder.linear_1"}),
+])
+def test_uce_target_naming(tiny_model_dirs, name, expected):
+    family = get_family(name)
+    mods = family.uce_modules(family.load(tiny_model_dirs[name]))
+    assert expected <= set(mods)
+    if name == "sd":
+        assert all(k.endswith(("attn2.to_k", "attn2.to_v")) for k in mods)
+    else:
+        assert set(mods) == expected
+
+
+def test_sdxl_targets_read_both_text_encoders(tiny_model_dirs):
+    family = get_family("sdxl")
+    pipe = family.load(tiny_model_dirs["sdxl"])
+    mods = family.uce_modules(pipe)
+    # cross_attention_dim is the concatenation of both encoders' widths (32 + 32).
+    assert mods and all(m.in_features == 64 for m in mods.values())
+
+
+def test_sd14_shaped_unet_has_32_cross_attention_kv_matrices():
+    """SD 1.4's real UNet config, instantiated on the meta device (no memory, no download)."""
+    from diffusers import UNet2DConditionModel
+
+    cfg = dict(
+        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=768, attention_head_dim=8,
+    )
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**cfg)
+
+    class Pipe:  # the family only needs the component attribute
+        pass
+
+    pipe = Pipe()
+    pipe.unet = unet
+    mods = get_family("sd").uce_modules(pipe)
+    assert len(mods) == 32
+    assert {m.in_features for m in mods.values()} == {768}
+
+
+def test_unknown_family_names_the_key():
+    with pytest.raises(ConfigError, match="family: unknown model family 'sd3'"):
+        get_family("sd3")
+
+
+def test_missing_model_dir_names_path(tmp_path):
+    with pytest.raises(InputError, match=str(tmp_path / "nope")):
+        get_family("sd").load(tmp_path / "nope")
+
+
+def test_missing_component_names_it(tiny_model_dirs, tmp_path):
+    broken = tmp_path / "sd"
+    shutil.copytree(tiny_model_dirs["sd"], broken)
+    shutil.rmtree(broken / "unet")
+    with pytest.raises(InputError, match=r"unet.*missing component directory 'unet'"):
+        get_family("sd").load(broken)
+
+
+def test_wrong_pipeline_class_is_rejected(tiny_model_dirs):
+    with pytest.raises(InputError, match="is not 'FluxPipeline'"):
+        get_family("flux").load(tiny_model_dirs["sd"])
+
+
+def test_corrupt_weights_name_the_file(tiny_model_dirs, tmp_path):
+    broken = tmp_path / "sd"
+    shutil.copytree(tiny_model_dirs["sd"], broken)
+    weights = next((broken / "unet").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(Exception, match="safetensors|unet|header|deserializ"):
+        get_family("sd").load(broken)
+
+
+def test_families_registry_is_complete():
+    assert set(FAMILIES) == {"sd", "sdxl", "flux"}
+    for f in FAMILIES.values():
+        assert json.dumps(f.components)  # serialisable names
