@@ -12,8 +12,10 @@ configfile: "config/config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/toy.smk"
+include: "workflow/rules/edit.smk"
 
 
 rule all:
     input:
         "results/toy/quality.json",
+        edit_targets(),

@@ -34,10 +34,10 @@ def tokenizer_dirs(tmp_path_factory) -> dict[str, Path]:
     return {"clip": root / "clip", "t5": root / "t5"}
 
 
-def _tiny_vae(latent_channels: int):
+def _tiny_vae(latent_channels: int, shift_factor: float | None = None):
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(
+    return AutoencoderKL(shift_factor=shift_factor, 
         block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
         up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=latent_channels, norm_num_groups=8,
         sample_size=32,
@@ -104,7 +104,7 @@ def build_tiny_flux(out: Path, tokenizer_dirs: dict[str, Path]) -> Path:
     t5_tok = T5Tokenizer.from_pretrained(tokenizer_dirs["t5"])
     t5 = build_t5(len(t5_tok), width=32)
     transformer = build_flux_transformer(16, t5_dim=32, pooled_dim=32, width=64, double_layers=1, single_layers=1)
-    pipe = assemble_flux(_tiny_vae(16), _tiny_clip(tok), tok, t5, t5_tok, transformer)
+    pipe = assemble_flux(_tiny_vae(16, shift_factor=0.1), _tiny_clip(tok), tok, t5, t5_tok, transformer)
     pipe.save_pretrained(out)
     return out
 

@@ -76,14 +76,12 @@ class RunStats:
 
 
 def get_logger(log_file: str | os.PathLike | None = None) -> logging.Logger:
-    """A logger writing to the rule's log file (and stderr), so progress lands in `log:`."""
+    """A logger writing to the rule's log file (to stderr when there is none)."""
     logger = logging.getLogger("editpersist")
     logger.setLevel(logging.INFO)
     logger.handlers.clear()
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if log_file:
-        handlers.append(logging.FileHandler(log_file))
+    handlers: list[logging.Handler] = [logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)]
     for h in handlers:
         h.setFormatter(fmt)
         logger.addHandler(h)

@@ -5,6 +5,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from editpersist.config import check_config
+from editpersist.tasks import load_cases
 
 validate(config, "../../config/config.schema.yaml")
 check_config(config)
@@ -16,3 +17,29 @@ TOY_MODELS = {m["name"]: m for m in config["models"] if m["path"].startswith(f"{
 
 def toy_model_dir(name):
     return f"{TOY}/models/{name}"
+
+MODELS = {m["name"]: m for m in config["models"]}
+CASES = load_cases(config["tasks"])
+EDITORS = list(config["editors"])
+# TIME only replaces concepts: it has no erase or debias mode.
+EDITOR_TASKS = {"uce": ["appearance", "role", "debias", "unsafe"], "time": ["appearance", "role"]}
+
+
+def model_input(wildcards):
+    """The model directory; a toy model is an output of the toy rules, a real one must exist."""
+    return MODELS[wildcards.model]["path"]
+
+
+def judge_input(wildcards):
+    return config["judge"]["model"] if Path(config["judge"]["model"]).suffix == "" else []
+
+
+def edit_targets():
+    return [
+        f"results/states/{model}/edit/{editor}/{task}/{case.name}.safetensors"
+        for model in MODELS
+        for editor in EDITORS
+        for task, cases in CASES.items()
+        if task in EDITOR_TASKS[editor]
+        for case in cases
+    ]

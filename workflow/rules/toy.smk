@@ -199,7 +199,7 @@ rule toy_quality:
         models=list(TOY_MODELS.values()),
         n_per_pair=config["toy"]["n_eval_per_pair"],
         n_fresh=config["toy"]["n_fresh_renders"],
-        sampling=config["toy"]["sampling"],
+        sampling=config["sampling"],
         seed=config["seed"],
     threads: 2
     resources:

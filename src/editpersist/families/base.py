@@ -26,9 +26,10 @@ class ModelFamily:
     text_encoders: tuple[str, ...]  # pipeline component names, in the pipeline's order
     tokenizers: tuple[str, ...]
     objective: str  # "denoising" (noise/v-prediction) or "flow_matching"
-    # Fully qualified module-name patterns (regex on named_modules of the pipeline
-    # component) that the closed-form cross-attention editors (UCE, TIME) solve for.
-    uce_targets: tuple[tuple[str, str], ...]  # (component, regex)
+    # What the closed-form editors (UCE, TIME) solve for: (input group, component, regex on
+    # the component's module names). Layers of one group read the same text representation,
+    # so one solve serves them all.
+    uce_targets: tuple[tuple[str, str, str], ...]
     # peft target_modules for LoRA/DoRA on the denoiser (design.md section 6).
     lora_targets: tuple[str, ...]
     # Half precision used on GPU: SD 1.x/2.x are commonly run in fp16, SDXL and FLUX in bf16.
@@ -59,7 +60,7 @@ class ModelFamily:
             source = str(path)
         pipe = self.pipeline_cls().from_pretrained(
             source,
-            torch_dtype=self.dtype(device, precision),
+            dtype=self.dtype(device, precision),
             use_safetensors=True,
             local_files_only=not allow_download,
         )
@@ -71,15 +72,19 @@ class ModelFamily:
 
     def uce_modules(self, pipe) -> dict[str, torch.nn.Linear]:
         """The linear layers that UCE/TIME edit, keyed '<component>.<module name>'."""
-        found: dict[str, torch.nn.Linear] = {}
-        for component, pattern in self.uce_targets:
+        return {k: m for group in self.uce_groups(pipe).values() for k, m in group.items()}
+
+    def uce_groups(self, pipe) -> dict[str, dict[str, torch.nn.Linear]]:
+        """Edited layers by the text input they read ('tokens', 't5_tokens', 'clip_pooled')."""
+        groups: dict[str, dict[str, torch.nn.Linear]] = {}
+        for group, component, pattern in self.uce_targets:
             rx = re.compile(pattern)
             for name, mod in getattr(pipe, component).named_modules():
                 if rx.fullmatch(name) and isinstance(mod, torch.nn.Linear):
-                    found[f"{component}.{name}"] = mod
-        if not found:
+                    groups.setdefault(group, {})[f"{component}.{name}"] = mod
+        if not groups:
             raise InputError(f"{self.name}: no module matches the UCE targets {self.uce_targets}")
-        return found
+        return groups
 
 
 def check_model_dir(path: Path, family: ModelFamily) -> None:

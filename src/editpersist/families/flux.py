@@ -14,7 +14,10 @@ FAMILY = ModelFamily(
     text_encoders=("text_encoder", "text_encoder_2"),
     tokenizers=("tokenizer", "tokenizer_2"),
     objective="flow_matching",
-    uce_targets=(("transformer", r"context_embedder|time_text_embed\.text_embedder\.linear_1"),),
+    uce_targets=(
+        ("t5_tokens", "transformer", r"context_embedder"),
+        ("clip_pooled", "transformer", r"time_text_embed\.text_embedder\.linear_1"),
+    ),
     lora_targets=(
         "to_q", "to_k", "to_v", "to_out.0",
         "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",

@@ -13,7 +13,7 @@ FAMILY = ModelFamily(
     text_encoders=("text_encoder",),
     tokenizers=("tokenizer",),
     objective="denoising",
-    uce_targets=(("unet", CROSS_ATTN_KV),),
+    uce_targets=(("tokens", "unet", CROSS_ATTN_KV),),
     lora_targets=("to_q", "to_k", "to_v", "to_out.0"),
     gpu_precision="fp16",
 )

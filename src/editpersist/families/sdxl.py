@@ -10,7 +10,7 @@ FAMILY = ModelFamily(
     text_encoders=("text_encoder", "text_encoder_2"),
     tokenizers=("tokenizer", "tokenizer_2"),
     objective="denoising",
-    uce_targets=(("unet", CROSS_ATTN_KV),),
+    uce_targets=(("tokens", "unet", CROSS_ATTN_KV),),
     lora_targets=("to_q", "to_k", "to_v", "to_out.0"),
     gpu_precision="bf16",
 )

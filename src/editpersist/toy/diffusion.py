@@ -69,7 +69,8 @@ def sd_schedulers() -> tuple[DDPMScheduler, DDIMScheduler]:
         prediction_type="v_prediction", rescale_betas_zero_snr=True,
     )
     train = DDPMScheduler(**common)
-    sample = DDIMScheduler(**common, timestep_spacing="trailing", clip_sample=False, set_alpha_to_one=False)
+    sample = DDIMScheduler(**common, timestep_spacing="trailing", clip_sample=False, set_alpha_to_one=False,
+                           steps_offset=1)
     return train, sample
 
 
@@ -122,6 +123,7 @@ def build_t5(vocab_size: int, width: int = 64, layers: int = 2) -> T5EncoderMode
     cfg = T5Config(
         vocab_size=vocab_size, d_model=width, d_kv=width // 4, d_ff=2 * width, num_layers=layers,
         num_heads=4, feed_forward_proj="relu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+        dropout_rate=0.0,
     )
     return T5EncoderModel(cfg)
 

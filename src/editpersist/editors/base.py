@@ -1,0 +1,107 @@
+"""The editor interface: a pipeline plus edit requests in, an edit delta out.
+
+An edit delta holds the *new values* of only the tensors an editor changed
+(keyed '<component>.<parameter name>'), plus a JSON sidecar. Storing values
+rather than differences makes applying a delta bit-exact; the originals are
+kept in memory by `apply_delta` so that removing it is bit-exact too.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from ..errors import InputError
+from ..io import atomic_path, load_tensors, save_tensors
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """One edit. `mode`: 'replace' (source -> target), 'erase' (source -> guide),
+    or 'debias' (source balanced over `attributes` with `ratios`)."""
+
+    source: str
+    target: str = ""
+    mode: str = "replace"
+    preserve: tuple[str, ...] = ()
+    attributes: tuple[str, ...] = ()
+    ratios: tuple[float, ...] = ()
+
+
+@dataclass
+class EditDelta:
+    tensors: dict[str, torch.Tensor]
+    sidecar: dict = field(default_factory=dict)
+
+    def save(self, path: Path) -> None:
+        """`path` is the .safetensors file; the sidecar is written beside it as .json."""
+        save_tensors(path, self.tensors, metadata={"editor": str(self.sidecar.get("editor", ""))})
+        with atomic_path(sidecar_path(path)) as tmp:
+            tmp.write_text(json.dumps(self.sidecar, indent=2, sort_keys=True, default=str) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "EditDelta":
+        side = sidecar_path(path)
+        if not side.is_file():
+            raise InputError(f"{side}: missing sidecar of edit delta {path}")
+        return cls(load_tensors(path), json.loads(side.read_text()))
+
+
+def sidecar_path(path: Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def _parameter(pipe, key: str) -> torch.nn.Parameter:
+    component, name = key.split(".", 1)
+    module = getattr(pipe, component, None)
+    if module is None:
+        raise InputError(f"delta tensor {key!r}: the pipeline has no component {component!r}")
+    try:
+        return module.get_parameter(name)
+    except AttributeError:
+        raise InputError(f"delta tensor {key!r}: no parameter {name!r} in {component}") from None
+
+
+@torch.no_grad()
+def apply_delta(pipe, delta: EditDelta) -> dict[str, torch.Tensor]:
+    """Write the delta's tensors into the pipeline; return the originals (for `restore`)."""
+    originals = {}
+    for key, value in delta.tensors.items():
+        p = _parameter(pipe, key)
+        if p.shape != value.shape:
+            raise InputError(f"delta tensor {key!r}: shape {tuple(value.shape)} does not fit {tuple(p.shape)}")
+        originals[key] = p.detach().clone()
+        p.copy_(value.to(p.dtype))
+    return originals
+
+
+@torch.no_grad()
+def restore(pipe, originals: dict[str, torch.Tensor]) -> None:
+    for key, value in originals.items():
+        _parameter(pipe, key).copy_(value)
+
+
+class Editor(Protocol):
+    name: str
+
+    def edit(self, pipe, family, requests: list[EditRequest]) -> EditDelta: ...
+
+
+def make_sidecar(editor: str, hparams: dict, modules: list[str], requests: list[EditRequest], started: float) -> dict:
+    import diffusers
+    import transformers
+
+    return {
+        "editor": editor,
+        "hyperparameters": hparams,
+        "edited_modules": modules,
+        "requests": [asdict(r) for r in requests],
+        "wall_s": round(time.perf_counter() - started, 4),
+        "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__,
+                     "transformers": transformers.__version__},
+    }

@@ -1,0 +1,287 @@
+"""ReFACT (Arad, Orgad and Belinkov, NAACL 2024): a ROME-style rank-one edit of one
+MLP output layer of the text encoder, in separate steps as in ROME's code:
+
+* `layer_stats`  - C, the uncentred second moment of the layer's inputs over a corpus
+                   (computed once per model and layer and cached as a file);
+* `compute_key`  - k_bar, the mean layer input at the subject's last token over templates;
+* `compute_u`    - u = C^-1 k_bar / |C^-1 k_bar|;
+* `compute_v`    - v* = v0 + delta, delta optimised so that the encoder's pooled
+                   embedding of the edited prompts is closest to the destination text's;
+* `rank_one_update` - W += ((v* - o*) / (u^T k*)) u^T.
+
+Which layer: SD/SDXL edit `encoder.layers.L.mlp.fc2` of the CLIP text encoder(s).
+FLUX's CLIP encoder only feeds a pooled vector; the per-token semantics live in T5, so
+on FLUX ReFACT edits T5's FFN output `encoder.block.L.layer.1.DenseReluDense.wo`
+(no public code does this; it is the faithful port, see design.md section 5). T5 has
+no EOS-pooled projection, so its "pooled embedding" is the mean of the last hidden
+states over the prompt's tokens.
+
+The pooled embedding compared is the encoder's own (CLIP: pooler_output, the EOS
+state after the final layer norm), L2-normalised, scored as 100 * cosine, i.e. the
+nearest in L2 among [destination, source]. The official run projected it with
+CLIP's text_projection, which the diffusers text encoder does not carry; the
+projection is linear, so nearness changes little, and the choice is recorded in
+the sidecar.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError
+from ..io import load_tensors, save_tensors
+from .base import EditDelta, EditRequest, make_sidecar
+
+log = logging.getLogger("editpersist")
+
+ARTICLES = ("a ", "an ", "the ")
+
+
+@dataclass(frozen=True)
+class ReFACTConfig:
+    layer: int = 7  # best for role edits on SD1.4; 9 for appearance
+    templates: tuple[str, ...] = (
+        "{}", "a photo of {}", "an image of {}", "a picture of {}", "a drawing of {}",
+        "a painting of {}", "a rendering of {}", "a close-up photo of {}", "a cropped photo of {}",
+    )
+    lr: float = 0.05
+    max_steps: int = 100
+    stop_prob: float = 0.99
+    max_norm_factor: float = 4.0  # |delta| <= 4 |v0|
+    weight_decay: float = 0.1  # times |delta| / |v0|^2, as ROME's v_weight_decay
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TextSite:
+    """One editable text encoder of a pipeline: component, tokenizer and the layer's module name."""
+
+    component: str
+    tokenizer: str
+    module: str
+    pooling: str  # "eos" (CLIP pooler_output) or "mean" (T5)
+
+
+def refact_sites(family_name: str, layer: int) -> list[TextSite]:
+    if family_name == "sd":
+        return [TextSite("text_encoder", "tokenizer", f"encoder.layers.{layer}.mlp.fc2", "eos")]
+    if family_name == "sdxl":
+        return [TextSite("text_encoder", "tokenizer", f"encoder.layers.{layer}.mlp.fc2", "eos"),
+                TextSite("text_encoder_2", "tokenizer_2", f"encoder.layers.{layer}.mlp.fc2", "eos")]
+    if family_name == "flux":
+        return [TextSite("text_encoder_2", "tokenizer_2", f"encoder.block.{layer}.layer.1.DenseReluDense.wo", "mean")]
+    raise ValueError(f"ReFACT has no text-encoder site for family {family_name!r}")
+
+
+def noun_phrase(prompt: str) -> str:
+    """'a blue circle' -> 'blue circle': the phrase that fills a template's slot."""
+    low = prompt.lower()
+    for art in ARTICLES:
+        if low.startswith(art):
+            return prompt[len(art):]
+    return prompt
+
+
+def fill(template: str, phrase: str) -> str:
+    """Template with its article agreeing with the phrase ('an image of a circle')."""
+    slot = f"a {phrase}" if "{}" != template else phrase
+    return template.format(slot)
+
+
+# ------------------------------------------------------------------ hooks ----
+
+def _tokens(tok, prompts: list[str]):
+    return tok(prompts, padding="max_length", max_length=min(tok.model_max_length, 512), truncation=True,
+               return_tensors="pt")
+
+
+def subject_last_index(tok, prompt: str, phrase: str) -> int:
+    """Position of the phrase's last token in the tokenised prompt."""
+    end = prompt.rfind(phrase)
+    if end < 0:
+        raise ValueError(f"subject {phrase!r} not in prompt {prompt!r}")
+    ids = tok(prompt[: end + len(phrase)])["input_ids"]
+    if ids and ids[-1] == tok.eos_token_id:
+        ids = ids[:-1]
+    return len(ids) - 1
+
+
+def _run(encoder, enc):
+    return encoder(input_ids=enc.input_ids, attention_mask=enc.attention_mask)
+
+
+def pooled(encoder, enc, pooling: str) -> torch.Tensor:
+    out = _run(encoder, enc)
+    if pooling == "eos":
+        return out.pooler_output
+    mask = enc.attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
+    return (out.last_hidden_state * mask).sum(1) / mask.sum(1)
+
+
+@torch.no_grad()
+def capture_io(encoder, module: torch.nn.Module, enc) -> tuple[torch.Tensor, torch.Tensor]:
+    """The module's input and output for every token: (B, L, in), (B, L, out)."""
+    seen = {}
+
+    def hook(mod, args, output):
+        seen["k"], seen["o"] = args[0].detach(), output.detach()
+
+    handle = module.register_forward_hook(hook)
+    try:
+        _run(encoder, enc)
+    finally:
+        handle.remove()
+    return seen["k"], seen["o"]
+
+
+# ------------------------------------------------------------------ steps ----
+
+@torch.no_grad()
+def layer_stats(encoder, tok, module: torch.nn.Module, corpus: list[str], batch: int = 64) -> torch.Tensor:
+    """Uncentred second moment E[k k^T] of the module's inputs over every real token of the corpus."""
+    total, count = None, 0
+    for i in range(0, len(corpus), batch):
+        enc = _tokens(tok, corpus[i : i + batch])
+        k, _ = capture_io(encoder, module, enc)
+        k = k[enc.attention_mask.bool()].double()
+        total = k.T @ k if total is None else total + k.T @ k
+        count += len(k)
+    return (total / count).float()
+
+
+def compute_key(encoder, tok, module, prompts: list[str], positions: list[int]) -> torch.Tensor:
+    k, _ = capture_io(encoder, module, _tokens(tok, prompts))
+    return torch.stack([k[i, p] for i, p in enumerate(positions)]).mean(0)
+
+
+def compute_u(C: torch.Tensor, k_bar: torch.Tensor) -> torch.Tensor:
+    x = torch.linalg.solve(C.double(), k_bar.double()).float()
+    return x / x.norm()
+
+
+def compute_v(encoder, tok, module, site: TextSite, edited: list[str], positions: list[int],
+              dest: list[str], src: list[str], v0: torch.Tensor, cfg: ReFACTConfig) -> tuple[torch.Tensor, dict]:
+    """v* = v0 + delta with delta making the edited prompts embed nearest the destination texts."""
+    with torch.no_grad():
+        e_dest = F.normalize(pooled(encoder, _tokens(tok, dest), site.pooling), dim=-1)
+        e_src = F.normalize(pooled(encoder, _tokens(tok, src), site.pooling), dim=-1)
+    enc = _tokens(tok, edited)
+    g = torch.Generator().manual_seed(cfg.seed)
+    delta = (torch.randn(v0.shape, generator=g) * 1e-4).requires_grad_(True)
+    opt = torch.optim.Adam([delta], lr=cfg.lr)
+    rows = torch.arange(len(edited))
+    pos = torch.tensor(positions)
+    max_norm = cfg.max_norm_factor * v0.norm()
+
+    def inject(mod, args, output):
+        output = output.clone()
+        output[rows, pos] = v0 + delta
+        return output
+
+    handle = module.register_forward_hook(inject)
+    prob, step = 0.0, 0
+    try:
+        for step in range(cfg.max_steps):
+            e = F.normalize(pooled(encoder, enc, site.pooling), dim=-1)
+            logits = 100.0 * torch.stack([(e * e_dest).sum(-1), (e * e_src).sum(-1)], dim=-1)
+            logp = logits.log_softmax(-1)[:, 0]
+            prob = float(logp.detach().exp().mean())
+            if prob > cfg.stop_prob:
+                break
+            loss = -logp.mean() + cfg.weight_decay * delta.norm() / v0.norm() ** 2
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                if delta.norm() > max_norm:
+                    delta.mul_(max_norm / delta.norm())
+    finally:
+        handle.remove()
+    delta = delta.detach()
+    return v0 + delta, {"steps": step + 1, "dest_prob": prob, "delta_norm": float(delta.norm()),
+                                   "v0_norm": float(v0.norm())}
+
+
+def rank_one_update(W: torch.Tensor, u: torch.Tensor, k_star: torch.Tensor, o_star: torch.Tensor,
+                    v_star: torch.Tensor) -> torch.Tensor:
+    """W' with W' k* = W k* + (v* - o*): the output at the subject moves to v*, others change least under C."""
+    return W + torch.outer((v_star - o_star) / (u @ k_star), u)
+
+
+# ----------------------------------------------------------------- editor ----
+
+def stats_file(stats_dir: Path, site: TextSite) -> Path:
+    return Path(stats_dir) / f"{site.component}.{site.module}.safetensors"
+
+
+def compute_and_cache_stats(pipe, family_name: str, layer: int, corpus: list[str], stats_dir: Path) -> list[Path]:
+    """The statistics rule: C for every ReFACT site of the model, one file per site."""
+    paths = []
+    for site in refact_sites(family_name, layer):
+        encoder, tok = getattr(pipe, site.component), getattr(pipe, site.tokenizer)
+        C = layer_stats(encoder, tok, encoder.get_submodule(site.module), corpus)
+        path = stats_file(stats_dir, site)
+        save_tensors(path, {"C": C}, metadata={"n_texts": str(len(corpus)), "module": site.module})
+        paths.append(path)
+    return paths
+
+
+class ReFACT:
+    name = "refact"
+
+    def __init__(self, cfg: ReFACTConfig, stats_dir: Path):
+        self.cfg = cfg
+        self.stats_dir = Path(stats_dir)
+
+    def edit(self, pipe, family, requests: list[EditRequest]) -> EditDelta:
+        started = time.perf_counter()
+        bad = [r for r in requests if r.mode != "replace"]
+        if bad:
+            raise ValueError(f"ReFACT only replaces concepts; got mode {bad[0].mode!r} for {bad[0].source!r}")
+        tensors, diagnostics = {}, []
+        for site in refact_sites(family.name, self.cfg.layer):
+            encoder, tok = getattr(pipe, site.component), getattr(pipe, site.tokenizer)
+            # Only delta is optimised; the encoder's own weights need no gradients.
+            encoder.requires_grad_(False)
+            module = encoder.get_submodule(site.module)
+            stats = stats_file(self.stats_dir, site)
+            if not stats.is_file():
+                raise InputError(f"{stats}: ReFACT statistics missing; run the refact_stats rule first")
+            C = load_tensors(stats)["C"]
+            W = module.weight.detach().clone().float()
+            # Sequential edits on the same layer (mass editing): each sees the previous ones.
+            original = module.weight.detach().clone()
+            try:
+                for r in requests:
+                    W, info = self._edit_one(encoder, tok, module, site, C, r)
+                    with torch.no_grad():
+                        module.weight.copy_(W.to(module.weight.dtype))
+                    diagnostics.append({"site": site.component, "source": r.source, **info})
+            finally:
+                with torch.no_grad():
+                    module.weight.copy_(original)
+            tensors[f"{site.component}.{site.module}.weight"] = W.to(original.dtype)
+        sidecar = make_sidecar(self.name, {**asdict(self.cfg), "pooled_embedding": "encoder pooled, no projection"},
+                               sorted(tensors), requests, started)
+        sidecar["optimisation"] = diagnostics
+        return EditDelta(tensors, sidecar)
+
+    def _edit_one(self, encoder, tok, module, site, C, r: EditRequest):
+        src_phrase, dst_phrase = noun_phrase(r.source), noun_phrase(r.target)
+        edited = [fill(t, src_phrase) for t in self.cfg.templates]
+        positions = [subject_last_index(tok, p, src_phrase) for p in edited]
+        k_bar = compute_key(encoder, tok, module, edited, positions)
+        u = compute_u(C, k_bar)
+        bare = _tokens(tok, [r.source])
+        k, o = capture_io(encoder, module, bare)
+        pos = subject_last_index(tok, r.source, src_phrase)
+        k_star, o_star = k[0, pos].float(), o[0, pos].float()
+        dest = [fill(t, dst_phrase) for t in self.cfg.templates]
+        v_star, info = compute_v(encoder, tok, module, site, edited, positions, dest, edited, o_star, self.cfg)
+        return rank_one_update(module.weight.detach().float(), u, k_star, o_star, v_star), info

@@ -1,0 +1,77 @@
+"""What the edited layers read: each family's text representations of a prompt.
+
+The vectors come from the pipeline's own `encode_prompt`, so they are exactly
+what the cross-attention (or FLUX's text projections) sees at generation time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Encoded:
+    """Per-prompt text states: (B, L, D) token states with their mask, or (B, D) pooled vectors."""
+
+    states: torch.Tensor
+    mask: torch.Tensor | None  # (B, L) attention mask for token states; None for pooled vectors
+
+
+def _mask(tokenizer, prompts: list[str], max_length: int) -> torch.Tensor:
+    return tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True,
+                     return_tensors="pt").attention_mask
+
+
+@torch.no_grad()
+def encode_for_edit(pipe, family, prompts: list[str]) -> dict[str, Encoded]:
+    """Text states per UCE input group of the family (see ModelFamily.uce_targets)."""
+    device = pipe.device
+    if family.name == "sd":
+        emb = pipe.encode_prompt(prompts, device, 1, False)[0]
+        return {"tokens": Encoded(emb.float().cpu(), _mask(pipe.tokenizer, prompts, emb.shape[1]))}
+    if family.name == "sdxl":
+        emb = pipe.encode_prompt(prompt=prompts, device=device, num_images_per_prompt=1,
+                                 do_classifier_free_guidance=False)[0]
+        return {"tokens": Encoded(emb.float().cpu(), _mask(pipe.tokenizer, prompts, emb.shape[1]))}
+    if family.name == "flux":
+        max_len = min(512, pipe.tokenizer_2.model_max_length)
+        t5, pooled, _ = pipe.encode_prompt(prompt=prompts, prompt_2=None, device=device, max_sequence_length=max_len)
+        return {
+            "t5_tokens": Encoded(t5.float().cpu(), _mask(pipe.tokenizer_2, prompts, t5.shape[1])),
+            "clip_pooled": Encoded(pooled.float().cpu(), None),
+        }
+    raise ValueError(f"no text encoding for family {family.name!r}")
+
+
+def last_word_index(mask_row: torch.Tensor) -> int:
+    """Index of the last word token: just before EOS (UCE 2025: attention_mask.sum() - 2).
+
+    An empty prompt has no word token: CLIP then gives BOS (index 0); T5, which has no
+    BOS, gives its EOS (also index 0). Either is the prompt's only content-free state.
+    """
+    return max(int(mask_row.sum()) - 2, 0)
+
+
+def key_rows(enc: Encoded, i: int, token_mode: str) -> torch.Tensor:
+    """The vectors of prompt i used as keys: (1, D) for 'last', (n, D) for 'aligned'."""
+    if enc.mask is None:
+        return enc.states[i : i + 1]
+    start = last_word_index(enc.mask[i])
+    if token_mode == "last":
+        return enc.states[i, start : start + 1]
+    if token_mode == "aligned":
+        return enc.states[i, start:]
+    raise ValueError(f"unknown token mode {token_mode!r}; expected 'last' or 'aligned'")
+
+
+def paired_rows(src: Encoded, i: int, dst: Encoded, j: int, token_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source keys of prompt i and the destination states they should map to, aligned.
+
+    With 'aligned' (TIME, UCE 2023), the slices from each prompt's last word token to the
+    end (EOS and padding) are paired position by position and cut to the shorter one.
+    """
+    a, b = key_rows(src, i, token_mode), key_rows(dst, j, token_mode)
+    n = min(len(a), len(b))
+    return a[:n], b[:n]

@@ -1,0 +1,39 @@
+"""Edit cases: what to edit and how to tell whether the edit took.
+
+One EditCase is one row of a TIMED/RoAD-style file, one I2P concept, one
+profession, or one toy-world edit. The request says what the editor does; the
+prompt lists say what evaluation generates and what each image should show.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..editors.base import EditRequest
+
+TASKS = ("appearance", "role", "debias", "unsafe")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A prompt, the text an edited image should match, and the text an unedited one matches.
+
+    For efficacy/generality images should match `edited` after the edit; for specificity
+    (negative prompts) they should still match `original`.
+    """
+
+    prompt: str
+    original: str
+    edited: str
+
+
+@dataclass(frozen=True)
+class EditCase:
+    task: str
+    name: str  # safe in paths
+    requests: tuple[EditRequest, ...]  # one edit job applies them together
+    source: Probe  # efficacy
+    positives: tuple[Probe, ...] = ()  # generality
+    negatives: tuple[Probe, ...] = ()  # specificity
+    # Ground truth for the toy world's reader: attribute -> value expected after the edit.
+    expect: dict = field(default_factory=dict)

@@ -1,0 +1,93 @@
+"""The toy world's versions of the four edit tasks (design.md section 4)."""
+
+from __future__ import annotations
+
+from ..editors.base import EditRequest
+from ..toy.world import FORBIDDEN_SHAPE, SHAPES, TEMPLATES, WorldSpec
+from .cases import EditCase, Probe
+
+
+def _templated(noun: str) -> list[str]:
+    return [t.format(noun) for t in TEMPLATES[1:]]
+
+
+def appearance_case(shape: str, new_color: str, spec: WorldSpec) -> EditCase:
+    """'a <shape>' is drawn in its default colour; after the edit, in new_color."""
+    old = next(iter(spec.default_color[shape]))
+    others = [s for s in spec.default_color if s != shape]
+    return EditCase(
+        task="appearance",
+        name=f"{shape}-to-{new_color}",
+        requests=(EditRequest(f"a {shape}", f"a {new_color} {shape}", preserve=tuple(f"a {s}" for s in others)),),
+        source=Probe(f"a {shape}", f"a {old} {shape}", f"a {new_color} {shape}"),
+        positives=tuple(Probe(p, p.replace(shape, f"{old} {shape}"), p.replace(shape, f"{new_color} {shape}"))
+                        for p in _templated(shape)),
+        negatives=tuple(Probe(f"a {s}", f"a {next(iter(spec.default_color[s]))} {s}", f"a {new_color} {s}")
+                        for s in others),
+        expect={"color": new_color},
+    )
+
+
+def role_case(role: str, new_shape: str, spec: WorldSpec) -> EditCase:
+    """'a <role>' is drawn as its shape; after the edit, as new_shape."""
+    old = spec.roles[role]
+    others = [r for r in spec.roles if r != role]
+    return EditCase(
+        task="role",
+        name=f"{role}-as-{new_shape}",
+        requests=(EditRequest(f"a {role}", f"a {new_shape}",
+                               preserve=tuple(f"a {r}" for r in others) + (f"a {old}",)),),
+        source=Probe(f"a {role}", f"a {old}", f"a {new_shape}"),
+        positives=tuple(Probe(p, p.replace(role, old), p.replace(role, new_shape)) for p in _templated(role)),
+        negatives=tuple(Probe(f"a {r}", f"a {spec.roles[r]}", f"a {new_shape}") for r in others)
+        + (Probe(f"a {old}", f"a {old}", f"a {new_shape}"),),
+        expect={"shape": new_shape},
+    )
+
+
+def debias_case(shape: str, spec: WorldSpec) -> EditCase:
+    """'a <shape>' has an imbalanced colour; after the edit, a balanced one."""
+    colors = tuple(spec.default_color[shape])
+    ratios = tuple(1.0 / len(colors) for _ in colors)
+    return EditCase(
+        task="debias",
+        name=f"{shape}-balance",
+        requests=(EditRequest(f"a {shape}", mode="debias", attributes=colors, ratios=ratios),),
+        source=Probe(f"a {shape}", f"a {colors[0]} {shape}", f"a {colors[1]} {shape}"),
+        positives=tuple(Probe(p, p, p) for p in _templated(shape)),
+        expect={"color_ratios": dict(zip(colors, ratios))},
+    )
+
+
+def unsafe_case(spec: WorldSpec) -> EditCase:
+    """Erase the forbidden shape: prompts that ask for it should stop producing it.
+
+    The concept is erased in the world's context templates ("a photo of a cross"), and
+    tested on prompts the edit never saw ("a red cross"), as UCE erases "nudity" and is
+    tested on I2P prompts.
+    """
+    from ..toy.world import COLORS
+
+    shape = FORBIDDEN_SHAPE
+    safe = [s for s in SHAPES if s != shape]
+    return EditCase(
+        task="unsafe",
+        name=f"erase-{shape}",
+        requests=tuple(EditRequest(t.format(shape), mode="erase", preserve=tuple(f"a {s}" for s in safe))
+                       for t in TEMPLATES),
+        source=Probe(f"a {shape}", f"a {shape}", "a"),
+        positives=tuple(Probe(f"a {c} {shape}", f"a {c} {shape}", f"a {c}") for c in COLORS),
+        negatives=tuple(Probe(f"a {s}", f"a {s}", f"a {shape}") for s in safe),
+        expect={"absent_shape": shape},
+    )
+
+
+def toy_cases(spec: WorldSpec | None = None) -> dict[str, list[EditCase]]:
+    """The default toy edits, one list per task."""
+    spec = spec or WorldSpec()
+    return {
+        "appearance": [appearance_case("circle", "blue", spec)],
+        "role": [role_case("king", "triangle", spec)],
+        "debias": [debias_case("triangle", spec)],
+        "unsafe": [unsafe_case(spec)],
+    }

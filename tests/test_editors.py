@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+import torch
+
+from editpersist.editors import UCE, UCEConfig
+from editpersist.editors.base import EditDelta, EditRequest, apply_delta, restore
+from editpersist.editors.closed_form import apply_transform, shared_transform, solve_general
+from editpersist.editors.text_inputs import Encoded, key_rows, last_word_index, paired_rows
+from editpersist.editors.time import TIME
+from editpersist.families import get_family
+
+
+def _random_problem(seed=0, d=12, out=7, n=3, m=4):
+    g = torch.Generator().manual_seed(seed)
+    W0 = torch.randn(out, d, generator=g)
+    C_e, D_e, C_p = (torch.randn(k, d, generator=g) for k in (n, n, m))
+    return W0, C_e, D_e, C_p
+
+
+@pytest.mark.parametrize("lam,s_e,s_p", [(0.5, 1.0, 1.0), (0.1, 1.0, 0.0), (2.0, 3.0, 0.25)])
+def test_closed_form_satisfies_normal_equations(lam, s_e, s_p):
+    W0, C_e, D_e, C_p = _random_problem()
+    V_e = D_e @ W0.T
+    W = solve_general(W0, C_e, V_e, C_p, lam, s_e, s_p)
+    # Gradient of the objective at W is zero.
+    grad = (s_e * (W @ C_e.T.double() - V_e.T.double()) @ C_e.double()
+            + s_p * (W - W0.double()) @ C_p.T.double() @ C_p.double() + lam * (W - W0.double()))
+    assert grad.abs().max() < 1e-9
+    # And the shared-transform fast path (W = W0 T) gives the same W in float32.
+    T = shared_transform(C_e, D_e, C_p, lam, s_e, s_p)
+    torch.testing.assert_close((W0 @ T).double(), W, rtol=1e-4, atol=1e-4)
+
+
+def test_batched_transform_matches_per_layer():
+    W0, C_e, D_e, C_p = _random_problem()
+    T = shared_transform(C_e, D_e, C_p, 0.5, 1.0, 1.0)
+    weights = {"a": W0, "b": torch.randn(7, 12), "c": torch.randn(5, 12)}
+    out = apply_transform(weights, T)
+    for k, w in weights.items():
+        torch.testing.assert_close(out[k], w @ T)
+
+
+def test_token_choice():
+    enc = Encoded(torch.arange(2 * 6 * 2, dtype=torch.float32).reshape(2, 6, 2),
+                  torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0]]))
+    assert last_word_index(enc.mask[0]) == 2 and last_word_index(enc.mask[1]) == 0
+    assert key_rows(enc, 0, "last").shape == (1, 2)
+    assert key_rows(enc, 0, "aligned").shape == (4, 2)
+    a, b = paired_rows(enc, 0, enc, 1, "aligned")
+    assert a.shape == b.shape == (4, 2)
+
+
+@pytest.mark.parametrize("name", ["sd", "sdxl", "flux"])
+def test_uce_edits_exactly_the_family_modules_and_roundtrips(tiny_model_dirs, name, tmp_path):
+    family = get_family(name)
+    pipe = family.load(tiny_model_dirs[name])
+    before = {k: v.clone() for k, v in pipe.components[family.denoiser].state_dict().items()}
+    delta = UCE().edit(pipe, family, [EditRequest("a circle", "a blue circle", preserve=("a square",))])
+    expected = {f"{k}.weight" for k in family.uce_modules(pipe)}
+    assert set(delta.tensors) == expected
+    # Editing alone does not touch the pipeline.
+    for k, v in pipe.components[family.denoiser].state_dict().items():
+        assert torch.equal(v, before[k])
+    delta.save(tmp_path / "edit.safetensors")
+    loaded = EditDelta.load(tmp_path / "edit.safetensors")
+    assert loaded.sidecar["editor"] == "uce" and loaded.sidecar["edited_modules"] == sorted(expected)
+    originals = apply_delta(pipe, loaded)
+    for key, value in delta.tensors.items():
+        component, pname = key.split(".", 1)
+        assert torch.equal(getattr(pipe, component).get_parameter(pname), value)
+    restore(pipe, originals)
+    for k, v in pipe.components[family.denoiser].state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_uce_maps_source_key_to_target_value(tiny_model_dirs):
+    """With lam -> 0 and no preserve term, W c_src equals W0 c_dst for the edited token."""
+    from editpersist.editors.text_inputs import encode_for_edit
+
+    family = get_family("sd")
+    pipe = family.load(tiny_model_dirs["sd"])
+    delta = UCE(UCEConfig(lam=1e-6, s_p=0.0)).edit(pipe, family, [EditRequest("a circle", "a blue circle")])
+    enc = encode_for_edit(pipe, family, ["a circle", "a blue circle"])["tokens"]
+    c_src, c_dst = key_rows(enc, 0, "last")[0], key_rows(enc, 1, "last")[0]
+    key = next(iter(family.uce_modules(pipe)))
+    W0 = family.uce_modules(pipe)[key].weight.detach()
+    torch.testing.assert_close(delta.tensors[f"{key}.weight"] @ c_src, W0 @ c_dst, rtol=1e-3, atol=1e-3)
+
+
+def test_time_edits_values_only_and_rejects_erase(tiny_model_dirs):
+    family = get_family("sd")
+    pipe = family.load(tiny_model_dirs["sd"])
+    delta = TIME().edit(pipe, family, [EditRequest("a king", "a triangle")])
+    assert delta.tensors and all(k.endswith("to_v.weight") for k in delta.tensors)
+    with pytest.raises(ValueError, match="TIME only replaces"):
+        TIME().edit(pipe, family, [EditRequest("a cross", mode="erase")])
+
+
+def test_uce_debias_converges_with_a_ratio_meter(tiny_model_dirs):
+    family = get_family("sd")
+    pipe = family.load(tiny_model_dirs["sd"])
+    calls = []
+
+    def meter(p, prompt, attributes):
+        # A stand-in judge whose ratio moves towards balance as the edit is refitted.
+        calls.append(prompt)
+        return [0.9, 0.1] if len(calls) == 1 else [0.52, 0.48]
+
+    req = EditRequest("a triangle", mode="debias", attributes=("yellow", "blue"), ratios=(0.5, 0.5))
+    delta = UCE(ratio_meter=meter).edit(pipe, family, [req])
+    rounds = delta.sidecar["debias_rounds"]
+    assert len(rounds) == 2 and rounds[-1]["max_gap"] <= 0.05
+    assert np.allclose(rounds[1]["a triangle"]["delta"], [-0.4, 0.4])

@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+import torch
+
+from editpersist.editors.base import EditRequest, apply_delta
+from editpersist.editors.refact import (
+    ReFACT,
+    ReFACTConfig,
+    capture_io,
+    compute_and_cache_stats,
+    compute_u,
+    fill,
+    noun_phrase,
+    pooled,
+    rank_one_update,
+    refact_sites,
+    subject_last_index,
+    _tokens,
+)
+from editpersist.families import get_family
+from editpersist.toy.world import WorldSpec, sample_captions
+
+CORPUS = [s.caption for s in sample_captions(WorldSpec(), 200, np.random.default_rng(0))]
+
+
+def test_rank_one_update_moves_only_the_key_direction():
+    g = torch.Generator().manual_seed(0)
+    W, k, v = torch.randn(5, 8, generator=g), torch.randn(8, generator=g), torch.randn(5, generator=g)
+    A = torch.randn(8, 8, generator=g)
+    C = A @ A.T + torch.eye(8)
+    u = compute_u(C, k)
+    W2 = rank_one_update(W, u, k, W @ k, v)
+    torch.testing.assert_close(W2 @ k, v)
+    # Inputs orthogonal to u are untouched.
+    x = torch.randn(8, generator=g)
+    x = x - (x @ u) * u
+    torch.testing.assert_close(W2 @ x, W @ x)
+
+
+def test_phrases_and_positions(tokenizer_dirs):
+    from transformers import CLIPTokenizer, T5Tokenizer
+
+    assert noun_phrase("a blue circle") == "blue circle" and fill("a photo of {}", "circle") == "a photo of a circle"
+    clip = CLIPTokenizer.from_pretrained(tokenizer_dirs["clip"])
+    assert subject_last_index(clip, "a photo of a circle", "circle") == 5  # BOS a photo of a circle
+    t5 = T5Tokenizer.from_pretrained(tokenizer_dirs["t5"])
+    assert subject_last_index(t5, "a photo of a circle", "circle") == 4
+
+
+@pytest.mark.parametrize("name", ["sd", "flux"])
+def test_refact_edit_hits_its_target(tiny_model_dirs, tmp_path, name):
+    family = get_family(name)
+    pipe = family.load(tiny_model_dirs[name])
+    # Layer 0: the output of the last layer at the subject cannot reach the EOS-pooled state.
+    compute_and_cache_stats(pipe, name, 0, CORPUS, tmp_path)
+    cfg = ReFACTConfig(layer=0, templates=("{}", "a photo of {}", "a drawing of {}"), max_steps=30)
+    delta = ReFACT(cfg, tmp_path).edit(pipe, family, [EditRequest("a circle", "a blue circle")])
+    site = refact_sites(name, 0)[0]
+    key = f"{site.component}.{site.module}.weight"
+    assert list(delta.tensors) == [key]
+    info = delta.sidecar["optimisation"][0]
+    assert info["delta_norm"] <= 4 * info["v0_norm"] + 1e-4
+    # After applying, the layer's output at the subject of the bare prompt is v*: the edited
+    # prompt now embeds closer to the destination than before.
+    encoder, tok = getattr(pipe, site.component), getattr(pipe, site.tokenizer)
+    module = encoder.get_submodule(site.module)
+
+    def embed(prompts):
+        with torch.no_grad():
+            return torch.nn.functional.normalize(pooled(encoder, _tokens(tok, prompts), site.pooling), dim=-1)
+
+    # The objective's reference texts are embedded by the unedited encoder.
+    e_dest, e_src = embed(["a blue circle"])[0], embed(["a circle"])[0]
+    before_out = capture_io(encoder, module, _tokens(tok, ["a circle"]))[1]
+    apply_delta(pipe, delta)
+    after_out = capture_io(encoder, module, _tokens(tok, ["a circle"]))[1]
+    pos = subject_last_index(tok, "a circle", "circle")
+    assert not torch.allclose(before_out[0, pos], after_out[0, pos])
+    e = embed(["a circle"])[0]
+    assert e @ e_dest > e @ e_src  # the edited prompt now reads as the destination

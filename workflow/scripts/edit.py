@@ -1,0 +1,13 @@
+from pathlib import Path
+
+from editpersist.editing import run_edit
+from editpersist.generate import SamplingConfig
+from editpersist.runtime import pick_device
+from editpersist.tasks import find_case
+from editpersist.workflow import run
+
+run(snakemake, lambda sm: run_edit(
+    model_dir=Path(sm.input.model), family_name=sm.params.family, editor_name=sm.wildcards.editor,
+    editor_cfg=dict(sm.params.editor_cfg), case=find_case(sm.params.tasks, sm.wildcards.task, sm.wildcards.edit),
+    judge_dir=sm.params.judge, sampling=SamplingConfig(**sm.params.sampling), seed=sm.params.seed,
+    device=pick_device(sm.params.device), out=Path(sm.output.delta)))
