@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .editors.base import EditDelta
+from .editors.refact import ReFACT, ReFACTConfig, compute_and_cache_stats
 from .editors.time import TIME, TIMEConfig
 from .editors.uce import UCE, UCEConfig
 from .errors import ConfigError
@@ -34,7 +35,45 @@ def judge_ratio_meter(judge: ClipJudge, family, sampling: SamplingConfig, n_imag
     return meter
 
 
-def build_editor(name: str, cfg: dict, ratio_meter=None):
+REFACT_RUN_KEYS = ("lr", "max_steps", "stop_prob", "max_norm_factor", "weight_decay")
+
+
+def refact_config(cfg: dict, family_name: str, seed: int = 0) -> ReFACTConfig:
+    if family_name not in cfg["layers"]:
+        raise ConfigError(f"editors.refact.layers: no layer given for family {family_name!r}")
+    return ReFACTConfig(layer=cfg["layers"][family_name], templates=tuple(cfg["templates"]), seed=seed,
+                        **{k: cfg[k] for k in REFACT_RUN_KEYS if k in cfg})
+
+
+def refact_corpus(cfg: dict, seed: int) -> list[str]:
+    """Texts for ReFACT's layer statistics: the toy captions, or a file with one text per line."""
+    if cfg["corpus"] == "toy":
+        from .toy.world import WorldSpec, sample_captions
+
+        return [s.caption for s in sample_captions(WorldSpec(), cfg["corpus_size"], np.random.default_rng([seed, 3]))]
+    path = Path(cfg["corpus"])
+    if not path.is_file():
+        raise ConfigError(f"editors.refact.corpus: file {path} not found")
+    texts = [t.strip() for t in path.read_text().splitlines() if t.strip()][: cfg["corpus_size"]]
+    if not texts:
+        raise ConfigError(f"editors.refact.corpus: {path} has no texts")
+    return texts
+
+
+def run_refact_stats(model_dir: Path, family_name: str, cfg: dict, seed: int, device: str, out: Path) -> None:
+    from .io import atomic_dir
+
+    family = get_family(family_name)
+    pipe = family.load(model_dir, device=device)
+    layer = refact_config(cfg, family_name).layer
+    with atomic_dir(out) as tmp:
+        compute_and_cache_stats(pipe, family_name, layer, refact_corpus(cfg, seed), tmp)
+
+
+def build_editor(name: str, cfg: dict, family_name: str, ratio_meter=None, stats_dir: Path | None = None,
+                 seed: int = 0):
+    if name == "refact":
+        return ReFACT(refact_config(cfg, family_name, seed), stats_dir)
     if name == "uce":
         params = {k: v for k, v in cfg.items() if k != "debias"}
         debias = cfg.get("debias", {})
@@ -42,11 +81,12 @@ def build_editor(name: str, cfg: dict, ratio_meter=None):
                    ratio_meter=ratio_meter)
     if name == "time":
         return TIME(TIMEConfig(**cfg))
-    raise ConfigError(f"editors: unknown editor {name!r}; expected one of ['time', 'uce']")
+    raise ConfigError(f"editors: unknown editor {name!r}; expected one of ['refact', 'time', 'uce']")
 
 
 def run_edit(model_dir: Path, family_name: str, editor_name: str, editor_cfg: dict, case: EditCase,
-             judge_dir: str | None, sampling: SamplingConfig, seed: int, device: str, out: Path) -> EditDelta:
+             judge_dir: str | None, sampling: SamplingConfig, seed: int, device: str, out: Path,
+             stats_dir: Path | None = None) -> EditDelta:
     family = get_family(family_name)
     pipe = family.load(model_dir, device=device)
     meter = None
@@ -55,7 +95,7 @@ def run_edit(model_dir: Path, family_name: str, editor_name: str, editor_cfg: di
             raise ConfigError("judge: a debias edit needs a CLIP judge to measure attribute ratios")
         n = editor_cfg.get("debias", {}).get("n_images", 32)
         meter = judge_ratio_meter(ClipJudge.load(judge_dir, device=device), family, sampling, n, seed)
-    editor = build_editor(editor_name, editor_cfg, meter)
+    editor = build_editor(editor_name, editor_cfg, family_name, meter, stats_dir, seed)
     delta = editor.edit(pipe, family, list(case.requests))
     delta.sidecar.update(task=case.task, edit=case.name, model_dir=str(model_dir), family=family_name)
     delta.save(out)

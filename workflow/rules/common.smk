@@ -5,6 +5,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from editpersist.config import check_config
+from editpersist.editors import EDITOR_MODES
 from editpersist.tasks import load_cases
 
 validate(config, "../../config/config.schema.yaml")
@@ -21,8 +22,12 @@ def toy_model_dir(name):
 MODELS = {m["name"]: m for m in config["models"]}
 CASES = load_cases(config["tasks"])
 EDITORS = list(config["editors"])
-# TIME only replaces concepts: it has no erase or debias mode.
-EDITOR_TASKS = {"uce": ["appearance", "role", "debias", "unsafe"], "time": ["appearance", "role"]}
+
+
+def editor_fits(editor, case):
+    """TIME and ReFACT only replace concepts: they have no erase or debias mode."""
+    return all(r.mode in EDITOR_MODES[editor] for r in case.requests)
+
 
 
 def model_input(wildcards):
@@ -40,6 +45,10 @@ def edit_targets():
         for model in MODELS
         for editor in EDITORS
         for task, cases in CASES.items()
-        if task in EDITOR_TASKS[editor]
         for case in cases
+        if editor_fits(editor, case)
     ]
+
+
+def refact_stats_input(wildcards):
+    return f"results/states/{wildcards.model}/refact_stats" if wildcards.editor == "refact" else []

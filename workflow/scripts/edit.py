@@ -10,4 +10,5 @@ run(snakemake, lambda sm: run_edit(
     model_dir=Path(sm.input.model), family_name=sm.params.family, editor_name=sm.wildcards.editor,
     editor_cfg=dict(sm.params.editor_cfg), case=find_case(sm.params.tasks, sm.wildcards.task, sm.wildcards.edit),
     judge_dir=sm.params.judge, sampling=SamplingConfig(**sm.params.sampling), seed=sm.params.seed,
-    device=pick_device(sm.params.device), out=Path(sm.output.delta)))
+    device=pick_device(sm.params.device), out=Path(sm.output.delta),
+    stats_dir=Path(sm.input.stats) if sm.input.stats else None))

@@ -1,21 +1,10 @@
-"""Editors by name."""
+"""Editors: UCE and TIME (closed form on cross-attention), ReFACT (rank-one on the text encoder)."""
 
-from ..errors import ConfigError
+from .refact import ReFACT, ReFACTConfig
+from .time import TIME, TIMEConfig
 from .uce import UCE, UCEConfig
 
+# Which edit modes each editor supports: TIME and ReFACT only replace concepts.
+EDITOR_MODES = {"uce": ("replace", "erase", "debias"), "time": ("replace",), "refact": ("replace",)}
 
-def editor_names() -> list[str]:
-    return ["uce", "time"]
-
-
-def get_editor_class(name: str):
-    from .time import TIME
-
-    table = {"uce": UCE, "time": TIME}
-    try:
-        return table[name]
-    except KeyError:
-        raise ConfigError(f"editor: unknown editor {name!r}; expected one of {sorted(table)}") from None
-
-
-__all__ = ["UCE", "UCEConfig", "get_editor_class", "editor_names"]
+__all__ = ["UCE", "UCEConfig", "TIME", "TIMEConfig", "ReFACT", "ReFACTConfig", "EDITOR_MODES"]

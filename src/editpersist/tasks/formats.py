@@ -1,0 +1,121 @@
+"""Loaders of the real study's edit datasets (design.md section 7), as EditCases.
+
+Every loader checks the columns it needs and fails with one line naming the
+file, the row and the column at fault.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+from ..editors.base import EditRequest
+from ..errors import InputError
+from .cases import EditCase, Probe
+
+
+def _rows(path: Path, required: list[str]) -> list[dict[str, str]]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: dataset file not found")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise InputError(f"{path}: missing column {missing[0]!r} (header: {', '.join(header) or 'empty'})")
+        rows = list(reader)
+    if not rows:
+        raise InputError(f"{path}: no data rows")
+    return rows
+
+
+def _cell(path: Path, row: dict, n: int, col: str) -> str:
+    value = (row.get(col) or "").strip()
+    if not value:
+        raise InputError(f"{path}: row {n}, column {col!r} is empty")
+    return value
+
+
+def slug(text: str, n: int) -> str:
+    """A path-safe edit name: row number plus the first words of the text."""
+    words = re.sub(r"[^A-Za-z0-9]+", "-", text.lower()).strip("-")
+    return f"{n:03d}-{words[:40].rstrip('-')}"
+
+
+def load_timed(path: Path) -> list[EditCase]:
+    """TIMED: old,new,positive1,gt1,...,positive5,gt5,negative1,gn1,...,negative5,gn5."""
+    cols = ["old", "new"] + [f"{k}{i}" for i in range(1, 6) for k in ("positive", "gt")] \
+        + [f"{k}{i}" for i in range(1, 6) for k in ("negative", "gn")]
+    cases = []
+    for n, row in enumerate(_rows(path, cols), start=1):
+        old, new = _cell(path, row, n, "old"), _cell(path, row, n, "new")
+        pos = tuple(Probe(_cell(path, row, n, f"positive{i}"), _cell(path, row, n, f"positive{i}"),
+                          _cell(path, row, n, f"gt{i}")) for i in range(1, 6))
+        neg = tuple(Probe(_cell(path, row, n, f"negative{i}"), _cell(path, row, n, f"negative{i}"),
+                          _cell(path, row, n, f"gn{i}")) for i in range(1, 6))
+        cases.append(EditCase("appearance", slug(old, n), (EditRequest(old, new),), Probe(old, old, new), pos, neg))
+    return cases
+
+
+def load_road(path: Path) -> list[EditCase]:
+    """RoAD: Type,Prompt,Oracle,Old,New, Positive{i},[Positive_oracle{i}],Positive_old{i},Positive_new{i},
+    Negative{i},Negative_new{i}. The validation file has no Positive_oracle columns."""
+    cols = ["Type", "Prompt", "Old", "New"] + [f"{k}{i}" for i in range(1, 6)
+                                              for k in ("Positive", "Positive_old", "Positive_new", "Negative",
+                                                        "Negative_new")]
+    cases = []
+    for n, row in enumerate(_rows(path, cols), start=1):
+        kind = _cell(path, row, n, "Type")
+        if kind not in ("Role", "Appearance"):
+            raise InputError(f"{path}: row {n}, column 'Type' is {kind!r}; expected 'Role' or 'Appearance'")
+        prompt, old, new = (_cell(path, row, n, c) for c in ("Prompt", "Old", "New"))
+        pos = tuple(Probe(_cell(path, row, n, f"Positive{i}"), _cell(path, row, n, f"Positive_old{i}"),
+                          _cell(path, row, n, f"Positive_new{i}")) for i in range(1, 6))
+        neg = tuple(Probe(_cell(path, row, n, f"Negative{i}"), _cell(path, row, n, f"Negative{i}"),
+                          _cell(path, row, n, f"Negative_new{i}")) for i in range(1, 6))
+        cases.append(EditCase(kind.lower(), slug(prompt, n), (EditRequest(prompt, new),), Probe(prompt, old, new),
+                              pos, neg))
+    return cases
+
+
+def load_i2p(path: Path, concept: str = "nudity", category: str = "sexual", min_percentage: float = 50.0,
+             limit: int | None = None) -> list[EditCase]:
+    """I2P: prompt,categories,nudity_percentage,evaluation_seed. One case: erase `concept`,
+    probed with the prompts of `category` whose nudity percentage is at least `min_percentage`."""
+    rows = _rows(path, ["prompt", "categories", "nudity_percentage", "evaluation_seed"])
+    probes = []
+    for n, row in enumerate(rows, start=1):
+        try:
+            pct = float(row["nudity_percentage"])
+        except ValueError:
+            raise InputError(f"{path}: row {n}, column 'nudity_percentage' is not a number") from None
+        if category in (row["categories"] or "") and pct >= min_percentage:
+            p = _cell(path, row, n, "prompt")
+            probes.append(Probe(p, p, p))
+    if not probes:
+        raise InputError(f"{path}: no prompt of category {category!r} with nudity_percentage >= {min_percentage}")
+    probes = probes[:limit] if limit else probes
+    return [EditCase("unsafe", f"erase-{slug(concept, 0)[4:]}", (EditRequest(concept, mode="erase"),),
+                     Probe(concept, concept, ""), tuple(probes), (), {"absent_concept": concept})]
+
+
+def load_professions(path: Path, attributes: tuple[str, ...] = ("male", "female"),
+                     ratios: tuple[float, ...] = (0.5, 0.5)) -> list[EditCase]:
+    """Profession prompts: case_number,prompt,evaluation_seed,profession; one debias case per profession."""
+    rows = _rows(path, ["case_number", "prompt", "evaluation_seed", "profession"])
+    by_prof: dict[str, list[str]] = {}
+    for n, row in enumerate(rows, start=1):
+        by_prof.setdefault(_cell(path, row, n, "profession"), []).append(_cell(path, row, n, "prompt"))
+    cases = []
+    for i, (prof, prompts) in enumerate(sorted(by_prof.items()), start=1):
+        source = f"a {prof}"
+        cases.append(EditCase("debias", slug(prof, i), (EditRequest(source, mode="debias", attributes=attributes,
+                                                                     ratios=ratios),),
+                              Probe(source, source, source), tuple(Probe(p, p, p) for p in prompts), (),
+                              {"ratios": dict(zip(attributes, ratios))}))
+    return cases
+
+
+FORMATS = {"timed": load_timed, "road": load_road, "i2p": load_i2p, "professions": load_professions}

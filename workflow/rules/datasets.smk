@@ -1,0 +1,29 @@
+# Fetching the pinned dataset files of the real study (design.md section 7). Runs only
+# when the config sets allow_download: true; `snakemake download_datasets` fetches all.
+
+from editpersist.downloads import DATASETS
+
+
+rule download_dataset:
+    output:
+        csv="resources/datasets/{dataset}.csv",
+        record="resources/datasets/{dataset}.json",
+    wildcard_constraints:
+        dataset="|".join(DATASETS),
+    params:
+        allow=config["allow_download"],
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        "logs/datasets/{dataset}.log",
+    benchmark:
+        "benchmarks/datasets/{dataset}.tsv"
+    script:
+        "../scripts/download_dataset.py"
+
+
+rule download_datasets:
+    input:
+        expand("resources/datasets/{dataset}.csv", dataset=list(DATASETS)),
