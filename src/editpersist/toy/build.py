@@ -102,6 +102,17 @@ def build_text_clip(data: Path, clip_tok: Path, out: Path, cfg: dict, seed: int,
     write_json(stats_out, stats.as_dict())
 
 
+def _save_pretrained_model(pipe, denoiser, losses: list[float], stats: RunStats, out: Path, stats_out: Path) -> None:
+    """Save a pre-trained toy pipeline (with its loss curve) and the job's stats."""
+    stats.steps = len(losses)
+    stats.extra.update(final_loss=float(np.mean(losses[-100:])),
+                       denoiser_params=sum(p.numel() for p in denoiser.parameters()))
+    with atomic_dir(out) as tmp:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "loss_curve.json").write_text(json.dumps(losses[::10]))
+    write_json(stats_out, stats.as_dict())
+
+
 def _load_latents(vae, images: np.ndarray) -> torch.Tensor:
     return diffusion.scaled_latents(vae, vae_mod.encode_means(vae, images))
 
@@ -123,13 +134,7 @@ def build_toy_sd(data: Path, vae_dir: Path, clip_dir: Path, out: Path, cfg: dict
     losses = diffusion.pretrain_sd(unet, train_sched, encoder, tok, latents, samples,
                                    diffusion.PretrainConfig(cfg["steps"], cfg["batch"], cfg["lr"], seed=seed))
     pipe = diffusion.assemble_sd(vae, encoder, tok, unet, sample_sched)
-    stats.steps = cfg["steps"]
-    stats.extra.update(final_loss=float(np.mean(losses[-100:])),
-                       unet_params=sum(p.numel() for p in unet.parameters()))
-    with atomic_dir(out) as tmp:
-        pipe.save_pretrained(tmp, safe_serialization=True)
-        (tmp / "loss_curve.json").write_text(json.dumps(losses[::10]))
-    write_json(stats_out, stats.as_dict())
+    _save_pretrained_model(pipe, unet, losses, stats, out, stats_out)
 
 
 def build_toy_flux(data: Path, vae_dir: Path, clip_dir: Path, t5_tok_dir: Path, out: Path, cfg: dict, seed: int,
@@ -152,13 +157,7 @@ def build_toy_flux(data: Path, vae_dir: Path, clip_dir: Path, t5_tok_dir: Path, 
                                      diffusion.PretrainConfig(cfg["steps"], cfg["batch"], cfg["lr"], seed=seed),
                                      max_len=t5_tok.model_max_length)
     pipe = diffusion.assemble_flux(vae, clip_encoder, clip_tok, t5, t5_tok, transformer)
-    stats.steps = cfg["steps"]
-    stats.extra.update(final_loss=float(np.mean(losses[-100:])),
-                       transformer_params=sum(p.numel() for p in transformer.parameters()))
-    with atomic_dir(out) as tmp:
-        pipe.save_pretrained(tmp, safe_serialization=True)
-        (tmp / "loss_curve.json").write_text(json.dumps(losses[::10]))
-    write_json(stats_out, stats.as_dict())
+    _save_pretrained_model(pipe, transformer, losses, stats, out, stats_out)
 
 
 # ------------------------------------------------------ reader & judge -----
