@@ -31,3 +31,7 @@ def run(snakemake: Any, job: Callable[[Any], None]) -> None:
             logger.error(str(e))
             print(f"editpersist: {e}", file=real_stderr)
             sys.exit(1)
+        except Exception:
+            # Unexpected: keep the traceback in the rule's log, then fail the job as usual.
+            logger.exception("job failed")
+            raise

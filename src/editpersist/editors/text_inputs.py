@@ -63,7 +63,9 @@ def key_rows(enc: Encoded, i: int, token_mode: str) -> torch.Tensor:
         return enc.states[i, start : start + 1]
     if token_mode == "aligned":
         return enc.states[i, start:]
-    raise ValueError(f"unknown token mode {token_mode!r}; expected 'last' or 'aligned'")
+    if token_mode == "all":
+        return enc.states[i]
+    raise ValueError(f"unknown token mode {token_mode!r}; expected 'last', 'aligned' or 'all'")
 
 
 def paired_rows(src: Encoded, i: int, dst: Encoded, j: int, token_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,7 +73,16 @@ def paired_rows(src: Encoded, i: int, dst: Encoded, j: int, token_mode: str) -> 
 
     With 'aligned' (TIME, UCE 2023), the slices from each prompt's last word token to the
     end (EOS and padding) are paired position by position and cut to the shorter one.
+    With 'all' (TIME's every-position alignment), the positions before the source's last
+    word are paired with the same positions of the destination as well. In a causal
+    encoder (CLIP) those states are equal for a shared prefix, so they act as preserve
+    terms; in a bidirectional one (T5) every position carries the whole prompt, and
+    leaving them out leaves the concept readable from the prefix.
     """
-    a, b = key_rows(src, i, token_mode), key_rows(dst, j, token_mode)
+    tail_mode = "aligned" if token_mode == "all" else token_mode
+    a, b = key_rows(src, i, tail_mode), key_rows(dst, j, tail_mode)
     n = min(len(a), len(b))
-    return a[:n], b[:n]
+    if token_mode != "all" or src.mask is None:
+        return a[:n], b[:n]
+    k = min(last_word_index(src.mask[i]), last_word_index(dst.mask[j]))
+    return torch.cat([src.states[i, :k], a[:n]]), torch.cat([dst.states[j, :k], b[:n]])

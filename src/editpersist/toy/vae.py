@@ -6,6 +6,8 @@ a CPU: an 8x8 latent has 16x fewer positions than the image.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from diffusers import AutoencoderKL
@@ -23,7 +25,7 @@ def build_vae(latent_channels: int, widths: tuple[int, ...] = (32, 64, 64)) -> A
         block_out_channels=widths,
         layers_per_block=1,
         latent_channels=latent_channels,
-        norm_num_groups=16,
+        norm_num_groups=min(16, math.gcd(*widths)),  # GroupNorm needs groups dividing every width
         sample_size=32,
         mid_block_add_attention=False,
     )
