@@ -110,7 +110,8 @@ def test_uce_debias_converges_with_a_ratio_meter(tiny_model_dirs):
     delta = UCE(ratio_meter=meter).edit(pipe, family, [req])
     rounds = delta.sidecar["debias_rounds"]
     assert len(rounds) == 2 and rounds[-1]["max_gap"] <= 0.05
-    assert np.allclose(rounds[1]["a triangle"]["delta"], [-0.4, 0.4])
+    step = UCEConfig().debias_step
+    assert np.allclose(rounds[1]["a triangle"]["delta"], [-0.4 * step, 0.4 * step])
 
 
 def test_uce_delta_is_under_two_percent_of_an_sd14_shaped_model():
