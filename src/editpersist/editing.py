@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .editors.base import EditDelta
+from .editors.base import EditDelta, Editor
 from .editors.refact import ReFACT, ReFACTConfig, compute_and_cache_stats
 from .editors.time import TIME, TIMEConfig
 from .editors.uce import UCE, UCEConfig
@@ -71,7 +71,7 @@ def run_refact_stats(model_dir: Path, family_name: str, cfg: dict, seed: int, de
 
 
 def build_editor(name: str, cfg: dict, family_name: str, ratio_meter=None, stats_dir: Path | None = None,
-                 seed: int = 0):
+                 seed: int = 0) -> Editor:
     if name == "refact":
         return ReFACT(refact_config(cfg, family_name, seed), stats_dir)
     if name == "uce":

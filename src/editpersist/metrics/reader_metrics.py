@@ -11,18 +11,21 @@ from ..toy.world import COLORS, SHAPES, WorldSpec
 
 
 def text_attributes(text: str, spec: WorldSpec | None = None) -> dict[str, str]:
-    """Colour and shape a toy caption names ('a king' names a square)."""
+    """Colour and shape a toy caption names ('a king' names a square, of any colour)."""
     spec = spec or WorldSpec()
     words = text.split()
     out = {}
+    named_shape = False
     for w in words:
         if w in COLORS:
             out["color"] = w
         elif w in SHAPES:
             out["shape"] = w
+            named_shape = True
         elif w in spec.roles:
             out["shape"] = spec.roles[w]
-    if "color" not in out and out.get("shape") in spec.default_color and len(spec.default_color[out["shape"]]) == 1:
+    # A bare shape has its default colour when that default is a single colour; roles do not.
+    if named_shape and "color" not in out and len(spec.default_color.get(out["shape"], {})) == 1:
         out["color"] = next(iter(spec.default_color[out["shape"]]))
     return out
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..downloads import verify
 from ..errors import ConfigError
 from .cases import TASKS, EditCase
 from .formats import FORMATS
@@ -23,6 +24,9 @@ def _dataset_cases(task: str, cfg: dict) -> list[EditCase]:
     if not path.is_file():
         raise ConfigError(f"tasks.{task}.path: {path} does not exist (fetch it with `snakemake download_datasets`"
                           " and allow_download: true, or copy it there)")
+    record = path.with_suffix(".json")
+    if record.is_file():  # fetched by the download rule: the file must still be what was fetched
+        verify(path, record)
     cases = [c for c in FORMATS[fmt](path) if c.task == task]
     return cases[: cfg["limit"]] if cfg.get("limit") else cases
 
