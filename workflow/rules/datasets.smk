@@ -16,6 +16,8 @@ rule download_dataset:
     resources:
         mem_mb=1000,
         runtime=10,
+    conda:
+        "../../envs/editpersist.yaml"
     log:
         "logs/datasets/{dataset}.log",
     benchmark:

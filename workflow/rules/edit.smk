@@ -22,6 +22,8 @@ rule refact_stats:
     resources:
         mem_mb=8000,
         runtime=lambda wc, attempt: 30 * attempt,
+    conda:
+        "../../envs/editpersist.yaml"
     log:
         "logs/refact_stats/{model}.log",
     benchmark:
@@ -50,6 +52,8 @@ rule edit:
     resources:
         mem_mb=8000,
         runtime=lambda wc, attempt: 30 * attempt,
+    conda:
+        "../../envs/editpersist.yaml"
     log:
         "logs/edit/{model}/{editor}/{task}/{edit}.log",
     benchmark:

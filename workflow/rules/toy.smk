@@ -15,6 +15,8 @@ rule toy_data:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../../envs/editpersist.yaml"
     log:
         "logs/toy/data.log",
     benchmark:
@@ -36,6 +38,8 @@ rule toy_tokenizers:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../../envs/editpersist.yaml"
     log:
         "logs/toy/tokenizers.log",
     benchmark:
@@ -59,6 +63,8 @@ rule toy_vae:
     resources:
         mem_mb=4000,
         runtime=30,
+    conda:
+        "../../envs/editpersist.yaml"
     log:
         "logs/toy/vae_{kind}.log",
     benchmark:
@@ -81,6 +87,8 @@ rule toy_text_clip:
     resources:
         mem_mb=4000,
         runtime=30,
+    conda:
+        "../../envs/editpersist.yaml"
     log:
         "logs/toy/text_clip.log",
     benchmark:
@@ -104,6 +112,8 @@ rule toy_model_sd:
     resources:
         mem_mb=6000,
         runtime=60,
+    conda:
+        "../../envs/editpersist.yaml"
     log:
         "logs/toy/model_toy-sd.log",
     benchmark:
@@ -128,6 +138,8 @@ rule toy_model_flux:
     resources:
         mem_mb=6000,
         runtime=60,
+    conda:
+        "../../envs/editpersist.yaml"
     log:
         "logs/toy/model_toy-flux.log",
     benchmark:
@@ -149,6 +161,8 @@ rule toy_reader:
     resources:
         mem_mb=3000,
         runtime=20,
+    conda:
+        "../../envs/editpersist.yaml"
     log:
         "logs/toy/reader.log",
     benchmark:
@@ -170,6 +184,8 @@ rule toy_judge:
     resources:
         mem_mb=4000,
         runtime=30,
+    conda:
+        "../../envs/editpersist.yaml"
     log:
         "logs/toy/judge.log",
     benchmark:
@@ -205,6 +221,8 @@ rule toy_quality:
     resources:
         mem_mb=4000,
         runtime=30,
+    conda:
+        "../../envs/editpersist.yaml"
     log:
         "logs/toy/quality.log",
     benchmark:
