@@ -1,0 +1,30 @@
+"""Fine-tuning hyperparameters; defaults follow diffusers' DreamBooth/LoRA examples (design.md section 6)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+METHODS = ("lora", "dora", "full", "dreambooth")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    method: str
+    steps: int  # always explicit
+    lr: float
+    batch: int = 4
+    precision: str = "fp32"  # always explicit; "bf16"/"fp16" use autocast on GPU, trainable params stay fp32
+    rank: int = 4
+    alpha: float | None = None  # None: alpha = rank
+    seed: int = 0
+    gradient_checkpointing: bool = False
+    prior_weight: float = 1.0  # DreamBooth prior-preservation loss weight
+    snapshots: tuple[float, ...] = ()  # fractions of training at which to save intermediate states
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown fine-tuning method {self.method!r}; expected one of {METHODS}")
+
+    @property
+    def uses_adapter(self) -> bool:
+        return self.method in ("lora", "dora")

@@ -1,0 +1,142 @@
+"""The fine-tuning core: one loop, the family's objective, the method as a parameterisation.
+
+* lora / dora: a peft adapter on the denoiser's attention (and FLUX feed-forward) layers;
+* full: every denoiser parameter;
+* dreambooth: full, on "a sks <class>" instance images, plus prior preservation on class
+  images generated beforehand by a separate rule from the model being tuned.
+
+Latents and text embeddings are computed once (the VAE and text encoders are frozen),
+so a step costs one denoiser forward and backward.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import TrainingError
+from ..training.loop import train_steps
+from ..training.objectives import DenoisingObjective, FlowMatchingObjective
+from .adapters import attach_adapter
+from .config import FinetuneConfig
+
+log = logging.getLogger("editpersist")
+
+OOM_HINT = ("out of memory: lower finetune.batch, the image resolution, turn on gradient_checkpointing, "
+            "or use precision bf16/fp16")
+
+
+@dataclass
+class ImageSet:
+    """Training images (NHWC uint8) with one caption each."""
+
+    images: np.ndarray
+    captions: list[str]
+
+
+@dataclass
+class FinetuneResult:
+    losses: list[float]
+    snapshots: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # step -> trainable state
+
+
+@torch.no_grad()
+def encode_images(pipe, images: np.ndarray) -> torch.Tensor:
+    vae = pipe.vae
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(vae.device, vae.dtype)
+    z = vae.encode(x).latent_dist.mean
+    return ((z - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor).float()
+
+
+@torch.no_grad()
+def encode_captions(pipe, family, captions: list[str]) -> dict[str, torch.Tensor]:
+    """Conditioning tensors the denoiser needs, per caption (same code path as generation)."""
+    device = pipe.device
+    if family.name == "flux":
+        max_len = min(512, pipe.tokenizer_2.model_max_length)
+        t5, pooled, _ = pipe.encode_prompt(prompt=captions, prompt_2=None, device=device, max_sequence_length=max_len)
+        return {"prompt_embeds": t5.float(), "pooled": pooled.float()}
+    if family.name == "sdxl":
+        emb, _, pooled, _ = pipe.encode_prompt(prompt=captions, device=device, num_images_per_prompt=1,
+                                               do_classifier_free_guidance=False)
+        return {"prompt_embeds": emb.float(), "pooled": pooled.float()}
+    return {"prompt_embeds": pipe.encode_prompt(captions, device, 1, False)[0].float()}
+
+
+def _sdxl_added_cond(pipe, pooled: torch.Tensor, size: int) -> dict:
+    time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=pooled.dtype, device=pooled.device)
+    return {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids.repeat(len(pooled), 1)}}
+
+
+def make_loss(pipe, family, latents: torch.Tensor, cond: dict[str, torch.Tensor], generator: torch.Generator):
+    """loss(index batch) for the family's objective."""
+    denoiser = family.denoiser_of(pipe)
+    if family.objective == "flow_matching":
+        obj = FlowMatchingObjective()
+        return lambda idx: obj.loss(denoiser, latents[idx], cond["prompt_embeds"][idx], cond["pooled"][idx], generator)
+    from diffusers import DDPMScheduler
+
+    obj = DenoisingObjective(DDPMScheduler.from_config(pipe.scheduler.config))
+    size = latents.shape[-1] * pipe.vae_scale_factor
+
+    def loss(idx):
+        extra = _sdxl_added_cond(pipe, cond["pooled"][idx], size) if family.name == "sdxl" else {}
+        return obj.loss(denoiser, latents[idx], cond["prompt_embeds"][idx], generator, **extra)
+
+    return loss
+
+
+def trainable_parameters(pipe, family, cfg: FinetuneConfig) -> list[torch.nn.Parameter]:
+    denoiser = family.denoiser_of(pipe)
+    for name in family.text_encoders + ("vae",):
+        getattr(pipe, name).requires_grad_(False)
+    if cfg.uses_adapter:
+        return attach_adapter(denoiser, family.lora_targets, cfg.rank, cfg.alpha, dora=cfg.method == "dora")
+    denoiser.requires_grad_(True)
+    return list(denoiser.parameters())
+
+
+def finetune(pipe, family, data: ImageSet, cfg: FinetuneConfig, prior: ImageSet | None = None) -> FinetuneResult:
+    """Fine-tune pipe's denoiser in place on `data` (plus `prior` for DreamBooth)."""
+    if cfg.method == "dreambooth" and prior is None:
+        raise ValueError("dreambooth needs class images for prior preservation")
+    torch.manual_seed(cfg.seed)
+    g = torch.Generator().manual_seed(cfg.seed)
+    params = trainable_parameters(pipe, family, cfg)
+    denoiser = family.denoiser_of(pipe)
+    if cfg.gradient_checkpointing:
+        denoiser.enable_gradient_checkpointing()
+    inst = make_loss(pipe, family, encode_images(pipe, data.images), encode_captions(pipe, family, data.captions), g)
+    prior_loss = None
+    if cfg.method == "dreambooth":
+        prior_loss = make_loss(pipe, family, encode_images(pipe, prior.images),
+                               encode_captions(pipe, family, prior.captions), g)
+    n, n_prior = len(data.captions), len(prior.captions) if prior else 0
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+    snap_steps = {max(1, round(f * cfg.steps)) - 1 for f in cfg.snapshots}
+    result = FinetuneResult([])
+
+    def loss(step: int) -> torch.Tensor:
+        idx = torch.randint(0, n, (cfg.batch,), generator=g)
+        with torch.autocast(pipe.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            value = inst(idx)
+            if prior_loss is not None:
+                value = value + cfg.prior_weight * prior_loss(torch.randint(0, n_prior, (cfg.batch,), generator=g))
+        return value
+
+    def snapshot(step: int) -> None:
+        if step in snap_steps:
+            result.snapshots[step + 1] = {k: v.detach().clone() for k, v in denoiser.state_dict().items()
+                                          if not cfg.uses_adapter or "lora" in k}
+
+    denoiser.train()
+    try:
+        result.losses = train_steps(params, loss, cfg.steps, cfg.lr, schedule="constant", desc=f"finetune-{cfg.method}",
+                                    on_step=snapshot)
+    except torch.OutOfMemoryError as e:
+        raise TrainingError(f"finetune-{cfg.method}: {OOM_HINT}") from e
+    denoiser.eval()
+    return result

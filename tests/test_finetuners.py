@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+import torch
+
+from editpersist.families import get_family
+from editpersist.finetuners.adapters import save_adapter
+from editpersist.finetuners.config import FinetuneConfig
+from editpersist.finetuners.trainer import ImageSet, finetune
+from editpersist.generate import SamplingConfig, generate
+from editpersist.toy.render import render_samples
+from editpersist.toy.world import Sample
+
+SUBJECT = [Sample("a sks square", "purple", "square")] * 8
+
+
+def _data():
+    return ImageSet(render_samples(SUBJECT, seed=0), [s.caption for s in SUBJECT])
+
+
+def _gen(pipe, family):
+    return generate(pipe, family, ["a sks square"], 2, SamplingConfig(steps=3, guidance=2.0), base_seed=1)[0]
+
+
+def _latents_out(pipe, family):
+    """Denoiser output on fixed inputs: compares weights more finely than uint8 images."""
+    torch.manual_seed(0)
+    den = family.denoiser_of(pipe)
+    with torch.no_grad():
+        if family.name == "flux":
+            from editpersist.training.objectives import flux_image_ids, pack_flux_latents
+
+            x = pack_flux_latents(torch.randn(1, 16, 8, 8))
+            return den(hidden_states=x, timestep=torch.tensor([0.5]), pooled_projections=torch.randn(1, 32),
+                       encoder_hidden_states=torch.randn(1, 12, 32), txt_ids=torch.zeros(12, 3),
+                       img_ids=flux_image_ids(8, 8, "cpu", torch.float32), return_dict=False)[0]
+        return den(torch.randn(1, 4, 8, 8), torch.tensor([500]), encoder_hidden_states=torch.randn(1, 16, 32)).sample
+
+
+@pytest.mark.parametrize("name", ["sd", "flux"])
+@pytest.mark.parametrize("method", ["lora", "dora"])
+def test_adapter_reloads_in_a_fresh_pipeline_and_fuses(tiny_model_dirs, tmp_path, name, method):
+    family = get_family(name)
+    pipe = family.load(tiny_model_dirs[name])
+    res = finetune(pipe, family, _data(), FinetuneConfig(method, steps=3, lr=1e-2, batch=2))
+    assert len(res.losses) == 3
+    ref = _latents_out(pipe, family)
+    save_adapter(pipe, family, tmp_path / "adapter")
+    assert (tmp_path / "adapter/pytorch_lora_weights.safetensors").is_file()
+    fresh = family.load(tiny_model_dirs[name])
+    base = _latents_out(fresh, family)
+    fresh.load_lora_weights(tmp_path / "adapter")
+    reloaded = _latents_out(fresh, family)
+    assert (ref - base).abs().max() > 1e-4  # the adapter does something
+    torch.testing.assert_close(reloaded, ref, atol=1e-5, rtol=0)
+    fresh.fuse_lora()
+    torch.testing.assert_close(_latents_out(fresh, family), ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_finetuning_is_deterministic_on_cpu(tiny_model_dirs, method):
+    family = get_family("sd")
+    runs = []
+    for _ in range(2):
+        pipe = family.load(tiny_model_dirs["sd"])
+        res = finetune(pipe, family, _data(), FinetuneConfig(method, steps=3, lr=1e-3, batch=2, seed=5))
+        runs.append((res.losses, _gen(pipe, family)))
+    assert runs[0][0] == runs[1][0]
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
+def test_dreambooth_needs_and_uses_class_images(tiny_model_dirs):
+    family = get_family("sd")
+    pipe = family.load(tiny_model_dirs["sd"])
+    with pytest.raises(ValueError, match="class images"):
+        finetune(pipe, family, _data(), FinetuneConfig("dreambooth", steps=1, lr=1e-5))
+    prior = ImageSet(render_samples([Sample("a square", "green", "square")] * 4, seed=1), ["a square"] * 4)
+    res = finetune(pipe, family, _data(), FinetuneConfig("dreambooth", steps=2, lr=5e-6, batch=2, snapshots=(0.5, 1.0)),
+                   prior=prior)
+    assert sorted(res.snapshots) == [1, 2]
+
+
+def test_unknown_method_is_rejected():
+    with pytest.raises(ValueError, match="unknown fine-tuning method 'qlora'"):
+        FinetuneConfig("qlora", steps=1, lr=1e-4)
