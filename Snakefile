@@ -7,16 +7,22 @@ from snakemake.utils import min_version
 min_version("9.20")
 
 
-configfile: "config/config.yaml"
+# The toy study is the default. A config given with --configfile replaces it whole rather
+# than being deep-merged into it, so a user's grid never inherits toy tasks or editors.
+if not config:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/toy.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/edit.smk"
+include: "workflow/rules/finetune.smk"
 
 
 rule all:
     input:
         "results/toy/quality.json",
         edit_targets(),
+        finetune_targets(),

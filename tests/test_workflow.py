@@ -48,6 +48,17 @@ def test_tiny_toy_world_builds_end_to_end_and_reruns_nothing(tmp_path):
     for rule in ("toy_data", "toy_model_sd", "toy_quality"):
         assert list((wd / "benchmarks/toy").glob("*.tsv")), rule
     assert (wd / "results/toy/fidelity_toy-sd.png").stat().st_size > 0
+    # The given config replaced the default one: only its editor and task ran.
+    assert sorted(p.name for p in (wd / "results/states/toy-sd/edit").iterdir()) == ["uce"]
+    assert sorted(p.name for p in (wd / "results/states/toy-sd/edit/uce").iterdir()) == ["appearance"]
+    # Fine-tuned states: the shared control from the base, and one per edited state.
+    for start in ("base", "edit/uce/appearance/circle-to-blue"):
+        ft = wd / f"results/states/toy-sd/{start}/ft"
+        assert (ft / "lora/sks-square/pytorch_lora_weights.safetensors").is_file()
+        assert (ft / "dreambooth/sks-square/delta.safetensors").is_file()
+        assert (ft / "dreambooth/sks-square/snapshot_1.safetensors").is_file()
+        record = json.loads((ft / "lora/sks-square/finetune.json").read_text())
+        assert record["steps"] == 2 and len(record["loss_curve"]) == 2
     # The built models load like any real model.
     from editpersist.families import get_family
 

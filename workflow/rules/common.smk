@@ -39,15 +39,50 @@ def judge_input(wildcards):
     return config["judge"]["model"] if Path(config["judge"]["model"]).suffix == "" else []
 
 
-def edit_targets():
+NAME = "[A-Za-z0-9][A-Za-z0-9-]*"
+# Subject records as ToySubject takes them ("class" is a Python keyword in the config).
+SUBJECTS = {
+    s["name"]: {"name": s["name"], "cls": s["class"], "color": s["color"]}
+    for s in config["finetune_data"]["subjects"]
+}
+
+
+def start_delta(wildcards):
+    """The edit delta a state starts from; none for the base model."""
+    if wildcards.start == "base":
+        return []
+    return f"results/states/{wildcards.model}/{wildcards.start}.safetensors"
+
+
+def class_images_input(wildcards):
+    if wildcards.finetuner != "dreambooth":
+        return []
+    return f"results/states/{wildcards.model}/{wildcards.start}/class_images/{wildcards.subject}.npz"
+
+
+def edit_starts(model):
+    """Every edited state of a model, as the `start` wildcard."""
     return [
-        f"results/states/{model}/edit/{editor}/{task}/{case.name}.safetensors"
-        for model in MODELS
+        f"edit/{editor}/{task}/{case.name}"
         for editor in EDITORS
         for task, cases in CASES.items()
         for case in cases
         if editor_fits(editor, case)
     ]
+
+
+def finetune_targets():
+    return [
+        f"results/states/{model}/{start}/ft/{finetuner}/{subject}"
+        for model in MODELS
+        for start in ["base"] + edit_starts(model)
+        for finetuner in config["finetuners"]
+        for subject in SUBJECTS
+    ]
+
+
+def edit_targets():
+    return [f"results/states/{model}/{start}.safetensors" for model in MODELS for start in edit_starts(model)]
 
 
 def refact_stats_input(wildcards):

@@ -37,9 +37,14 @@ def adapter_state(denoiser: torch.nn.Module) -> dict[str, torch.Tensor]:
     return convert_state_dict_to_diffusers(get_peft_model_state_dict(denoiser, adapter_name=ADAPTER))
 
 
-def save_adapter(pipe, family, out_dir: Path) -> None:
-    """Write pytorch_lora_weights.safetensors, loadable with `pipe.load_lora_weights(out_dir)`."""
+def write_adapter(pipe, family, directory: Path) -> None:
+    """Write pytorch_lora_weights.safetensors into `directory` (the caller makes it atomic)."""
     layers = adapter_state(family.denoiser_of(pipe))
     kwarg = "unet_lora_layers" if family.denoiser == "unet" else "transformer_lora_layers"
+    type(pipe).save_lora_weights(directory, **{kwarg: layers}, safe_serialization=True)
+
+
+def save_adapter(pipe, family, out_dir: Path) -> None:
+    """An adapter directory loadable with `pipe.load_lora_weights(out_dir)`, written atomically."""
     with atomic_dir(out_dir) as tmp:
-        type(pipe).save_lora_weights(tmp, **{kwarg: layers}, safe_serialization=True)
+        write_adapter(pipe, family, tmp)

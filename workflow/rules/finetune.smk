@@ -1,0 +1,66 @@
+# Fine-tune stage: a model state (base, or base + edit delta) -> a fine-tuned state.
+# The unedited control lives under results/states/<model>/base/ft/... and is trained once
+# per (model, fine-tuner, fine-tune data), shared by every editor and task.
+
+START = r"base|edit/[A-Za-z0-9-]+/[A-Za-z0-9-]+/[A-Za-z0-9-]+"
+
+
+rule class_images:
+    input:
+        model=model_input,
+        delta=start_delta,
+    output:
+        images="results/states/{model}/{start}/class_images/{subject}.npz",
+    wildcard_constraints:
+        start=START,
+        subject=NAME,
+    params:
+        family=lambda wc: MODELS[wc.model]["family"],
+        subject=lambda wc: SUBJECTS[wc.subject],
+        n=config["finetune_data"]["n_class_images"],
+        sampling=config["sampling"],
+        seed=config["seed"],
+        device=config["device"],
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=lambda wc, attempt: 30 * attempt,
+    conda:
+        "../../envs/editpersist.yaml"
+    log:
+        "logs/class_images/{model}/{start}/{subject}.log",
+    benchmark:
+        "benchmarks/class_images/{model}/{start}/{subject}.tsv"
+    script:
+        "../scripts/class_images.py"
+
+
+rule finetune:
+    input:
+        model=model_input,
+        delta=start_delta,
+        class_images=class_images_input,
+    output:
+        state=directory("results/states/{model}/{start}/ft/{finetuner}/{subject}"),
+    wildcard_constraints:
+        start=START,
+        finetuner="lora|dora|full|dreambooth",
+        subject=NAME,
+    params:
+        family=lambda wc: MODELS[wc.model]["family"],
+        cfg=lambda wc: config["finetuners"][wc.finetuner],
+        subject=lambda wc: SUBJECTS[wc.subject],
+        n_images=config["finetune_data"]["n_images"],
+        device=config["device"],
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=lambda wc, attempt: 60 * attempt,
+    conda:
+        "../../envs/editpersist.yaml"
+    log:
+        "logs/finetune/{model}/{start}/{finetuner}/{subject}.log",
+    benchmark:
+        "benchmarks/finetune/{model}/{start}/{finetuner}/{subject}.tsv"
+    script:
+        "../scripts/finetune.py"
