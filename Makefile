@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CORES ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install dryrun clean-results
+.PHONY: run test install dryrun bench
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ run: $(STAMP)
 
 dryrun: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/snakemake -n --cores $(CORES)
+
+# Benchmarks (not tests): needs the toy world built by `make run`; writes results/bench/.
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m editpersist.bench finetune
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)

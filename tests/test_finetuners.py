@@ -82,3 +82,11 @@ def test_dreambooth_needs_and_uses_class_images(tiny_model_dirs):
 def test_unknown_method_is_rejected():
     with pytest.raises(ValueError, match="unknown fine-tuning method 'qlora'"):
         FinetuneConfig("qlora", steps=1, lr=1e-4)
+
+
+def test_benchmark_reports_step_time_and_memory(tiny_model_dirs):
+    from editpersist.bench import _one, table
+
+    r = _one(str(tiny_model_dirs["sd"]), "sd", "dora", steps=2, warmup=1, batch=2)
+    assert r["step_ms"] > 0 and r["peak_rss_mb"] > 0 and r["trainable_params"] > 0
+    assert "| toy-sd/dora |" in table({"toy-sd/dora": r})

@@ -50,8 +50,8 @@ def edit_attributes(case: EditCase) -> tuple[set[str], set[str]]:
 
 
 def relation(subject: ToySubject, case: EditCase) -> str:
-    source_shape = text_attributes(case.source.prompt).get("shape")
-    if subject.cls == source_shape:
+    concept = case.source.prompt.split()[-1]  # the edited noun: "circle", or a role such as "king"
+    if subject.cls == concept:
         return "related"
     shapes, colors = edit_attributes(case)
     if subject.cls in shapes or subject.color in colors:

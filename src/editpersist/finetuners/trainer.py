@@ -12,6 +12,7 @@ so a step costs one denoiser forward and backward.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +42,7 @@ class ImageSet:
 class FinetuneResult:
     losses: list[float]
     snapshots: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # step -> trainable state
+    step_ends: list[float] = field(default_factory=list)  # perf_counter() after each step, for benchmarks
 
 
 @torch.no_grad()
@@ -127,7 +129,8 @@ def finetune(pipe, family, data: ImageSet, cfg: FinetuneConfig, prior: ImageSet 
                 value = value + cfg.prior_weight * prior_loss(torch.randint(0, n_prior, (cfg.batch,), generator=g))
         return value
 
-    def snapshot(step: int) -> None:
+    def after_step(step: int) -> None:
+        result.step_ends.append(time.perf_counter())
         if step in snap_steps:
             result.snapshots[step + 1] = {k: v.detach().clone() for k, v in denoiser.state_dict().items()
                                           if not cfg.uses_adapter or "lora" in k}
@@ -135,7 +138,7 @@ def finetune(pipe, family, data: ImageSet, cfg: FinetuneConfig, prior: ImageSet 
     denoiser.train()
     try:
         result.losses = train_steps(params, loss, cfg.steps, cfg.lr, schedule="constant", desc=f"finetune-{cfg.method}",
-                                    on_step=snapshot)
+                                    on_step=after_step)
     except torch.OutOfMemoryError as e:
         raise TrainingError(f"finetune-{cfg.method}: {OOM_HINT}") from e
     denoiser.eval()
