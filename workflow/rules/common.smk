@@ -36,7 +36,10 @@ def model_input(wildcards):
 
 
 def judge_input(wildcards):
-    return config["judge"]["model"] if Path(config["judge"]["model"]).suffix == "" else []
+    """The toy judge is built by a rule, so it is a job input; an open_clip architecture
+    name (e.g. "ViT-bigG-14") or a user's own directory is not a file Snakemake could make."""
+    judge = config["judge"]["model"]
+    return judge if judge.startswith(f"{TOY}/") else []
 
 
 NAME = "[A-Za-z0-9][A-Za-z0-9-]*"

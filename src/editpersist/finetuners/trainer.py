@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import TrainingError
+from ..latents import encode_latents
 from ..training.loop import train_steps
 from ..training.objectives import DenoisingObjective, FlowMatchingObjective
 from .adapters import attach_adapter
@@ -43,14 +44,6 @@ class FinetuneResult:
     losses: list[float]
     snapshots: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # step -> trainable state
     step_ends: list[float] = field(default_factory=list)  # perf_counter() after each step, for benchmarks
-
-
-@torch.no_grad()
-def encode_images(pipe, images: np.ndarray) -> torch.Tensor:
-    vae = pipe.vae
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(vae.device, vae.dtype)
-    z = vae.encode(x).latent_dist.mean
-    return ((z - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor).float()
 
 
 @torch.no_grad()
@@ -111,10 +104,10 @@ def finetune(pipe, family, data: ImageSet, cfg: FinetuneConfig, prior: ImageSet 
     denoiser = family.denoiser_of(pipe)
     if cfg.gradient_checkpointing:
         denoiser.enable_gradient_checkpointing()
-    inst = make_loss(pipe, family, encode_images(pipe, data.images), encode_captions(pipe, family, data.captions), g)
+    inst = make_loss(pipe, family, encode_latents(pipe.vae, data.images), encode_captions(pipe, family, data.captions), g)
     prior_loss = None
     if cfg.method == "dreambooth":
-        prior_loss = make_loss(pipe, family, encode_images(pipe, prior.images),
+        prior_loss = make_loss(pipe, family, encode_latents(pipe.vae, prior.images),
                                encode_captions(pipe, family, prior.captions), g)
     n, n_prior = len(data.captions), len(prior.captions) if prior else 0
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)

@@ -12,11 +12,13 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..io import atomic_dir, atomic_path, write_json
+from ..latents import encode_latents
 from ..runtime import RunStats, seed_everything
-from . import diffusion, reader as reader_mod, render, text_clip, tokenizers, vae as vae_mod
+from . import diffusion, render, text_clip, tokenizers
+from . import reader as reader_mod
+from . import vae as vae_mod
 from .judge import train_judge
 from .world import Sample, WorldSpec, sample_captions
 
@@ -113,10 +115,6 @@ def _save_pretrained_model(pipe, denoiser, losses: list[float], stats: RunStats,
     write_json(stats_out, stats.as_dict())
 
 
-def _load_latents(vae, images: np.ndarray) -> torch.Tensor:
-    return diffusion.scaled_latents(vae, vae_mod.encode_means(vae, images))
-
-
 def build_toy_sd(data: Path, vae_dir: Path, clip_dir: Path, out: Path, cfg: dict, seed: int, stats_out: Path) -> None:
     from diffusers import AutoencoderKL
     from transformers import CLIPModel, CLIPTokenizer
@@ -127,7 +125,7 @@ def build_toy_sd(data: Path, vae_dir: Path, clip_dir: Path, out: Path, cfg: dict
     vae = AutoencoderKL.from_pretrained(vae_dir).eval()
     tok = CLIPTokenizer.from_pretrained(clip_dir)
     encoder = text_clip.text_tower(CLIPModel.from_pretrained(clip_dir))
-    latents = _load_latents(vae, images)
+    latents = encode_latents(vae, images)
     unet = diffusion.build_sd_unet(vae.config.latent_channels, encoder.config.hidden_size,
                                    latent_size=latents.shape[-1])
     train_sched, sample_sched = diffusion.sd_schedulers()
@@ -150,7 +148,7 @@ def build_toy_flux(data: Path, vae_dir: Path, clip_dir: Path, t5_tok_dir: Path, 
     clip_encoder = text_clip.text_tower(CLIPModel.from_pretrained(clip_dir))
     t5_tok = T5Tokenizer.from_pretrained(t5_tok_dir)
     t5 = diffusion.build_t5(len(t5_tok))
-    latents = _load_latents(vae, images)
+    latents = encode_latents(vae, images)
     transformer = diffusion.build_flux_transformer(vae.config.latent_channels, t5.config.d_model,
                                                    clip_encoder.config.hidden_size)
     losses = diffusion.pretrain_flux(transformer, t5, t5_tok, clip_encoder, clip_tok, latents, samples,

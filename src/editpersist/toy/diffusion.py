@@ -185,8 +185,3 @@ def assemble_flux(vae, clip_encoder, clip_tokenizer, t5, t5_tokenizer, transform
         scheduler=flux_scheduler(), vae=vae, text_encoder=clip_encoder, tokenizer=clip_tokenizer,
         text_encoder_2=t5, tokenizer_2=t5_tokenizer, transformer=transformer,
     )
-
-
-def scaled_latents(vae: AutoencoderKL, raw: torch.Tensor) -> torch.Tensor:
-    shift = vae.config.shift_factor or 0.0
-    return (raw - shift) * vae.config.scaling_factor

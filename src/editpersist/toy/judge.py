@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from ..io import atomic_dir
+from ..latents import to_model_range
 from ..training.loop import train_steps
 from .contrastive import consistency, contrastive_loss
-from .vae import to_model_range
 from .world import Sample, WorldSpec
 
 # mean = std = 0.5 maps [0, 1] pixels to [-1, 1], the range used in training.

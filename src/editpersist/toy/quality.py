@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..generate import SamplingConfig, generate
 from ..families.base import ModelFamily
+from ..generate import SamplingConfig, generate
 from ..judges.clip import ClipJudge
 from .reader import AttributeReader
 from .render import render_samples

@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPVisionConfig
+from transformers import (
+    CLIPConfig,
+    CLIPModel,
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPVisionConfig,
+)
 
+from ..latents import to_model_range
 from ..training.loop import train_steps
 from .contrastive import consistency, contrastive_loss
-from .vae import to_model_range
 from .world import Sample, WorldSpec
 
 

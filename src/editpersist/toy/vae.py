@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
+from ..latents import to_model_range
 from ..training.loop import train_steps
 
 
@@ -29,11 +30,6 @@ def build_vae(latent_channels: int, widths: tuple[int, ...] = (32, 64, 64)) -> A
         sample_size=32,
         mid_block_add_attention=False,
     )
-
-
-def to_model_range(images_uint8: np.ndarray) -> torch.Tensor:
-    """NHWC uint8 -> NCHW float in [-1, 1], the range diffusers' VAEs use."""
-    return torch.from_numpy(images_uint8).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 def train_vae(vae: AutoencoderKL, images: np.ndarray, steps: int, batch: int, lr: float,
