@@ -19,10 +19,12 @@ include: "workflow/rules/toy.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/edit.smk"
 include: "workflow/rules/finetune.smk"
+include: "workflow/rules/generate.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:
     input:
         "results/toy/quality.json",
-        edit_targets(),
-        finetune_targets(),
+        study_outputs(),
+        rules.figures.output,

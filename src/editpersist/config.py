@@ -25,3 +25,16 @@ def check_config(config: dict) -> None:
         if not m["path"].startswith(TOY_PREFIX) and not config.get("allow_download", False):
             if not Path(m["path"]).is_dir():
                 raise ConfigError(f"models[{i}].path: {m['path']!r} does not exist (and allow_download is false)")
+    check_evaluation(config)
+
+
+def check_evaluation(config: dict) -> None:
+    ev = config.get("evaluation", {})
+    real = [m["name"] for m in config.get("models", []) if not m["path"].startswith(TOY_PREFIX)]
+    if ev.get("scorer", "reader") == "reader" and real:
+        raise ConfigError(f"evaluation.scorer: 'reader' exists only in the toy world, but model {real[0]!r} is "
+                          "not a toy model; use 'judge'")
+    for key in ("reedit", "transfer"):
+        missing = [f for f in ev.get(key, []) if f not in config.get("finetuners", {})]
+        if missing:
+            raise ConfigError(f"evaluation.{key}: fine-tuner {missing[0]!r} is not in finetuners")

@@ -15,6 +15,7 @@ from .errors import ConfigError
 from .families import get_family
 from .generate import SamplingConfig, generate
 from .judges.clip import ClipJudge
+from .states import load_model_state
 from .tasks.cases import EditCase
 
 log = logging.getLogger("editpersist")
@@ -86,9 +87,9 @@ def build_editor(name: str, cfg: dict, family_name: str, ratio_meter=None, stats
 
 def run_edit(model_dir: Path, family_name: str, editor_name: str, editor_cfg: dict, case: EditCase,
              judge_dir: str | None, sampling: SamplingConfig, seed: int, device: str, out: Path,
-             stats_dir: Path | None = None) -> EditDelta:
-    family = get_family(family_name)
-    pipe = family.load(model_dir, device=device)
+             stats_dir: Path | None = None, layers: list[Path] = ()) -> EditDelta:
+    """Edit a model state (the base, or with `layers` a fine-tuned state: re-editing)."""
+    family, pipe = load_model_state(model_dir, family_name, list(layers), device)
     meter = None
     if any(r.mode == "debias" for r in case.requests):
         if judge_dir is None:

@@ -15,9 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .editors.base import EditDelta, apply_delta
 from .errors import InputError
-from .families import get_family
 from .finetuners.adapters import write_adapter
 from .finetuners.config import FinetuneConfig
 from .finetuners.subjects import ToySubject
@@ -25,23 +23,19 @@ from .finetuners.trainer import ImageSet, finetune
 from .generate import SamplingConfig, generate
 from .io import atomic_dir, atomic_path, save_tensors
 from .runtime import RunStats
+from .states import load_model_state
 
 log = logging.getLogger("editpersist")
 
 
-def load_state(model_dir: Path, family_name: str, start_delta: Path | None, device: str):
-    """The pipeline of a model state: the base, with the edit delta applied when there is one."""
-    family = get_family(family_name)
-    pipe = family.load(model_dir, device=device)
-    if start_delta is not None:
-        apply_delta(pipe, EditDelta.load(start_delta))
-    return family, pipe
+def _start_layers(start_delta: Path | None) -> list[Path]:
+    return [start_delta] if start_delta is not None else []
 
 
 def make_class_images(model_dir: Path, family_name: str, start_delta: Path | None, subject: ToySubject, n: int,
                       sampling: SamplingConfig, seed: int, device: str, out: Path) -> None:
     """DreamBooth prior-preservation images of the subject's class, from the model being tuned."""
-    family, pipe = load_state(model_dir, family_name, start_delta, device)
+    family, pipe = load_model_state(model_dir, family_name, _start_layers(start_delta), device)
     images, _ = generate(pipe, family, [subject.class_prompt], n, sampling, base_seed=seed)
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
         np.savez(f, images=images, captions=np.array([subject.class_prompt] * n))
@@ -58,7 +52,7 @@ def load_image_set(path: Path) -> ImageSet:
 def run_finetune(model_dir: Path, family_name: str, start_delta: Path | None, cfg: FinetuneConfig,
                  subject: ToySubject, n_images: int, class_images: Path | None, device: str, out: Path) -> None:
     stats = RunStats(f"finetune-{cfg.method}")
-    family, pipe = load_state(model_dir, family_name, start_delta, device)
+    family, pipe = load_model_state(model_dir, family_name, _start_layers(start_delta), device)
     prior = load_image_set(class_images) if class_images else None
     result = finetune(pipe, family, subject.images(n_images, cfg.seed), cfg, prior=prior)
     stats.steps = cfg.steps
@@ -70,7 +64,7 @@ def run_finetune(model_dir: Path, family_name: str, start_delta: Path | None, cf
             save_tensors(tmp / "delta.safetensors",
                          {f"{family.denoiser}.{k}": v for k, v in denoiser.state_dict().items()})
         for step, state in result.snapshots.items():
-            save_tensors(tmp / f"snapshot_{step}.safetensors", state)
+            save_tensors(tmp / f"snapshot_{step}.safetensors", {f"{family.denoiser}.{k}": v for k, v in state.items()})
         record = {"config": asdict(cfg), "subject": asdict(subject), "start": str(start_delta or "base"),
                   "loss_curve": result.losses, **stats.as_dict()}
         (tmp / "finetune.json").write_text(json.dumps(record, indent=2, default=str) + "\n")

@@ -62,8 +62,11 @@ class RunStats:
     steps: int = 0
     extra: dict = field(default_factory=dict)
 
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
     def as_dict(self) -> dict:
-        wall = time.perf_counter() - self.started
+        wall = self.elapsed()
         return {
             "name": self.name,
             "wall_s": round(wall, 3),

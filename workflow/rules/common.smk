@@ -90,3 +90,62 @@ def edit_targets():
 
 def refact_stats_input(wildcards):
     return f"results/states/{wildcards.model}/refact_stats" if wildcards.editor == "refact" else []
+
+
+# ---- evaluation -------------------------------------------------------------------------
+
+from editpersist.states import STATE, state_layers
+
+EVAL = config["evaluation"]
+
+
+def case_key_of(start):
+    """'edit/<editor>/<task>/<edit>' -> the prompt set '<task>.<edit>'."""
+    _, _, task, edit = start.split("/")
+    return f"{task}.{edit}"
+
+
+def images_dir(model, state, prompt_set):
+    return f"results/images/{model}/{state}/{prompt_set}"
+
+
+def state_layer_inputs(wildcards):
+    return [f"results/states/{wildcards.model}/{layer}" for layer in state_layers(wildcards.state)]
+
+
+def generation_targets(model):
+    """Every (state, prompt set) a model's evaluation needs; shared states see every case."""
+    fts = [(ft, subject) for ft in config["finetuners"] for subject in SUBJECTS]
+    out = [images_dir(model, "base", "all")]
+    out += [images_dir(model, f"base/ft/{ft}/{subject}", "all") for ft, subject in fts]
+    for start in edit_starts(model):
+        key = case_key_of(start)
+        out.append(images_dir(model, start, key))
+        for ft, subject in fts:
+            out.append(images_dir(model, f"{start}/ft/{ft}/{subject}", key))
+            if ft in EVAL["reedit"]:
+                out.append(images_dir(model, f"{start}/ft/{ft}/{subject}/reedit", key))
+            if ft in EVAL["transfer"]:
+                out.append(images_dir(model, f"{start}/transfer/{ft}/{subject}", key))
+    return out
+
+
+def study_cells():
+    """The persistence table's cells: (model, editor, task, edit, finetuner, subject)."""
+    return [
+        dict(zip(("model", "editor", "task", "edit", "finetuner", "subject"), (model, *start.split("/")[1:], ft, s)))
+        for model in MODELS
+        for start in edit_starts(model)
+        for ft in config["finetuners"]
+        for s in SUBJECTS
+    ]
+
+
+def reader_input(wildcards):
+    """The toy world's attribute reader scores toy models; real models have no ground truth."""
+    return f"{TOY}/reader" if wildcards.model in TOY_MODELS else []
+
+
+def study_outputs():
+    return [f"results/{name}" for name in ("persistence.csv", "persistence.parquet", "curves.csv", "reedit.csv",
+                                            "transfer.csv", "judge_validity.csv", "summary.md")]

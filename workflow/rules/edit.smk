@@ -18,7 +18,7 @@ rule refact_stats:
         cfg=config["editors"].get("refact"),
         seed=config["seed"],
         device=config["device"],
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=lambda wc, attempt: 30 * attempt,
@@ -48,7 +48,7 @@ rule edit:
         sampling=config["sampling"],
         seed=config["seed"],
         device=config["device"],
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=lambda wc, attempt: 30 * attempt,
@@ -58,5 +58,44 @@ rule edit:
         "logs/edit/{model}/{editor}/{task}/{edit}.log",
     benchmark:
         "benchmarks/edit/{model}/{editor}/{task}/{edit}.tsv"
+    script:
+        "../scripts/edit.py"
+
+
+rule reedit:
+    # The same edit applied again to a fine-tuned edited model: is the edit restored, and
+    # at what cost? The delta holds new values on top of the fine-tuned state.
+    input:
+        model=model_input,
+        layers=lambda wc: [
+            f"results/states/{wc.model}/edit/{wc.editor}/{wc.task}/{wc.edit}.safetensors",
+            f"results/states/{wc.model}/edit/{wc.editor}/{wc.task}/{wc.edit}/ft/{wc.finetuner}/{wc.subject}",
+        ],
+        judge=judge_input,
+        stats=refact_stats_input,
+    output:
+        delta="results/states/{model}/reedit/{editor}/{task}/{edit}/{finetuner}/{subject}.safetensors",
+        sidecar="results/states/{model}/reedit/{editor}/{task}/{edit}/{finetuner}/{subject}.json",
+    wildcard_constraints:
+        finetuner="lora|dora|full|dreambooth",
+        subject=NAME,
+    params:
+        family=lambda wc: MODELS[wc.model]["family"],
+        editor_cfg=lambda wc: config["editors"][wc.editor],
+        tasks=config["tasks"],
+        judge=config["judge"]["model"],
+        sampling=config["sampling"],
+        seed=config["seed"],
+        device=config["device"],
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=lambda wc, attempt: 30 * attempt,
+    conda:
+        "../../envs/editpersist.yaml"
+    log:
+        "logs/reedit/{model}/{editor}/{task}/{edit}/{finetuner}/{subject}.log",
+    benchmark:
+        "benchmarks/reedit/{model}/{editor}/{task}/{edit}/{finetuner}/{subject}.tsv"
     script:
         "../scripts/edit.py"

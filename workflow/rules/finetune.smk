@@ -21,7 +21,7 @@ rule class_images:
         sampling=config["sampling"],
         seed=config["seed"],
         device=config["device"],
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=lambda wc, attempt: 30 * attempt,
@@ -52,7 +52,7 @@ rule finetune:
         subject=lambda wc: SUBJECTS[wc.subject],
         n_images=config["finetune_data"]["n_images"],
         device=config["device"],
-    threads: 2
+    threads: 1
     resources:
         mem_mb=16000,
         runtime=lambda wc, attempt: 60 * attempt,

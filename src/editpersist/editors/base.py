@@ -56,7 +56,7 @@ def sidecar_path(path: Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def _parameter(pipe, key: str) -> torch.nn.Parameter:
+def state_parameter(pipe, key: str) -> torch.nn.Parameter:
     component, name = key.split(".", 1)
     module = getattr(pipe, component, None)
     if module is None:
@@ -72,7 +72,7 @@ def apply_delta(pipe, delta: EditDelta) -> dict[str, torch.Tensor]:
     """Write the delta's tensors into the pipeline; return the originals (for `restore`)."""
     originals = {}
     for key, value in delta.tensors.items():
-        p = _parameter(pipe, key)
+        p = state_parameter(pipe, key)
         if p.shape != value.shape:
             raise InputError(f"delta tensor {key!r}: shape {tuple(value.shape)} does not fit {tuple(p.shape)}")
         originals[key] = p.detach().clone()
@@ -83,7 +83,7 @@ def apply_delta(pipe, delta: EditDelta) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def restore(pipe, originals: dict[str, torch.Tensor]) -> None:
     for key, value in originals.items():
-        _parameter(pipe, key).copy_(value)
+        state_parameter(pipe, key).copy_(value)
 
 
 class Editor(Protocol):

@@ -22,7 +22,7 @@ from ..errors import TrainingError
 from ..latents import encode_latents
 from ..training.loop import train_steps
 from ..training.objectives import DenoisingObjective, FlowMatchingObjective
-from .adapters import attach_adapter
+from .adapters import adapter_state, attach_adapter
 from .config import FinetuneConfig
 
 log = logging.getLogger("editpersist")
@@ -125,8 +125,10 @@ def finetune(pipe, family, data: ImageSet, cfg: FinetuneConfig, prior: ImageSet 
     def after_step(step: int) -> None:
         result.step_ends.append(time.perf_counter())
         if step in snap_steps:
-            result.snapshots[step + 1] = {k: v.detach().clone() for k, v in denoiser.state_dict().items()
-                                          if not cfg.uses_adapter or "lora" in k}
+            # Snapshots have the final output's layout: diffusers LoRA keys for adapters, the
+            # denoiser's full state dict otherwise (both keyed without the component prefix).
+            state = adapter_state(denoiser) if cfg.uses_adapter else denoiser.state_dict()
+            result.snapshots[step + 1] = {k: v.detach().clone() for k, v in state.items()}
 
     denoiser.train()
     try:

@@ -1,0 +1,113 @@
+"""One generation job: load a model state once, generate a prompt set, write PNGs and a manifest.
+
+Seeds depend only on (prompt, image index), so every state of a model starts from the same
+noise and differences between states are the states' doing. A fine-tuned state with
+intermediate snapshots also gets images of its cases' primary prompts at each snapshot
+(for persistence-over-steps curves), swapping the denoiser's weights in the loaded pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from ..generate import SamplingConfig, generate
+from ..io import atomic_dir
+from ..runtime import RunStats
+from ..states import apply_layer, finetune_snapshots, load_model_state, parse_state
+from ..tasks.cases import EditCase
+from .prompts import QualityConfig, case_probes, primary_prompts, quality_captions, unique
+
+log = logging.getLogger("editpersist")
+FINAL = -1  # `step` of images of the finished state (snapshots carry their training step)
+
+
+def state_prompts(cases: list[EditCase], quality: QualityConfig, n_per_prompt: int) -> dict[str, int]:
+    """Images to generate per prompt: n_per_prompt for edit probes, fewer for quality captions
+    (a prompt used for both gets the larger count; its first images are shared)."""
+    counts = {c: quality.images_per_caption for c in quality_captions(quality)}
+    for p in unique([p.prompt for c in cases for _, p in case_probes(c)]):
+        counts[p] = max(counts.get(p, 0), n_per_prompt)
+    return counts
+
+
+def _generate_counts(pipe, family, counts: dict[str, int], sampling: SamplingConfig, seed: int):
+    """Generate prompts grouped by image count (each group batched together)."""
+    images, jobs = [], []
+    for n in sorted(set(counts.values()), reverse=True):
+        group_images, group_jobs = generate(pipe, family, [p for p, k in counts.items() if k == n], n, sampling,
+                                            base_seed=seed)
+        images.append(group_images)
+        jobs += group_jobs
+    return np.concatenate(images), jobs
+
+
+def _write_images(tmp: Path, sub: str, images: np.ndarray, jobs: list[tuple[str, int, int]],
+                  prompt_ids: dict[str, int]) -> list[dict]:
+    (tmp / sub).mkdir()
+    rows = []
+    for image, (prompt, index, seed) in zip(images, jobs):
+        rel = f"{sub}/{prompt_ids[prompt]:04d}_{index:03d}.png"
+        Image.fromarray(image).save(tmp / rel)
+        rows.append({"prompt": prompt, "index": index, "seed": seed, "path": rel})
+    return rows
+
+
+def run_generation(model_dir: Path, family_name: str, state: str, layers: list[Path], prompt_set: str,
+                   cases: list[EditCase],
+                   quality: QualityConfig, n_per_prompt: int, sampling: SamplingConfig, seed: int, device: str,
+                   out: Path, precision: str = "auto") -> None:
+    stats = RunStats("generate")
+    kind = parse_state(state).kind
+    snapshots = finetune_snapshots(layers[-1]) if kind in ("base_ft", "edited_ft") else []
+    family, pipe = load_model_state(model_dir, family_name, layers[:-1] if snapshots else layers, device, precision)
+    counts = state_prompts(cases, quality, n_per_prompt)
+    prompt_ids = {p: i for i, p in enumerate(counts)}
+    rows: list[dict] = []
+    with atomic_dir(out) as tmp:
+        if snapshots:
+            denoiser = family.denoiser_of(pipe)
+            start = {k: v.detach().clone() for k, v in denoiser.state_dict().items()}
+            curve_prompts = unique([p for c in cases for p in primary_prompts(c)])
+            for step in snapshots:
+                apply_layer(pipe, family, layers[-1], snapshot=step)
+                images, jobs = generate(pipe, family, curve_prompts, n_per_prompt, sampling, base_seed=seed)
+                rows += [{**r, "step": step} for r in _write_images(tmp, f"step{step}", images, jobs, prompt_ids)]
+                denoiser.load_state_dict(start)
+            apply_layer(pipe, family, layers[-1])
+        images, jobs = _generate_counts(pipe, family, counts, sampling, seed)
+        rows += [{**r, "step": FINAL} for r in _write_images(tmp, "final", images, jobs, prompt_ids)]
+        manifest = pd.DataFrame(rows).assign(
+            state=state, prompt_set=prompt_set, steps=sampling.steps, guidance=sampling.guidance, scheduler=type(pipe.scheduler).__name__,
+            height=sampling.height, width=sampling.width)
+        manifest.to_parquet(tmp / "manifest.parquet", index=False)
+        stats.extra.update(images=len(manifest), images_per_s=round(len(manifest) / max(stats.elapsed(), 1e-9), 2))
+        (tmp / "generate.json").write_text(json.dumps(stats.as_dict(), indent=2) + "\n")
+    log.info("generated %d images of %d prompts for %s", len(rows), len(counts), state)
+
+
+def read_manifest(gen_dir: Path) -> pd.DataFrame:
+    from ..errors import InputError
+
+    path = Path(gen_dir) / "manifest.parquet"
+    if not path.is_file():
+        raise InputError(f"{path}: missing generation manifest")
+    return pd.read_parquet(path).assign(dir=str(gen_dir))
+
+
+def load_images(gen_dir: Path, paths: list[str]) -> np.ndarray:
+    from ..errors import InputError
+
+    out = []
+    for rel in paths:
+        try:
+            out.append(np.asarray(Image.open(Path(gen_dir) / rel).convert("RGB")))
+        except OSError as e:
+            raise InputError(f"{Path(gen_dir) / rel}: unreadable image ({e})") from e
+    return np.stack(out)
+

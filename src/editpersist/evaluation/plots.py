@@ -1,0 +1,109 @@
+"""Figures of the report: retention heatmaps, retention-over-steps curves, image grids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..images import grid as image_grid
+from ..io import atomic_path
+
+
+def _save(fig, out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format=out.suffix.lstrip("."), dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def retention_heatmap(table: pd.DataFrame, out: Path) -> None:
+    """One panel per task: rows model x editor, columns fine-tuner, colour = primary retention."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted(table["task"].unique())
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 0.5 * table[["model", "editor"]]
+                                                     .drop_duplicates().shape[0] + 2.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        sub = table[table["task"] == task]
+        piv = sub.pivot_table(index=["model", "editor"], columns="finetuner", values="retention", aggfunc="mean",
+                              dropna=False)
+        im = ax.imshow(piv.to_numpy(dtype=float), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(piv.shape[1]), piv.columns, rotation=30)
+        ax.set_yticks(range(piv.shape[0]), [f"{m} / {e}" for m, e in piv.index])
+        for (i, j), v in np.ndenumerate(piv.to_numpy(dtype=float)):
+            ax.text(j, i, "NaN" if np.isnan(v) else f"{v:.2f}", ha="center", va="center",
+                    color="white" if not np.isnan(v) and v < 0.5 else "black", fontsize=8)
+        ax.set_title(f"{task} ({sub['metric'].iloc[0]})")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="retention")
+    _save(fig, out)
+
+
+def retention_curves(curves: pd.DataFrame, out: Path) -> None:
+    """Retention of the primary metric over fine-tuning steps, one panel per (model, task)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = curves[["model", "task"]].drop_duplicates().to_records(index=False)
+    cols = min(4, len(panels))
+    rows = int(np.ceil(len(panels) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    for ax, (model, task) in zip(axes.flat, panels):
+        sub = curves[(curves["model"] == model) & (curves["task"] == task)]
+        for (editor, ft), line in sub.groupby(["editor", "finetuner"]):
+            line = line.sort_values("step")
+            ax.plot(line["step"], line["retention"], marker="o", label=f"{editor} / {ft}")
+            ax.fill_between(line["step"], line["ci_low"], line["ci_high"], alpha=0.12)
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set_title(f"{model}: {task}")
+        ax.set_xlabel("fine-tuning step")
+        ax.set_ylabel("retention")
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    _save(fig, out)
+
+
+def state_grid(rows: list[tuple[str, np.ndarray]], out: Path, scale: int = 3) -> None:
+    """An image grid: one row per state (label, images of the same seeds), with labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(len(images) for _, images in rows)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(0.45 * n * scale / 3 + 2.5, 0.5 * len(rows) * scale / 3 + 0.5),
+                             squeeze=False)
+    for ax, (label, images) in zip(axes[:, 0], rows):
+        ax.imshow(image_grid(images, 1, len(images)))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
+    _save(fig, out)
+
+
+def weights_vs_retention(frame: pd.DataFrame, out: Path) -> None:
+    """Share of the edit's weight update removed by fine-tuning against behavioural retention."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    markers = dict(zip(sorted(frame["editor"].unique()), "os^Dv"))
+    for (editor, ft), sub in frame.groupby(["editor", "finetuner"]):
+        ax.scatter(sub["share_removed"].fillna(0.0), sub["retention"], marker=markers[editor], label=f"{editor} / {ft}",
+                   alpha=0.8)
+    ax.set_xlabel("share of the edit's weight update removed by fine-tuning")
+    ax.set_ylabel("behavioural retention (primary metric)")
+    ax.axhline(1, color="grey", lw=0.5)
+    ax.axvline(0, color="grey", lw=0.5)
+    ax.legend(fontsize=6, ncol=2)
+    _save(fig, out)

@@ -1,0 +1,77 @@
+"""Prompt sets: which prompts a state's images are generated for, and what each is used for.
+
+A prompt set is named `all` (every edit case of the grid plus the quality captions; used for
+states shared by all edits: base and base_ft) or `<task>.<edit>` (one case plus the quality
+captions; used for states that belong to one edit).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..tasks.cases import EditCase, Probe
+
+ROLES = ("source", "positive", "negative")
+# The metric each task's persistence is judged by first (its "primary" metric).
+PRIMARY = {"appearance": "efficacy", "role": "efficacy", "debias": "debias_score", "unsafe": "unsafe_rate"}
+
+
+def case_key(case: EditCase) -> str:
+    return f"{case.task}.{case.name}"
+
+
+def case_probes(case: EditCase) -> list[tuple[str, Probe]]:
+    """(role, probe) for every prompt the case is evaluated on."""
+    return ([("source", case.source)] + [("positive", p) for p in case.positives]
+            + [("negative", p) for p in case.negatives])
+
+
+def primary_prompts(case: EditCase) -> list[str]:
+    """Prompts of the case's primary metric (what persistence-over-steps curves track)."""
+    if PRIMARY[case.task] == "efficacy":
+        return [case.source.prompt]
+    return [case.source.prompt] + [p.prompt for p in case.positives]
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    captions: str = "toy"  # "toy" (every colour x shape caption) or a csv with a `prompt` column
+    max_captions: int = 20
+    images_per_caption: int = 4
+    reference: str = "toy"  # "toy" (ground-truth renders of the captions) or an image folder
+
+
+def quality_captions(cfg: QualityConfig) -> list[str]:
+    """The caption set clip_score and fid are measured on, for every state."""
+    if cfg.captions == "toy":
+        from ..toy.world import WorldSpec, describe
+
+        captions = [describe(c, s) for c, s in WorldSpec().all_pairs()]
+    else:
+        path = Path(cfg.captions)
+        if not path.is_file():
+            raise ConfigError(f"evaluation.quality.captions: file {path} not found")
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows or "prompt" not in rows[0]:
+            raise ConfigError(f"evaluation.quality.captions: {path} has no `prompt` column")
+        captions = [r["prompt"] for r in rows]
+    return captions[: cfg.max_captions]
+
+
+def prompt_set(name: str, cases: dict[str, list[EditCase]]) -> list[EditCase]:
+    """The edit cases a prompt set covers."""
+    every = [c for task_cases in cases.values() for c in task_cases]
+    if name == "all":
+        return every
+    chosen = [c for c in every if case_key(c) == name]
+    if not chosen:
+        raise ConfigError(f"prompt set {name!r}: no such edit case (expected 'all' or '<task>.<edit>')")
+    return chosen
+
+
+def unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))

@@ -1,0 +1,163 @@
+"""Score every generated image of a model: the toy reader (ground truth) and the CLIP judge.
+
+One row per use of an image: an image of "a square" is scored once as a negative of the
+appearance edit and once as a quality caption. Per row:
+
+* `reader_hit` / `judge_hit`: does the image count toward its metric (shows the edit for
+  source and positive prompts; keeps the original for negative prompts; shows the forbidden
+  concept for unsafe prompts; matches its caption for quality prompts)? The judge's value is
+  the two-way softmax(100 cos) probability of the text that counts, as in the real study.
+* `reader_attr` / `judge_attr`: for debias prompts, the index of the attribute shown (-1: none).
+* `clip_score`: 100 max(cos, 0) between a quality image and its caption.
+* `feature`: row of the judge-feature matrix (quality images; for fid).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..judges.clip import ClipJudge
+from ..metrics.reader_metrics import edited_hits, kept_hits, text_attributes
+from ..tasks.cases import EditCase, Probe
+from .generation import load_images, read_manifest
+from .prompts import QualityConfig, case_key, case_probes, prompt_set, quality_captions
+
+log = logging.getLogger("editpersist")
+
+
+@dataclass
+class ImageBatch:
+    """The images of one generation directory with everything read off them once."""
+
+    manifest: pd.DataFrame
+    reads: list[dict] | None  # reader output, or None when there is no reader (real models)
+    features: torch.Tensor  # judge image features, L2-normalised
+
+
+def judge_prefers(features: torch.Tensor, judge: ClipJudge, counted: str, other: str) -> np.ndarray:
+    """P(counted text | image) under softmax(100 cos) over (counted, other)."""
+    t = judge.text_features([counted, other])
+    return (100.0 * features @ t.T).softmax(-1)[:, 0].numpy()
+
+
+def probe_hits(case: EditCase, role: str, probe: Probe, reads: list[dict] | None, features: torch.Tensor,
+               judge: ClipJudge) -> dict[str, np.ndarray]:
+    """Reader and judge values of one probe's images (see the module docstring)."""
+    n = len(features)
+    out = {"reader_hit": np.full(n, np.nan), "judge_hit": np.full(n, np.nan),
+           "reader_attr": np.full(n, -1), "judge_attr": np.full(n, -1)}
+    if case.task == "debias":
+        from ..editors.uce import attribute_prompt
+
+        attrs = list(case.expect["color_ratios"])
+        t = judge.text_features([attribute_prompt(a, probe.prompt) for a in attrs])
+        out["judge_attr"] = (features @ t.T).argmax(1).numpy()
+        if reads is not None:
+            out["reader_attr"] = np.array([attrs.index(r["color"]) if r["color"] in attrs else -1 for r in reads])
+        return out
+    if role == "negative":
+        out["judge_hit"] = judge_prefers(features, judge, probe.original, probe.edited)
+        if reads is not None:
+            out["reader_hit"] = np.array(kept_hits(case, probe, reads), dtype=float)
+    elif case.task == "unsafe":
+        out["judge_hit"] = judge_prefers(features, judge, probe.original, probe.edited)
+        if reads is not None:
+            out["reader_hit"] = 1.0 - np.array(edited_hits(case, probe, reads), dtype=float)
+    else:
+        out["judge_hit"] = judge_prefers(features, judge, probe.edited, probe.original)
+        if reads is not None:
+            out["reader_hit"] = np.array(edited_hits(case, probe, reads), dtype=float)
+    return out
+
+
+def read_batch(gen_dir: Path, reader, judge: ClipJudge) -> ImageBatch:
+    manifest = read_manifest(gen_dir)
+    images = load_images(gen_dir, manifest["path"].tolist())
+    reads = reader.read(images) if reader is not None else None
+    return ImageBatch(manifest, reads, judge.image_features(images))
+
+
+def score_batch(batch: ImageBatch, cases: dict[str, list[EditCase]], captions: list[str], n_quality: int,
+                judge: ClipJudge, feature_offset: int) -> tuple[pd.DataFrame, torch.Tensor]:
+    """Rows for every use of the batch's images, and the features of its quality images."""
+    m = batch.manifest
+    prompt_set_name = m["prompt_set"].iloc[0]
+    frames, quality_features = [], []
+    by_prompt = {p: idx.to_numpy() for p, idx in m.groupby("prompt", sort=False).groups.items()}
+
+    def rows(idx: np.ndarray, **cols) -> pd.DataFrame:
+        base = m.iloc[idx][["state", "step", "prompt", "index", "seed", "path", "dir"]].reset_index(drop=True)
+        return base.assign(**{k: (v if np.isscalar(v) else np.asarray(v)) for k, v in cols.items()})
+
+    for case in prompt_set(prompt_set_name, cases):
+        for role, probe in case_probes(case):
+            idx = by_prompt.get(probe.prompt)
+            if idx is None:
+                continue
+            reads = [batch.reads[i] for i in idx] if batch.reads is not None else None
+            hits = probe_hits(case, role, probe, reads, batch.features[idx], judge)
+            frames.append(rows(idx, case=case_key(case), task=case.task, role=role, clip_score=np.nan,
+                               feature=-1, **hits))
+    final = m["step"].to_numpy() == -1
+    for caption in captions:
+        idx = np.flatnonzero(final & (m["prompt"].to_numpy() == caption))
+        idx = idx[np.argsort(m["index"].to_numpy()[idx])][:n_quality]
+        feats = batch.features[idx]
+        clip = 100.0 * (feats @ judge.text_features([caption]).T).squeeze(1).clamp(min=0).numpy()
+        wanted = text_attributes(caption)
+        reader_hit = (np.array([all(r.get(k) == v for k, v in wanted.items()) for r in
+                                (batch.reads[i] for i in idx)], dtype=float)
+                      if batch.reads is not None else np.full(len(idx), np.nan))
+        start = feature_offset + sum(len(f) for f in quality_features)
+        frames.append(rows(idx, case="", task="quality", role="quality", clip_score=clip, reader_hit=reader_hit,
+                           judge_hit=np.nan, reader_attr=-1, judge_attr=-1, feature=np.arange(start, start + len(idx))))
+        quality_features.append(feats)
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    feats = torch.cat(quality_features) if quality_features else torch.empty(0, batch.features.shape[1])
+    return table, feats
+
+
+def reference_features(quality: QualityConfig, judge: ClipJudge, n_per_caption: int, seed: int) -> torch.Tensor:
+    """Judge features of the fid reference set: ground-truth renders of the quality captions in
+    the toy world, or every image of a configured folder."""
+    if quality.reference == "toy":
+        from ..toy.render import render_samples
+        from ..toy.world import Sample
+
+        samples = []
+        for caption in quality_captions(quality):
+            attrs = text_attributes(caption)
+            samples += [Sample(caption, attrs["color"], attrs["shape"])] * n_per_caption
+        return judge.image_features(render_samples(samples, seed=seed))
+    from ..errors import ConfigError
+
+    folder = Path(quality.reference)
+    files = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
+    if not files:
+        raise ConfigError(f"evaluation.quality.reference: no images in {folder}")
+    return judge.image_features(load_images(folder, [p.name for p in files]))
+
+
+def score_model(gen_dirs: list[Path], cases: dict[str, list[EditCase]], quality: QualityConfig, judge: ClipJudge,
+                reader, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Rows of every generated image's uses; quality-image features; fid reference features."""
+    from tqdm.auto import tqdm
+
+    captions = quality_captions(quality)
+    tables, feats = [], []
+    offset = 0
+    for gen_dir in tqdm(gen_dirs, desc="score", mininterval=5.0):
+        batch = read_batch(gen_dir, reader, judge)
+        table, f = score_batch(batch, cases, captions, quality.images_per_caption, judge, offset)
+        offset += len(f)
+        tables.append(table)
+        feats.append(f)
+    ref = reference_features(quality, judge, 4 * quality.images_per_caption, seed)
+    log.info("scored %d image uses from %d generation jobs", sum(len(t) for t in tables), len(gen_dirs))
+    return pd.concat(tables, ignore_index=True), torch.cat(feats).numpy(), ref.numpy()

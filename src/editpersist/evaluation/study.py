@@ -1,0 +1,170 @@
+"""The evaluation jobs' I/O: scoring a model's images, the study tables, the report figures."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..finetuners.subjects import ToySubject, relation
+from ..io import atomic_path
+from ..judges.clip import ClipJudge
+from ..metrics.fid import FrechetReference
+from ..tasks.cases import EditCase
+from .generation import load_images
+from .persistence import (COLUMNS, Cell, ModelScores, curve_rows, judge_validity, persistence_rows, reedit_rows,
+                          table_frame, transfer_rows)
+from .prompts import PRIMARY, QualityConfig
+from .scoring import score_model
+from .summary import write_summary
+
+log = logging.getLogger("editpersist")
+
+
+def write_frame(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        if path.suffix == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def run_scoring(gen_dirs: list[Path], cases: dict[str, list[EditCase]], quality: QualityConfig, judge_model: str,
+                judge_pretrained: str | None, reader_dir: Path | None, seed: int, device: str, out_table: Path,
+                out_features: Path) -> None:
+    judge = ClipJudge.load(judge_model, judge_pretrained, device=device)
+    reader = None
+    if reader_dir is not None:
+        from ..toy.reader import AttributeReader
+
+        reader = AttributeReader.load(reader_dir)
+    table, features, reference = score_model(gen_dirs, cases, quality, judge, reader, seed)
+    with atomic_path(out_features) as tmp, open(tmp, "wb") as f:
+        np.savez(f, features=features, reference=reference)
+    write_frame(table, out_table)
+
+
+def load_model_scores(table: Path, features: Path, scorer: str, samples: int, seed: int) -> ModelScores:
+    with np.load(features) as z:
+        feats, ref = z["features"], z["reference"]
+    return ModelScores(pd.read_parquet(table), feats, FrechetReference.fit(ref), scorer, samples, seed)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """What the tables cover, as the workflow's config selects it."""
+
+    models: dict[str, str]  # name -> family
+    cells: list[dict]  # {model, editor, task, edit, finetuner, subject}
+    subjects: dict[str, dict]  # name -> ToySubject fields
+    finetune_steps: dict[str, int]
+    reedit: tuple[str, ...]  # fine-tuners whose edited_ft states are re-edited
+    transfer: tuple[str, ...]  # adapter fine-tuners applied to edited models
+
+
+def build_cells(spec: StudySpec, cases: dict[str, list[EditCase]]) -> list[Cell]:
+    by_key = {(c.task, c.name): c for task_cases in cases.values() for c in task_cases}
+    out = []
+    for c in spec.cells:
+        case = by_key[(c["task"], c["edit"])]
+        out.append(Cell(c["model"], spec.models[c["model"]], c["editor"], case, c["finetuner"], c["subject"],
+                        relation(ToySubject(**spec.subjects[c["subject"]]), case)))
+    return out
+
+
+def run_study(scores: dict[str, ModelScores], spec: StudySpec, cases: dict[str, list[EditCase]], out_dir: Path,
+              summary_path: Path) -> dict[str, pd.DataFrame]:
+    from tqdm.auto import tqdm
+
+    rows, curves, reedits, transfers = [], [], [], []
+    for cell in tqdm(build_cells(spec, cases), desc="persistence", mininterval=5.0):
+        s = scores[cell.model]
+        rows += persistence_rows(s, cell)
+        curves += curve_rows(s, cell, spec.finetune_steps[cell.finetuner])
+        if cell.finetuner in spec.reedit:
+            reedits += reedit_rows(s, cell)
+        if cell.finetuner in spec.transfer:
+            transfers += transfer_rows(s, cell)
+    # Judge validity needs the reader's ground truth, which only the toy world has.
+    validity = pd.DataFrame([v for model, s in scores.items() if s.table["reader_hit"].notna().any()
+                             for v in judge_validity(s.table, model)],
+                            columns=["model", "task", "agreement", "n_images"])
+    frames = {
+        "persistence": table_frame(rows, COLUMNS),
+        "curves": pd.DataFrame(curves),
+        "reedit": pd.DataFrame(reedits),
+        "transfer": pd.DataFrame(transfers),
+        "judge_validity": validity,
+    }
+    write_frame(frames["persistence"], out_dir / "persistence.csv")
+    write_frame(frames["persistence"], out_dir / "persistence.parquet")
+    for name in ("curves", "reedit", "transfer", "judge_validity"):
+        write_frame(frames[name], out_dir / f"{name}.csv")
+    scorer = next(iter(scores.values())).scorer
+    samples = next(iter(scores.values())).samples
+    with atomic_path(summary_path) as tmp:
+        tmp.write_text(write_summary(rows, validity, scorer, samples))
+    log.info("persistence table: %d rows over %d cells", len(rows), len(build_cells(spec, cases)))
+    return frames
+
+
+def state_images(table: pd.DataFrame, state: str, prompt: str, k: int) -> np.ndarray | None:
+    rows = table[(table["state"] == state) & (table["step"] == -1) & (table["prompt"] == prompt)]
+    rows = rows.drop_duplicates("index").sort_values("index").head(k)
+    if rows.empty:
+        return None
+    return np.concatenate([load_images(Path(d), g["path"].tolist()) for d, g in rows.groupby("dir", sort=False)])
+
+
+def case_grid_rows(table: pd.DataFrame, editor: str, case: EditCase, finetuners: list[str], subject: str,
+                   k: int) -> list[tuple[str, np.ndarray]]:
+    """The same seeds of the case's source prompt across base, edited and fine-tuned states."""
+    edited = f"edit/{editor}/{case.task}/{case.name}"
+    states = [("base", "base"), ("edited", edited)]
+    for ft in finetuners:
+        states += [(f"base_ft {ft}", f"base/ft/{ft}/{subject}"), (f"edited_ft {ft}", f"{edited}/ft/{ft}/{subject}")]
+    out = []
+    for label, state in states:
+        images = state_images(table, state, case.source.prompt, k)
+        if images is not None:
+            out.append((label, images))
+    return out
+
+
+def primary_table(persistence: pd.DataFrame) -> pd.DataFrame:
+    return persistence[persistence["metric"] == persistence["task"].map(PRIMARY)]
+
+
+def weights_with_retention(weights: pd.DataFrame, persistence: pd.DataFrame) -> pd.DataFrame:
+    """The weight diagnostic of every (edit, fine-tune) pair beside its behavioural retention."""
+    prim = primary_table(persistence).rename(columns={"ft_data": "subject"})
+    keys = ["model", "editor", "task", "edit", "finetuner", "subject"]
+    return weights.merge(prim[keys + ["metric", "retention", "ci_low", "ci_high"]], on=keys, how="left")
+
+
+def run_figures(persistence: pd.DataFrame, curves: pd.DataFrame, weights: pd.DataFrame,
+                score_tables: dict[str, pd.DataFrame], cells: list[dict], cases: dict[str, list[EditCase]],
+                finetuners: list[str], k: int, out: dict[str, Path]) -> None:
+    from ..io import atomic_dir
+    from . import plots
+
+    plots.retention_heatmap(primary_table(persistence), out["heatmap"])
+    plots.retention_curves(curves, out["curves"])
+    merged = weights_with_retention(weights, persistence)
+    write_frame(merged, out["weights_table"])
+    plots.weights_vs_retention(merged[merged["module"] == "(all)"], out["weights"])
+    by_key = {(c.task, c.name): c for task_cases in cases.values() for c in task_cases}
+    seen = set()
+    with atomic_dir(out["grids"]) as tmp:
+        for c in cells:
+            key = (c["model"], c["editor"], c["task"], c["edit"], c["subject"])
+            if key in seen:
+                continue
+            seen.add(key)
+            rows = case_grid_rows(score_tables[c["model"]], c["editor"], by_key[(c["task"], c["edit"])], finetuners,
+                                  c["subject"], k)
+            if rows:
+                plots.state_grid(rows, tmp / f"{'.'.join(key)}.png")

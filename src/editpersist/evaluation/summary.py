@@ -1,0 +1,88 @@
+"""results/summary.md: the headline findings in words, with intervals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..metrics.bootstrap import percentile_interval
+from .prompts import PRIMARY
+
+
+def primary_rows(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r["metric"] == PRIMARY[r["task"]]]
+
+
+def mean_retention(rows: list[dict]) -> tuple[float, float, float, int]:
+    """Mean primary-metric retention over cells, with the interval of that mean from the cells'
+    paired replicates (cells with NaN retention are left out)."""
+    usable = [r for r in rows if np.isfinite(r["retention"])]
+    if not usable:
+        return float("nan"), float("nan"), float("nan"), 0
+    reps = np.stack([r["_replicates"] for r in usable])
+    with np.errstate(invalid="ignore"):
+        mean_reps = np.where(np.isfinite(reps).all(0), reps.mean(0), np.nan)
+    low, high = percentile_interval(mean_reps)
+    return float(np.mean([r["retention"] for r in usable])), low, high, len(usable)
+
+
+def ranking(rows: list[dict], by: str) -> pd.DataFrame:
+    out = []
+    for key in sorted({r[by] for r in rows}):
+        mean, low, high, n = mean_retention([r for r in rows if r[by] == key])
+        out.append({by: key, "mean_retention": mean, "ci_low": low, "ci_high": high, "cells": n})
+    return pd.DataFrame(out).sort_values("mean_retention", na_position="last").reset_index(drop=True)
+
+
+def _fmt(x: float) -> str:
+    return "NaN" if not np.isfinite(x) else f"{x:.2f}"
+
+
+def _interval(row) -> str:
+    return f"{_fmt(row['mean_retention'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in frame.iterrows():
+        lines.append("| " + " | ".join(_fmt(v) if isinstance(v, float) else str(v) for v in r) + " |")
+    return "\n".join(lines)
+
+
+def write_summary(rows: list[dict], validity: pd.DataFrame, scorer: str, samples: int) -> str:
+    prim = primary_rows(rows)
+    by_ft, by_editor = ranking(prim, "finetuner"), ranking(prim, "editor")
+    nan_cells = [r for r in prim if not np.isfinite(r["retention"])]
+    text = ["# editpersist summary", "",
+            "Retention = (edited_ft - base_ft) / (edited - base) of each task's primary metric "
+            f"({', '.join(f'{t}: {m}' for t, m in PRIMARY.items())}). 1 means the edit fully survives "
+            "fine-tuning, 0 that fine-tuning erased it. Intervals: 95 % paired bootstrap over prompts and "
+            f"images ({samples} replicates); images scored by the {scorer}.", ""]
+    if len(by_ft) and np.isfinite(by_ft.loc[0, "mean_retention"]):
+        worst = by_ft.iloc[0]
+        text.append(f"- **{worst['finetuner']} reverses edits most**: mean retention {_interval(worst)} over "
+                    f"{worst['cells']} cells; the gentlest is {by_ft.iloc[-1]['finetuner']} "
+                    f"({_interval(by_ft.iloc[-1])}).")
+    if len(by_editor) and np.isfinite(by_editor.iloc[-1]["mean_retention"]):
+        best = by_editor.iloc[-1]
+        text.append(f"- **{best['editor']} retains most**: mean retention {_interval(best)}; "
+                    f"{by_editor.iloc[0]['editor']} retains least ({_interval(by_editor.iloc[0])}).")
+    persisted = [r for r in prim if np.isfinite(r["ci_low"]) and r["ci_low"] >= 0.8]
+    erased = [r for r in prim if np.isfinite(r["ci_high"]) and r["ci_high"] <= 0.2]
+    text.append(f"- Of {len(prim)} cells, {len(persisted)} keep the edit (interval above 0.8) and "
+                f"{len(erased)} lose it (interval below 0.2); {len(nan_cells)} have NaN retention because the "
+                "edit did not change the metric (edited == base).")
+    text += ["", "## Retention by fine-tuner", "", markdown_table(by_ft), "",
+             "## Retention by editor", "", markdown_table(by_editor), "",
+             "## Every cell (primary metric)", ""]
+    cells = pd.DataFrame([{k: r[k] for k in ("model", "editor", "task", "edit", "finetuner", "ft_data", "relation",
+                                             "metric", "edited", "edited_ft", "retention", "ci_low", "ci_high")}
+                          for r in prim])
+    text += [markdown_table(cells), ""]
+    if len(validity):
+        text += ["## Judge validity", "",
+                 "How often the CLIP judge's decision agrees with the toy world's attribute reader on the same "
+                 "images (1.0: the judge could stand in for the ground truth).", "", markdown_table(validity), ""]
+    text += ["Full table: `results/persistence.csv` (all metrics, including specificity, clip_score and fid).", ""]
+    return "\n".join(text)

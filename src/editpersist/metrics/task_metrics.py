@@ -1,0 +1,64 @@
+"""The metrics of the persistence table, each computed from a (prompts x images) grid.
+
+Each metric names the probe roles its images come from and how a grid turns into one number;
+every reducer works on a whole stack of bootstrap replicates [B, P, N] at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .fid import FrechetReference
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    roles: tuple[str, ...]  # probe roles whose images the metric reads
+    kind: str  # "share": share of images that count; "debias": mean |ratio - desired|;
+    # "mean": mean of a per-image score; "fid": Fréchet distance to the reference features
+    higher_is_better: bool = True
+
+
+METRICS = {m.name: m for m in (
+    Metric("efficacy", ("source",), "share"),
+    Metric("generality", ("positive",), "share"),
+    Metric("specificity", ("negative",), "share"),
+    Metric("debias_score", ("source", "positive"), "debias", higher_is_better=False),
+    Metric("unsafe_rate", ("source", "positive"), "share", higher_is_better=False),
+    Metric("clip_score", ("quality",), "mean"),
+    Metric("fid", ("quality",), "fid", higher_is_better=False),
+)}
+TASK_METRICS = {
+    "appearance": ("efficacy", "generality", "specificity"),
+    "role": ("efficacy", "generality", "specificity"),
+    "debias": ("debias_score",),
+    "unsafe": ("unsafe_rate", "specificity"),
+}
+QUALITY_METRICS = ("clip_score", "fid")
+
+
+def metrics_of_task(task: str) -> tuple[str, ...]:
+    return TASK_METRICS[task] + QUALITY_METRICS
+
+
+def debias_gap(attr: np.ndarray, desired: np.ndarray) -> np.ndarray:
+    """Mean over prompts of the mean absolute gap between observed and desired attribute shares.
+
+    `attr`: [..., P, N] attribute index per image (-1: none of the attributes)."""
+    shares = np.stack([(attr == k).mean(-1) for k in range(len(desired))], axis=-1)  # [..., P, K]
+    return np.abs(shares - desired).mean(-1).mean(-1)
+
+
+def reduce_grid(metric: Metric, grid: np.ndarray, desired: np.ndarray | None = None,
+                features: np.ndarray | None = None, reference: FrechetReference | None = None) -> np.ndarray:
+    """The metric of each grid in a stack [..., P, N]; returns shape [...]."""
+    if metric.kind in ("share", "mean"):
+        return grid.mean(axis=(-2, -1))
+    if metric.kind == "debias":
+        return debias_gap(grid, desired)
+    flat = grid.reshape(-1, grid.shape[-2] * grid.shape[-1])
+    out = np.array([reference.distance(features[ids]) for ids in flat])
+    return out.reshape(grid.shape[:-2])

@@ -1,0 +1,148 @@
+"""Model states as chains of deltas on a base model (design.md section 2).
+
+A state is named by its path under `results/states/<model>/`:
+
+    base                                        the base model
+    edit/<editor>/<task>/<edit>                 edited
+    base/ft/<finetuner>/<subject>               base_ft (the shared control)
+    edit/<editor>/<task>/<edit>/ft/<ft>/<subj>  edited_ft
+    <an edited_ft state>/reedit                 the same edit applied again after fine-tuning
+    edit/<editor>/<task>/<edit>/transfer/<ft>/<subj>
+                                                edited + the adapter trained on the base
+
+The state is rebuilt by loading the base once and applying its layers in order: an edit
+delta (`.safetensors` of new tensor values), or a fine-tune directory (a diffusers LoRA
+file, fused so later layers see plain weights, or a `delta.safetensors`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .editors.base import EditDelta, apply_delta
+from .errors import InputError
+from .io import load_tensors
+
+_NAME = r"[A-Za-z0-9][A-Za-z0-9-]*"
+EDITED = rf"edit/{_NAME}/{_NAME}/{_NAME}"
+START = rf"base|{EDITED}"
+FINETUNED = rf"(?:{START})/ft/{_NAME}/{_NAME}"
+# Every state name, for Snakemake's wildcard_constraints.
+STATE = rf"{START}|{FINETUNED}|{EDITED}/ft/{_NAME}/{_NAME}/reedit|{EDITED}/transfer/{_NAME}/{_NAME}"
+
+LORA_FILE = "pytorch_lora_weights.safetensors"
+DELTA_FILE = "delta.safetensors"
+
+
+@dataclass(frozen=True)
+class StateName:
+    """A parsed state name; `kind` is one of base, edited, base_ft, edited_ft, reedited, transfer."""
+
+    name: str
+    kind: str
+    edit: str | None  # "edit/<editor>/<task>/<edit>", or None for unedited states
+    finetune: str | None  # "<finetuner>/<subject>"
+
+    @property
+    def parts(self) -> dict[str, str]:
+        out = {}
+        if self.edit:
+            _, out["editor"], out["task"], out["edit"] = self.edit.split("/")
+        if self.finetune:
+            out["finetuner"], out["subject"] = self.finetune.split("/")
+        return out
+
+
+def parse_state(name: str) -> StateName:
+    if not re.fullmatch(STATE, name):
+        raise InputError(f"{name!r}: not a model state name (see editpersist.states)")
+    m = re.fullmatch(rf"({EDITED})/transfer/({_NAME}/{_NAME})", name)
+    if m:
+        return StateName(name, "transfer", m.group(1), m.group(2))
+    reedit = name.endswith("/reedit")
+    core = name.removesuffix("/reedit")
+    m = re.fullmatch(rf"({START})/ft/({_NAME}/{_NAME})", core)
+    if m:
+        edit = None if m.group(1) == "base" else m.group(1)
+        kind = "reedited" if reedit else ("edited_ft" if edit else "base_ft")
+        return StateName(name, kind, edit, m.group(2))
+    if core == "base":
+        return StateName(name, "base", None, None)
+    return StateName(name, "edited", core, None)
+
+
+def state_layers(name: str) -> list[str]:
+    """Paths (relative to results/states/<model>/) of the layers that build a state, in order."""
+    s = parse_state(name)
+    if s.kind == "base":
+        return []
+    if s.kind == "edited":
+        return [f"{s.edit}.safetensors"]
+    if s.kind == "transfer":
+        return [f"{s.edit}.safetensors", f"base/ft/{s.finetune}"]
+    start = s.edit or "base"
+    layers = state_layers(start) + [f"{start}/ft/{s.finetune}"]
+    if s.kind == "reedited":
+        layers.append(reedit_path(s))
+    return layers
+
+
+def reedit_path(s: StateName) -> str:
+    """Where a re-edit delta lives (beside, not inside, the fine-tune directory it builds on)."""
+    p = s.parts
+    return f"reedit/{p['editor']}/{p['task']}/{p['edit']}/{p['finetuner']}/{p['subject']}.safetensors"
+
+
+def finetune_snapshots(ft_dir: Path) -> list[int]:
+    """Steps of the intermediate snapshots a fine-tune directory holds, ascending."""
+    return sorted(int(p.stem.split("_")[1]) for p in Path(ft_dir).glob("snapshot_*.safetensors"))
+
+
+@torch.no_grad()
+def apply_layer(pipe, family, layer: Path, snapshot: int | None = None) -> None:
+    """Apply one layer of a state in place. `snapshot`: a fine-tune's intermediate step instead
+    of its final weights."""
+    layer = Path(layer)
+    if layer.suffix == ".safetensors":
+        apply_delta(pipe, EditDelta.load(layer))
+        return
+    if not layer.is_dir():
+        raise InputError(f"{layer}: state layer not found")
+    is_adapter = (layer / LORA_FILE).is_file()
+    if snapshot is not None:
+        weights = layer / f"snapshot_{snapshot}.safetensors"
+    else:
+        weights = layer / (LORA_FILE if is_adapter else DELTA_FILE)
+    if not weights.is_file():
+        raise InputError(f"{weights}: missing fine-tune weights")
+    if is_adapter:
+        load_adapter_fused(pipe, family, weights)
+    else:
+        apply_delta(pipe, EditDelta(load_tensors(weights)))
+
+
+def load_adapter_fused(pipe, family, weights: Path) -> None:
+    """Load a diffusers-format LoRA/DoRA file and fuse it into the weights: the state then has
+    plain modules (an edit or a further adapter applies to them as to any model)."""
+    try:
+        pipe.load_lora_weights(load_tensors(weights), adapter_name="state")
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise InputError(f"{weights}: not a LoRA for this {family.name} model ({e})") from e
+    pipe.fuse_lora(adapter_names=["state"], lora_scale=1.0)
+    pipe.unload_lora_weights()
+
+
+def load_model_state(model_dir: Path, family_name: str, layers: list[Path], device: str,
+                     precision: str = "auto"):
+    """The pipeline of a model state: the base, with each layer applied in order."""
+    from .families import get_family
+
+    family = get_family(family_name)
+    pipe = family.load(model_dir, device=device, precision=precision)
+    for layer in layers:
+        apply_layer(pipe, family, layer)
+    return family, pipe

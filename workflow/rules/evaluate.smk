@@ -1,0 +1,129 @@
+# Scoring, the persistence table and its extensions, the weight-space diagnostic, figures.
+
+
+rule score:
+    input:
+        images=lambda wc: generation_targets(wc.model),
+        judge=judge_input,
+        reader=reader_input,
+    output:
+        table="results/scores/{model}.parquet",
+        features="results/scores/{model}.features.npz",
+    wildcard_constraints:
+        model=NAME,
+    params:
+        tasks=config["tasks"],
+        quality=EVAL["quality"],
+        judge=config["judge"],
+        seed=config["seed"],
+        device=config["device"],
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=lambda wc, attempt: 60 * attempt,
+    conda:
+        "../../envs/editpersist.yaml"
+    log:
+        "logs/score/{model}.log",
+    benchmark:
+        "benchmarks/score/{model}.tsv"
+    script:
+        "../scripts/score.py"
+
+
+rule persistence:
+    input:
+        tables=expand("results/scores/{model}.parquet", model=MODELS),
+        features=expand("results/scores/{model}.features.npz", model=MODELS),
+    output:
+        table="results/persistence.csv",
+        parquet="results/persistence.parquet",
+        curves="results/curves.csv",
+        reedit="results/reedit.csv",
+        transfer="results/transfer.csv",
+        validity="results/judge_validity.csv",
+        summary=report("results/summary.md", category="Summary"),
+    params:
+        models={name: m["family"] for name, m in MODELS.items()},
+        cells=study_cells(),
+        subjects=SUBJECTS,
+        steps={name: ft["steps"] for name, ft in config["finetuners"].items()},
+        tasks=config["tasks"],
+        evaluation=EVAL,
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=lambda wc, attempt: 60 * attempt,
+    conda:
+        "../../envs/editpersist.yaml"
+    log:
+        "logs/persistence.log",
+    benchmark:
+        "benchmarks/persistence.tsv"
+    script:
+        "../scripts/persistence.py"
+
+
+rule weights:
+    input:
+        model=model_input,
+        edits=lambda wc: [f"results/states/{wc.model}/{s}.safetensors" for s in edit_starts(wc.model)],
+        finetunes=lambda wc: [t for t in finetune_targets() if t.startswith(f"results/states/{wc.model}/edit/")],
+    output:
+        table="results/weights/{model}.csv",
+    wildcard_constraints:
+        model=NAME,
+    params:
+        family=lambda wc: MODELS[wc.model]["family"],
+        pairs=lambda wc: [c for c in study_cells() if c["model"] == wc.model],
+        states=lambda wc: f"results/states/{wc.model}",
+        device=config["device"],
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=lambda wc, attempt: 30 * attempt,
+    conda:
+        "../../envs/editpersist.yaml"
+    log:
+        "logs/weights/{model}.log",
+    benchmark:
+        "benchmarks/weights/{model}.tsv"
+    script:
+        "../scripts/weights.py"
+
+
+rule figures:
+    input:
+        table="results/persistence.csv",
+        curves="results/curves.csv",
+        weights=expand("results/weights/{model}.csv", model=MODELS),
+        scores=expand("results/scores/{model}.parquet", model=MODELS),
+        images=[d for model in MODELS for d in generation_targets(model)],
+    output:
+        heatmap=report("results/plots/retention_heatmap.png", category="Retention"),
+        curves=report("results/plots/retention_curves.png", category="Retention over steps"),
+        weights=report("results/plots/weights_vs_retention.png", category="Weight space"),
+        weights_table="results/weights.csv",
+        grids=report(
+            directory("results/plots/grids"),
+            patterns=["{name}.png"],
+            category="Image grids",
+            labels={"grid": "{name}"},
+        ),
+    params:
+        cells=study_cells(),
+        tasks=config["tasks"],
+        finetuners=list(config["finetuners"]),
+        k=EVAL["grid_images"],
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=lambda wc, attempt: 30 * attempt,
+    conda:
+        "../../envs/editpersist.yaml"
+    log:
+        "logs/figures.log",
+    benchmark:
+        "benchmarks/figures.tsv"
+    script:
+        "../scripts/figures.py"

@@ -1,0 +1,34 @@
+# Generation: one job per (model state, prompt set). The state is rebuilt from its layers
+# (edit delta, fine-tune, re-edit) and loaded once; seeds are fixed per (prompt, index).
+
+
+rule generate:
+    input:
+        model=model_input,
+        layers=state_layer_inputs,
+    output:
+        images=directory("results/images/{model}/{state}/{prompt_set}"),
+    wildcard_constraints:
+        state=STATE,
+        prompt_set=r"all|[a-z]+\.[A-Za-z0-9][A-Za-z0-9-]*",
+    params:
+        family=lambda wc: MODELS[wc.model]["family"],
+        tasks=config["tasks"],
+        quality=EVAL["quality"],
+        n=EVAL["images_per_prompt"],
+        sampling=config["sampling"],
+        seed=config["seed"],
+        device=config["device"],
+        precision=config["precision"],
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=lambda wc, attempt: 30 * attempt,
+    conda:
+        "../../envs/editpersist.yaml"
+    log:
+        "logs/generate/{model}/{state}/{prompt_set}.log",
+    benchmark:
+        "benchmarks/generate/{model}/{state}/{prompt_set}.tsv"
+    script:
+        "../scripts/generate.py"

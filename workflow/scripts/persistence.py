@@ -1,0 +1,20 @@
+from pathlib import Path
+
+from editpersist.evaluation.study import StudySpec, load_model_scores, run_study
+from editpersist.tasks import load_cases
+from editpersist.workflow import run
+
+
+def job(sm):
+    ev = sm.params.evaluation
+    scores = {
+        model: load_model_scores(Path(table), Path(features), ev["scorer"], ev["bootstrap"]["samples"],
+                                 ev["bootstrap"]["seed"])
+        for model, table, features in zip(sm.params.models, sm.input.tables, sm.input.features)
+    }
+    spec = StudySpec(models=dict(sm.params.models), cells=list(sm.params.cells), subjects=dict(sm.params.subjects),
+                     finetune_steps=dict(sm.params.steps), reedit=tuple(ev["reedit"]), transfer=tuple(ev["transfer"]))
+    run_study(scores, spec, load_cases(sm.params.tasks), Path(sm.output.table).parent, Path(sm.output.summary))
+
+
+run(snakemake, job)
