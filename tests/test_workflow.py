@@ -63,6 +63,38 @@ def test_tiny_toy_world_builds_end_to_end_and_reruns_nothing(tmp_path):
     from editpersist.families import get_family
 
     assert type(get_family("flux").load(wd / "resources/toy/models/toy-flux")).__name__ == "FluxPipeline"
+    _check_study_outputs(wd)
     again = _snakemake(wd, "-n", "--cores", "2", "--configfile", cfg)
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def _check_study_outputs(wd: Path) -> None:
+    """The persistence table covers every cell of the tiny grid, with the contract's columns."""
+    import pandas as pd
+
+    table = pd.read_csv(wd / "results/persistence.csv")
+    assert list(table.columns) == ["model", "family", "editor", "task", "edit", "finetuner", "ft_data", "relation",
+                                   "metric", "base", "edited", "base_ft", "edited_ft", "retention", "ci_low",
+                                   "ci_high", "n_images"]
+    cells = table[["model", "editor", "task", "edit", "finetuner", "ft_data"]].drop_duplicates()
+    assert len(cells) == 2 * 1 * 1 * 2  # models x editors x edits x fine-tuners (one subject)
+    assert set(table["metric"]) == {"efficacy", "generality", "specificity", "clip_score", "fid"}
+    for col in ("base", "edited", "base_ft", "edited_ft", "n_images"):
+        assert table[col].notna().all(), col
+    # A retention is NaN only where the edit did not move the metric.
+    assert (table["retention"].isna() == (table["edited"] == table["base"])).all()
+    pd.testing.assert_frame_equal(pd.read_parquet(wd / "results/persistence.parquet"), table, check_dtype=False)
+    assert (wd / "results/summary.md").read_text().startswith("# editpersist summary")
+    curves = pd.read_csv(wd / "results/curves.csv")
+    assert set(curves.loc[curves["finetuner"] == "dreambooth", "step"]) == {0, 1, 2}  # start, snapshot, end
+    assert set(pd.read_csv(wd / "results/reedit.csv")["finetuner"]) == {"lora"}
+    assert set(pd.read_csv(wd / "results/transfer.csv")["finetuner"]) == {"lora"}
+    assert set(pd.read_csv(wd / "results/judge_validity.csv")["task"]) == {"appearance"}
+    weights = pd.read_csv(wd / "results/weights.csv")
+    assert (weights["module"] == "(all)").sum() == len(cells)
+    manifest = pd.read_parquet(wd / "results/images/toy-sd/base/all/manifest.parquet")
+    assert {"prompt", "seed", "state", "path", "steps", "guidance", "scheduler"} <= set(manifest.columns)
+    for plot in ("retention_heatmap.png", "retention_curves.png", "weights_vs_retention.png"):
+        assert (wd / "results/plots" / plot).stat().st_size > 0
+    assert len(list((wd / "results/plots/grids").glob("*.png"))) == 2

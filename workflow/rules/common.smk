@@ -94,7 +94,8 @@ def refact_stats_input(wildcards):
 
 # ---- evaluation -------------------------------------------------------------------------
 
-from editpersist.states import STATE, state_layers
+from editpersist.finetuners.subjects import ToySubject
+from editpersist.states import STATE, parse_state, state_layers
 
 EVAL = config["evaluation"]
 
@@ -107,6 +108,12 @@ def case_key_of(start):
 
 def images_dir(model, state, prompt_set):
     return f"results/images/{model}/{state}/{prompt_set}"
+
+
+def subject_prompts(wildcards):
+    """A fine-tuned state is also asked for its subject ("a sks square"): did the fine-tune take?"""
+    subject = parse_state(wildcards.state).parts.get("subject")
+    return [ToySubject(**SUBJECTS[subject]).instance_prompt] if subject else []
 
 
 def state_layer_inputs(wildcards):
@@ -148,4 +155,4 @@ def reader_input(wildcards):
 
 def study_outputs():
     return [f"results/{name}" for name in ("persistence.csv", "persistence.parquet", "curves.csv", "reedit.csv",
-                                            "transfer.csv", "judge_validity.csv", "summary.md")]
+                                            "transfer.csv", "judge_validity.csv", "finetune_quality.csv", "summary.md")]

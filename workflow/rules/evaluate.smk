@@ -14,6 +14,7 @@ rule score:
     params:
         tasks=config["tasks"],
         quality=EVAL["quality"],
+        subjects=SUBJECTS,
         judge=config["judge"],
         seed=config["seed"],
         device=config["device"],
@@ -42,7 +43,8 @@ rule persistence:
         reedit="results/reedit.csv",
         transfer="results/transfer.csv",
         validity="results/judge_validity.csv",
-        summary=report("results/summary.md", category="Summary"),
+        finetune_quality="results/finetune_quality.csv",
+        summary=report("results/summary.md", category="Summary", caption="../report/summary.rst"),
     params:
         models={name: m["family"] for name, m in MODELS.items()},
         cells=study_cells(),
@@ -100,14 +102,23 @@ rule figures:
         scores=expand("results/scores/{model}.parquet", model=MODELS),
         images=[d for model in MODELS for d in generation_targets(model)],
     output:
-        heatmap=report("results/plots/retention_heatmap.png", category="Retention"),
-        curves=report("results/plots/retention_curves.png", category="Retention over steps"),
-        weights=report("results/plots/weights_vs_retention.png", category="Weight space"),
+        heatmap=report(
+            "results/plots/retention_heatmap.png", category="Retention", caption="../report/retention_heatmap.rst"
+        ),
+        curves=report(
+            "results/plots/retention_curves.png",
+            category="Retention over steps",
+            caption="../report/retention_curves.rst",
+        ),
+        weights=report(
+            "results/plots/weights_vs_retention.png", category="Weight space", caption="../report/weights.rst"
+        ),
         weights_table="results/weights.csv",
         grids=report(
             directory("results/plots/grids"),
             patterns=["{name}.png"],
             category="Image grids",
+            caption="../report/grids.rst",
             labels={"grid": "{name}"},
         ),
     params:

@@ -16,6 +16,8 @@ rule generate:
         tasks=config["tasks"],
         quality=EVAL["quality"],
         n=EVAL["images_per_prompt"],
+        n_source=EVAL["images_per_source"],
+        subject_prompts=subject_prompts,
         sampling=config["sampling"],
         seed=config["seed"],
         device=config["device"],

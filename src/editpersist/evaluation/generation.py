@@ -2,7 +2,7 @@
 
 Seeds depend only on (prompt, image index), so every state of a model starts from the same
 noise and differences between states are the states' doing. A fine-tuned state with
-intermediate snapshots also gets images of its cases' primary prompts at each snapshot
+intermediate snapshots also gets images of its cases' source prompts at each snapshot
 (for persistence-over-steps curves), swapping the denoiser's weights in the loaded pipeline.
 """
 
@@ -21,18 +21,25 @@ from ..io import atomic_dir
 from ..runtime import RunStats
 from ..states import apply_layer, finetune_snapshots, load_model_state, parse_state
 from ..tasks.cases import EditCase
-from .prompts import QualityConfig, case_probes, primary_prompts, quality_captions, unique
+from .prompts import QualityConfig, case_probes, quality_captions
 
 log = logging.getLogger("editpersist")
 FINAL = -1  # `step` of images of the finished state (snapshots carry their training step)
 
 
-def state_prompts(cases: list[EditCase], quality: QualityConfig, n_per_prompt: int) -> dict[str, int]:
-    """Images to generate per prompt: n_per_prompt for edit probes, fewer for quality captions
-    (a prompt used for both gets the larger count; its first images are shared)."""
+def state_prompts(cases: list[EditCase], quality: QualityConfig, n_per_prompt: int, n_source: int,
+                  subject_prompts: tuple[str, ...] = ()) -> dict[str, int]:
+    """Images to generate per prompt: n_source for each case's source prompt (efficacy rests on
+    that one prompt), n_per_prompt for the other probes and for fine-tune subject prompts
+    ("a sks square": did the fine-tune learn its subject?), fewer for quality captions. A prompt
+    with several uses gets the largest count; every use reads its first images (same seeds)."""
     counts = {c: quality.images_per_caption for c in quality_captions(quality)}
-    for p in unique([p.prompt for c in cases for _, p in case_probes(c)]):
-        counts[p] = max(counts.get(p, 0), n_per_prompt)
+    for prompt in subject_prompts:
+        counts[prompt] = max(counts.get(prompt, 0), n_per_prompt)
+    for case in cases:
+        for role, probe in case_probes(case):
+            n = n_source if role == "source" else n_per_prompt
+            counts[probe.prompt] = max(counts.get(probe.prompt, 0), n)
     return counts
 
 
@@ -60,23 +67,23 @@ def _write_images(tmp: Path, sub: str, images: np.ndarray, jobs: list[tuple[str,
 
 def run_generation(model_dir: Path, family_name: str, state: str, layers: list[Path], prompt_set: str,
                    cases: list[EditCase],
-                   quality: QualityConfig, n_per_prompt: int, sampling: SamplingConfig, seed: int, device: str,
-                   out: Path, precision: str = "auto") -> None:
+                   quality: QualityConfig, n_per_prompt: int, n_source: int, sampling: SamplingConfig, seed: int,
+                   device: str, out: Path, precision: str = "auto", subject_prompts: tuple[str, ...] = ()) -> None:
     stats = RunStats("generate")
     kind = parse_state(state).kind
     snapshots = finetune_snapshots(layers[-1]) if kind in ("base_ft", "edited_ft") else []
     family, pipe = load_model_state(model_dir, family_name, layers[:-1] if snapshots else layers, device, precision)
-    counts = state_prompts(cases, quality, n_per_prompt)
+    counts = state_prompts(cases, quality, n_per_prompt, n_source, subject_prompts)
     prompt_ids = {p: i for i, p in enumerate(counts)}
     rows: list[dict] = []
     with atomic_dir(out) as tmp:
         if snapshots:
             denoiser = family.denoiser_of(pipe)
             start = {k: v.detach().clone() for k, v in denoiser.state_dict().items()}
-            curve_prompts = unique([p for c in cases for p in primary_prompts(c)])
+            curve = {c.source.prompt: counts[c.source.prompt] for c in cases}
             for step in snapshots:
                 apply_layer(pipe, family, layers[-1], snapshot=step)
-                images, jobs = generate(pipe, family, curve_prompts, n_per_prompt, sampling, base_seed=seed)
+                images, jobs = _generate_counts(pipe, family, curve, sampling, seed)
                 rows += [{**r, "step": step} for r in _write_images(tmp, f"step{step}", images, jobs, prompt_ids)]
                 denoiser.load_state_dict(start)
             apply_layer(pipe, family, layers[-1])

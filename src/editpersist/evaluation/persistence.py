@@ -17,6 +17,7 @@ from ..metrics.bootstrap import draw_indices, percentile_interval, resample, ret
 from ..metrics.fid import FrechetReference
 from ..metrics.task_metrics import METRICS, metrics_of_task, reduce_grid
 from ..tasks.cases import EditCase
+from ..states import parse_state
 from .prompts import PRIMARY, case_key
 
 COLUMNS = ["model", "family", "editor", "task", "edit", "finetuner", "ft_data", "relation", "metric", "base",
@@ -51,6 +52,9 @@ class ModelScores:
     def states(self) -> set[str]:
         return set(self.table["state"].unique())
 
+    def has_role(self, state: str, role: str, step: int = -1) -> bool:
+        return any(k[0] == state and k[1] == step and k[3] == role for k in self._groups)
+
     def steps(self, state: str) -> list[int]:
         return sorted(int(s) for s in self.table.loc[self.table["state"] == state, "step"].unique() if s >= 0)
 
@@ -67,10 +71,12 @@ class ModelScores:
             raise InputError(f"scorer {self.scorer!r} has no reading for these images (is there a reader?)")
         return hits if self.scorer == "reader" else (hits > 0.5).astype(float)
 
-    def grid(self, state: str, case: EditCase | None, metric: str, step: int = -1) -> np.ndarray:
-        """The metric's data as a prompts x images grid (rows sorted by prompt, columns by index)."""
+    def grid(self, state: str, case: EditCase | None, metric: str, step: int = -1,
+             roles: tuple[str, ...] | None = None) -> np.ndarray:
+        """The metric's data as a prompts x images grid (rows sorted by prompt, columns by index);
+        `roles` narrows the probe roles the metric reads."""
         key = case_key(case) if case is not None else ""
-        parts = [self._groups[g] for role in METRICS[metric].roles
+        parts = [self._groups[g] for role in roles or METRICS[metric].roles
                  if (g := (state, step, key, role)) in self._groups]
         if not parts:
             raise InputError(f"no scored images of {state!r} (step {step}) for {metric} of {key or 'quality'}")
@@ -80,10 +86,11 @@ class ModelScores:
         rows = rows.groupby("prompt", sort=True).head(width)  # equal images per prompt (quality uses the first k)
         return self._values(rows, metric).reshape(len(n), width)
 
-    def estimate(self, state: str, case: EditCase | None, metric: str, step: int = -1) -> Estimate:
-        key = (state, case_key(case) if case is not None else "", metric, step)
+    def estimate(self, state: str, case: EditCase | None, metric: str, step: int = -1,
+                 roles: tuple[str, ...] | None = None) -> Estimate:
+        key = (state, case_key(case) if case is not None else "", metric, step, roles)
         if key not in self._cache:
-            grid = self.grid(state, case, metric, step)
+            grid = self.grid(state, case, metric, step, roles)
             rows, cols = draw_indices(grid.shape, self.samples, self.seed)
             extra = {"desired": np.array(list(case.expect["color_ratios"].values())) if METRICS[metric].kind == "debias"
                      else None, "features": self.features, "reference": self.reference}
@@ -124,12 +131,12 @@ class Cell:
 
 
 def ratio_row(scores: ModelScores, cell: Cell, metric: str, numerator: str, step: int = -1,
-              base_ft_step: int | None = None) -> dict:
-    """Point value and interval of (numerator - base_ft) / (edited - base) for one metric."""
+              roles: tuple[str, ...] | None = None) -> dict:
+    """Point value and interval of (numerator - base_ft) / (edited - base) for one metric; the
+    numerator and base_ft at fine-tuning step `step` (-1: the end)."""
     case = metric_case(metric, cell.case)
-    est = {s: scores.estimate(state, case, metric, st) for s, state, st in (
-        ("base", "base", -1), ("edited", cell.edited, -1),
-        ("base_ft", cell.base_ft, step if base_ft_step is None else base_ft_step), ("num", numerator, step))}
+    est = {s: scores.estimate(state, case, metric, st, roles) for s, state, st in (
+        ("base", "base", -1), ("edited", cell.edited, -1), ("base_ft", cell.base_ft, step), ("num", numerator, step))}
     value = float(retention(est["base"].value, est["edited"].value, est["base_ft"].value, est["num"].value))
     reps = retention(est["base"].replicates, est["edited"].replicates, est["base_ft"].replicates,
                      est["num"].replicates)
@@ -156,12 +163,20 @@ def persistence_rows(scores: ModelScores, cell: Cell) -> list[dict]:
 
 
 def curve_rows(scores: ModelScores, cell: Cell, total_steps: int) -> list[dict]:
-    """Retention of the primary metric at step 0, every snapshot and the end of fine-tuning."""
+    """Retention of the primary metric at step 0, every snapshot and the end of fine-tuning.
+
+    Snapshots are generated for the case's source prompt only (the cost of a curve is then one
+    prompt per snapshot), so every point of a curve, the end included, reads that prompt; for
+    efficacy this is the table's own definition."""
     metric = PRIMARY[cell.case.task]
-    rows = [{**cell_keys(cell), "metric": metric, "step": 0, "retention": 1.0, "ci_low": 1.0, "ci_high": 1.0}]
+    # Step 0 is the edited model itself: retention 1 by definition (NaN if the edit did nothing).
+    moved = scores.estimate(cell.edited, cell.case, metric, roles=("source",)).value != \
+        scores.estimate("base", cell.case, metric, roles=("source",)).value
+    start = 1.0 if moved else float("nan")
+    rows = [{**cell_keys(cell), "metric": metric, "step": 0, "retention": start, "ci_low": start, "ci_high": start}]
     common = sorted(set(scores.steps(cell.edited_ft)) & set(scores.steps(cell.base_ft)))
     for step in common + [-1]:
-        r = ratio_row(scores, cell, metric, cell.edited_ft, step=step)
+        r = ratio_row(scores, cell, metric, cell.edited_ft, step=step, roles=("source",))
         rows.append({**cell_keys(cell), "metric": metric, "step": total_steps if step == -1 else step,
                      "retention": r["ratio"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]})
     return rows
@@ -207,3 +222,18 @@ def judge_validity(table: pd.DataFrame, model: str) -> list[dict]:
 
 def table_frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame([{k: r[k] for k in columns} for r in rows], columns=columns)
+
+
+def finetune_quality_rows(scores: ModelScores, model: str) -> list[dict]:
+    """Did each fine-tuned state learn its subject? (Retention after a fine-tune that learned
+    nothing says little about persistence.)"""
+    out = []
+    for state in sorted(scores.states()):
+        if not scores.has_role(state, "subject"):
+            continue
+        est = scores.estimate(state, None, "subject_fidelity")
+        low, high = percentile_interval(est.replicates)
+        parsed = parse_state(state)
+        out.append({"model": model, "state": state, "kind": parsed.kind, **parsed.parts, "subject_fidelity": est.value,
+                    "ci_low": low, "ci_high": high, "n_images": est.n_images})
+    return out

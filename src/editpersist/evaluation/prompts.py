@@ -29,13 +29,6 @@ def case_probes(case: EditCase) -> list[tuple[str, Probe]]:
             + [("negative", p) for p in case.negatives])
 
 
-def primary_prompts(case: EditCase) -> list[str]:
-    """Prompts of the case's primary metric (what persistence-over-steps curves track)."""
-    if PRIMARY[case.task] == "efficacy":
-        return [case.source.prompt]
-    return [case.source.prompt] + [p.prompt for p in case.positives]
-
-
 @dataclass(frozen=True)
 class QualityConfig:
     captions: str = "toy"  # "toy" (every colour x shape caption) or a csv with a `prompt` column

@@ -5,7 +5,8 @@ appearance edit and once as a quality caption. Per row:
 
 * `reader_hit` / `judge_hit`: does the image count toward its metric (shows the edit for
   source and positive prompts; keeps the original for negative prompts; shows the forbidden
-  concept for unsafe prompts; matches its caption for quality prompts)? The judge's value is
+  concept for unsafe prompts; matches its caption for quality prompts; shows the fine-tune
+  subject for its instance prompt, "a sks square")? The judge's value is
   the two-way softmax(100 cos) probability of the text that counts, as in the real study.
 * `reader_attr` / `judge_attr`: for debias prompts, the index of the attribute shown (-1: none).
 * `clip_score`: 100 max(cos, 0) between a quality image and its caption.
@@ -84,12 +85,12 @@ def read_batch(gen_dir: Path, reader, judge: ClipJudge) -> ImageBatch:
 
 
 def score_batch(batch: ImageBatch, cases: dict[str, list[EditCase]], captions: list[str], n_quality: int,
-                judge: ClipJudge, feature_offset: int) -> tuple[pd.DataFrame, torch.Tensor]:
+                judge: ClipJudge, feature_offset: int, subjects: tuple = ()) -> tuple[pd.DataFrame, torch.Tensor]:
     """Rows for every use of the batch's images, and the features of its quality images."""
     m = batch.manifest
     prompt_set_name = m["prompt_set"].iloc[0]
     frames, quality_features = [], []
-    by_prompt = {p: idx.to_numpy() for p, idx in m.groupby("prompt", sort=False).groups.items()}
+    by_prompt = {p: np.array(idx) for p, idx in m.groupby("prompt", sort=False).groups.items()}
 
     def rows(idx: np.ndarray, **cols) -> pd.DataFrame:
         base = m.iloc[idx][["state", "step", "prompt", "index", "seed", "path", "dir"]].reset_index(drop=True)
@@ -105,6 +106,17 @@ def score_batch(batch: ImageBatch, cases: dict[str, list[EditCase]], captions: l
             frames.append(rows(idx, case=case_key(case), task=case.task, role=role, clip_score=np.nan,
                                feature=-1, **hits))
     final = m["step"].to_numpy() == -1
+    for subject in subjects:
+        idx = by_prompt.get(subject.instance_prompt)
+        if idx is None:
+            continue
+        wanted = {"color": subject.color, "shape": subject.cls}
+        reader_hit = (np.array([all(batch.reads[i].get(k) == v for k, v in wanted.items()) for i in idx], dtype=float)
+                      if batch.reads is not None else np.full(len(idx), np.nan))
+        frames.append(rows(idx, case="", task="subject", role="subject", clip_score=np.nan, feature=-1,
+                           reader_hit=reader_hit, reader_attr=-1, judge_attr=-1,
+                           judge_hit=judge_prefers(batch.features[idx], judge, f"a {subject.color} {subject.cls}",
+                                                   subject.class_prompt)))
     for caption in captions:
         idx = np.flatnonzero(final & (m["prompt"].to_numpy() == caption))
         idx = idx[np.argsort(m["index"].to_numpy()[idx])][:n_quality]
@@ -145,8 +157,11 @@ def reference_features(quality: QualityConfig, judge: ClipJudge, n_per_caption: 
 
 
 def score_model(gen_dirs: list[Path], cases: dict[str, list[EditCase]], quality: QualityConfig, judge: ClipJudge,
-                reader, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Rows of every generated image's uses; quality-image features; fid reference features."""
+                reader, seed: int, subjects: tuple = ()) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Rows of every generated image's uses; quality-image features; fid reference features.
+
+    `subjects`: fine-tune subjects (ToySubject) whose instance prompts are scored as role
+    'subject' (does the fine-tuned state draw its subject?)."""
     from tqdm.auto import tqdm
 
     captions = quality_captions(quality)
@@ -154,7 +169,7 @@ def score_model(gen_dirs: list[Path], cases: dict[str, list[EditCase]], quality:
     offset = 0
     for gen_dir in tqdm(gen_dirs, desc="score", mininterval=5.0):
         batch = read_batch(gen_dir, reader, judge)
-        table, f = score_batch(batch, cases, captions, quality.images_per_caption, judge, offset)
+        table, f = score_batch(batch, cases, captions, quality.images_per_caption, judge, offset, subjects)
         offset += len(f)
         tables.append(table)
         feats.append(f)

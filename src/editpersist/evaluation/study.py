@@ -15,8 +15,8 @@ from ..judges.clip import ClipJudge
 from ..metrics.fid import FrechetReference
 from ..tasks.cases import EditCase
 from .generation import load_images
-from .persistence import (COLUMNS, Cell, ModelScores, curve_rows, judge_validity, persistence_rows, reedit_rows,
-                          table_frame, transfer_rows)
+from .persistence import (COLUMNS, Cell, ModelScores, curve_rows, finetune_quality_rows, judge_validity,
+                          persistence_rows, reedit_rows, table_frame, transfer_rows)
 from .prompts import PRIMARY, QualityConfig
 from .scoring import score_model
 from .summary import write_summary
@@ -34,14 +34,14 @@ def write_frame(frame: pd.DataFrame, path: Path) -> None:
 
 def run_scoring(gen_dirs: list[Path], cases: dict[str, list[EditCase]], quality: QualityConfig, judge_model: str,
                 judge_pretrained: str | None, reader_dir: Path | None, seed: int, device: str, out_table: Path,
-                out_features: Path) -> None:
+                out_features: Path, subjects: tuple[ToySubject, ...] = ()) -> None:
     judge = ClipJudge.load(judge_model, judge_pretrained, device=device)
     reader = None
     if reader_dir is not None:
         from ..toy.reader import AttributeReader
 
         reader = AttributeReader.load(reader_dir)
-    table, features, reference = score_model(gen_dirs, cases, quality, judge, reader, seed)
+    table, features, reference = score_model(gen_dirs, cases, quality, judge, reader, seed, subjects)
     with atomic_path(out_features) as tmp, open(tmp, "wb") as f:
         np.savez(f, features=features, reference=reference)
     write_frame(table, out_table)
@@ -92,8 +92,10 @@ def run_study(scores: dict[str, ModelScores], spec: StudySpec, cases: dict[str, 
     validity = pd.DataFrame([v for model, s in scores.items() if s.table["reader_hit"].notna().any()
                              for v in judge_validity(s.table, model)],
                             columns=["model", "task", "agreement", "n_images"])
+    finetune_quality = pd.DataFrame([r for model, s in scores.items() for r in finetune_quality_rows(s, model)])
     frames = {
         "persistence": table_frame(rows, COLUMNS),
+        "finetune_quality": finetune_quality,
         "curves": pd.DataFrame(curves),
         "reedit": pd.DataFrame(reedits),
         "transfer": pd.DataFrame(transfers),
@@ -101,12 +103,12 @@ def run_study(scores: dict[str, ModelScores], spec: StudySpec, cases: dict[str, 
     }
     write_frame(frames["persistence"], out_dir / "persistence.csv")
     write_frame(frames["persistence"], out_dir / "persistence.parquet")
-    for name in ("curves", "reedit", "transfer", "judge_validity"):
+    for name in ("curves", "reedit", "transfer", "judge_validity", "finetune_quality"):
         write_frame(frames[name], out_dir / f"{name}.csv")
     scorer = next(iter(scores.values())).scorer
     samples = next(iter(scores.values())).samples
     with atomic_path(summary_path) as tmp:
-        tmp.write_text(write_summary(rows, validity, scorer, samples))
+        tmp.write_text(write_summary(rows, validity, scorer, samples, finetune_quality))
     log.info("persistence table: %d rows over %d cells", len(rows), len(build_cells(spec, cases)))
     return frames
 

@@ -50,7 +50,23 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_summary(rows: list[dict], validity: pd.DataFrame, scorer: str, samples: int) -> str:
+def finetune_quality_lines(fq: pd.DataFrame, threshold: float = 0.8) -> list[str]:
+    if fq is None or not len(fq):
+        return []
+    weak = fq[fq["subject_fidelity"] < threshold]
+    lines = ["## Did fine-tuning learn its subject?", "",
+             f"Share of images of the instance prompt (\"a sks <class>\") that show the subject, over "
+             f"{len(fq)} fine-tuned states: median {fq['subject_fidelity'].median():.2f}, lowest "
+             f"{fq['subject_fidelity'].min():.2f}. A cell whose fine-tune did not learn its subject says little "
+             "about persistence."]
+    if len(weak):
+        lines += ["", f"States below {threshold}:", "",
+                  markdown_table(weak[["model", "state", "subject_fidelity", "ci_low", "ci_high"]])]
+    return lines + [""]
+
+
+def write_summary(rows: list[dict], validity: pd.DataFrame, scorer: str, samples: int,
+                  finetune_quality: pd.DataFrame | None = None) -> str:
     prim = primary_rows(rows)
     by_ft, by_editor = ranking(prim, "finetuner"), ranking(prim, "editor")
     nan_cells = [r for r in prim if not np.isfinite(r["retention"])]
@@ -80,6 +96,7 @@ def write_summary(rows: list[dict], validity: pd.DataFrame, scorer: str, samples
                                              "metric", "edited", "edited_ft", "retention", "ci_low", "ci_high")}
                           for r in prim])
     text += [markdown_table(cells), ""]
+    text += finetune_quality_lines(finetune_quality)
     if len(validity):
         text += ["## Judge validity", "",
                  "How often the CLIP judge's decision agrees with the toy world's attribute reader on the same "

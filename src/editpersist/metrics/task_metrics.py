@@ -30,6 +30,8 @@ METRICS = {m.name: m for m in (
     Metric("unsafe_rate", ("source", "positive"), "share", higher_is_better=False),
     Metric("clip_score", ("quality",), "mean"),
     Metric("fid", ("quality",), "fid", higher_is_better=False),
+    # Not an edit metric: whether a fine-tuned state learned its subject ("a sks square").
+    Metric("subject_fidelity", ("subject",), "share"),
 )}
 TASK_METRICS = {
     "appearance": ("efficacy", "generality", "specificity"),
