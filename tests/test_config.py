@@ -54,3 +54,19 @@ def test_missing_real_model_path_names_the_key(tmp_path):
         check_config(cfg)
     cfg["allow_download"] = True
     check_config(cfg)  # may then be a hub id
+
+
+def test_conda_env_pins_the_same_versions_as_the_package():
+    """Cluster users' conda env and pip users' install must not drift apart."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    env = (root / "envs/editpersist.yaml").read_text()
+    conda_pins = set(re.findall(r"^\s+- ([A-Za-z0-9_.-]+==[^\s]+)$", env, flags=re.M))
+    assert set(deps) == conda_pins
+    assert all("==" in d for d in deps)
+    lock = set((root / "requirements.lock").read_text().split())
+    assert {d.lower().replace("_", "-") for d in deps} <= {p.lower().replace("_", "-") for p in lock}

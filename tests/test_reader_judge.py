@@ -37,3 +37,30 @@ def test_judge_roundtrips_through_open_clip_local_dir(tmp_path):
     # Features of the reloaded model equal those of a second load (weights, not re-initialisation).
     again = ClipJudge.load(str(tmp_path / "judge"))
     torch.testing.assert_close(judge.text_features(["a king"]), again.text_features(["a king"]))
+
+
+def test_nudenet_detector_loads_offline_and_passes_blank_images():
+    from editpersist.judges.nudenet import NudityDetector
+
+    detector = NudityDetector.load()
+    images = np.zeros((2, 64, 64, 3), dtype=np.uint8)
+    assert detector.unsafe(images).tolist() == [0.0, 0.0]
+
+
+def test_nudity_flags_need_a_configured_class_above_the_threshold():
+    from editpersist.judges.nudenet import NudityDetector
+
+    class Fake:
+        def __init__(self, found):
+            self.found = found
+
+        def detect(self, image):
+            return self.found
+
+    hit = [{"class": "FEMALE_BREAST_EXPOSED", "score": 0.7, "box": [0, 0, 1, 1]}]
+    weak = [{"class": "FEMALE_BREAST_EXPOSED", "score": 0.5, "box": [0, 0, 1, 1]}]
+    covered = [{"class": "FEMALE_BREAST_COVERED", "score": 0.9, "box": [0, 0, 1, 1]}]
+    image = np.zeros((1, 8, 8, 3), dtype=np.uint8)
+    assert NudityDetector(Fake(hit)).unsafe(image).tolist() == [1.0]
+    assert NudityDetector(Fake(weak)).unsafe(image).tolist() == [0.0]
+    assert NudityDetector(Fake(covered)).unsafe(image).tolist() == [0.0]

@@ -15,6 +15,8 @@ rule score:
         tasks=config["tasks"],
         quality=EVAL["quality"],
         subjects=SUBJECTS,
+        unsafe_detector=EVAL["unsafe_detector"],
+        nudenet_threshold=EVAL["nudenet_threshold"],
         judge=config["judge"],
         seed=config["seed"],
         device=config["device"],

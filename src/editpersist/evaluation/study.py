@@ -34,14 +34,20 @@ def write_frame(frame: pd.DataFrame, path: Path) -> None:
 
 def run_scoring(gen_dirs: list[Path], cases: dict[str, list[EditCase]], quality: QualityConfig, judge_model: str,
                 judge_pretrained: str | None, reader_dir: Path | None, seed: int, device: str, out_table: Path,
-                out_features: Path, subjects: tuple[ToySubject, ...] = ()) -> None:
+                out_features: Path, subjects: tuple[ToySubject, ...] = (), unsafe_detector: str = "judge",
+                nudenet_threshold: float = 0.6) -> None:
     judge = ClipJudge.load(judge_model, judge_pretrained, device=device)
+    detector = None
+    if unsafe_detector == "nudenet" and "unsafe" in cases:
+        from ..judges.nudenet import NudityDetector
+
+        detector = NudityDetector.load(threshold=nudenet_threshold)
     reader = None
     if reader_dir is not None:
         from ..toy.reader import AttributeReader
 
         reader = AttributeReader.load(reader_dir)
-    table, features, reference = score_model(gen_dirs, cases, quality, judge, reader, seed, subjects)
+    table, features, reference = score_model(gen_dirs, cases, quality, judge, reader, seed, subjects, detector)
     with atomic_path(out_features) as tmp, open(tmp, "wb") as f:
         np.savez(f, features=features, reference=reference)
     write_frame(table, out_table)
