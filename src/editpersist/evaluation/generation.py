@@ -80,7 +80,8 @@ def run_generation(model_dir: Path, family_name: str, state: str, layers: list[P
         if snapshots:
             denoiser = family.denoiser_of(pipe)
             start = {k: v.detach().clone() for k, v in denoiser.state_dict().items()}
-            curve = {c.source.prompt: counts[c.source.prompt] for c in cases}
+            # Curves need many points more than tight ones: n_per_prompt images per snapshot.
+            curve = {c.source.prompt: n_per_prompt for c in cases}
             for step in snapshots:
                 apply_layer(pipe, family, layers[-1], snapshot=step)
                 images, jobs = _generate_counts(pipe, family, curve, sampling, seed)
