@@ -207,3 +207,46 @@ def test_generation_manifest_seeds_snapshots_and_scoring(tiny_model_dirs, tmp_pa
     assert len(q) == 2 * 2 * 2 and (q["clip_score"] >= 0).all()  # 2 states x 2 captions x 2 images
     assert feats.shape[0] == len(q) and ref.shape[1] == feats.shape[1]
     assert sorted(q["feature"]) == list(range(len(q)))
+
+
+def test_weight_diagnostic_sees_a_fine_tune_that_undoes_the_edit(tiny_model_dirs, tmp_path):
+    """An edit of one matrix, then a 'fine-tune' whose delta puts the base values back."""
+    from editpersist.editors.base import EditDelta
+    from editpersist.evaluation.weights import weight_diagnostics
+    from editpersist.families import get_family
+    from editpersist.io import save_tensors
+
+    pipe = get_family("sd").load(tiny_model_dirs["sd"])
+    key = next(f"unet.{n}" for n, _ in pipe.unet.named_parameters() if n.endswith("attn2.to_k.weight"))
+    w0 = pipe.unet.get_parameter(key.removeprefix("unet.")).detach().clone()
+    states = tmp_path / "states"
+    EditDelta({key: w0 + 0.1}, {"editor": "uce"}).save(states / "edit/uce/appearance/circle-to-blue.safetensors")
+    ft = states / "edit/uce/appearance/circle-to-blue/ft/full/sks-square"
+    ft.mkdir(parents=True)
+    save_tensors(ft / "delta.safetensors", {key: w0})
+    pair = {"model": "m", "editor": "uce", "task": "appearance", "edit": "circle-to-blue", "finetuner": "full",
+            "subject": "sks-square"}
+    frame = weight_diagnostics(tiny_model_dirs["sd"], "sd", [pair], states, "cpu")
+    row = frame[frame["module"] == key].iloc[0]
+    assert row["share_removed"] == pytest.approx(1.0) and row["cosine"] == pytest.approx(-1.0)
+    assert frame.loc[frame["module"] == "(all)", "share_removed"].item() == pytest.approx(1.0)
+
+
+def test_reedit_solves_from_the_fine_tuned_weights(tiny_model_dirs, tmp_path):
+    from editpersist.editing import run_edit
+    from editpersist.finetuners.config import FinetuneConfig
+    from editpersist.finetuners.subjects import ToySubject
+    from editpersist.finetuning import run_finetune
+    from editpersist.generate import SamplingConfig
+
+    ft_dir = tmp_path / "ft"
+    run_finetune(tiny_model_dirs["sd"], "sd", None, FinetuneConfig("lora", steps=2, lr=5e-2, batch=2),
+                 ToySubject("sks-square", "square", "purple"), 4, None, "cpu", ft_dir)
+    cfg = {"lam": 0.5, "s_e": 1.0, "s_p": 1.0, "token_mode": "aligned", "guide": ""}
+    common = dict(model_dir=tiny_model_dirs["sd"], family_name="sd", editor_name="uce", editor_cfg=cfg,
+                  case=APPEARANCE, judge_dir=None, sampling=SamplingConfig(steps=2), seed=0, device="cpu")
+    first = run_edit(out=tmp_path / "edit.safetensors", **common)
+    again = run_edit(out=tmp_path / "reedit.safetensors", layers=[ft_dir], **common)
+    assert first.tensors.keys() == again.tensors.keys()
+    # The fused LoRA moved the to_k/to_v the solve starts from, so the solution differs.
+    assert any(not torch.equal(first.tensors[k], again.tensors[k]) for k in first.tensors)
