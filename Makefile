@@ -22,9 +22,10 @@ run: $(STAMP)
 dryrun: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/snakemake -n --cores $(CORES)
 
-# Benchmarks (not tests): needs the toy world built by `make run`; writes results/bench/.
+# Benchmarks (not tests): needs the study run by `make run`; writes results/bench/*.json.
 bench: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m editpersist.bench finetune
+	for what in uce finetune generation storage stages; do \
+		HF_HUB_OFFLINE=1 $(BIN)/python -m editpersist.bench $$what || exit 1; done
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)

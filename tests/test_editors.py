@@ -116,19 +116,9 @@ def test_uce_debias_converges_with_a_ratio_meter(tiny_model_dirs):
 
 def test_uce_delta_is_under_two_percent_of_an_sd14_shaped_model():
     """Sizes from SD 1.4's real configs, instantiated on the meta device (no memory, no download)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from editpersist.families.reference_shapes import sd14_components
 
-    with torch.device("meta"):
-        unet = UNet2DConditionModel(
-            sample_size=64, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
-            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=768,
-            attention_head_dim=8)
-        text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                                            num_attention_heads=12, max_position_embeddings=77))
-        vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                            up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2)
+    unet, text, vae = sd14_components(device="meta")
 
     class Pipe:
         pass

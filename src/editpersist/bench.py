@@ -1,8 +1,13 @@
-"""Benchmarks, separate from the tests: `python -m editpersist.bench finetune`.
+"""Benchmarks, separate from the tests: `python -m editpersist.bench <what>` (all: `make bench`).
 
-`finetune` times training steps of LoRA, DoRA and full fine-tuning on the toy SD and toy
-FLUX models side by side. Each (model, method) runs in its own process so that its peak
-memory is its own; steps after the first few (warm-up) are timed.
+* `uce`: the whole UCE edit on SD 1.4's real shapes (random weights) and on toy SD, and the
+  batched all-layer solve against a per-layer loop;
+* `finetune`: training steps of LoRA, DoRA and full fine-tuning on toy SD and toy FLUX side by
+  side, each (model, method) in its own process so that its peak memory is its own;
+* `generation`: toy SD images/s, batched against one prompt at a time;
+* `storage`: bytes on disk of edit deltas, adapters and full deltas against a full checkpoint;
+* `stages`: per-rule job counts and seconds from the workflow's benchmark files.
+Each writes results/bench/<what>.json.
 """
 
 from __future__ import annotations
@@ -59,6 +64,163 @@ def table(results: dict) -> str:
     return "\n".join(rows)
 
 
+def uce_per_layer(weights: dict, C_e, D_e, C_p, lam: float, s_e: float, s_p: float) -> dict:
+    """The straightforward UCE loop (as in the official scripts): one normal-equation solve per
+    layer, each forming its own M and right-hand side. The baseline of `uce_bench`."""
+    import torch
+
+    out = {}
+    for key, W0 in weights.items():
+        W0 = W0.float()
+        M = lam * torch.eye(W0.shape[1]) + s_e * C_e.T @ C_e + s_p * C_p.T @ C_p
+        R = lam * W0 + s_e * (W0 @ D_e.T) @ C_e + s_p * (W0 @ C_p.T) @ C_p
+        out[key] = torch.linalg.solve(M, R.T).T
+    return out
+
+
+def _best_of(fn, reps: int) -> float:
+    import time
+
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def uce_bench(reps: int = 3) -> dict:
+    """UCE on SD 1.4's real shapes (random weights) and on toy SD: the whole edit, and the
+    batched all-layer solve against the per-layer loop."""
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from .editors.closed_form import apply_transform, shared_transform
+    from .editors.uce import UCE, UCEConfig
+    from .families import get_family
+    from .families.reference_shapes import sd14_components
+    from .tasks.toy import toy_cases
+    from .toy.tokenizers import build_clip_tokenizer
+    from .toy.world import WorldSpec
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    family = get_family("sd")
+    out = {}
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = build_clip_tokenizer(WorldSpec().words(), Path(tmp), model_max_length=77)
+    unet, text, vae = sd14_components(vocab_size=len(tok))
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=DDIMScheduler(),
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    case = toy_cases()["appearance"][0]
+    cfg = UCEConfig(token_mode="aligned")
+    out["sd14_edit_s"] = round(_best_of(lambda: UCE(cfg).edit(pipe, family, list(case.requests)), reps), 3)
+    weights = {k: m.weight.detach() for k, m in family.uce_modules(pipe).items()}
+    g = torch.Generator().manual_seed(0)
+    C_e, D_e = torch.randn(75, 768, generator=g), torch.randn(75, 768, generator=g)
+    C_p = torch.randn(10 * 75, 768, generator=g)  # ten preserved prompts, aligned tokens
+    batched = lambda: apply_transform(weights, shared_transform(C_e, D_e, C_p, 0.5, 1.0, 1.0))  # noqa: E731
+    loop = lambda: uce_per_layer(weights, C_e, D_e, C_p, 0.5, 1.0, 1.0)  # noqa: E731
+    out["sd14_layers"] = len(weights)
+    out["sd14_solve_batched_s"] = round(_best_of(batched, reps), 4)
+    out["sd14_solve_per_layer_s"] = round(_best_of(loop, reps), 4)
+    a, b = batched(), loop()
+    out["max_abs_diff"] = float(max((a[k] - b[k]).abs().max() for k in a))
+    toy = family.load("resources/toy/models/toy-sd")
+    out["toy_sd_edit_s"] = round(_best_of(lambda: UCE(cfg).edit(toy, family, list(case.requests)), reps), 4)
+    out["speedup"] = round(out["sd14_solve_per_layer_s"] / out["sd14_solve_batched_s"], 1)
+    return out
+
+
+def generation_bench(model_dir: str = "resources/toy/models/toy-sd", n: int = 64, reps: int = 2) -> dict:
+    """Images/s of toy SD generation batched (the workflow's way) against one prompt at a time."""
+    import torch
+
+    from .families import get_family
+    from .generate import SamplingConfig, generate
+
+    torch.set_num_threads(2)
+    family = get_family("sd")
+    pipe = family.load(model_dir)
+    prompts = ["a circle", "a square", "a king", "a red triangle"]
+    per = n // len(prompts)
+    out = {}
+    for name, batch in (("batched", 64), ("one_at_a_time", 1)):
+        cfg = SamplingConfig(batch=batch)
+        secs = _best_of(lambda: generate(pipe, family, prompts, per, cfg), reps)
+        out[f"{name}_images_per_s"] = round(per * len(prompts) / secs, 2)
+    out["speedup"] = round(out["batched_images_per_s"] / out["one_at_a_time_images_per_s"], 2)
+    return out
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*.safetensors"))
+
+
+def storage_bench(states: Path = Path("results/states/toy-sd"), model_dir: Path = Path("resources/toy/models/toy-sd"),
+                  ) -> dict:
+    """Bytes on disk of each kind of model state against the full checkpoint it builds on."""
+    full = _dir_bytes(model_dir)
+    rows = {"full_checkpoint": full}
+    for name, path in (("uce_edit_delta", states / "edit/uce/appearance/circle-to-blue.safetensors"),
+                       ("refact_edit_delta", states / "edit/refact/appearance/circle-to-blue.safetensors"),
+                       ("lora_adapter", states / "base/ft/lora/sks-square/pytorch_lora_weights.safetensors"),
+                       ("dora_adapter", states / "base/ft/dora/sks-square/pytorch_lora_weights.safetensors"),
+                       ("full_ft_delta", states / "base/ft/full/sks-square/delta.safetensors")):
+        if path.is_file():
+            rows[name] = path.stat().st_size
+    out = {"toy_sd": {k: {"bytes": v, "share_of_full": round(v / full, 4)} for k, v in rows.items()}}
+    # SD 1.4 at its real shapes (fp16 on disk, as its published checkpoint): computed from shapes.
+    from .families import get_family
+    from .families.reference_shapes import sd14_components
+
+    unet, text, vae = sd14_components(device="meta")
+
+    class _Pipe:
+        pass
+
+    pipe = _Pipe()
+    pipe.unet = unet
+    edited = sum(m.weight.numel() for m in get_family("sd").uce_modules(pipe).values())
+    total = sum(p.numel() for m in (unet, text, vae) for p in m.parameters())
+    out["sd14_fp16"] = {"full_checkpoint_bytes": 2 * total, "uce_edit_delta_bytes": 2 * edited,
+                        "uce_share_of_full": round(edited / total, 4)}
+    return out
+
+
+TOY_BUILD = "toy"
+
+
+def stage_times(bench_dir: Path) -> dict[str, dict]:
+    """Per rule: jobs and summed job wall seconds from Snakemake's benchmark files
+    (benchmarks/<rule>/.../*.tsv; the toy world's rules all live under benchmarks/toy/)."""
+    import pandas as pd
+
+    out: dict[str, dict] = {}
+    for tsv in sorted(bench_dir.rglob("*.tsv")):
+        rel = tsv.relative_to(bench_dir)
+        rule = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+        seconds = float(pd.read_csv(tsv, sep="\t")["s"].iloc[-1])
+        entry = out.setdefault(rule, {"jobs": 0, "seconds": 0.0})
+        entry["jobs"] += 1
+        entry["seconds"] = round(entry["seconds"] + seconds, 1)
+    return out
+
+
+def stages_table(stages: dict[str, dict], cores: int) -> str:
+    rows = ["| rule | jobs | job-seconds | per job (s) |", "| --- | --- | --- | --- |"]
+    total = 0.0
+    for rule, v in sorted(stages.items(), key=lambda kv: -kv[1]["seconds"]):
+        rows.append(f"| {rule} | {v['jobs']} | {v['seconds']:,.0f} | {v['seconds'] / v['jobs']:.1f} |")
+        total += v["seconds"] if rule != TOY_BUILD else 0.0
+    rows.append(f"| **all but the toy build** | | {total:,.0f} | |")
+    rows.append(f"| **÷ {cores} parallel job slots** (single-thread jobs) | | {total / cores:,.0f} "
+                f"({total / cores / 60:.1f} min) | |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "_one":
@@ -66,13 +228,26 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(_one(model_dir, family_name, method, int(steps), int(warmup), int(batch))))
         return
     p = argparse.ArgumentParser(prog="python -m editpersist.bench")
-    p.add_argument("what", choices=["finetune"])
+    p.add_argument("what", choices=["finetune", "stages", "uce", "generation", "storage"])
+    p.add_argument("--benchmarks", default="benchmarks", type=Path, help="stages: Snakemake's benchmark folder")
+    p.add_argument("--cores", type=int, default=2, help="stages: job slots the run had")
     p.add_argument("--models", default="resources/toy/models", type=Path)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--out", default="results/bench/finetune.json", type=Path)
     a = p.parse_args(args)
+    simple = {"uce": uce_bench, "generation": generation_bench, "storage": storage_bench}
+    if a.what in simple:
+        res = simple[a.what]()
+        write_json(Path(f"results/bench/{a.what}.json"), res)
+        print(json.dumps(res, indent=2))
+        return
+    if a.what == "stages":
+        stages = stage_times(a.benchmarks)
+        write_json(Path("results/bench/stages.json"), stages)
+        print(stages_table(stages, a.cores))
+        return
     print(table(finetune_bench(a.models, a.steps, a.warmup, a.batch, a.out)))
 
 
