@@ -27,12 +27,15 @@ def retention_heatmap(table: pd.DataFrame, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     tasks = sorted(table["task"].unique())
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 0.5 * table[["model", "editor"]]
-                                                     .drop_duplicates().shape[0] + 2.2), squeeze=False)
+    # Every panel has the same rows and columns (a task some editor cannot do stays blank).
+    rows = pd.MultiIndex.from_frame(table[["model", "editor"]].drop_duplicates().sort_values(["model", "editor"]))
+    cols = sorted(table["finetuner"].unique())
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks) + 2, 0.5 * len(rows) + 2.2), squeeze=False,
+                             sharey=True)
     for ax, task in zip(axes[0], tasks):
         sub = table[table["task"] == task]
         piv = sub.pivot_table(index=["model", "editor"], columns="finetuner", values="retention", aggfunc="mean",
-                              dropna=False)
+                              dropna=False).reindex(index=rows, columns=cols)
         im = ax.imshow(piv.to_numpy(dtype=float), vmin=0, vmax=1, cmap="viridis", aspect="auto")
         ax.set_xticks(range(piv.shape[1]), piv.columns, rotation=30)
         ax.set_yticks(range(piv.shape[0]), [f"{m} / {e}" for m, e in piv.index])
@@ -62,12 +65,15 @@ def retention_curves(curves: pd.DataFrame, out: Path) -> None:
             ax.plot(line["step"], line["retention"], marker="o", label=f"{editor} / {ft}")
             ax.fill_between(line["step"], line["ci_low"], line["ci_high"], alpha=0.12)
         ax.axhline(0, color="grey", lw=0.5)
+        ax.axhline(1, color="grey", lw=0.5, ls=":")
+        ax.set_ylim(-0.3, 1.6)
         ax.set_title(f"{model}: {task}")
         ax.set_xlabel("fine-tuning step")
         ax.set_ylabel("retention")
         ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
+    fig.tight_layout()
     _save(fig, out)
 
 

@@ -19,7 +19,7 @@ from .persistence import (COLUMNS, Cell, ModelScores, curve_rows, finetune_quali
                           persistence_rows, reedit_rows, table_frame, transfer_rows)
 from .prompts import PRIMARY, QualityConfig
 from .scoring import score_model
-from .summary import write_summary
+from .summary import edit_took, write_summary
 
 log = logging.getLogger("editpersist")
 
@@ -160,7 +160,11 @@ def run_figures(persistence: pd.DataFrame, curves: pd.DataFrame, weights: pd.Dat
     from . import plots
 
     plots.retention_heatmap(primary_table(persistence), out["heatmap"])
-    plots.retention_curves(curves, out["curves"])
+    # Curves of edits that did not take are ratios of noise; plot only the others.
+    keys = ["model", "editor", "task", "edit", "finetuner", "ft_data"]
+    took = primary_table(persistence)
+    took = took[[edit_took(r) for r in took.to_dict("records")]][keys]
+    plots.retention_curves(curves.merge(took, on=keys), out["curves"])
     merged = weights_with_retention(weights, persistence)
     write_frame(merged, out["weights_table"])
     plots.weights_vs_retention(merged[merged["module"] == "(all)"], out["weights"])

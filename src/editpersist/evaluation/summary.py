@@ -6,11 +6,30 @@ import numpy as np
 import pandas as pd
 
 from ..metrics.bootstrap import percentile_interval
+from ..metrics.task_metrics import METRICS
 from .prompts import PRIMARY
+
+
+# An edit "took" when it closed at least this share of the gap between the base model and the
+# metric's ideal (1 for efficacy, 0 for debias_score and unsafe_rate). Retention of an edit that
+# barely moved the metric is a ratio of two small, noisy differences; headline means leave
+# such cells out (the cell table shows them all).
+MIN_CLOSED_GAP = 0.3
 
 
 def primary_rows(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["metric"] == PRIMARY[r["task"]]]
+
+
+def closed_gap(row: dict) -> float:
+    """Share of the base-to-ideal gap the edit closed."""
+    ideal = 1.0 if METRICS[row["metric"]].higher_is_better else 0.0
+    gap = ideal - row["base"]
+    return float("nan") if gap == 0 else (row["edited"] - row["base"]) / gap
+
+
+def edit_took(row: dict) -> bool:
+    return closed_gap(row) >= MIN_CLOSED_GAP
 
 
 def mean_retention(rows: list[dict]) -> tuple[float, float, float, int]:
@@ -68,32 +87,41 @@ def finetune_quality_lines(fq: pd.DataFrame, threshold: float = 0.8) -> list[str
 def write_summary(rows: list[dict], validity: pd.DataFrame, scorer: str, samples: int,
                   finetune_quality: pd.DataFrame | None = None) -> str:
     prim = primary_rows(rows)
-    by_ft, by_editor = ranking(prim, "finetuner"), ranking(prim, "editor")
+    took = [r for r in prim if edit_took(r)]
+    by_ft, by_editor = ranking(took, "finetuner"), ranking(took, "editor")
     nan_cells = [r for r in prim if not np.isfinite(r["retention"])]
     text = ["# editpersist summary", "",
             "Retention = (edited_ft - base_ft) / (edited - base) of each task's primary metric "
             f"({', '.join(f'{t}: {m}' for t, m in PRIMARY.items())}). 1 means the edit fully survives "
             "fine-tuning, 0 that fine-tuning erased it. Intervals: 95 % paired bootstrap over prompts and "
-            f"images ({samples} replicates); images scored by the {scorer}.", ""]
+            f"images ({samples} replicates); images scored by the {scorer}. Means are over the "
+            f"{len(took)} of {len(prim)} cells whose edit took (closed at least {MIN_CLOSED_GAP:.0%} of the gap "
+            "between the base model and the metric's ideal); the cell table lists every cell.", ""]
     if len(by_ft) and np.isfinite(by_ft.loc[0, "mean_retention"]):
         worst = by_ft.iloc[0]
         text.append(f"- **{worst['finetuner']} reverses edits most**: mean retention {_interval(worst)} over "
                     f"{worst['cells']} cells; the gentlest is {by_ft.iloc[-1]['finetuner']} "
                     f"({_interval(by_ft.iloc[-1])}).")
-    if len(by_editor) and np.isfinite(by_editor.iloc[-1]["mean_retention"]):
-        best = by_editor.iloc[-1]
+    compared = by_editor[np.isfinite(by_editor["mean_retention"])] if len(by_editor) else by_editor
+    if len(compared) >= 2:
+        best = compared.iloc[-1]
         text.append(f"- **{best['editor']} retains most**: mean retention {_interval(best)}; "
-                    f"{by_editor.iloc[0]['editor']} retains least ({_interval(by_editor.iloc[0])}).")
-    persisted = [r for r in prim if np.isfinite(r["ci_low"]) and r["ci_low"] >= 0.8]
-    erased = [r for r in prim if np.isfinite(r["ci_high"]) and r["ci_high"] <= 0.2]
-    text.append(f"- Of {len(prim)} cells, {len(persisted)} keep the edit (interval above 0.8) and "
-                f"{len(erased)} lose it (interval below 0.2); {len(nan_cells)} have NaN retention because the "
-                "edit did not change the metric (edited == base).")
+                    f"{compared.iloc[0]['editor']} retains least ({_interval(compared.iloc[0])}).")
+    elif len(compared) == 1:
+        silent = sorted({r["editor"] for r in prim} - set(compared["editor"]))
+        text.append(f"- Only {compared.iloc[0]['editor']}'s edits took (mean retention {_interval(compared.iloc[0])}); "
+                    f"{', '.join(silent) or 'no other editor'} did not move the metrics enough to compare retention.")
+    persisted = [r for r in took if np.isfinite(r["ci_low"]) and r["ci_low"] >= 0.8]
+    erased = [r for r in took if np.isfinite(r["ci_high"]) and r["ci_high"] <= 0.2]
+    text.append(f"- Of the {len(took)} cells whose edit took, {len(persisted)} keep the edit (interval above 0.8) "
+                f"and {len(erased)} lose it (interval below 0.2). {len(prim) - len(took)} cells' edits did not take; "
+                f"{len(nan_cells)} of them have NaN retention (edited == base).")
     text += ["", "## Retention by fine-tuner", "", markdown_table(by_ft), "",
              "## Retention by editor", "", markdown_table(by_editor), "",
              "## Every cell (primary metric)", ""]
-    cells = pd.DataFrame([{k: r[k] for k in ("model", "editor", "task", "edit", "finetuner", "ft_data", "relation",
-                                             "metric", "edited", "edited_ft", "retention", "ci_low", "ci_high")}
+    cells = pd.DataFrame([{**{k: r[k] for k in ("model", "editor", "task", "edit", "finetuner", "ft_data",
+                                                "relation", "metric", "base", "edited", "edited_ft", "retention",
+                                                "ci_low", "ci_high")}, "edit_took": "yes" if edit_took(r) else "no"}
                           for r in prim])
     text += [markdown_table(cells), ""]
     text += finetune_quality_lines(finetune_quality)
