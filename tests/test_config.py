@@ -50,6 +50,7 @@ def test_duplicate_model_names_are_rejected():
 
 def test_missing_real_model_path_names_the_key(tmp_path):
     cfg = _with(("models", 1), {"name": "sd14", "family": "sd", "path": str(tmp_path / "missing")})
+    cfg["evaluation"]["scorer"] = "judge"  # a real model has no toy reader
     with pytest.raises(ConfigError, match=r"models\[1\]\.path: .*does not exist"):
         check_config(cfg)
     cfg["allow_download"] = True
@@ -70,3 +71,16 @@ def test_conda_env_pins_the_same_versions_as_the_package():
     assert all("==" in d for d in deps)
     lock = set((root / "requirements.lock").read_text().split())
     assert {d.lower().replace("_", "-") for d in deps} <= {p.lower().replace("_", "-") for p in lock}
+
+
+def test_reader_scorer_with_a_real_model_is_rejected(tmp_path):
+    (tmp_path / "sd14").mkdir()
+    cfg = _with(("models", 1), {"name": "sd14", "family": "sd", "path": str(tmp_path / "sd14")})
+    with pytest.raises(ConfigError, match=r"evaluation\.scorer: 'reader' exists only in the toy world"):
+        check_config(cfg)
+
+
+def test_reedit_of_a_fine_tuner_outside_the_grid_is_rejected():
+    cfg = _with(("evaluation", "reedit"), ["lora", "nonexistent"])
+    with pytest.raises(ConfigError, match=r"evaluation\.reedit: fine-tuner 'nonexistent'"):
+        check_config(cfg)
