@@ -250,3 +250,32 @@ def test_reedit_solves_from_the_fine_tuned_weights(tiny_model_dirs, tmp_path):
     assert first.tensors.keys() == again.tensors.keys()
     # The fused LoRA moved the to_k/to_v the solve starts from, so the solution differs.
     assert any(not torch.equal(first.tensors[k], again.tensors[k]) for k in first.tensors)
+
+
+def test_summary_is_written_when_no_edit_took():
+    import pandas as pd
+
+    from editpersist.evaluation.summary import write_summary
+
+    row = {"model": "m", "editor": "uce", "task": "appearance", "edit": "e", "finetuner": "lora", "ft_data": "s",
+           "relation": "unrelated", "metric": "efficacy", "base": 0.0, "edited": 0.0, "base_ft": 0.0,
+           "edited_ft": 0.0, "retention": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
+           "n_images": 4, "_replicates": np.full(10, np.nan)}
+    text = write_summary([row], pd.DataFrame(columns=["model", "task", "agreement", "n_images"]), "reader", 100)
+    assert text.startswith("# editpersist summary") and "0 of 1 cells whose edit took" in text
+
+
+def test_figures_are_drawn_for_empty_and_all_nan_tables(tmp_path):
+    import pandas as pd
+
+    from editpersist.evaluation import plots
+
+    plots.retention_curves(pd.DataFrame(columns=["model", "task", "editor", "finetuner", "step", "retention",
+                                                 "ci_low", "ci_high"]), tmp_path / "curves.png")
+    table = pd.DataFrame([{"model": "m", "editor": "uce", "task": "appearance", "finetuner": "lora",
+                           "metric": "efficacy", "retention": float("nan")}])
+    plots.retention_heatmap(table, tmp_path / "heat.png")
+    weights = pd.DataFrame([{"editor": "uce", "finetuner": "lora", "share_removed": float("nan"),
+                             "retention": float("nan")}])
+    plots.weights_vs_retention(weights, tmp_path / "weights.png")
+    assert all((tmp_path / f).stat().st_size > 0 for f in ("curves.png", "heat.png", "weights.png"))

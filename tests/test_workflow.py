@@ -90,7 +90,8 @@ def _check_study_outputs(wd: Path) -> None:
     assert set(curves.loc[curves["finetuner"] == "dreambooth", "step"]) == {0, 1, 2}  # start, snapshot, end
     assert set(pd.read_csv(wd / "results/reedit.csv")["finetuner"]) == {"lora"}
     assert set(pd.read_csv(wd / "results/transfer.csv")["finetuner"]) == {"lora"}
-    assert set(pd.read_csv(wd / "results/judge_validity.csv")["task"]) == {"appearance"}
+    assert set(pd.read_csv(wd / "results/judge_validity.csv")["task"]) == {"appearance", "subject"}
+    assert (pd.read_csv(wd / "results/finetune_quality.csv")["kind"] == "base_ft").sum() == 2 * 2
     weights = pd.read_csv(wd / "results/weights.csv")
     assert (weights["module"] == "(all)").sum() == len(cells)
     manifest = pd.read_parquet(wd / "results/images/toy-sd/base/all/manifest.parquet")

@@ -54,7 +54,13 @@ def retention_curves(curves: pd.DataFrame, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = curves[["model", "task"]].drop_duplicates().to_records(index=False)
+    panels = curves[["model", "task"]].drop_duplicates().to_records(index=False) if len(curves) else []
+    if not len(panels):
+        fig, ax = plt.subplots(figsize=(5, 1.5))
+        ax.text(0.5, 0.5, "No edit took: no retention curve to show.", ha="center", va="center")
+        ax.axis("off")
+        _save(fig, out)
+        return
     cols = min(4, len(panels))
     rows = int(np.ceil(len(panels) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)

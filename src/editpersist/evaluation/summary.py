@@ -50,7 +50,8 @@ def ranking(rows: list[dict], by: str) -> pd.DataFrame:
     for key in sorted({r[by] for r in rows}):
         mean, low, high, n = mean_retention([r for r in rows if r[by] == key])
         out.append({by: key, "mean_retention": mean, "ci_low": low, "ci_high": high, "cells": n})
-    return pd.DataFrame(out).sort_values("mean_retention", na_position="last").reset_index(drop=True)
+    frame = pd.DataFrame(out, columns=[by, "mean_retention", "ci_low", "ci_high", "cells"])
+    return frame.sort_values("mean_retention", na_position="last").reset_index(drop=True)
 
 
 def _fmt(x: float) -> str:
