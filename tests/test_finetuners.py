@@ -90,3 +90,39 @@ def test_benchmark_reports_step_time_and_memory(tiny_model_dirs):
     r = _one(str(tiny_model_dirs["sd"]), "sd", "dora", steps=2, warmup=1, batch=2)
     assert r["step_ms"] > 0 and r["peak_rss_mb"] > 0 and r["trainable_params"] > 0
     assert "| toy-sd/dora |" in table({"toy-sd/dora": r})
+
+
+def _text_out(pipe, family):
+    from editpersist.finetuners.trainer import encode_captions
+
+    with torch.no_grad():
+        cond = encode_captions(pipe, family, ["a sks square"])
+    return cond["pooled"] if family.name == "flux" else cond["prompt_embeds"]
+
+
+@pytest.mark.parametrize("name", ["sd", "flux"])
+def test_text_encoder_adapter_trains_saves_and_fuses(tiny_model_dirs, tmp_path, name):
+    from editpersist.states import load_adapter_fused
+
+    family = get_family(name)
+    pipe = family.load(tiny_model_dirs[name])
+    before = _text_out(pipe, family)
+    cfg = FinetuneConfig("lora", steps=3, lr=5e-2, batch=2, train_text_encoder=True, snapshots=(0.5,))
+    res = finetune(pipe, family, _data(), cfg)
+    trained_text, trained_den = _text_out(pipe, family), _latents_out(pipe, family)
+    assert (trained_text - before).abs().max() > 1e-4  # the text encoder adapter learned something
+    assert any(k.startswith("text_encoder.") for k in res.snapshots[2])
+    save_adapter(pipe, family, tmp_path / "adapter")
+    from editpersist.io import load_tensors
+
+    keys = load_tensors(tmp_path / "adapter/pytorch_lora_weights.safetensors")
+    assert any(k.startswith("text_encoder.") for k in keys) and any(k.startswith(f"{family.denoiser}.") for k in keys)
+    fresh = family.load(tiny_model_dirs[name])
+    load_adapter_fused(fresh, family, tmp_path / "adapter/pytorch_lora_weights.safetensors")
+    torch.testing.assert_close(_text_out(fresh, family), trained_text, atol=1e-5, rtol=0)
+    torch.testing.assert_close(_latents_out(fresh, family), trained_den, atol=1e-5, rtol=0)
+
+
+def test_text_encoder_training_is_only_for_adapters():
+    with pytest.raises(ValueError, match="train_text_encoder is for lora/dora"):
+        FinetuneConfig("full", steps=1, lr=1e-4, train_text_encoder=True)

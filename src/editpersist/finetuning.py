@@ -64,7 +64,7 @@ def run_finetune(model_dir: Path, family_name: str, start_delta: Path | None, cf
             save_tensors(tmp / "delta.safetensors",
                          {f"{family.denoiser}.{k}": v for k, v in denoiser.state_dict().items()})
         for step, state in result.snapshots.items():
-            save_tensors(tmp / f"snapshot_{step}.safetensors", {f"{family.denoiser}.{k}": v for k, v in state.items()})
+            save_tensors(tmp / f"snapshot_{step}.safetensors", state)
         record = {"config": asdict(cfg), "subject": asdict(subject), "start": str(start_delta or "base"),
                   "loss_curve": result.losses, **stats.as_dict()}
         (tmp / "finetune.json").write_text(json.dumps(record, indent=2, default=str) + "\n")

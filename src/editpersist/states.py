@@ -132,7 +132,10 @@ def load_adapter_fused(pipe, family, weights: Path) -> None:
         pipe.load_lora_weights(load_tensors(weights), adapter_name="state")
     except (ValueError, KeyError, RuntimeError) as e:
         raise InputError(f"{weights}: not a LoRA for this {family.name} model ({e})") from e
-    pipe.fuse_lora(adapter_names=["state"], lora_scale=1.0)
+    # Fuse into every component the file adapts (FLUX's default would skip its text encoder).
+    adapted = [c for c in type(pipe)._lora_loadable_modules
+               if "state" in getattr(getattr(pipe, c, None), "peft_config", {})]
+    pipe.fuse_lora(components=adapted, adapter_names=["state"], lora_scale=1.0)
     pipe.unload_lora_weights()
 
 

@@ -32,6 +32,9 @@ class ModelFamily:
     uce_targets: tuple[tuple[str, str, str], ...]
     # peft target_modules for LoRA/DoRA on the denoiser (design.md section 6).
     lora_targets: tuple[str, ...]
+    # Text encoders that take an adapter when a fine-tune trains the text encoder: the CLIP
+    # encoders, as in diffusers' DreamBooth-LoRA examples (FLUX's T5 stays frozen there too).
+    lora_text_encoders: tuple[str, ...] = ("text_encoder",)
     # Half precision used on GPU: SD 1.x/2.x are commonly run in fp16, SDXL and FLUX in bf16.
     gpu_precision: str = "bf16"
 

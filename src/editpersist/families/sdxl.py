@@ -12,5 +12,6 @@ FAMILY = ModelFamily(
     objective="denoising",
     uce_targets=(("tokens", "unet", CROSS_ATTN_KV),),
     lora_targets=("to_q", "to_k", "to_v", "to_out.0"),
+    lora_text_encoders=("text_encoder", "text_encoder_2"),
     gpu_precision="bf16",
 )

@@ -20,10 +20,15 @@ class FinetuneConfig:
     gradient_checkpointing: bool = False
     prior_weight: float = 1.0  # DreamBooth prior-preservation loss weight
     snapshots: tuple[float, ...] = ()  # fractions of training at which to save intermediate states
+    # LoRA/DoRA only: also adapt the CLIP text encoder(s) (diffusers' --train_text_encoder),
+    # with the same rank and learning rate; the captions are then encoded at every step.
+    train_text_encoder: bool = False
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown fine-tuning method {self.method!r}; expected one of {METHODS}")
+        if self.train_text_encoder and not self.uses_adapter:
+            raise ValueError(f"train_text_encoder is for lora/dora adapters, not {self.method!r}")
 
     @property
     def uses_adapter(self) -> bool:

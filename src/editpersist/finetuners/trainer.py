@@ -5,8 +5,9 @@
 * dreambooth: full, on "a sks <class>" instance images, plus prior preservation on class
   images generated beforehand by a separate rule from the model being tuned.
 
-Latents and text embeddings are computed once (the VAE and text encoders are frozen),
-so a step costs one denoiser forward and backward.
+Latents are computed once (the VAE is frozen), and so are the text embeddings unless the
+text encoders carry an adapter (`train_text_encoder`); a step then costs one denoiser forward
+and backward.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..errors import TrainingError
 from ..latents import encode_latents
 from ..training.loop import train_steps
 from ..training.objectives import DenoisingObjective, FlowMatchingObjective
-from .adapters import adapter_state, attach_adapter
+from .adapters import TEXT_ENCODER_TARGETS, attach_adapter, packed_adapter_state
 from .config import FinetuneConfig
 
 log = logging.getLogger("editpersist")
@@ -46,9 +47,9 @@ class FinetuneResult:
     step_ends: list[float] = field(default_factory=list)  # perf_counter() after each step, for benchmarks
 
 
-@torch.no_grad()
 def encode_captions(pipe, family, captions: list[str]) -> dict[str, torch.Tensor]:
-    """Conditioning tensors the denoiser needs, per caption (same code path as generation)."""
+    """Conditioning tensors the denoiser needs, per caption (same code path as generation).
+    Differentiable: under torch.no_grad() unless the text encoders are trained."""
     device = pipe.device
     if family.name == "flux":
         max_len = min(512, pipe.tokenizer_2.model_max_length)
@@ -66,20 +67,36 @@ def _sdxl_added_cond(pipe, pooled: torch.Tensor, size: int) -> dict:
     return {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids.repeat(len(pooled), 1)}}
 
 
-def make_loss(pipe, family, latents: torch.Tensor, cond: dict[str, torch.Tensor], generator: torch.Generator):
-    """loss(index batch) for the family's objective."""
+def caption_conditioning(pipe, family, captions: list[str], trainable: bool):
+    """cond(index batch) -> conditioning tensors: looked up from a one-off encoding when the text
+    encoders are frozen, encoded afresh (with gradients) when they carry a trained adapter."""
+    if trainable:
+        return lambda idx: encode_captions(pipe, family, [captions[i] for i in idx.tolist()])
+    with torch.no_grad():
+        cond = encode_captions(pipe, family, captions)
+    return lambda idx: {k: v[idx] for k, v in cond.items()}
+
+
+def make_loss(pipe, family, latents: torch.Tensor, cond_of, generator: torch.Generator):
+    """loss(index batch) for the family's objective; `cond_of` from caption_conditioning."""
     denoiser = family.denoiser_of(pipe)
     if family.objective == "flow_matching":
         obj = FlowMatchingObjective()
-        return lambda idx: obj.loss(denoiser, latents[idx], cond["prompt_embeds"][idx], cond["pooled"][idx], generator)
+
+        def flow_loss(idx):
+            cond = cond_of(idx)
+            return obj.loss(denoiser, latents[idx], cond["prompt_embeds"], cond["pooled"], generator)
+
+        return flow_loss
     from diffusers import DDPMScheduler
 
     obj = DenoisingObjective(DDPMScheduler.from_config(pipe.scheduler.config))
     size = latents.shape[-1] * pipe.vae_scale_factor
 
     def loss(idx):
-        extra = _sdxl_added_cond(pipe, cond["pooled"][idx], size) if family.name == "sdxl" else {}
-        return obj.loss(denoiser, latents[idx], cond["prompt_embeds"][idx], generator, **extra)
+        cond = cond_of(idx)
+        extra = _sdxl_added_cond(pipe, cond["pooled"], size) if family.name == "sdxl" else {}
+        return obj.loss(denoiser, latents[idx], cond["prompt_embeds"], generator, **extra)
 
     return loss
 
@@ -89,7 +106,12 @@ def trainable_parameters(pipe, family, cfg: FinetuneConfig) -> list[torch.nn.Par
     for name in family.text_encoders + ("vae",):
         getattr(pipe, name).requires_grad_(False)
     if cfg.uses_adapter:
-        return attach_adapter(denoiser, family.lora_targets, cfg.rank, cfg.alpha, dora=cfg.method == "dora")
+        params = attach_adapter(denoiser, family.lora_targets, cfg.rank, cfg.alpha, dora=cfg.method == "dora")
+        if cfg.train_text_encoder:
+            for name in family.lora_text_encoders:
+                params += attach_adapter(getattr(pipe, name), TEXT_ENCODER_TARGETS, cfg.rank, cfg.alpha,
+                                         dora=cfg.method == "dora")
+        return params
     denoiser.requires_grad_(True)
     return list(denoiser.parameters())
 
@@ -104,11 +126,13 @@ def finetune(pipe, family, data: ImageSet, cfg: FinetuneConfig, prior: ImageSet 
     denoiser = family.denoiser_of(pipe)
     if cfg.gradient_checkpointing:
         denoiser.enable_gradient_checkpointing()
-    inst = make_loss(pipe, family, encode_latents(pipe.vae, data.images), encode_captions(pipe, family, data.captions), g)
+    text = cfg.train_text_encoder
+    inst = make_loss(pipe, family, encode_latents(pipe.vae, data.images),
+                     caption_conditioning(pipe, family, data.captions, text), g)
     prior_loss = None
     if cfg.method == "dreambooth":
         prior_loss = make_loss(pipe, family, encode_latents(pipe.vae, prior.images),
-                               encode_captions(pipe, family, prior.captions), g)
+                               caption_conditioning(pipe, family, prior.captions, text), g)
     n, n_prior = len(data.captions), len(prior.captions) if prior else 0
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
     snap_steps = {max(1, round(f * cfg.steps)) - 1 for f in cfg.snapshots}
@@ -125,9 +149,10 @@ def finetune(pipe, family, data: ImageSet, cfg: FinetuneConfig, prior: ImageSet 
     def after_step(step: int) -> None:
         result.step_ends.append(time.perf_counter())
         if step in snap_steps:
-            # Snapshots have the final output's layout: diffusers LoRA keys for adapters, the
-            # denoiser's full state dict otherwise (both keyed without the component prefix).
-            state = adapter_state(denoiser) if cfg.uses_adapter else denoiser.state_dict()
+            # Snapshots have the final output's layout, keyed '<component>.<name>': the LoRA
+            # file's for adapters, the denoiser's full state otherwise.
+            state = (packed_adapter_state(pipe, family) if cfg.uses_adapter else
+                     {f"{family.denoiser}.{k}": v for k, v in denoiser.state_dict().items()})
             result.snapshots[step + 1] = {k: v.detach().clone() for k, v in state.items()}
 
     denoiser.train()
