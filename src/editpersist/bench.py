@@ -6,7 +6,8 @@
   side, each (model, method) in its own process so that its peak memory is its own;
 * `generation`: toy SD images/s, batched against one prompt at a time;
 * `storage`: bytes on disk of edit deltas, adapters and full deltas against a full checkpoint;
-* `stages`: per-rule job counts and seconds from the workflow's benchmark files.
+* `stages`: per-rule job counts and seconds from the workflow's benchmark files;
+* `overhead`: the fixed cost of a job (a fresh interpreter's imports and model loads).
 Each writes results/bench/<what>.json.
 """
 
@@ -112,7 +113,7 @@ def uce_bench(reps: int = 3) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tok = build_clip_tokenizer(WorldSpec().words(), Path(tmp), model_max_length=77)
     unet, text, vae = sd14_components(vocab_size=len(tok))
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=DDIMScheduler(),
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=DDIMScheduler(clip_sample=False),
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     case = toy_cases()["appearance"][0]
     cfg = UCEConfig(token_mode="aligned")
@@ -190,6 +191,32 @@ def storage_bench(states: Path = Path("results/states/toy-sd"), model_dir: Path 
     return out
 
 
+_OVERHEAD_PROBE = """
+import json, sys, time
+t0 = time.perf_counter()
+import torch, diffusers, open_clip, peft  # what every job script imports
+from editpersist.evaluation import generation, scoring  # noqa: F401
+t1 = time.perf_counter()
+from editpersist.families import get_family
+for name, path in (("sd", "resources/toy/models/toy-sd"), ("flux", "resources/toy/models/toy-flux")):
+    get_family(name).load(path)
+t2 = time.perf_counter()
+print(json.dumps({"imports_s": round(t1 - t0, 2), "load_both_toy_models_s": round(t2 - t1, 2)}))
+"""
+
+
+def overhead_bench(reps: int = 3) -> dict:
+    """Fixed cost of a job: a fresh interpreter's imports and toy model loads (best of `reps`)."""
+    import time
+
+    runs = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", _OVERHEAD_PROBE], capture_output=True, text=True, check=True)
+        runs.append({**json.loads(done.stdout.strip().splitlines()[-1]), "process_s": round(time.perf_counter() - t, 2)})
+    return min(runs, key=lambda r: r["process_s"])
+
+
 TOY_BUILD = "toy"
 
 
@@ -228,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(_one(model_dir, family_name, method, int(steps), int(warmup), int(batch))))
         return
     p = argparse.ArgumentParser(prog="python -m editpersist.bench")
-    p.add_argument("what", choices=["finetune", "stages", "uce", "generation", "storage"])
+    p.add_argument("what", choices=["finetune", "stages", "uce", "generation", "storage", "overhead"])
     p.add_argument("--benchmarks", default="benchmarks", type=Path, help="stages: Snakemake's benchmark folder")
     p.add_argument("--cores", type=int, default=2, help="stages: job slots the run had")
     p.add_argument("--models", default="resources/toy/models", type=Path)
@@ -237,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--out", default="results/bench/finetune.json", type=Path)
     a = p.parse_args(args)
-    simple = {"uce": uce_bench, "generation": generation_bench, "storage": storage_bench}
+    simple = {"uce": uce_bench, "generation": generation_bench, "storage": storage_bench, "overhead": overhead_bench}
     if a.what in simple:
         res = simple[a.what]()
         write_json(Path(f"results/bench/{a.what}.json"), res)
