@@ -24,7 +24,7 @@ dryrun: $(STAMP)
 
 # Benchmarks (not tests): needs the study run by `make run`; writes results/bench/*.json.
 bench: $(STAMP)
-	for what in uce finetune generation storage overhead stages; do \
+	for what in uce refact finetune generation storage overhead stages; do \
 		HF_HUB_OFFLINE=1 $(BIN)/python -m editpersist.bench $$what || exit 1; done
 
 test: $(STAMP)

@@ -2,6 +2,7 @@
 
 * `uce`: the whole UCE edit on SD 1.4's real shapes (random weights) and on toy SD, and the
   batched all-layer solve against a per-layer loop;
+* `refact`: ReFACT edit time on toy SD and SD 1.4's text-encoder shapes, statistics excluded and included;
 * `finetune`: training steps of LoRA, DoRA and full fine-tuning on toy SD and toy FLUX side by
   side, each (model, method) in its own process so that its peak memory is its own;
 * `generation`: toy SD images/s, batched against one prompt at a time;
@@ -191,6 +192,49 @@ def storage_bench(states: Path = Path("results/states/toy-sd"), model_dir: Path 
     return out
 
 
+def refact_bench() -> dict:
+    """ReFACT edit time on toy SD and on SD 1.4's text encoder shapes (random weights), with the
+    layer statistics excluded (cached, as the workflow does) and included."""
+    import tempfile
+    import time
+
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from .editing import refact_config, refact_corpus
+    from .editors.refact import ReFACT, compute_and_cache_stats
+    from .families import get_family
+    from .families.reference_shapes import sd14_components
+    from .tasks.toy import toy_cases
+    from .toy.tokenizers import build_clip_tokenizer
+    from .toy.world import WorldSpec
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    family = get_family("sd")
+    case = toy_cases()["appearance"][0]
+    base_cfg = {"layers": {"sd": 1}, "templates": ["{}", "a photo of {}"], "corpus": "toy", "corpus_size": 2000}
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = build_clip_tokenizer(WorldSpec().words(), Path(tmp) / "tok", model_max_length=77)
+        unet, text, vae = sd14_components(vocab_size=len(tok))
+        sd14 = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
+                                       scheduler=DDIMScheduler(clip_sample=False), safety_checker=None,
+                                       feature_extractor=None, requires_safety_checker=False)
+        toy = family.load("resources/toy/models/toy-sd")
+        for name, pipe, layer in (("toy_sd", toy, 1), ("sd14", sd14, 9)):
+            cfg = refact_config({**base_cfg, "layers": {"sd": layer}}, "sd")
+            stats = Path(tmp) / name
+            t = time.perf_counter()
+            compute_and_cache_stats(pipe, "sd", layer, refact_corpus(base_cfg, 0), stats)
+            out[f"{name}_stats_s"] = round(time.perf_counter() - t, 2)
+            t = time.perf_counter()
+            ReFACT(cfg, stats).edit(pipe, family, list(case.requests))
+            out[f"{name}_edit_s"] = round(time.perf_counter() - t, 2)
+            out[f"{name}_edit_with_stats_s"] = round(out[f"{name}_stats_s"] + out[f"{name}_edit_s"], 2)
+    return out
+
+
 _OVERHEAD_PROBE = """
 import json, sys, time
 t0 = time.perf_counter()
@@ -255,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(_one(model_dir, family_name, method, int(steps), int(warmup), int(batch))))
         return
     p = argparse.ArgumentParser(prog="python -m editpersist.bench")
-    p.add_argument("what", choices=["finetune", "stages", "uce", "generation", "storage", "overhead"])
+    p.add_argument("what", choices=["finetune", "stages", "uce", "refact", "generation", "storage", "overhead"])
     p.add_argument("--benchmarks", default="benchmarks", type=Path, help="stages: Snakemake's benchmark folder")
     p.add_argument("--cores", type=int, default=2, help="stages: job slots the run had")
     p.add_argument("--models", default="resources/toy/models", type=Path)
@@ -264,7 +308,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--out", default="results/bench/finetune.json", type=Path)
     a = p.parse_args(args)
-    simple = {"uce": uce_bench, "generation": generation_bench, "storage": storage_bench, "overhead": overhead_bench}
+    simple = {"uce": uce_bench, "refact": refact_bench, "generation": generation_bench, "storage": storage_bench,
+              "overhead": overhead_bench}
     if a.what in simple:
         res = simple[a.what]()
         write_json(Path(f"results/bench/{a.what}.json"), res)
