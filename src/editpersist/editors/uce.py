@@ -41,6 +41,10 @@ class UCEConfig:
     debias_tolerance: float = 0.05
     debias_max_rounds: int = 30
     debias_step: float = 0.5  # 1.0 oscillated on toy SD (29 rounds, ended at 0.31); 0.5 converged in 4
+    # Also preserve every token of the empty prompt, i.e. CFG's unconditional branch. Not in the
+    # official code; without it an aligned-token edit also moves the padding states of "" (see
+    # README: fine-tunes of such states lose their subject under CFG).
+    preserve_unconditional: bool = False
 
 
 def attribute_prompt(attribute: str, source: str) -> str:
@@ -58,7 +62,7 @@ class UCE:
 
     # -- the solve ---------------------------------------------------------
     def _prompts(self, requests: list[EditRequest]) -> list[str]:
-        out = {self.cfg.guide}
+        out = {self.cfg.guide, ""}
         for r in requests:
             out |= {r.source, r.target, *r.preserve, *(attribute_prompt(a, r.source) for a in r.attributes)}
         return sorted(out)
@@ -82,6 +86,8 @@ class UCE:
     def _preserve_rows(self, enc: Encoded, idx: dict[str, int], requests: list[EditRequest]) -> torch.Tensor:
         prompts = sorted({p for r in requests for p in r.preserve})
         rows = [key_rows(enc, idx[p], self.cfg.token_mode) for p in prompts]
+        if self.cfg.preserve_unconditional:
+            rows.append(key_rows(enc, idx[""], "all"))
         return torch.cat(rows) if rows else torch.zeros(0, enc.states.shape[-1])
 
     def solve(self, pipe, family, requests: list[EditRequest], encoded: dict[str, Encoded], idx: dict[str, int],
