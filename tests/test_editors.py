@@ -129,3 +129,24 @@ def test_uce_delta_is_under_two_percent_of_an_sd14_shaped_model():
     full = sum(p.numel() for m in (unet, text, vae) for p in m.parameters())
     assert 1.0e9 < full < 1.1e9  # SD 1.4: ~1.07 B parameters
     assert edited / full <= 0.02, edited / full
+
+
+def test_uce_can_keep_the_unconditional_branch(tiny_model_dirs):
+    """With preserve_unconditional the empty prompt's keys/values move far less than without."""
+    from editpersist.editors.text_inputs import encode_for_edit
+
+    family = get_family("sd")
+    pipe = family.load(tiny_model_dirs["sd"])
+    empty = key_rows(encode_for_edit(pipe, family, [""])["tokens"], 0, "all")
+    request = EditRequest("a circle", "a blue circle", preserve=("a square",))
+
+    def empty_prompt_shift(preserve: bool) -> float:
+        cfg = UCEConfig(token_mode="aligned", preserve_unconditional=preserve, s_p=10.0)
+        delta = UCE(cfg).edit(pipe, family, [request])
+        shifts = []
+        for key, module in family.uce_modules(pipe).items():
+            before = module.weight.detach() @ empty.T
+            shifts.append(float((delta.tensors[f"{key}.weight"] @ empty.T - before).norm() / before.norm()))
+        return max(shifts)
+
+    assert empty_prompt_shift(True) < 0.5 * empty_prompt_shift(False)
