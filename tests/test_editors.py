@@ -116,17 +116,9 @@ def test_uce_debias_converges_with_a_ratio_meter(tiny_model_dirs):
 
 def test_uce_delta_is_under_two_percent_of_an_sd14_shaped_model():
     """Sizes from SD 1.4's real configs, instantiated on the meta device (no memory, no download)."""
-    from editpersist.families.reference_shapes import sd14_components
+    from editpersist.families.reference_shapes import sd14_uce_parameters
 
-    unet, text, vae = sd14_components(device="meta")
-
-    class Pipe:
-        pass
-
-    pipe = Pipe()
-    pipe.unet = unet
-    edited = sum(m.weight.numel() for m in get_family("sd").uce_modules(pipe).values())
-    full = sum(p.numel() for m in (unet, text, vae) for p in m.parameters())
+    edited, full = sd14_uce_parameters()
     assert 1.0e9 < full < 1.1e9  # SD 1.4: ~1.07 B parameters
     assert edited / full <= 0.02, edited / full
 

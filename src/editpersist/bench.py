@@ -175,18 +175,9 @@ def storage_bench(states: Path = Path("results/states/toy-sd"), model_dir: Path 
             rows[name] = path.stat().st_size
     out = {"toy_sd": {k: {"bytes": v, "share_of_full": round(v / full, 4)} for k, v in rows.items()}}
     # SD 1.4 at its real shapes (fp16 on disk, as its published checkpoint): computed from shapes.
-    from .families import get_family
-    from .families.reference_shapes import sd14_components
+    from .families.reference_shapes import sd14_uce_parameters
 
-    unet, text, vae = sd14_components(device="meta")
-
-    class _Pipe:
-        pass
-
-    pipe = _Pipe()
-    pipe.unet = unet
-    edited = sum(m.weight.numel() for m in get_family("sd").uce_modules(pipe).values())
-    total = sum(p.numel() for m in (unet, text, vae) for p in m.parameters())
+    edited, total = sd14_uce_parameters()
     out["sd14_fp16"] = {"full_checkpoint_bytes": 2 * total, "uce_edit_delta_bytes": 2 * edited,
                         "uce_share_of_full": round(edited / total, 4)}
     return out

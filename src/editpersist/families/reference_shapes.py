@@ -26,3 +26,18 @@ def sd14_components(vocab_size: int = 49408, device: str = "cpu"):
         text = CLIPTextModel(CLIPTextConfig(vocab_size=vocab_size, **SD14_TEXT))
         vae = AutoencoderKL(**SD14_VAE)
     return unet, text, vae
+
+
+def sd14_uce_parameters() -> tuple[int, int]:
+    """(parameters UCE edits, parameters of the whole model) at SD 1.4's shapes."""
+    from . import get_family
+
+    unet, text, vae = sd14_components(device="meta")
+
+    class _UNetOnly:  # uce_modules reads pipe.unet only
+        pass
+
+    pipe = _UNetOnly()
+    pipe.unet = unet
+    edited = sum(m.weight.numel() for m in get_family("sd").uce_modules(pipe).values())
+    return edited, sum(p.numel() for m in (unet, text, vae) for p in m.parameters())
