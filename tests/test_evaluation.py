@@ -279,3 +279,34 @@ def test_figures_are_drawn_for_empty_and_all_nan_tables(tmp_path):
                              "retention": float("nan")}])
     plots.weights_vs_retention(weights, tmp_path / "weights.png")
     assert all((tmp_path / f).stat().st_size > 0 for f in ("curves.png", "heat.png", "weights.png"))
+
+
+def test_snapshot_images_leave_the_final_state_untouched(tiny_model_dirs, tmp_path):
+    """Generating a fine-tune's snapshots first (text-encoder adapter included) must not change
+    the images of the finished state: every weight a snapshot fused is restored."""
+    import shutil
+
+    from editpersist.evaluation.generation import load_images, read_manifest, run_generation
+    from editpersist.finetuners.config import FinetuneConfig
+    from editpersist.finetuners.subjects import ToySubject
+    from editpersist.finetuning import run_finetune
+    from editpersist.generate import SamplingConfig
+
+    ft_dir = tmp_path / "ft"
+    cfg = FinetuneConfig("lora", steps=2, lr=5e-2, batch=2, snapshots=(0.5,), train_text_encoder=True)
+    run_finetune(tiny_model_dirs["sd"], "sd", None, cfg, ToySubject("sks-square", "square", "purple"), 4, None,
+                 "cpu", ft_dir)
+    plain = tmp_path / "plain"
+    shutil.copytree(ft_dir, plain)
+    (plain / "snapshot_1.safetensors").unlink()
+    common = dict(model_dir=tiny_model_dirs["sd"], family_name="sd", state="base/ft/lora/sks-square",
+                  prompt_set="all", cases=[APPEARANCE], quality=QualityConfig(max_captions=1, images_per_caption=2),
+                  n_per_prompt=2, n_source=2, sampling=SamplingConfig(steps=2, guidance=2.0), seed=0, device="cpu")
+    run_generation(layers=[ft_dir], out=tmp_path / "with", **common)
+    run_generation(layers=[plain], out=tmp_path / "without", **common)
+    finals = []
+    for out in ("with", "without"):
+        m = read_manifest(tmp_path / out)
+        finals.append(load_images(tmp_path / out, m.loc[m["step"] == -1, "path"].tolist()))
+    assert (read_manifest(tmp_path / "with")["step"] == 1).any()
+    np.testing.assert_array_equal(finals[0], finals[1])

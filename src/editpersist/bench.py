@@ -95,27 +95,18 @@ def uce_bench(reps: int = 3) -> dict:
     """UCE on SD 1.4's real shapes (random weights) and on toy SD: the whole edit, and the
     batched all-layer solve against the per-layer loop."""
     import torch
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     from .editors.closed_form import apply_transform, shared_transform
     from .editors.uce import UCE, UCEConfig
     from .families import get_family
-    from .families.reference_shapes import sd14_components
+    from .families.reference_shapes import sd14_pipeline
     from .tasks.toy import toy_cases
-    from .toy.tokenizers import build_clip_tokenizer
-    from .toy.world import WorldSpec
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
     family = get_family("sd")
     out = {}
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        tok = build_clip_tokenizer(WorldSpec().words(), Path(tmp), model_max_length=77)
-    unet, text, vae = sd14_components(vocab_size=len(tok))
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=DDIMScheduler(clip_sample=False),
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = sd14_pipeline()
     case = toy_cases()["appearance"][0]
     cfg = UCEConfig(token_mode="aligned")
     out["sd14_edit_s"] = round(_best_of(lambda: UCE(cfg).edit(pipe, family, list(case.requests)), reps), 3)
@@ -190,15 +181,12 @@ def refact_bench() -> dict:
     import time
 
     import torch
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     from .editing import refact_config, refact_corpus
     from .editors.refact import ReFACT, compute_and_cache_stats
     from .families import get_family
-    from .families.reference_shapes import sd14_components
+    from .families.reference_shapes import sd14_pipeline
     from .tasks.toy import toy_cases
-    from .toy.tokenizers import build_clip_tokenizer
-    from .toy.world import WorldSpec
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -207,13 +195,8 @@ def refact_bench() -> dict:
     base_cfg = {"layers": {"sd": 1}, "templates": ["{}", "a photo of {}"], "corpus": "toy", "corpus_size": 2000}
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        tok = build_clip_tokenizer(WorldSpec().words(), Path(tmp) / "tok", model_max_length=77)
-        unet, text, vae = sd14_components(vocab_size=len(tok))
-        sd14 = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
-                                       scheduler=DDIMScheduler(clip_sample=False), safety_checker=None,
-                                       feature_extractor=None, requires_safety_checker=False)
         toy = family.load("resources/toy/models/toy-sd")
-        for name, pipe, layer in (("toy_sd", toy, 1), ("sd14", sd14, 9)):
+        for name, pipe, layer in (("toy_sd", toy, 1), ("sd14", sd14_pipeline(), 9)):
             cfg = refact_config({**base_cfg, "layers": {"sd": layer}}, "sd")
             stats = Path(tmp) / name
             t = time.perf_counter()

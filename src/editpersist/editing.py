@@ -28,9 +28,7 @@ def judge_ratio_meter(judge: ClipJudge, family, sampling: SamplingConfig, n_imag
 
     def meter(pipe, prompt: str, attributes: tuple[str, ...]) -> list[float]:
         images, _ = generate(pipe, family, [prompt], n_images, sampling, base_seed=seed)
-        img = judge.image_features(images)
-        txt = judge.text_features([attribute_prompt(a, prompt) for a in attributes])
-        choice = (img @ txt.T).argmax(1).numpy()
+        choice = judge.choose(judge.image_features(images), [attribute_prompt(a, prompt) for a in attributes])
         return [float(np.mean(choice == k)) for k in range(len(attributes))]
 
     return meter

@@ -19,7 +19,7 @@ from .errors import InputError
 from .finetuners.adapters import write_adapter
 from .finetuners.config import FinetuneConfig
 from .finetuners.subjects import ToySubject
-from .finetuners.trainer import ImageSet, finetune
+from .finetuners.trainer import ImageSet, finetune, trained_tensors
 from .generate import SamplingConfig, generate
 from .io import atomic_dir, atomic_path, save_tensors
 from .runtime import RunStats
@@ -56,13 +56,11 @@ def run_finetune(model_dir: Path, family_name: str, start_delta: Path | None, cf
     prior = load_image_set(class_images) if class_images else None
     result = finetune(pipe, family, subject.images(n_images, cfg.seed), cfg, prior=prior)
     stats.steps = cfg.steps
-    denoiser = family.denoiser_of(pipe)
     with atomic_dir(out) as tmp:
         if cfg.uses_adapter:
             write_adapter(pipe, family, tmp)
         else:
-            save_tensors(tmp / "delta.safetensors",
-                         {f"{family.denoiser}.{k}": v for k, v in denoiser.state_dict().items()})
+            save_tensors(tmp / "delta.safetensors", trained_tensors(pipe, family, cfg))
         for step, state in result.snapshots.items():
             save_tensors(tmp / f"snapshot_{step}.safetensors", state)
         record = {"config": asdict(cfg), "subject": asdict(subject), "start": str(start_delta or "base"),

@@ -139,6 +139,24 @@ def load_adapter_fused(pipe, family, weights: Path) -> None:
     pipe.unload_lora_weights()
 
 
+def tunable_components(family) -> tuple[str, ...]:
+    """The pipeline components a fine-tune layer can change: the denoiser, and the text
+    encoders that take an adapter (`train_text_encoder`)."""
+    return (family.denoiser,) + family.lora_text_encoders
+
+
+def save_weights(pipe, family) -> dict[str, dict[str, torch.Tensor]]:
+    """A copy of every component a fine-tune layer can change, for `restore_weights`."""
+    return {c: {k: v.detach().clone() for k, v in getattr(pipe, c).state_dict().items()}
+            for c in tunable_components(family)}
+
+
+def restore_weights(pipe, saved: dict[str, dict[str, torch.Tensor]]) -> None:
+    """Undo fine-tune layers applied since `save_weights` (fused adapters leave plain modules)."""
+    for component, state in saved.items():
+        getattr(pipe, component).load_state_dict(state)
+
+
 def load_model_state(model_dir: Path, family_name: str, layers: list[Path], device: str,
                      precision: str = "auto"):
     """The pipeline of a model state: the base, with each layer applied in order."""

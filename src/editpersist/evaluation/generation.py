@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ..errors import InputError
 from ..generate import SamplingConfig, generate
 from ..io import atomic_dir
 from ..runtime import RunStats
-from ..states import apply_layer, finetune_snapshots, load_model_state, parse_state
+from ..states import apply_layer, finetune_snapshots, load_model_state, parse_state, restore_weights, save_weights
 from ..tasks.cases import EditCase
 from .prompts import QualityConfig, case_probes, quality_captions
 
@@ -78,21 +79,20 @@ def run_generation(model_dir: Path, family_name: str, state: str, layers: list[P
     rows: list[dict] = []
     with atomic_dir(out) as tmp:
         if snapshots:
-            denoiser = family.denoiser_of(pipe)
-            start = {k: v.detach().clone() for k, v in denoiser.state_dict().items()}
+            start = save_weights(pipe, family)
             # Curves need many points more than tight ones: n_per_prompt images per snapshot.
             curve = {c.source.prompt: n_per_prompt for c in cases}
             for step in snapshots:
                 apply_layer(pipe, family, layers[-1], snapshot=step)
                 images, jobs = _generate_counts(pipe, family, curve, sampling, seed)
                 rows += [{**r, "step": step} for r in _write_images(tmp, f"step{step}", images, jobs, prompt_ids)]
-                denoiser.load_state_dict(start)
+                restore_weights(pipe, start)
             apply_layer(pipe, family, layers[-1])
         images, jobs = _generate_counts(pipe, family, counts, sampling, seed)
         rows += [{**r, "step": FINAL} for r in _write_images(tmp, "final", images, jobs, prompt_ids)]
         manifest = pd.DataFrame(rows).assign(
-            state=state, prompt_set=prompt_set, steps=sampling.steps, guidance=sampling.guidance, scheduler=type(pipe.scheduler).__name__,
-            height=sampling.height, width=sampling.width)
+            state=state, prompt_set=prompt_set, steps=sampling.steps, guidance=sampling.guidance,
+            scheduler=type(pipe.scheduler).__name__, height=sampling.height, width=sampling.width)
         manifest.to_parquet(tmp / "manifest.parquet", index=False)
         stats.extra.update(images=len(manifest), images_per_s=round(len(manifest) / max(stats.elapsed(), 1e-9), 2))
         (tmp / "generate.json").write_text(json.dumps(stats.as_dict(), indent=2) + "\n")
@@ -100,8 +100,6 @@ def run_generation(model_dir: Path, family_name: str, state: str, layers: list[P
 
 
 def read_manifest(gen_dir: Path) -> pd.DataFrame:
-    from ..errors import InputError
-
     path = Path(gen_dir) / "manifest.parquet"
     if not path.is_file():
         raise InputError(f"{path}: missing generation manifest")
@@ -109,8 +107,6 @@ def read_manifest(gen_dir: Path) -> pd.DataFrame:
 
 
 def load_images(gen_dir: Path, paths: list[str]) -> np.ndarray:
-    from ..errors import InputError
-
     out = []
     for rel in paths:
         try:

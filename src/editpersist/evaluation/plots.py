@@ -11,8 +11,18 @@ from ..images import grid as image_grid
 from ..io import atomic_path
 
 
-def _save(fig, out: Path) -> None:
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (jobs have no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out: Path) -> None:
+    plt = _pyplot()
 
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format=out.suffix.lstrip("."), dpi=120, bbox_inches="tight")
@@ -21,10 +31,7 @@ def _save(fig, out: Path) -> None:
 
 def retention_heatmap(table: pd.DataFrame, out: Path) -> None:
     """One panel per task: rows model x editor, columns fine-tuner, colour = primary retention."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     tasks = sorted(table["task"].unique())
     # Every panel has the same rows and columns (a task some editor cannot do stays blank).
@@ -49,10 +56,7 @@ def retention_heatmap(table: pd.DataFrame, out: Path) -> None:
 
 def retention_curves(curves: pd.DataFrame, out: Path) -> None:
     """Retention of the primary metric over fine-tuning steps, one panel per (model, task)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     panels = curves[["model", "task"]].drop_duplicates().to_records(index=False) if len(curves) else []
     if not len(panels):
@@ -85,10 +89,7 @@ def retention_curves(curves: pd.DataFrame, out: Path) -> None:
 
 def state_grid(rows: list[tuple[str, np.ndarray]], out: Path, scale: int = 3) -> None:
     """An image grid: one row per state (label, images of the same seeds), with labels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     n = max(len(images) for _, images in rows)
     fig, axes = plt.subplots(len(rows), 1, figsize=(0.45 * n * scale / 3 + 2.5, 0.5 * len(rows) * scale / 3 + 0.5),
@@ -103,10 +104,7 @@ def state_grid(rows: list[tuple[str, np.ndarray]], out: Path, scale: int = 3) ->
 
 def weights_vs_retention(frame: pd.DataFrame, out: Path) -> None:
     """Share of the edit's weight update removed by fine-tuning against behavioural retention."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     markers = dict(zip(sorted(frame["editor"].unique()), "os^Dv"))

@@ -14,7 +14,6 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..tasks.cases import EditCase, Probe
 
-ROLES = ("source", "positive", "negative")
 # The metric each task's persistence is judged by first (its "primary" metric).
 PRIMARY = {"appearance": "efficacy", "role": "efficacy", "debias": "debias_score", "unsafe": "unsafe_rate"}
 
@@ -64,7 +63,3 @@ def prompt_set(name: str, cases: dict[str, list[EditCase]]) -> list[EditCase]:
     if not chosen:
         raise ConfigError(f"prompt set {name!r}: no such edit case (expected 'all' or '<task>.<edit>')")
     return chosen
-
-
-def unique(items: list[str]) -> list[str]:
-    return list(dict.fromkeys(items))

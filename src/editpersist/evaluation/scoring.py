@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..errors import ConfigError
 from ..judges.clip import ClipJudge
-from ..metrics.reader_metrics import edited_hits, kept_hits, text_attributes
+from ..metrics.reader_metrics import edited_hits, kept_hits, matches, text_attributes
 from ..tasks.cases import EditCase, Probe
 from .generation import load_images, read_manifest
 from .prompts import QualityConfig, case_key, case_probes, prompt_set, quality_captions
@@ -38,15 +39,9 @@ class ImageBatch:
     """The images of one generation directory with everything read off them once."""
 
     manifest: pd.DataFrame
+    images: np.ndarray  # NHWC uint8
     reads: list[dict] | None  # reader output, or None when there is no reader (real models)
     features: torch.Tensor  # judge image features, L2-normalised
-    nudity: np.ndarray | None = None  # NudeNet's unsafe flag per image, when a detector is configured
-
-
-def judge_prefers(features: torch.Tensor, judge: ClipJudge, counted: str, other: str) -> np.ndarray:
-    """P(counted text | image) under softmax(100 cos) over (counted, other)."""
-    t = judge.text_features([counted, other])
-    return (100.0 * features @ t.T).softmax(-1)[:, 0].numpy()
 
 
 def probe_hits(case: EditCase, role: str, probe: Probe, reads: list[dict] | None, features: torch.Tensor,
@@ -60,37 +55,43 @@ def probe_hits(case: EditCase, role: str, probe: Probe, reads: list[dict] | None
         from ..editors.uce import attribute_prompt
 
         attrs = list(case.expect["color_ratios"])
-        t = judge.text_features([attribute_prompt(a, probe.prompt) for a in attrs])
-        out["judge_attr"] = (features @ t.T).argmax(1).numpy()
+        out["judge_attr"] = judge.choose(features, [attribute_prompt(a, probe.prompt) for a in attrs])
         if reads is not None:
             out["reader_attr"] = np.array([attrs.index(r["color"]) if r["color"] in attrs else -1 for r in reads])
         return out
     if role == "negative":
-        out["judge_hit"] = judge_prefers(features, judge, probe.original, probe.edited)
+        out["judge_hit"] = judge.prefer_first_features(features, [probe.original], [probe.edited])
         if reads is not None:
             out["reader_hit"] = np.array(kept_hits(case, probe, reads), dtype=float)
     elif case.task == "unsafe":
-        out["judge_hit"] = nudity if nudity is not None else judge_prefers(features, judge, probe.original,
-                                                                           probe.edited)
+        out["judge_hit"] = (nudity if nudity is not None else
+                            judge.prefer_first_features(features, [probe.original], [probe.edited]))
         if reads is not None:
             out["reader_hit"] = 1.0 - np.array(edited_hits(case, probe, reads), dtype=float)
     else:
-        out["judge_hit"] = judge_prefers(features, judge, probe.edited, probe.original)
+        out["judge_hit"] = judge.prefer_first_features(features, [probe.edited], [probe.original])
         if reads is not None:
             out["reader_hit"] = np.array(edited_hits(case, probe, reads), dtype=float)
     return out
 
 
-def read_batch(gen_dir: Path, reader, judge: ClipJudge, detector=None) -> ImageBatch:
+def read_batch(gen_dir: Path, reader, judge: ClipJudge) -> ImageBatch:
     manifest = read_manifest(gen_dir)
     images = load_images(gen_dir, manifest["path"].tolist())
     reads = reader.read(images) if reader is not None else None
-    nudity = detector.unsafe(images) if detector is not None else None
-    return ImageBatch(manifest, reads, judge.image_features(images), nudity)
+    return ImageBatch(manifest, images, reads, judge.image_features(images))
+
+
+def reader_matches(batch: ImageBatch, idx: np.ndarray, wanted: dict[str, str]) -> np.ndarray:
+    """Per image: does the reader see `wanted` (colour and/or shape)? NaN without a reader."""
+    if batch.reads is None:
+        return np.full(len(idx), np.nan)
+    return np.array([matches(batch.reads[i], wanted) for i in idx], dtype=float)
 
 
 def score_batch(batch: ImageBatch, cases: dict[str, list[EditCase]], captions: list[str], n_quality: int,
-                judge: ClipJudge, feature_offset: int, subjects: tuple = ()) -> tuple[pd.DataFrame, torch.Tensor]:
+                judge: ClipJudge, feature_offset: int, subjects: tuple = (),
+                detector=None) -> tuple[pd.DataFrame, torch.Tensor]:
     """Rows for every use of the batch's images, and the features of its quality images."""
     m = batch.manifest
     prompt_set_name = m["prompt_set"].iloc[0]
@@ -107,7 +108,9 @@ def score_batch(batch: ImageBatch, cases: dict[str, list[EditCase]], captions: l
             if idx is None:
                 continue
             reads = [batch.reads[i] for i in idx] if batch.reads is not None else None
-            nudity = batch.nudity[idx] if batch.nudity is not None else None
+            # NudeNet runs only on the images it decides: unsafe prompts, not their negatives.
+            nudity = (detector.unsafe(batch.images[idx])
+                      if detector is not None and case.task == "unsafe" and role != "negative" else None)
             hits = probe_hits(case, role, probe, reads, batch.features[idx], judge, nudity)
             frames.append(rows(idx, case=case_key(case), task=case.task, role=role, clip_score=np.nan,
                                feature=-1, **hits))
@@ -116,22 +119,18 @@ def score_batch(batch: ImageBatch, cases: dict[str, list[EditCase]], captions: l
         idx = by_prompt.get(subject.instance_prompt)
         if idx is None:
             continue
-        wanted = {"color": subject.color, "shape": subject.cls}
-        reader_hit = (np.array([all(batch.reads[i].get(k) == v for k, v in wanted.items()) for i in idx], dtype=float)
-                      if batch.reads is not None else np.full(len(idx), np.nan))
         frames.append(rows(idx, case="", task="subject", role="subject", clip_score=np.nan, feature=-1,
-                           reader_hit=reader_hit, reader_attr=-1, judge_attr=-1,
-                           judge_hit=judge_prefers(batch.features[idx], judge, f"a {subject.color} {subject.cls}",
-                                                   subject.class_prompt)))
+                           reader_hit=reader_matches(batch, idx, {"color": subject.color, "shape": subject.cls}),
+                           reader_attr=-1, judge_attr=-1,
+                           judge_hit=judge.prefer_first_features(batch.features[idx],
+                                                                 [f"a {subject.color} {subject.cls}"],
+                                                                 [subject.class_prompt])))
     for caption in captions:
         idx = np.flatnonzero(final & (m["prompt"].to_numpy() == caption))
         idx = idx[np.argsort(m["index"].to_numpy()[idx])][:n_quality]
         feats = batch.features[idx]
         clip = 100.0 * (feats @ judge.text_features([caption]).T).squeeze(1).clamp(min=0).numpy()
-        wanted = text_attributes(caption)
-        reader_hit = (np.array([all(r.get(k) == v for k, v in wanted.items()) for r in
-                                (batch.reads[i] for i in idx)], dtype=float)
-                      if batch.reads is not None else np.full(len(idx), np.nan))
+        reader_hit = reader_matches(batch, idx, text_attributes(caption))
         start = feature_offset + sum(len(f) for f in quality_features)
         frames.append(rows(idx, case="", task="quality", role="quality", clip_score=clip, reader_hit=reader_hit,
                            judge_hit=np.nan, reader_attr=-1, judge_attr=-1, feature=np.arange(start, start + len(idx))))
@@ -153,8 +152,6 @@ def reference_features(quality: QualityConfig, judge: ClipJudge, n_per_caption: 
             attrs = text_attributes(caption)
             samples += [Sample(caption, attrs["color"], attrs["shape"])] * n_per_caption
         return judge.image_features(render_samples(samples, seed=seed))
-    from ..errors import ConfigError
-
     folder = Path(quality.reference)
     files = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
     if not files:
@@ -175,8 +172,8 @@ def score_model(gen_dirs: list[Path], cases: dict[str, list[EditCase]], quality:
     tables, feats = [], []
     offset = 0
     for gen_dir in tqdm(gen_dirs, desc="score", mininterval=5.0):
-        batch = read_batch(gen_dir, reader, judge, detector)
-        table, f = score_batch(batch, cases, captions, quality.images_per_caption, judge, offset, subjects)
+        batch = read_batch(gen_dir, reader, judge)
+        table, f = score_batch(batch, cases, captions, quality.images_per_caption, judge, offset, subjects, detector)
         offset += len(f)
         tables.append(table)
         feats.append(f)

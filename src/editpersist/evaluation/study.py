@@ -86,7 +86,8 @@ def run_study(scores: dict[str, ModelScores], spec: StudySpec, cases: dict[str, 
     from tqdm.auto import tqdm
 
     rows, curves, reedits, transfers = [], [], [], []
-    for cell in tqdm(build_cells(spec, cases), desc="persistence", mininterval=5.0):
+    cells = build_cells(spec, cases)
+    for cell in tqdm(cells, desc="persistence", mininterval=5.0):
         s = scores[cell.model]
         rows += persistence_rows(s, cell)
         curves += curve_rows(s, cell, spec.finetune_steps[cell.finetuner])
@@ -115,7 +116,7 @@ def run_study(scores: dict[str, ModelScores], spec: StudySpec, cases: dict[str, 
     samples = next(iter(scores.values())).samples
     with atomic_path(summary_path) as tmp:
         tmp.write_text(write_summary(rows, validity, scorer, samples, finetune_quality))
-    log.info("persistence table: %d rows over %d cells", len(rows), len(build_cells(spec, cases)))
+    log.info("persistence table: %d rows over %d cells", len(rows), len(cells))
     return frames
 
 

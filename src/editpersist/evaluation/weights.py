@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..editors.base import EditDelta, state_parameter, apply_delta, restore
-from ..states import apply_layer, load_model_state
+from ..editors.base import EditDelta, apply_delta, restore, state_parameter
+from ..states import apply_layer, load_model_state, restore_weights, save_weights
 
 log = logging.getLogger("editpersist")
 
@@ -39,14 +39,13 @@ def _current(pipe, keys) -> dict[str, torch.Tensor]:
 def edit_ft_alignment(pipe, family, edit_path: Path, ft_dir: Path) -> list[dict]:
     """Per-module rows and one '(all)' row for one (edit, fine-tune) pair; leaves `pipe` as found."""
     delta = EditDelta.load(edit_path)
-    denoiser = family.denoiser_of(pipe)
-    denoiser_state = {k: v.detach().clone() for k, v in denoiser.state_dict().items()}
+    before_ft = save_weights(pipe, family)
     base = _current(pipe, delta.tensors)
     originals = apply_delta(pipe, delta)
     edited = _current(pipe, delta.tensors)
     apply_layer(pipe, family, ft_dir)
     tuned = _current(pipe, delta.tensors)
-    denoiser.load_state_dict(denoiser_state)
+    restore_weights(pipe, before_ft)
     restore(pipe, originals)
     rows = [{"module": k, **update_alignment(edited[k] - base[k], tuned[k] - edited[k])} for k in delta.tensors]
     cat = lambda d1, d2: torch.cat([(d1[k] - d2[k]).flatten() for k in delta.tensors])  # noqa: E731

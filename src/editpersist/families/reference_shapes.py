@@ -41,3 +41,22 @@ def sd14_uce_parameters() -> tuple[int, int]:
     pipe.unet = unet
     edited = sum(m.weight.numel() for m in get_family("sd").uce_modules(pipe).values())
     return edited, sum(p.numel() for m in (unet, text, vae) for p in m.parameters())
+
+
+def sd14_pipeline():
+    """A StableDiffusionPipeline of SD 1.4's shapes with random weights, tokenised with the toy
+    world's CLIP tokenizer at SD's 77 tokens (its vocabulary sizes the text encoder)."""
+    import tempfile
+    from pathlib import Path
+
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from ..toy.tokenizers import build_clip_tokenizer
+    from ..toy.world import WorldSpec
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = build_clip_tokenizer(WorldSpec().words(), Path(tmp), model_max_length=77)
+    unet, text, vae = sd14_components(vocab_size=len(tok))
+    return StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
+                                   scheduler=DDIMScheduler(clip_sample=False), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)

@@ -116,6 +116,14 @@ def trainable_parameters(pipe, family, cfg: FinetuneConfig) -> list[torch.nn.Par
     return list(denoiser.parameters())
 
 
+def trained_tensors(pipe, family, cfg: FinetuneConfig) -> dict[str, torch.Tensor]:
+    """What a fine-tune changed, keyed '<component>.<name>': the adapters' weights (the LoRA
+    file's layout) or the denoiser's full state (applied like an edit delta)."""
+    if cfg.uses_adapter:
+        return packed_adapter_state(pipe, family)
+    return {f"{family.denoiser}.{k}": v for k, v in family.denoiser_of(pipe).state_dict().items()}
+
+
 def finetune(pipe, family, data: ImageSet, cfg: FinetuneConfig, prior: ImageSet | None = None) -> FinetuneResult:
     """Fine-tune pipe's denoiser in place on `data` (plus `prior` for DreamBooth)."""
     if cfg.method == "dreambooth" and prior is None:
@@ -149,11 +157,7 @@ def finetune(pipe, family, data: ImageSet, cfg: FinetuneConfig, prior: ImageSet 
     def after_step(step: int) -> None:
         result.step_ends.append(time.perf_counter())
         if step in snap_steps:
-            # Snapshots have the final output's layout, keyed '<component>.<name>': the LoRA
-            # file's for adapters, the denoiser's full state otherwise.
-            state = (packed_adapter_state(pipe, family) if cfg.uses_adapter else
-                     {f"{family.denoiser}.{k}": v for k, v in denoiser.state_dict().items()})
-            result.snapshots[step + 1] = {k: v.detach().clone() for k, v in state.items()}
+            result.snapshots[step + 1] = {k: v.detach().clone() for k, v in trained_tensors(pipe, family, cfg).items()}
 
     denoiser.train()
     try:

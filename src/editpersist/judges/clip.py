@@ -49,7 +49,14 @@ class ClipJudge:
 
     def prefer_first(self, images: np.ndarray, first: list[str], second: list[str]) -> np.ndarray:
         """P(first text | image) under softmax(100 cos) over the two texts, per image."""
-        img = self.image_features(images)
+        return self.prefer_first_features(self.image_features(images), first, second)
+
+    def prefer_first_features(self, img: torch.Tensor, first: list[str], second: list[str]) -> np.ndarray:
+        """`prefer_first` on image features already computed; one text each, or one per image."""
         a, b = self.text_features(first), self.text_features(second)
         logits = 100.0 * torch.stack([(img * a).sum(-1), (img * b).sum(-1)], dim=-1)
         return logits.softmax(-1)[:, 0].numpy()
+
+    def choose(self, img: torch.Tensor, texts: list[str]) -> np.ndarray:
+        """Index of the text each image's features are closest to (argmax of 100 cos)."""
+        return (img @ self.text_features(texts).T).argmax(1).numpy()
