@@ -2,7 +2,12 @@
 # `snakemake --cores 2` runs the study on the built-in toy world (config/config.yaml);
 # `snakemake --profile profiles/slurm --configfile <yours>` spreads it over a cluster.
 
-from snakemake.utils import min_version
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+from editpersist.config import exit_on_error, is_dry_run, validate_config
 
 min_version("9.20")
 
@@ -12,6 +17,13 @@ min_version("9.20")
 if not config:
 
     configfile: "config/config.yaml"
+
+
+PLANNING = is_dry_run(sys.argv)
+# Checked before anything else: a bad config is one line and exit status 1, with nothing
+# created. A dry run only plans, so model and data paths may still be placeholders.
+exit_on_error(validate_config, config, PLANNING, Path(workflow.basedir) / "config/config.schema.yaml")
+validate(config, "config/config.schema.yaml")  # fills the schema's defaults
 
 
 include: "workflow/rules/common.smk"
@@ -25,6 +37,7 @@ include: "workflow/rules/evaluate.smk"
 
 rule all:
     input:
-        "results/toy/quality.json",
+        # The toy world's quality report, when the grid has toy models.
+        ["results/toy/quality.json"] if TOY_MODELS else [],
         study_outputs(),
         rules.figures.output,

@@ -117,3 +117,51 @@ def tiny_model_dirs(tmp_path_factory, tokenizer_dirs) -> dict[str, Path]:
         "sdxl": build_tiny_sdxl(root / "sdxl", tokenizer_dirs["clip"]),
         "flux": build_tiny_flux(root / "flux", tokenizer_dirs),
     }
+
+
+# ---- the workflow on the tiny toy config ------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CONFIG = ROOT / "tests/data/tiny_toy.yaml"
+
+
+def run_snakemake(workdir: Path, *args: str, env: dict | None = None, timeout: int = 1500):
+    """`snakemake` on the repository's Snakefile in `workdir`, as a user runs it."""
+    import subprocess
+    import sys
+
+    env = {**(env or os.environ), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory",
+                           str(workdir), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def new_workdir(path: Path) -> Path:
+    # The Snakefile's default `configfile:` is read relative to the working directory.
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config").symlink_to(ROOT / "config")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory) -> Path:
+    """The tiny toy world and the study on it, run once with `snakemake --cores 2`: the
+    reference that the cluster, resume and determinism tests compare against."""
+    wd = new_workdir(tmp_path_factory.mktemp("tiny-study"))
+    res = run_snakemake(wd, "--cores", "2", "--configfile", str(TINY_CONFIG))
+    assert res.returncode == 0, res.stderr[-5000:]
+    (wd / "snakemake.stderr").write_text(res.stderr)
+    return wd
+
+
+def study_without_results(reference: Path, dest: Path) -> Path:
+    """A copy of `reference` that keeps the built toy world (same files, times and
+    Snakemake records) and nothing of the study, so a run there redoes only the study."""
+    import shutil
+
+    shutil.copytree(reference, dest, symlinks=True)
+    for top in ("results", "logs", "benchmarks"):
+        for path in (dest / top).iterdir():
+            if path.name != "toy":
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+    shutil.rmtree(dest / ".snakemake" / "log", ignore_errors=True)
+    return dest

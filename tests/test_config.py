@@ -44,7 +44,7 @@ def test_schema_rejects_bad_values(path, value):
 def test_duplicate_model_names_are_rejected():
     cfg = copy.deepcopy(DEFAULT)
     cfg["models"].append(dict(cfg["models"][0]))
-    with pytest.raises(ConfigError, match="models: duplicate model name 'toy-sd'"):
+    with pytest.raises(ConfigError, match="models: duplicate name 'toy-sd'"):
         check_config(cfg)
 
 

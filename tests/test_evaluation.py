@@ -170,7 +170,7 @@ def test_generation_manifest_seeds_snapshots_and_scoring(tiny_model_dirs, tmp_pa
 
     ft_dir = tmp_path / "states/base/ft/lora/sks-square"
     run_finetune(tiny_model_dirs["sd"], "sd", None, FinetuneConfig("lora", steps=2, lr=1e-2, batch=2, snapshots=(0.5,)),
-                 ToySubject("sks-square", "square", "purple"), 4, None, "cpu", ft_dir)
+                 ToySubject("sks-square", "square", "purple"), 4, 32, None, "cpu", ft_dir)
     assert (ft_dir / "snapshot_1.safetensors").is_file()
     quality = QualityConfig(max_captions=2, images_per_caption=2)
     sampling = SamplingConfig(steps=2, guidance=2.0)
@@ -241,7 +241,7 @@ def test_reedit_solves_from_the_fine_tuned_weights(tiny_model_dirs, tmp_path):
 
     ft_dir = tmp_path / "ft"
     run_finetune(tiny_model_dirs["sd"], "sd", None, FinetuneConfig("lora", steps=2, lr=5e-2, batch=2),
-                 ToySubject("sks-square", "square", "purple"), 4, None, "cpu", ft_dir)
+                 ToySubject("sks-square", "square", "purple"), 4, 32, None, "cpu", ft_dir)
     cfg = {"lam": 0.5, "s_e": 1.0, "s_p": 1.0, "token_mode": "aligned", "guide": ""}
     common = dict(model_dir=tiny_model_dirs["sd"], family_name="sd", editor_name="uce", editor_cfg=cfg,
                   case=APPEARANCE, judge_dir=None, sampling=SamplingConfig(steps=2), seed=0, device="cpu")
@@ -294,7 +294,7 @@ def test_snapshot_images_leave_the_final_state_untouched(tiny_model_dirs, tmp_pa
 
     ft_dir = tmp_path / "ft"
     cfg = FinetuneConfig("lora", steps=2, lr=5e-2, batch=2, snapshots=(0.5,), train_text_encoder=True)
-    run_finetune(tiny_model_dirs["sd"], "sd", None, cfg, ToySubject("sks-square", "square", "purple"), 4, None,
+    run_finetune(tiny_model_dirs["sd"], "sd", None, cfg, ToySubject("sks-square", "square", "purple"), 4, 32, None,
                  "cpu", ft_dir)
     plain = tmp_path / "plain"
     shutil.copytree(ft_dir, plain)

@@ -23,7 +23,7 @@ def test_dreambooth_layout(tmp_path):
     assert data.images.shape == (3, 32, 32, 3) and data.captions == ["a sks dog"] * 3
     with pytest.raises(InputError, match="no class listed for subject 'bird'"):
         load_dreambooth(tmp_path, "bird", 32)
-    with pytest.raises(InputError, match="no images for subject 'cat2'"):
+    with pytest.raises(InputError, match="cat2: image folder does not exist"):
         load_dreambooth(tmp_path, "cat2", 32)
 
 

@@ -1,42 +1,26 @@
 """The workflow as a user runs it: dry run of the default config, and a tiny toy-world build."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+from conftest import TINY_CONFIG, new_workdir, run_snakemake
+
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-
-def _snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def _workdir(tmp_path: Path) -> Path:
-    # The Snakefile's `configfile:` is read relative to the working directory.
-    (tmp_path / "config").symlink_to(ROOT / "config")
-    return tmp_path
 
 
 def test_dry_run_of_default_config_lists_the_toy_build(tmp_path):
-    res = _snakemake(_workdir(tmp_path), "-n", "--cores", "2")
+    res = run_snakemake(new_workdir(tmp_path / "wd"), "-n", "--cores", "2")
     assert res.returncode == 0, res.stderr[-3000:]
     out = res.stdout + res.stderr
     for rule in ("toy_data", "toy_tokenizers", "toy_vae", "toy_text_clip", "toy_model_sd", "toy_model_flux",
                  "toy_reader", "toy_judge", "toy_quality"):
         assert rule in out
-    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "wd/results").exists()
 
 
-def test_tiny_toy_world_builds_end_to_end_and_reruns_nothing(tmp_path):
-    wd = _workdir(tmp_path)
-    cfg = str(ROOT / "tests/data/tiny_toy.yaml")
-    res = _snakemake(wd, "--cores", "2", "--configfile", cfg)
-    assert res.returncode == 0, res.stderr[-5000:]
+def test_tiny_toy_world_builds_end_to_end_and_reruns_nothing(tiny_study):
+    wd = tiny_study
+    cfg = str(TINY_CONFIG)
     quality = json.loads((wd / "results/toy/quality.json").read_text())
     assert set(quality["models"]) == {"toy-sd", "toy-flux"}
     for figures in quality["models"].values():
@@ -64,7 +48,7 @@ def test_tiny_toy_world_builds_end_to_end_and_reruns_nothing(tmp_path):
 
     assert type(get_family("flux").load(wd / "resources/toy/models/toy-flux")).__name__ == "FluxPipeline"
     _check_study_outputs(wd)
-    again = _snakemake(wd, "-n", "--cores", "2", "--configfile", cfg)
+    again = run_snakemake(wd, "-n", "--cores", "2", "--configfile", cfg)
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
 

@@ -1,34 +1,103 @@
-"""Semantic checks of a workflow config, beyond what the JSON schema can say."""
+"""Checks of a workflow config before any job runs: the JSON schema, then what a schema
+cannot say (duplicates, paths, cross-references). Every problem is one line that starts
+with the config key. Kept free of torch and diffusers imports, so a bad config fails in
+about the time Snakemake takes to start.
+"""
 
 from __future__ import annotations
 
+import re
+import sys
 from collections import Counter
 from pathlib import Path
 
-from .errors import ConfigError
-from .families import FAMILIES
+import jsonschema
+import yaml
+from jsonschema.exceptions import best_match
 
-TOY_PREFIX = "resources/toy/models/"
+from .errors import ConfigError, EditPersistError
+
+TOY_PREFIX = "resources/toy/"
+SCHEMA = Path(__file__).resolve().parents[2] / "config" / "config.schema.yaml"
 
 
-def check_config(config: dict) -> None:
-    """Raise ConfigError with the offending key for the first problem found."""
+def planning_note(message: str) -> None:
+    """One line on stderr: what a dry run planned around (Snakemake's logging is not set up
+    while the Snakefile is parsed, so this does not go through `logging`)."""
+    print(f"editpersist: planning only: {message}", file=sys.stderr)
+
+
+def key_path(parts) -> str:
+    """('models', 0, 'path') -> 'models[0].path'."""
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def _allowed_keys(schema: dict) -> list[str]:
+    return sorted(set(schema.get("properties", {})) | set(schema.get("patternProperties", {})))
+
+
+def schema_problem(config: dict, schema: dict) -> str | None:
+    """The most relevant schema violation as one line, or None."""
+    error = best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if error is None:
+        return None
+    where = list(error.absolute_path)
+    if error.validator == "additionalProperties":
+        known = set(error.schema.get("properties", {}))
+        patterns = list(error.schema.get("patternProperties", {}))
+        extra = [k for k in error.instance if k not in known and not any(re.match(p, k) for p in patterns)]
+        return f"{key_path(where + extra[:1])}: unknown key; expected one of {_allowed_keys(error.schema)}"
+    if error.validator == "oneOf":
+        return f"{key_path(where)}: matches none of the allowed forms ({error.message})"
+    return f"{key_path(where)}: {error.message}"
+
+
+def _duplicates(names: list[str]) -> list[str]:
+    return [n for n, k in Counter(names).items() if k > 1]
+
+
+def _missing_path(key: str, path: str, planning: bool) -> None:
+    """A path the workflow cannot make must exist; a dry run only plans, so it warns."""
+    if Path(path).exists():
+        return
+    if planning:
+        planning_note(f"{key}: {path} does not exist (a real run refuses it)")
+        return
+    raise ConfigError(f"{key}: {path!r} does not exist")
+
+
+def check_config(config: dict, planning: bool = False) -> None:
+    """Raise ConfigError with the offending key for the first problem found.
+
+    `planning` (a dry run) accepts model and data paths that do not exist yet."""
     models = config.get("models", [])
-    dupes = [n for n, k in Counter(m["name"] for m in models).items() if k > 1]
-    if dupes:
-        raise ConfigError(f"models: duplicate model name {dupes[0]!r}")
+    for key, names in (("models", [m["name"] for m in models]),
+                       ("finetune_data.subjects", [s["name"] for s in config["finetune_data"]["subjects"]])):
+        dupes = _duplicates(names)
+        if dupes:
+            raise ConfigError(f"{key}: duplicate name {dupes[0]!r}")
+    download = config.get("allow_download", False)
     for i, m in enumerate(models):
-        if m["family"] not in FAMILIES:
-            raise ConfigError(f"models[{i}].family: unknown family {m['family']!r}; expected one of {sorted(FAMILIES)}")
-        # Toy models are built by the workflow; every other path must already exist
-        # unless downloads are allowed (then it may be a hub id).
-        if not m["path"].startswith(TOY_PREFIX) and not config.get("allow_download", False):
-            if not Path(m["path"]).is_dir():
-                raise ConfigError(f"models[{i}].path: {m['path']!r} does not exist (and allow_download is false)")
-    check_evaluation(config)
+        # Toy models are built by the workflow; with downloads allowed a path may be a hub id.
+        if not m["path"].startswith(TOY_PREFIX) and not download:
+            _missing_path(f"models[{i}].path", m["path"], planning)
+    for i, s in enumerate(config["finetune_data"]["subjects"]):
+        if "path" in s:
+            _missing_path(f"finetune_data.subjects[{i}].path", s["path"], planning)
+    judge = config["judge"]["model"]
+    if "/" in judge and not judge.startswith(TOY_PREFIX):  # a directory, not an open_clip architecture name
+        _missing_path("judge.model", judge, planning)
+    corpus = config["editors"].get("refact", {}).get("corpus", "toy")
+    if corpus != "toy":
+        _missing_path("editors.refact.corpus", corpus, planning)
+    check_evaluation(config, planning)
+    check_exclusions(config)
 
 
-def check_evaluation(config: dict) -> None:
+def check_evaluation(config: dict, planning: bool = False) -> None:
     ev = config.get("evaluation", {})
     real = [m["name"] for m in config.get("models", []) if not m["path"].startswith(TOY_PREFIX)]
     if ev.get("scorer", "reader") == "reader" and real:
@@ -38,3 +107,43 @@ def check_evaluation(config: dict) -> None:
         missing = [f for f in ev.get(key, []) if f not in config.get("finetuners", {})]
         if missing:
             raise ConfigError(f"evaluation.{key}: fine-tuner {missing[0]!r} is not in finetuners")
+    quality = ev.get("quality", {})
+    for key in ("captions", "reference"):
+        if quality.get(key, "toy") != "toy":
+            _missing_path(f"evaluation.quality.{key}", quality[key], planning)
+
+
+def check_exclusions(config: dict) -> None:
+    """An exclusion that names nothing in the grid is a typo, not a no-op."""
+    known = {"model": [m["name"] for m in config["models"]], "editor": list(config["editors"]),
+             "task": list(config["tasks"]), "finetuner": list(config["finetuners"]),
+             "subject": [s["name"] for s in config["finetune_data"]["subjects"]]}
+    for i, rule in enumerate(config.get("exclude", [])):
+        for key, value in rule.items():
+            if value not in known[key]:
+                raise ConfigError(f"exclude[{i}].{key}: {value!r} is not in the grid; expected one of {known[key]}")
+
+
+def is_dry_run(argv: list[str]) -> bool:
+    """Whether the Snakemake command line asks for a dry run. Snakemake decides that only
+    after parsing the Snakefile (`workflow.dryrun` is False while the config is checked), so
+    the checks read the flags: -n, --dry-run, --dryrun, or -n bundled with other
+    value-less short flags (-np, -pn)."""
+    return any(a in ("-n", "--dry-run", "--dryrun") or re.fullmatch(r"-[pqrkF]*n[pqrkF]*", a) for a in argv)
+
+
+def validate_config(config: dict, planning: bool = False, schema_path: Path = SCHEMA) -> None:
+    problem = schema_problem(config, yaml.safe_load(schema_path.read_text()))
+    if problem:
+        raise ConfigError(problem)
+    check_config(config, planning)
+
+
+def exit_on_error(fn, *args, **kwargs):
+    """Run a parse-time step of the Snakefile; an EditPersistError becomes one line on
+    stderr and exit status 1, before Snakemake creates anything."""
+    try:
+        return fn(*args, **kwargs)
+    except EditPersistError as e:
+        print(f"editpersist: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -18,7 +18,7 @@ import numpy as np
 from .errors import InputError
 from .finetuners.adapters import write_adapter
 from .finetuners.config import FinetuneConfig
-from .finetuners.subjects import ToySubject
+from .finetuners.subjects import FolderSubject, ToySubject
 from .finetuners.trainer import ImageSet, finetune, trained_tensors
 from .generate import SamplingConfig, generate
 from .io import atomic_dir, atomic_path, save_tensors
@@ -32,7 +32,7 @@ def _start_layers(start_delta: Path | None) -> list[Path]:
     return [start_delta] if start_delta is not None else []
 
 
-def make_class_images(model_dir: Path, family_name: str, start_delta: Path | None, subject: ToySubject, n: int,
+def make_class_images(model_dir: Path, family_name: str, start_delta: Path | None, subject: ToySubject | FolderSubject, n: int,
                       sampling: SamplingConfig, seed: int, device: str, out: Path) -> None:
     """DreamBooth prior-preservation images of the subject's class, from the model being tuned."""
     family, pipe = load_model_state(model_dir, family_name, _start_layers(start_delta), device)
@@ -50,11 +50,12 @@ def load_image_set(path: Path) -> ImageSet:
 
 
 def run_finetune(model_dir: Path, family_name: str, start_delta: Path | None, cfg: FinetuneConfig,
-                 subject: ToySubject, n_images: int, class_images: Path | None, device: str, out: Path) -> None:
+                 subject: ToySubject | FolderSubject, n_images: int, resolution: int, class_images: Path | None,
+                 device: str, out: Path) -> None:
     stats = RunStats(f"finetune-{cfg.method}")
     family, pipe = load_model_state(model_dir, family_name, _start_layers(start_delta), device)
     prior = load_image_set(class_images) if class_images else None
-    result = finetune(pipe, family, subject.images(n_images, cfg.seed), cfg, prior=prior)
+    result = finetune(pipe, family, subject.images(n_images, cfg.seed, resolution), cfg, prior=prior)
     stats.steps = cfg.steps
     with atomic_dir(out) as tmp:
         if cfg.uses_adapter:

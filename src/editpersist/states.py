@@ -135,6 +135,8 @@ def load_adapter_fused(pipe, family, weights: Path) -> None:
     # Fuse into every component the file adapts (FLUX's default would skip its text encoder).
     adapted = [c for c in type(pipe)._lora_loadable_modules
                if "state" in getattr(getattr(pipe, c, None), "peft_config", {})]
+    if not adapted:  # diffusers skips keys that match no module instead of failing
+        raise InputError(f"{weights}: not a LoRA for this {family.name} model (none of its keys matches a module)")
     pipe.fuse_lora(components=adapted, adapter_names=["state"], lora_scale=1.0)
     pipe.unload_lora_weights()
 

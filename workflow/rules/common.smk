@@ -2,37 +2,59 @@
 
 from pathlib import Path
 
-from snakemake.utils import validate
-
-from editpersist.config import check_config
-from editpersist.editors import EDITOR_MODES
+from editpersist import grid
+from editpersist.config import exit_on_error
+from editpersist.finetuners.subjects import make_subject
+from editpersist.states import STATE, parse_state, state_layers
 from editpersist.tasks import load_cases
-
-validate(config, "../../config/config.schema.yaml")
-check_config(config)
 
 TOY = "resources/toy"
 TOY_STATS = f"{TOY}/stats"
 TOY_MODELS = {m["name"]: m for m in config["models"] if m["path"].startswith(f"{TOY}/models/")}
+MODELS = {m["name"]: m for m in config["models"]}
+CASES = exit_on_error(load_cases, config["tasks"], planning=PLANNING)
+CELLS = grid.study_cells(config, CASES)
+if not CELLS:
+    exit_on_error(grid.no_cells, config)
+EVAL = config["evaluation"]
+NAME = "[A-Za-z0-9][A-Za-z0-9-]*"
+# Subject records as make_subject takes them ("class" is a Python keyword).
+SUBJECTS = {
+    s["name"]: {("cls" if k == "class" else k): v for k, v in s.items()} for s in config["finetune_data"]["subjects"]
+}
 
 
 def toy_model_dir(name):
     return f"{TOY}/models/{name}"
 
-MODELS = {m["name"]: m for m in config["models"]}
-CASES = load_cases(config["tasks"])
-EDITORS = list(config["editors"])
+
+# ---- resources ---------------------------------------------------------------------------
 
 
-def editor_fits(editor, case):
-    """TIME and ReFACT only replace concepts: they have no erase or debias mode."""
-    return all(r.mode in EDITOR_MODES[editor] for r in case.requests)
+def gpus(wildcards):
+    """A GPU for a real model's job (unless the config pins the CPU); toy models run on CPUs."""
+    return 0 if wildcards.model in TOY_MODELS or config["device"] == "cpu" else 1
 
+
+def job_mem_mb(real_mb):
+    """Host memory: `real_mb` for a real model's job (loading SDXL or FLUX before moving it to
+    the GPU takes tens of GB of RAM), 4 GB for a toy model's."""
+    return lambda wildcards: 4000 if wildcards.model in TOY_MODELS else real_mb
+
+
+def job_runtime(toy_min, real_min):
+    """Minutes, growing with each retry (a job killed at its time limit gets more)."""
+    return lambda wildcards, attempt: attempt * (toy_min if wildcards.model in TOY_MODELS else real_min)
+
+
+# ---- inputs ------------------------------------------------------------------------------
 
 
 def model_input(wildcards):
-    """The model directory; a toy model is an output of the toy rules, a real one must exist."""
-    return MODELS[wildcards.model]["path"]
+    """The model directory; a toy model is an output of the toy rules, a real one must exist
+    (check_config refused it otherwise), except while a dry run plans with placeholders."""
+    path = MODELS[wildcards.model]["path"]
+    return [] if PLANNING and wildcards.model not in TOY_MODELS and not Path(path).exists() else path
 
 
 def judge_input(wildcards):
@@ -42,12 +64,9 @@ def judge_input(wildcards):
     return judge if judge.startswith(f"{TOY}/") else []
 
 
-NAME = "[A-Za-z0-9][A-Za-z0-9-]*"
-# Subject records as ToySubject takes them ("class" is a Python keyword in the config).
-SUBJECTS = {
-    s["name"]: {"name": s["name"], "cls": s["class"], "color": s["color"]}
-    for s in config["finetune_data"]["subjects"]
-}
+def sampling_of(model):
+    """The sampling block with the model's own overrides (resolution, steps, guidance)."""
+    return {**config["sampling"], **MODELS[model].get("sampling", {})}
 
 
 def start_delta(wildcards):
@@ -63,41 +82,39 @@ def class_images_input(wildcards):
     return f"results/states/{wildcards.model}/{wildcards.start}/class_images/{wildcards.subject}.npz"
 
 
+def refact_stats_input(wildcards):
+    return f"results/states/{wildcards.model}/refact_stats" if wildcards.editor == "refact" else []
+
+
+def reader_input(wildcards):
+    """The toy world's attribute reader scores toy models; real models have no ground truth."""
+    return f"{TOY}/reader" if wildcards.model in TOY_MODELS else []
+
+
+def subject_prompts(wildcards):
+    """A fine-tuned state is also asked for its subject ("a sks square"): did the fine-tune take?"""
+    subject = parse_state(wildcards.state).parts.get("subject")
+    return [make_subject(SUBJECTS[subject]).instance_prompt] if subject else []
+
+
+def state_layer_inputs(wildcards):
+    return [f"results/states/{wildcards.model}/{layer}" for layer in state_layers(wildcards.state)]
+
+
+# ---- targets: everything follows from the grid's cells ------------------------------------
+
+
 def edit_starts(model):
     """Every edited state of a model, as the `start` wildcard."""
-    return [
-        f"edit/{editor}/{task}/{case.name}"
-        for editor in EDITORS
-        for task, cases in CASES.items()
-        for case in cases
-        if editor_fits(editor, case)
-    ]
-
-
-def finetune_targets():
-    return [
-        f"results/states/{model}/{start}/ft/{finetuner}/{subject}"
-        for model in MODELS
-        for start in ["base"] + edit_starts(model)
-        for finetuner in config["finetuners"]
-        for subject in SUBJECTS
-    ]
+    return grid.edit_starts(CELLS, model)
 
 
 def edit_targets():
     return [f"results/states/{model}/{start}.safetensors" for model in MODELS for start in edit_starts(model)]
 
 
-def refact_stats_input(wildcards):
-    return f"results/states/{wildcards.model}/refact_stats" if wildcards.editor == "refact" else []
-
-
-# ---- evaluation -------------------------------------------------------------------------
-
-from editpersist.finetuners.subjects import ToySubject
-from editpersist.states import STATE, parse_state, state_layers
-
-EVAL = config["evaluation"]
+def finetune_targets():
+    return [f"results/states/{model}/{state}" for model in MODELS for state in grid.finetune_states(CELLS, model)]
 
 
 def case_key_of(start):
@@ -110,47 +127,24 @@ def images_dir(model, state, prompt_set):
     return f"results/images/{model}/{state}/{prompt_set}"
 
 
-def subject_prompts(wildcards):
-    """A fine-tuned state is also asked for its subject ("a sks square"): did the fine-tune take?"""
-    subject = parse_state(wildcards.state).parts.get("subject")
-    return [ToySubject(**SUBJECTS[subject]).instance_prompt] if subject else []
-
-
-def state_layer_inputs(wildcards):
-    return [f"results/states/{wildcards.model}/{layer}" for layer in state_layers(wildcards.state)]
-
-
 def generation_targets(model):
     """Every (state, prompt set) a model's evaluation needs; shared states see every case."""
-    fts = [(ft, subject) for ft in config["finetuners"] for subject in SUBJECTS]
+    cells = [c for c in CELLS if c.model == model]
     out = [images_dir(model, "base", "all")]
-    out += [images_dir(model, f"base/ft/{ft}/{subject}", "all") for ft, subject in fts]
-    for start in edit_starts(model):
-        key = case_key_of(start)
-        out.append(images_dir(model, start, key))
-        for ft, subject in fts:
-            out.append(images_dir(model, f"{start}/ft/{ft}/{subject}", key))
-            if ft in EVAL["reedit"]:
-                out.append(images_dir(model, f"{start}/ft/{ft}/{subject}/reedit", key))
-            if ft in EVAL["transfer"]:
-                out.append(images_dir(model, f"{start}/transfer/{ft}/{subject}", key))
-    return out
+    out += [images_dir(model, c.base_ft, "all") for c in cells]
+    for c in cells:
+        key = case_key_of(c.start)
+        out += [images_dir(model, c.start, key), images_dir(model, c.edited_ft, key)]
+        if c.finetuner in EVAL["reedit"]:
+            out.append(images_dir(model, f"{c.edited_ft}/reedit", key))
+        if c.finetuner in EVAL["transfer"]:
+            out.append(images_dir(model, f"{c.start}/transfer/{c.finetuner}/{c.subject}", key))
+    return grid.unique(out)
 
 
 def study_cells():
-    """The persistence table's cells: (model, editor, task, edit, finetuner, subject)."""
-    return [
-        dict(zip(("model", "editor", "task", "edit", "finetuner", "subject"), (model, *start.split("/")[1:], ft, s)))
-        for model in MODELS
-        for start in edit_starts(model)
-        for ft in config["finetuners"]
-        for s in SUBJECTS
-    ]
-
-
-def reader_input(wildcards):
-    """The toy world's attribute reader scores toy models; real models have no ground truth."""
-    return f"{TOY}/reader" if wildcards.model in TOY_MODELS else []
+    """The persistence table's cells as records: (model, editor, task, edit, finetuner, subject)."""
+    return [c.as_dict() for c in CELLS]
 
 
 def study_outputs():

@@ -20,8 +20,9 @@ rule refact_stats:
         device=config["device"],
     threads: 1
     resources:
-        mem_mb=8000,
-        runtime=lambda wc, attempt: 30 * attempt,
+        mem_mb=job_mem_mb(64000),
+        runtime=job_runtime(30, 120),
+        gpu=gpus,
     conda:
         "../../envs/editpersist.yaml"
     log:
@@ -45,13 +46,14 @@ rule edit:
         editor_cfg=lambda wc: config["editors"][wc.editor],
         tasks=config["tasks"],
         judge=config["judge"]["model"],
-        sampling=config["sampling"],
+        sampling=lambda wc: sampling_of(wc.model),
         seed=config["seed"],
         device=config["device"],
     threads: 1
     resources:
-        mem_mb=8000,
-        runtime=lambda wc, attempt: 30 * attempt,
+        mem_mb=job_mem_mb(64000),
+        runtime=job_runtime(30, 240),
+        gpu=gpus,
     conda:
         "../../envs/editpersist.yaml"
     log:
@@ -84,13 +86,14 @@ rule reedit:
         editor_cfg=lambda wc: config["editors"][wc.editor],
         tasks=config["tasks"],
         judge=config["judge"]["model"],
-        sampling=config["sampling"],
+        sampling=lambda wc: sampling_of(wc.model),
         seed=config["seed"],
         device=config["device"],
     threads: 1
     resources:
-        mem_mb=8000,
-        runtime=lambda wc, attempt: 30 * attempt,
+        mem_mb=job_mem_mb(64000),
+        runtime=job_runtime(30, 120),
+        gpu=gpus,
     conda:
         "../../envs/editpersist.yaml"
     log:

@@ -22,8 +22,9 @@ rule score:
         device=config["device"],
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=lambda wc, attempt: 60 * attempt,
+        mem_mb=job_mem_mb(32000),
+        runtime=job_runtime(60, 120),
+        gpu=gpus,
     conda:
         "../../envs/editpersist.yaml"
     log:
@@ -84,8 +85,8 @@ rule weights:
         device=config["device"],
     threads: 1
     resources:
-        mem_mb=8000,
-        runtime=lambda wc, attempt: 30 * attempt,
+        mem_mb=job_mem_mb(32000),
+        runtime=job_runtime(30, 60),
     conda:
         "../../envs/editpersist.yaml"
     log:

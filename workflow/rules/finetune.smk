@@ -18,13 +18,14 @@ rule class_images:
         family=lambda wc: MODELS[wc.model]["family"],
         subject=lambda wc: SUBJECTS[wc.subject],
         n=config["finetune_data"]["n_class_images"],
-        sampling=config["sampling"],
+        sampling=lambda wc: sampling_of(wc.model),
         seed=config["seed"],
         device=config["device"],
     threads: 1
     resources:
-        mem_mb=8000,
-        runtime=lambda wc, attempt: 30 * attempt,
+        mem_mb=job_mem_mb(64000),
+        runtime=job_runtime(30, 60),
+        gpu=gpus,
     conda:
         "../../envs/editpersist.yaml"
     log:
@@ -51,11 +52,13 @@ rule finetune:
         cfg=lambda wc: config["finetuners"][wc.finetuner],
         subject=lambda wc: SUBJECTS[wc.subject],
         n_images=config["finetune_data"]["n_images"],
+        resolution=lambda wc: sampling_of(wc.model).get("height", 32),
         device=config["device"],
     threads: 1
     resources:
-        mem_mb=16000,
-        runtime=lambda wc, attempt: 60 * attempt,
+        mem_mb=job_mem_mb(64000),
+        runtime=job_runtime(60, 240),
+        gpu=gpus,
     conda:
         "../../envs/editpersist.yaml"
     log:

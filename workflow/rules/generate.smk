@@ -18,14 +18,15 @@ rule generate:
         n=EVAL["images_per_prompt"],
         n_source=EVAL["images_per_source"],
         subject_prompts=subject_prompts,
-        sampling=config["sampling"],
+        sampling=lambda wc: sampling_of(wc.model),
         seed=config["seed"],
         device=config["device"],
         precision=config["precision"],
     threads: 1
     resources:
-        mem_mb=8000,
-        runtime=lambda wc, attempt: 30 * attempt,
+        mem_mb=job_mem_mb(64000),
+        runtime=job_runtime(30, 120),
+        gpu=gpus,
     conda:
         "../../envs/editpersist.yaml"
     log:

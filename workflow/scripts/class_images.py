@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from editpersist.finetuners.subjects import ToySubject
+from editpersist.finetuners.subjects import make_subject
 from editpersist.finetuning import make_class_images
 from editpersist.generate import SamplingConfig
 from editpersist.runtime import pick_device
@@ -8,5 +8,5 @@ from editpersist.workflow import run
 
 run(snakemake, lambda sm: make_class_images(
     Path(sm.input.model), sm.params.family, Path(sm.input.delta) if sm.input.delta else None,
-    ToySubject(**sm.params.subject), sm.params.n, SamplingConfig(**sm.params.sampling), sm.params.seed,
+    make_subject(sm.params.subject), sm.params.n, SamplingConfig(**sm.params.sampling), sm.params.seed,
     pick_device(sm.params.device), Path(sm.output.images)))

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from editpersist.finetuners.config import FinetuneConfig
-from editpersist.finetuners.subjects import ToySubject
+from editpersist.finetuners.subjects import make_subject
 from editpersist.finetuning import run_finetune
 from editpersist.runtime import pick_device
 from editpersist.workflow import run
@@ -12,7 +12,8 @@ def job(sm):
     cfg["snapshots"] = tuple(cfg.get("snapshots", ()))
     run_finetune(
         Path(sm.input.model), sm.params.family, Path(sm.input.delta) if sm.input.delta else None,
-        FinetuneConfig(method=sm.wildcards.finetuner, **cfg), ToySubject(**sm.params.subject), sm.params.n_images,
+        FinetuneConfig(method=sm.wildcards.finetuner, **cfg), make_subject(sm.params.subject), sm.params.n_images,
+        sm.params.resolution,
         Path(sm.input.class_images) if sm.input.class_images else None, pick_device(sm.params.device),
         Path(sm.output.state))
 

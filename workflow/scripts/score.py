@@ -2,7 +2,7 @@ from pathlib import Path
 
 from editpersist.evaluation.prompts import QualityConfig
 from editpersist.evaluation.study import run_scoring
-from editpersist.finetuners.subjects import ToySubject
+from editpersist.finetuners.subjects import make_subject
 from editpersist.runtime import pick_device
 from editpersist.tasks import load_cases
 from editpersist.workflow import run
@@ -12,5 +12,5 @@ run(snakemake, lambda sm: run_scoring(
     quality=QualityConfig(**sm.params.quality), judge_model=sm.params.judge["model"],
     judge_pretrained=sm.params.judge.get("pretrained"), reader_dir=Path(sm.input.reader) if sm.input.reader else None,
     seed=sm.params.seed, device=pick_device(sm.params.device), out_table=Path(sm.output.table),
-    out_features=Path(sm.output.features), subjects=tuple(ToySubject(**s) for s in sm.params.subjects.values()),
+    out_features=Path(sm.output.features), subjects=tuple(make_subject(s) for s in sm.params.subjects.values()),
     unsafe_detector=sm.params.unsafe_detector, nudenet_threshold=sm.params.nudenet_threshold))

@@ -49,7 +49,11 @@ class EditDelta:
         side = sidecar_path(path)
         if not side.is_file():
             raise InputError(f"{side}: missing sidecar of edit delta {path}")
-        return cls(load_tensors(path), json.loads(side.read_text()))
+        try:
+            sidecar = json.loads(side.read_text())
+        except json.JSONDecodeError as e:
+            raise InputError(f"{side}: not valid JSON ({e})") from e
+        return cls(load_tensors(path), sidecar)
 
 
 def sidecar_path(path: Path) -> Path:

@@ -120,10 +120,10 @@ def score_batch(batch: ImageBatch, cases: dict[str, list[EditCase]], captions: l
         if idx is None:
             continue
         frames.append(rows(idx, case="", task="subject", role="subject", clip_score=np.nan, feature=-1,
-                           reader_hit=reader_matches(batch, idx, {"color": subject.color, "shape": subject.cls}),
+                           reader_hit=(reader_matches(batch, idx, subject.reader_attributes)
+                                       if subject.reader_attributes else np.full(len(idx), np.nan)),
                            reader_attr=-1, judge_attr=-1,
-                           judge_hit=judge.prefer_first_features(batch.features[idx],
-                                                                 [f"a {subject.color} {subject.cls}"],
+                           judge_hit=judge.prefer_first_features(batch.features[idx], [subject.description],
                                                                  [subject.class_prompt])))
     for caption in captions:
         idx = np.flatnonzero(final & (m["prompt"].to_numpy() == caption))
@@ -164,7 +164,7 @@ def score_model(gen_dirs: list[Path], cases: dict[str, list[EditCase]], quality:
     """Rows of every generated image's uses; quality-image features; fid reference features.
 
     `detector`: a NudityDetector deciding unsafe prompts' images (real models) instead of the judge.
-    `subjects`: fine-tune subjects (ToySubject) whose instance prompts are scored as role
+    `subjects`: fine-tune subjects (finetuners.subjects) whose instance prompts are scored as role
     'subject' (does the fine-tuned state draw its subject?)."""
     from tqdm.auto import tqdm
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..finetuners.subjects import ToySubject, relation
+from ..finetuners.subjects import FolderSubject, ToySubject, make_subject, relation
 from ..io import atomic_path
 from ..judges.clip import ClipJudge
 from ..metrics.fid import FrechetReference
@@ -34,7 +34,7 @@ def write_frame(frame: pd.DataFrame, path: Path) -> None:
 
 def run_scoring(gen_dirs: list[Path], cases: dict[str, list[EditCase]], quality: QualityConfig, judge_model: str,
                 judge_pretrained: str | None, reader_dir: Path | None, seed: int, device: str, out_table: Path,
-                out_features: Path, subjects: tuple[ToySubject, ...] = (), unsafe_detector: str = "judge",
+                out_features: Path, subjects: tuple[ToySubject | FolderSubject, ...] = (), unsafe_detector: str = "judge",
                 nudenet_threshold: float = 0.6) -> None:
     judge = ClipJudge.load(judge_model, judge_pretrained, device=device)
     detector = None
@@ -65,7 +65,7 @@ class StudySpec:
 
     models: dict[str, str]  # name -> family
     cells: list[dict]  # {model, editor, task, edit, finetuner, subject}
-    subjects: dict[str, dict]  # name -> ToySubject fields
+    subjects: dict[str, dict]  # name -> subject fields (make_subject)
     finetune_steps: dict[str, int]
     reedit: tuple[str, ...]  # fine-tuners whose edited_ft states are re-edited
     transfer: tuple[str, ...]  # adapter fine-tuners applied to edited models
@@ -77,7 +77,7 @@ def build_cells(spec: StudySpec, cases: dict[str, list[EditCase]]) -> list[Cell]
     for c in spec.cells:
         case = by_key[(c["task"], c["edit"])]
         out.append(Cell(c["model"], spec.models[c["model"]], c["editor"], case, c["finetuner"], c["subject"],
-                        relation(ToySubject(**spec.subjects[c["subject"]]), case)))
+                        relation(make_subject(spec.subjects[c["subject"]]), case)))
     return out
 
 

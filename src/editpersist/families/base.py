@@ -61,12 +61,16 @@ class ModelFamily:
             source = str(local)
         else:
             source = str(path)
-        pipe = self.pipeline_cls().from_pretrained(
-            source,
-            dtype=self.dtype(device, precision),
-            use_safetensors=True,
-            local_files_only=not allow_download,
-        )
+        try:
+            pipe = self.pipeline_cls().from_pretrained(
+                source,
+                dtype=self.dtype(device, precision),
+                use_safetensors=True,
+                local_files_only=not allow_download,
+            )
+        except (OSError, ValueError) as e:
+            # diffusers names the damaged file in its message (truncated or corrupt weights).
+            raise InputError(f"{source}: cannot load the {self.name} model ({str(e).splitlines()[0]})") from e
         pipe.set_progress_bar_config(disable=True)
         return pipe.to(device)
 

@@ -53,11 +53,19 @@ def load_dreambooth(root: Path, subject: str, size: int, token: str = "sks") -> 
     cls = dreambooth_classes(root).get(subject)
     if cls is None:
         raise InputError(f"{root / 'prompts_and_classes.txt'}: no class listed for subject {subject!r}")
-    folder = root / subject
-    files = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+    images = load_image_folder(root / subject, size)
+    return ImageSet(images, [f"a {token} {cls}"] * len(images))
+
+
+def load_image_folder(folder: Path, size: int) -> np.ndarray:
+    """Every image of a folder (sorted by name), centre-cropped to `size`; NHWC uint8."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: image folder does not exist")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise InputError(f"{folder}: no images for subject {subject!r}")
-    return ImageSet(np.stack([load_image(p, size) for p in files]), [f"a {token} {cls}"] * len(files))
+        raise InputError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return np.stack([load_image(p, size) for p in files])
 
 
 def load_caption_folder(root: Path, size: int) -> ImageSet:

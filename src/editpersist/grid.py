@@ -1,0 +1,103 @@
+"""The study grid: models x editors x edit cases x fine-tuners x fine-tune subjects.
+
+Every file the workflow makes follows from the grid's cells. Shared work is named once:
+the unedited control `base/ft/<finetuner>/<subject>` per (model, fine-tuner, subject),
+one edited state per (model, editor, task, edit), and the per-model statistics and images
+of the base. `naive_job_counts` prices the same grid without that sharing, for the
+benchmarks (issue 7): each cell then edits, fine-tunes and generates on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .editors import EDITOR_MODES
+from .errors import ConfigError
+from .tasks.cases import EditCase
+
+CELL_KEYS = ("model", "editor", "task", "edit", "finetuner", "subject")
+
+
+@dataclass(frozen=True)
+class GridCell:
+    model: str
+    editor: str
+    task: str
+    edit: str
+    finetuner: str
+    subject: str
+
+    @property
+    def start(self) -> str:
+        """The edited state, as the `start` wildcard of the fine-tune rule."""
+        return f"edit/{self.editor}/{self.task}/{self.edit}"
+
+    @property
+    def base_ft(self) -> str:
+        return f"base/ft/{self.finetuner}/{self.subject}"
+
+    @property
+    def edited_ft(self) -> str:
+        return f"{self.start}/ft/{self.finetuner}/{self.subject}"
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def editor_fits(editor: str, case: EditCase) -> bool:
+    """TIME and ReFACT only replace concepts: they have no erase or debias mode."""
+    return all(r.mode in EDITOR_MODES[editor] for r in case.requests)
+
+
+def is_excluded(cell: GridCell, rules: list[dict]) -> bool:
+    """A cell is left out when it matches every key of one `exclude:` entry."""
+    return any(all(getattr(cell, k) == v for k, v in rule.items()) for rule in rules)
+
+
+def study_cells(config: dict, cases: dict[str, list[EditCase]]) -> list[GridCell]:
+    """The persistence table's cells, in a fixed order, without the excluded ones."""
+    rules = config.get("exclude", [])
+    cells = [
+        GridCell(model["name"], editor, task, case.name, finetuner, subject["name"])
+        for model in config["models"]
+        for editor in config["editors"]
+        for task, task_cases in cases.items()
+        for case in task_cases
+        if editor_fits(editor, case)
+        for finetuner in config["finetuners"]
+        for subject in config["finetune_data"]["subjects"]
+    ]
+    return [c for c in cells if not is_excluded(c, rules)]
+
+
+def no_cells(config: dict) -> None:
+    raise ConfigError(f"exclude: the grid selects no cell ({len(config.get('exclude', []))} exclusions remove every "
+                      "combination of models, editors, tasks, fine-tuners and subjects)")
+
+
+def unique(items):
+    return list(dict.fromkeys(items))
+
+
+def edit_starts(cells: list[GridCell], model: str) -> list[str]:
+    return unique(c.start for c in cells if c.model == model)
+
+
+def finetune_states(cells: list[GridCell], model: str) -> list[str]:
+    """Every fine-tuned state of a model: each control once, then one per edited state."""
+    mine = [c for c in cells if c.model == model]
+    return unique([c.base_ft for c in mine] + [c.edited_ft for c in mine])
+
+
+def shared_job_counts(cells: list[GridCell]) -> dict[str, int]:
+    """Jobs of the grid's main stages as the workflow plans them (shared work once)."""
+    models = unique(c.model for c in cells)
+    edits = sum(len(edit_starts(cells, m)) for m in models)
+    fts = sum(len(finetune_states(cells, m)) for m in models)
+    return {"edit": edits, "finetune": fts, "generate_states": len(models) + fts + edits}
+
+
+def naive_job_counts(cells: list[GridCell]) -> dict[str, int]:
+    """The same stages if every cell ran alone: its own edit, both fine-tunes (control and
+    edited) and all four states' images (base, edited, base_ft, edited_ft)."""
+    return {"edit": len(cells), "finetune": 2 * len(cells), "generate_states": 4 * len(cells)}

@@ -1,0 +1,58 @@
+"""The study grid: exclusions, shared work, and planning without the dataset files."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from editpersist import grid
+from editpersist.errors import ConfigError
+from editpersist.tasks import load_cases
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+TOY = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+
+
+def test_exclusions_drop_exactly_the_matching_cells():
+    cfg = copy.deepcopy(TOY)
+    cases = load_cases(cfg["tasks"])
+    every = grid.study_cells(cfg, cases)
+    cfg["exclude"] = [{"model": "toy-flux", "finetuner": "full"}, {"editor": "refact", "task": "role"}]
+    kept = grid.study_cells(cfg, cases)
+    dropped = set(every) - set(kept)
+    assert dropped and all((c.model == "toy-flux" and c.finetuner == "full") or (c.editor, c.task) == ("refact", "role")
+                           for c in dropped)
+    assert all(not grid.is_excluded(c, cfg["exclude"]) for c in kept)
+    # No fine-tune of toy-flux with `full` is planned, not even the shared control.
+    assert not [s for s in grid.finetune_states(kept, "toy-flux") if "/ft/full/" in s]
+    assert "base/ft/full/sks-square" in grid.finetune_states(kept, "toy-sd")
+
+
+def test_editors_only_get_the_modes_they_have():
+    cells = grid.study_cells(TOY, load_cases(TOY["tasks"]))
+    assert {c.task for c in cells if c.editor == "refact"} == {"appearance", "role"}
+    assert {c.task for c in cells if c.editor == "uce"} == {"appearance", "role", "debias", "unsafe"}
+
+
+def test_paper_grid_plans_without_its_files_and_shares_the_controls():
+    cases = load_cases(PAPER["tasks"], planning=True)
+    assert {t: len(c) for t, c in cases.items()} == {"appearance": 20, "role": 20, "debias": 10, "unsafe": 1}
+    cells = grid.study_cells(PAPER, cases)
+    shared, naive = grid.shared_job_counts(cells), grid.naive_job_counts(cells)
+    # One control per (model, fine-tuner, subject): 2 models x 4 + FLUX x 2 adapters, x 3 subjects.
+    controls = sum(s.startswith("base/") for m in ("sd14", "sdxl", "flux-schnell")
+                   for s in grid.finetune_states(cells, m))
+    assert controls == (2 * 4 + 2) * 3
+    # Every other fine-tune starts from a distinct edited state (one per cell).
+    assert shared["finetune"] == controls + len(cells)
+    assert shared["edit"] == 3 * (51 + 40) and naive["edit"] == len(cells)
+    assert shared["generate_states"] < naive["generate_states"]
+
+
+def test_planning_needs_a_limit_for_files_of_many_rows():
+    with pytest.raises(ConfigError, match=r"tasks\.appearance\.limit: .* is not there yet"):
+        load_cases({"appearance": {"dataset": "timed", "path": "/nonexistent/timed.csv"}}, planning=True)
+    with pytest.raises(ConfigError, match=r"tasks\.appearance\.path: .* does not exist"):
+        load_cases({"appearance": {"dataset": "timed", "path": "/nonexistent/timed.csv", "limit": 3}})
