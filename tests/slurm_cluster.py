@@ -20,6 +20,7 @@ from pathlib import Path
 PACKAGES = ("slurm-wlm", "munge")
 DAEMONS = ("munged", "slurmctld", "slurmd")
 PARTITION = "ci"
+DEFAULT_CONF = Path("/etc/slurm/slurm.conf")
 
 
 class SlurmUnavailable(RuntimeError):
@@ -93,8 +94,10 @@ class LocalSlurm:
 
     def __init__(self, root: Path, cpus: int | None = None):
         self.root = Path(root)
-        self.cpus = cpus or os.cpu_count() or 1
+        # Oversubscribed 2x: a tiny-grid job spends most of its time starting Python, not computing.
+        self.cpus = cpus or 2 * (os.cpu_count() or 1)
         self.pids: dict[str, int] = {}
+        self.linked_conf = False
 
     @property
     def conf(self) -> Path:
@@ -122,9 +125,24 @@ class LocalSlurm:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         munge_socket = self._start_munge()
         self.conf.write_text(slurm_conf(self.root, munge_socket, self.cpus, _memory_mb()))
+        self._link_default_conf()
         self._start_daemon("slurmctld", ["/usr/sbin/slurmctld", "-i", "-f", str(self.conf)])
         self._start_daemon("slurmd", ["/usr/sbin/slurmd", "-f", str(self.conf)])
         self._wait_for_idle_node()
+
+    def _link_default_conf(self) -> None:
+        """Job steps (the `srun` inside each batch job) read the default config path, not
+        SLURM_CONF: link it to ours when the machine has none, and remove the link on stop."""
+        if DEFAULT_CONF.is_symlink() and not DEFAULT_CONF.exists():
+            DEFAULT_CONF.unlink()  # left by a run that was killed before it could clean up
+        if DEFAULT_CONF.exists():
+            if DEFAULT_CONF.resolve() != self.conf.resolve():
+                raise SlurmUnavailable(f"{DEFAULT_CONF} exists already; this harness will not replace a real "
+                                       "cluster's config")
+            return
+        DEFAULT_CONF.parent.mkdir(parents=True, exist_ok=True)
+        DEFAULT_CONF.symlink_to(self.conf)
+        self.linked_conf = True
 
     def _start_munge(self) -> Path:
         d = self.root / "munge"
@@ -168,6 +186,9 @@ class LocalSlurm:
 
     def stop(self) -> None:
         """Stop the daemons this object started, newest first, and only those."""
+        if self.linked_conf:
+            DEFAULT_CONF.unlink(missing_ok=True)
+            self.linked_conf = False
         for name in reversed(list(self.pids)):
             pid = self.pids.pop(name)
             try:

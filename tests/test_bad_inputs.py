@@ -8,7 +8,6 @@ built here from the tiny models, one per kind of damage a user's disk can hold.
 
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from editpersist.config import with_overrides
 from editpersist.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,38 +24,10 @@ DATA = ROOT / "tests/data"
 CORPUS = yaml.safe_load((DATA / "bad_configs.yaml").read_text())
 
 
-def patched(base: dict, changes: dict) -> dict:
-    """`changes`: dotted keys ("finetuners.lora.rank", "models.0.path") -> new value;
-    the value "<delete>" removes the key."""
-    cfg = copy.deepcopy(base)
-    for dotted, value in changes.items():
-        *parents, last = dotted.split(".")
-        node = cfg
-        for key in parents:
-            node = node[int(key)] if isinstance(node, list) else node[key]
-        last = int(last) if isinstance(node, list) else last
-        if value == "<delete>":
-            del node[last]
-        elif isinstance(node, list) and last == len(node):
-            node.append(value)
-        else:
-            node[last] = value
-    return cfg
-
-
-def with_data_paths(value):
-    """"data:<path>" -> the absolute path of that file under tests/data, at any depth."""
-    if isinstance(value, dict):
-        return {k: with_data_paths(v) for k, v in value.items()}
-    if isinstance(value, str) and value.startswith("data:"):
-        return str(DATA / value[len("data:"):])
-    return value
-
-
 @pytest.mark.parametrize("case", CORPUS, ids=[c["name"] for c in CORPUS])
 def test_bad_config_stops_before_any_job_with_one_line(case, tmp_path):
     base = yaml.safe_load((DATA / "tiny_toy.yaml").read_text())
-    cfg = patched(base, with_data_paths(case["set"]))
+    cfg = with_overrides(base, case["set"], DATA)
     workdir = tmp_path / "work"
     workdir.mkdir()
     config_file = tmp_path / "bad.yaml"

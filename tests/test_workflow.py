@@ -83,3 +83,17 @@ def _check_study_outputs(wd: Path) -> None:
     for plot in ("retention_heatmap.png", "retention_curves.png", "weights_vs_retention.png"):
         assert (wd / "results/plots" / plot).stat().st_size > 0
     assert len(list((wd / "results/plots/grids").glob("*.png"))) == 2
+
+
+def test_rules_are_formatted_with_snakefmt():
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow/rules"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+def test_lint_passes():
+    res = run_snakemake(ROOT, "--lint")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

@@ -15,9 +15,11 @@ Each writes results/bench/<what>.json.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .io import write_json
@@ -81,8 +83,6 @@ def uce_per_layer(weights: dict, C_e, D_e, C_p, lam: float, s_e: float, s_p: flo
 
 
 def _best_of(fn, reps: int) -> float:
-    import time
-
     best = float("inf")
     for _ in range(reps):
         t = time.perf_counter()
@@ -178,7 +178,6 @@ def refact_bench() -> dict:
     """ReFACT edit time on toy SD and on SD 1.4's text encoder shapes (random weights), with the
     layer statistics excluded (cached, as the workflow does) and included."""
     import tempfile
-    import time
 
     import torch
 
@@ -225,7 +224,6 @@ print(json.dumps({"imports_s": round(t1 - t0, 2), "load_both_toy_models_s": roun
 
 def overhead_bench(reps: int = 3) -> dict:
     """Fixed cost of a job: a fresh interpreter's imports and toy model loads (best of `reps`)."""
-    import time
 
     runs = []
     for _ in range(reps):
@@ -266,6 +264,80 @@ def stages_table(stages: dict[str, dict], cores: int) -> str:
     return "\n".join(rows)
 
 
+def dry_run_jobs(config: Path, profile: Path | None = None) -> tuple[float, dict[str, int]]:
+    """Wall seconds of `snakemake -n` on `config` in an empty directory, and its jobs per rule."""
+    import tempfile
+
+    root = Path(__file__).resolve().parents[2]
+    with tempfile.TemporaryDirectory() as wd:
+        (Path(wd) / "config").symlink_to(root / "config")
+        cmd = [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(root / "Snakefile"), "--directory", wd,
+               "--configfile", str(config.resolve())]
+        cmd += ["--profile", str(profile.resolve())] if profile else ["--cores", "1"]
+        t0 = time.perf_counter()
+        res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        wall = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise SystemExit(f"dry run failed: {res.stderr.strip().splitlines()[-1]}")
+    stats = res.stdout.split("Job stats:")[1]
+    counts = {}
+    for line in stats.splitlines()[3:]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return wall, counts
+
+
+def plan_bench(config: Path = Path("config/paper.yaml"), profile: Path = Path("profiles/slurm")) -> dict:
+    """The paper grid as planned: dry-run time, jobs per rule against the same grid without
+    shared work, and the cost model's GPU-hours and disk on one H100."""
+    import yaml
+
+    from . import costs, grid
+    from .tasks import load_cases
+
+    wall, counts = dry_run_jobs(config, profile)
+    cfg = yaml.safe_load(config.read_text())
+    cells = grid.study_cells(cfg, load_cases(cfg["tasks"], planning=True))
+    per_model = {m["name"]: costs.model_cost(cells, m, cfg) for m in cfg["models"]}
+    return {
+        "config": str(config), "dry_run_s": round(wall, 1), "jobs": counts, "cells": len(cells),
+        "shared": grid.shared_job_counts(cells), "naive": grid.naive_job_counts(cells),
+        "gpu_hours": {name: {k: round(v, 1) for k, v in c.gpu_hours.items()} for name, c in per_model.items()},
+        "gpu_hours_total": round(sum(sum(c.gpu_hours.values()) for c in per_model.values()), 1),
+        "images": {name: c.images for name, c in per_model.items()},
+        "disk_gb": {name: {k: round(v / 1e9, 1) for k, v in c.disk_bytes.items()} for name, c in per_model.items()},
+        "disk_gb_total": round(sum(sum(c.disk_bytes.values()) for c in per_model.values()) / 1e9, 1),
+    }
+
+
+def bad_config_bench(corpus: Path = Path("tests/data/bad_configs.yaml"),
+                     base: Path = Path("tests/data/tiny_toy.yaml")) -> dict:
+    """Seconds from `snakemake` start to its one-line refusal, for every bad config of the
+    test corpus (bar: under 10 s each, nothing created)."""
+    import tempfile
+
+    import yaml
+
+    from .config import with_overrides
+
+    root = Path(__file__).resolve().parents[2]
+    out = {}
+    for case in yaml.safe_load(corpus.read_text()):
+        cfg = with_overrides(yaml.safe_load(base.read_text()), case["set"], corpus.parent)
+        with tempfile.TemporaryDirectory() as wd:
+            (Path(wd) / "bad.yaml").write_text(yaml.safe_dump(cfg))
+            t0 = time.perf_counter()
+            res = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(root / "Snakefile"),
+                                  "--directory", f"{wd}/run", "--cores", "1", "--configfile", f"{wd}/bad.yaml"],
+                                 capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            wall = time.perf_counter() - t0
+        out[case["name"]] = {"seconds": round(wall, 2), "exit": res.returncode, "error": res.stderr.strip()}
+    out["max_seconds"] = max(v["seconds"] for v in out.values())
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "_one":
@@ -273,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(_one(model_dir, family_name, method, int(steps), int(warmup), int(batch))))
         return
     p = argparse.ArgumentParser(prog="python -m editpersist.bench")
-    p.add_argument("what", choices=["finetune", "stages", "uce", "refact", "generation", "storage", "overhead"])
+    p.add_argument("what", choices=["finetune", "stages", "uce", "refact", "generation", "storage", "overhead", "plan", "configs"])
     p.add_argument("--benchmarks", default="benchmarks", type=Path, help="stages: Snakemake's benchmark folder")
     p.add_argument("--cores", type=int, default=2, help="stages: job slots the run had")
     p.add_argument("--models", default="resources/toy/models", type=Path)
@@ -283,7 +355,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="results/bench/finetune.json", type=Path)
     a = p.parse_args(args)
     simple = {"uce": uce_bench, "refact": refact_bench, "generation": generation_bench, "storage": storage_bench,
-              "overhead": overhead_bench}
+              "overhead": overhead_bench, "plan": plan_bench,
+              "configs": bad_config_bench}
     if a.what in simple:
         res = simple[a.what]()
         write_json(Path(f"results/bench/{a.what}.json"), res)

@@ -124,12 +124,16 @@ def check_exclusions(config: dict) -> None:
                 raise ConfigError(f"exclude[{i}].{key}: {value!r} is not in the grid; expected one of {known[key]}")
 
 
+# Snakemake flags that only plan (nothing runs): dry runs and the graph drawings.
+PLANNING_FLAGS = ("-n", "--dry-run", "--dryrun", "--rulegraph", "--dag", "--filegraph", "--d3dag")
+
+
 def is_dry_run(argv: list[str]) -> bool:
-    """Whether the Snakemake command line asks for a dry run. Snakemake decides that only
-    after parsing the Snakefile (`workflow.dryrun` is False while the config is checked), so
-    the checks read the flags: -n, --dry-run, --dryrun, or -n bundled with other
-    value-less short flags (-np, -pn)."""
-    return any(a in ("-n", "--dry-run", "--dryrun") or re.fullmatch(r"-[pqrkF]*n[pqrkF]*", a) for a in argv)
+    """Whether the Snakemake command line only plans. Snakemake decides that only after
+    parsing the Snakefile (`workflow.dryrun` is False while the config is checked), so the
+    checks read the flags: PLANNING_FLAGS, or -n bundled with other value-less short flags
+    (-np, -pn)."""
+    return any(a in PLANNING_FLAGS or re.fullmatch(r"-[pqrkF]*n[pqrkF]*", a) for a in argv)
 
 
 def validate_config(config: dict, planning: bool = False, schema_path: Path = SCHEMA) -> None:
@@ -137,6 +141,36 @@ def validate_config(config: dict, planning: bool = False, schema_path: Path = SC
     if problem:
         raise ConfigError(problem)
     check_config(config, planning)
+
+
+def with_overrides(config: dict, changes: dict, data_dir: Path | None = None) -> dict:
+    """A copy of `config` with `changes` applied: dotted keys ("finetuners.lora.rank",
+    "models.0.path"; index == length appends) -> value, "<delete>" removes the key, and a
+    string "data:<path>" at any depth becomes that path under `data_dir` (the bad-config
+    corpus in tests/data uses these)."""
+    import copy
+
+    def resolve(value):
+        if isinstance(value, dict):
+            return {k: resolve(v) for k, v in value.items()}
+        if isinstance(value, str) and value.startswith("data:") and data_dir is not None:
+            return str(Path(data_dir) / value[len("data:"):])
+        return value
+
+    cfg = copy.deepcopy(config)
+    for dotted, value in changes.items():
+        *parents, last = dotted.split(".")
+        node = cfg
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        last = int(last) if isinstance(node, list) else last
+        if value == "<delete>":
+            del node[last]
+        elif isinstance(node, list) and last == len(node):
+            node.append(resolve(value))
+        else:
+            node[last] = resolve(value)
+    return cfg
 
 
 def exit_on_error(fn, *args, **kwargs):

@@ -148,5 +148,16 @@ def study_cells():
 
 
 def study_outputs():
-    return [f"results/{name}" for name in ("persistence.csv", "persistence.parquet", "curves.csv", "reedit.csv",
-                                            "transfer.csv", "judge_validity.csv", "finetune_quality.csv", "summary.md")]
+    return [
+        f"results/{name}"
+        for name in (
+            "persistence.csv",
+            "persistence.parquet",
+            "curves.csv",
+            "reedit.csv",
+            "transfer.csv",
+            "judge_validity.csv",
+            "finetune_quality.csv",
+            "summary.md",
+        )
+    ]

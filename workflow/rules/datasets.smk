@@ -8,20 +8,20 @@ rule download_dataset:
     output:
         csv="resources/datasets/{dataset}.csv",
         record="resources/datasets/{dataset}.json",
-    wildcard_constraints:
-        dataset="|".join(DATASETS),
-    params:
-        allow=config["allow_download"],
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    conda:
-        "../../envs/editpersist.yaml"
     log:
         "logs/datasets/{dataset}.log",
     benchmark:
         "benchmarks/datasets/{dataset}.tsv"
+    wildcard_constraints:
+        dataset="|".join(DATASETS),
+    conda:
+        "../../envs/editpersist.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        allow=config["allow_download"],
     script:
         "../scripts/download_dataset.py"
 

@@ -13,22 +13,22 @@ rule refact_stats:
         model=model_input,
     output:
         stats=directory("results/states/{model}/refact_stats"),
-    params:
-        family=lambda wc: MODELS[wc.model]["family"],
-        cfg=config["editors"].get("refact"),
-        seed=config["seed"],
-        device=config["device"],
+    log:
+        "logs/refact_stats/{model}.log",
+    benchmark:
+        "benchmarks/refact_stats/{model}.tsv"
+    conda:
+        "../../envs/editpersist.yaml"
     threads: 1
     resources:
         mem_mb=job_mem_mb(64000),
         runtime=job_runtime(30, 120),
         gpu=gpus,
-    conda:
-        "../../envs/editpersist.yaml"
-    log:
-        "logs/refact_stats/{model}.log",
-    benchmark:
-        "benchmarks/refact_stats/{model}.tsv"
+    params:
+        family=lambda wc: MODELS[wc.model]["family"],
+        cfg=config["editors"].get("refact"),
+        seed=config["seed"],
+        device=config["device"],
     script:
         "../scripts/refact_stats.py"
 
@@ -41,6 +41,17 @@ rule edit:
     output:
         delta="results/states/{model}/edit/{editor}/{task}/{edit}.safetensors",
         sidecar="results/states/{model}/edit/{editor}/{task}/{edit}.json",
+    log:
+        "logs/edit/{model}/{editor}/{task}/{edit}.log",
+    benchmark:
+        "benchmarks/edit/{model}/{editor}/{task}/{edit}.tsv"
+    conda:
+        "../../envs/editpersist.yaml"
+    threads: 1
+    resources:
+        mem_mb=job_mem_mb(64000),
+        runtime=job_runtime(30, 240),
+        gpu=gpus,
     params:
         family=lambda wc: MODELS[wc.model]["family"],
         editor_cfg=lambda wc: config["editors"][wc.editor],
@@ -49,17 +60,6 @@ rule edit:
         sampling=lambda wc: sampling_of(wc.model),
         seed=config["seed"],
         device=config["device"],
-    threads: 1
-    resources:
-        mem_mb=job_mem_mb(64000),
-        runtime=job_runtime(30, 240),
-        gpu=gpus,
-    conda:
-        "../../envs/editpersist.yaml"
-    log:
-        "logs/edit/{model}/{editor}/{task}/{edit}.log",
-    benchmark:
-        "benchmarks/edit/{model}/{editor}/{task}/{edit}.tsv"
     script:
         "../scripts/edit.py"
 
@@ -78,9 +78,20 @@ rule reedit:
     output:
         delta="results/states/{model}/reedit/{editor}/{task}/{edit}/{finetuner}/{subject}.safetensors",
         sidecar="results/states/{model}/reedit/{editor}/{task}/{edit}/{finetuner}/{subject}.json",
+    log:
+        "logs/reedit/{model}/{editor}/{task}/{edit}/{finetuner}/{subject}.log",
+    benchmark:
+        "benchmarks/reedit/{model}/{editor}/{task}/{edit}/{finetuner}/{subject}.tsv"
     wildcard_constraints:
         finetuner="lora|dora|full|dreambooth",
         subject=NAME,
+    conda:
+        "../../envs/editpersist.yaml"
+    threads: 1
+    resources:
+        mem_mb=job_mem_mb(64000),
+        runtime=job_runtime(30, 120),
+        gpu=gpus,
     params:
         family=lambda wc: MODELS[wc.model]["family"],
         editor_cfg=lambda wc: config["editors"][wc.editor],
@@ -89,16 +100,5 @@ rule reedit:
         sampling=lambda wc: sampling_of(wc.model),
         seed=config["seed"],
         device=config["device"],
-    threads: 1
-    resources:
-        mem_mb=job_mem_mb(64000),
-        runtime=job_runtime(30, 120),
-        gpu=gpus,
-    conda:
-        "../../envs/editpersist.yaml"
-    log:
-        "logs/reedit/{model}/{editor}/{task}/{edit}/{finetuner}/{subject}.log",
-    benchmark:
-        "benchmarks/reedit/{model}/{editor}/{task}/{edit}/{finetuner}/{subject}.tsv"
     script:
         "../scripts/edit.py"

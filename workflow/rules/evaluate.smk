@@ -9,8 +9,19 @@ rule score:
     output:
         table="results/scores/{model}.parquet",
         features="results/scores/{model}.features.npz",
+    log:
+        "logs/score/{model}.log",
+    benchmark:
+        "benchmarks/score/{model}.tsv"
     wildcard_constraints:
         model=NAME,
+    conda:
+        "../../envs/editpersist.yaml"
+    threads: 2
+    resources:
+        mem_mb=job_mem_mb(32000),
+        runtime=job_runtime(60, 120),
+        gpu=gpus,
     params:
         tasks=config["tasks"],
         quality=EVAL["quality"],
@@ -20,17 +31,6 @@ rule score:
         judge=config["judge"],
         seed=config["seed"],
         device=config["device"],
-    threads: 2
-    resources:
-        mem_mb=job_mem_mb(32000),
-        runtime=job_runtime(60, 120),
-        gpu=gpus,
-    conda:
-        "../../envs/editpersist.yaml"
-    log:
-        "logs/score/{model}.log",
-    benchmark:
-        "benchmarks/score/{model}.tsv"
     script:
         "../scripts/score.py"
 
@@ -48,6 +48,16 @@ rule persistence:
         validity="results/judge_validity.csv",
         finetune_quality="results/finetune_quality.csv",
         summary=report("results/summary.md", category="Summary", caption="../report/summary.rst"),
+    log:
+        "logs/persistence.log",
+    benchmark:
+        "benchmarks/persistence.tsv"
+    conda:
+        "../../envs/editpersist.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=lambda wc, attempt: 60 * attempt,
     params:
         models={name: m["family"] for name, m in MODELS.items()},
         cells=study_cells(),
@@ -55,16 +65,6 @@ rule persistence:
         steps={name: ft["steps"] for name, ft in config["finetuners"].items()},
         tasks=config["tasks"],
         evaluation=EVAL,
-    threads: 1
-    resources:
-        mem_mb=8000,
-        runtime=lambda wc, attempt: 60 * attempt,
-    conda:
-        "../../envs/editpersist.yaml"
-    log:
-        "logs/persistence.log",
-    benchmark:
-        "benchmarks/persistence.tsv"
     script:
         "../scripts/persistence.py"
 
@@ -76,23 +76,23 @@ rule weights:
         finetunes=lambda wc: [t for t in finetune_targets() if t.startswith(f"results/states/{wc.model}/edit/")],
     output:
         table="results/weights/{model}.csv",
+    log:
+        "logs/weights/{model}.log",
+    benchmark:
+        "benchmarks/weights/{model}.tsv"
     wildcard_constraints:
         model=NAME,
+    conda:
+        "../../envs/editpersist.yaml"
+    threads: 1
+    resources:
+        mem_mb=job_mem_mb(32000),
+        runtime=job_runtime(30, 60),
     params:
         family=lambda wc: MODELS[wc.model]["family"],
         pairs=lambda wc: [c for c in study_cells() if c["model"] == wc.model],
         states=lambda wc: f"results/states/{wc.model}",
         device=config["device"],
-    threads: 1
-    resources:
-        mem_mb=job_mem_mb(32000),
-        runtime=job_runtime(30, 60),
-    conda:
-        "../../envs/editpersist.yaml"
-    log:
-        "logs/weights/{model}.log",
-    benchmark:
-        "benchmarks/weights/{model}.tsv"
     script:
         "../scripts/weights.py"
 
@@ -124,20 +124,20 @@ rule figures:
             caption="../report/grids.rst",
             labels={"grid": "{name}"},
         ),
+    log:
+        "logs/figures.log",
+    benchmark:
+        "benchmarks/figures.tsv"
+    conda:
+        "../../envs/editpersist.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=lambda wc, attempt: 30 * attempt,
     params:
         cells=study_cells(),
         tasks=config["tasks"],
         finetuners=list(config["finetuners"]),
         k=EVAL["grid_images"],
-    threads: 1
-    resources:
-        mem_mb=8000,
-        runtime=lambda wc, attempt: 30 * attempt,
-    conda:
-        "../../envs/editpersist.yaml"
-    log:
-        "logs/figures.log",
-    benchmark:
-        "benchmarks/figures.tsv"
     script:
         "../scripts/figures.py"

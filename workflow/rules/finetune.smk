@@ -11,9 +11,20 @@ rule class_images:
         delta=start_delta,
     output:
         images="results/states/{model}/{start}/class_images/{subject}.npz",
+    log:
+        "logs/class_images/{model}/{start}/{subject}.log",
+    benchmark:
+        "benchmarks/class_images/{model}/{start}/{subject}.tsv"
     wildcard_constraints:
         start=START,
         subject=NAME,
+    conda:
+        "../../envs/editpersist.yaml"
+    threads: 1
+    resources:
+        mem_mb=job_mem_mb(64000),
+        runtime=job_runtime(30, 60),
+        gpu=gpus,
     params:
         family=lambda wc: MODELS[wc.model]["family"],
         subject=lambda wc: SUBJECTS[wc.subject],
@@ -21,17 +32,6 @@ rule class_images:
         sampling=lambda wc: sampling_of(wc.model),
         seed=config["seed"],
         device=config["device"],
-    threads: 1
-    resources:
-        mem_mb=job_mem_mb(64000),
-        runtime=job_runtime(30, 60),
-        gpu=gpus,
-    conda:
-        "../../envs/editpersist.yaml"
-    log:
-        "logs/class_images/{model}/{start}/{subject}.log",
-    benchmark:
-        "benchmarks/class_images/{model}/{start}/{subject}.tsv"
     script:
         "../scripts/class_images.py"
 
@@ -43,10 +43,21 @@ rule finetune:
         class_images=class_images_input,
     output:
         state=directory("results/states/{model}/{start}/ft/{finetuner}/{subject}"),
+    log:
+        "logs/finetune/{model}/{start}/{finetuner}/{subject}.log",
+    benchmark:
+        "benchmarks/finetune/{model}/{start}/{finetuner}/{subject}.tsv"
     wildcard_constraints:
         start=START,
         finetuner="lora|dora|full|dreambooth",
         subject=NAME,
+    conda:
+        "../../envs/editpersist.yaml"
+    threads: 1
+    resources:
+        mem_mb=job_mem_mb(64000),
+        runtime=job_runtime(60, 240),
+        gpu=gpus,
     params:
         family=lambda wc: MODELS[wc.model]["family"],
         cfg=lambda wc: config["finetuners"][wc.finetuner],
@@ -54,16 +65,5 @@ rule finetune:
         n_images=config["finetune_data"]["n_images"],
         resolution=lambda wc: sampling_of(wc.model).get("height", 32),
         device=config["device"],
-    threads: 1
-    resources:
-        mem_mb=job_mem_mb(64000),
-        runtime=job_runtime(60, 240),
-        gpu=gpus,
-    conda:
-        "../../envs/editpersist.yaml"
-    log:
-        "logs/finetune/{model}/{start}/{finetuner}/{subject}.log",
-    benchmark:
-        "benchmarks/finetune/{model}/{start}/{finetuner}/{subject}.tsv"
     script:
         "../scripts/finetune.py"

@@ -8,9 +8,20 @@ rule generate:
         layers=state_layer_inputs,
     output:
         images=directory("results/images/{model}/{state}/{prompt_set}"),
+    log:
+        "logs/generate/{model}/{state}/{prompt_set}.log",
+    benchmark:
+        "benchmarks/generate/{model}/{state}/{prompt_set}.tsv"
     wildcard_constraints:
         state=STATE,
         prompt_set=r"all|[a-z]+\.[A-Za-z0-9][A-Za-z0-9-]*",
+    conda:
+        "../../envs/editpersist.yaml"
+    threads: 1
+    resources:
+        mem_mb=job_mem_mb(64000),
+        runtime=job_runtime(30, 120),
+        gpu=gpus,
     params:
         family=lambda wc: MODELS[wc.model]["family"],
         tasks=config["tasks"],
@@ -22,16 +33,5 @@ rule generate:
         seed=config["seed"],
         device=config["device"],
         precision=config["precision"],
-    threads: 1
-    resources:
-        mem_mb=job_mem_mb(64000),
-        runtime=job_runtime(30, 120),
-        gpu=gpus,
-    conda:
-        "../../envs/editpersist.yaml"
-    log:
-        "logs/generate/{model}/{state}/{prompt_set}.log",
-    benchmark:
-        "benchmarks/generate/{model}/{state}/{prompt_set}.tsv"
     script:
         "../scripts/generate.py"

@@ -7,20 +7,20 @@ rule toy_data:
     output:
         data=f"{TOY}/data/train.npz",
         stats=f"{TOY_STATS}/data.json",
-    params:
-        n=config["toy"]["n_train"],
-        size=config["toy"]["image_size"],
-        seed=config["seed"],
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../../envs/editpersist.yaml"
     log:
         "logs/toy/data.log",
     benchmark:
         "benchmarks/toy/data.tsv"
+    conda:
+        "../../envs/editpersist.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        n=config["toy"]["n_train"],
+        size=config["toy"]["image_size"],
+        seed=config["seed"],
     script:
         "../scripts/toy_data.py"
 
@@ -32,18 +32,18 @@ rule toy_tokenizers:
         clip=directory(f"{TOY}/tokenizers/clip"),
         t5=directory(f"{TOY}/tokenizers/t5"),
         stats=f"{TOY_STATS}/tokenizers.json",
-    params:
-        cfg=config["toy"]["tokenizers"],
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../../envs/editpersist.yaml"
     log:
         "logs/toy/tokenizers.log",
     benchmark:
         "benchmarks/toy/tokenizers.tsv"
+    conda:
+        "../../envs/editpersist.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        cfg=config["toy"]["tokenizers"],
     script:
         "../scripts/toy_tokenizers.py"
 
@@ -54,21 +54,21 @@ rule toy_vae:
     output:
         vae=directory(f"{TOY}/vae/{{kind}}"),
         stats=f"{TOY_STATS}/vae_{{kind}}.json",
-    wildcard_constraints:
-        kind="sd|flux",
-    params:
-        cfg=config["toy"]["vae"],
-        seed=config["seed"],
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        "../../envs/editpersist.yaml"
     log:
         "logs/toy/vae_{kind}.log",
     benchmark:
         "benchmarks/toy/vae_{kind}.tsv"
+    wildcard_constraints:
+        kind="sd|flux",
+    conda:
+        "../../envs/editpersist.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        cfg=config["toy"]["vae"],
+        seed=config["seed"],
     script:
         "../scripts/toy_vae.py"
 
@@ -80,19 +80,19 @@ rule toy_text_clip:
     output:
         model=directory(f"{TOY}/text_clip"),
         stats=f"{TOY_STATS}/text_clip.json",
-    params:
-        cfg=config["toy"]["text_clip"],
-        seed=config["seed"],
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        "../../envs/editpersist.yaml"
     log:
         "logs/toy/text_clip.log",
     benchmark:
         "benchmarks/toy/text_clip.tsv"
+    conda:
+        "../../envs/editpersist.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        cfg=config["toy"]["text_clip"],
+        seed=config["seed"],
     script:
         "../scripts/toy_text_clip.py"
 
@@ -105,19 +105,19 @@ rule toy_model_sd:
     output:
         model=directory(f"{TOY}/models/toy-sd"),
         stats=f"{TOY_STATS}/model_toy-sd.json",
-    params:
-        cfg=config["toy"]["sd"],
-        seed=config["seed"],
-    threads: 2
-    resources:
-        mem_mb=6000,
-        runtime=60,
-    conda:
-        "../../envs/editpersist.yaml"
     log:
         "logs/toy/model_toy-sd.log",
     benchmark:
         "benchmarks/toy/model_toy-sd.tsv"
+    conda:
+        "../../envs/editpersist.yaml"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=60,
+    params:
+        cfg=config["toy"]["sd"],
+        seed=config["seed"],
     script:
         "../scripts/toy_model_sd.py"
 
@@ -131,19 +131,19 @@ rule toy_model_flux:
     output:
         model=directory(f"{TOY}/models/toy-flux"),
         stats=f"{TOY_STATS}/model_toy-flux.json",
-    params:
-        cfg=config["toy"]["flux"],
-        seed=config["seed"],
-    threads: 2
-    resources:
-        mem_mb=6000,
-        runtime=60,
-    conda:
-        "../../envs/editpersist.yaml"
     log:
         "logs/toy/model_toy-flux.log",
     benchmark:
         "benchmarks/toy/model_toy-flux.tsv"
+    conda:
+        "../../envs/editpersist.yaml"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=60,
+    params:
+        cfg=config["toy"]["flux"],
+        seed=config["seed"],
     script:
         "../scripts/toy_model_flux.py"
 
@@ -154,19 +154,19 @@ rule toy_reader:
     output:
         reader=directory(f"{TOY}/reader"),
         stats=f"{TOY_STATS}/reader.json",
-    params:
-        cfg=config["toy"]["reader"],
-        seed=config["seed"],
-    threads: 2
-    resources:
-        mem_mb=3000,
-        runtime=20,
-    conda:
-        "../../envs/editpersist.yaml"
     log:
         "logs/toy/reader.log",
     benchmark:
         "benchmarks/toy/reader.tsv"
+    conda:
+        "../../envs/editpersist.yaml"
+    threads: 2
+    resources:
+        mem_mb=3000,
+        runtime=20,
+    params:
+        cfg=config["toy"]["reader"],
+        seed=config["seed"],
     script:
         "../scripts/toy_reader.py"
 
@@ -177,19 +177,19 @@ rule toy_judge:
     output:
         judge=directory(f"{TOY}/judge"),
         stats=f"{TOY_STATS}/judge.json",
-    params:
-        cfg=config["toy"]["judge"],
-        seed=config["seed"],
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        "../../envs/editpersist.yaml"
     log:
         "logs/toy/judge.log",
     benchmark:
         "benchmarks/toy/judge.tsv"
+    conda:
+        "../../envs/editpersist.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        cfg=config["toy"]["judge"],
+        seed=config["seed"],
     script:
         "../scripts/toy_judge.py"
 
@@ -211,21 +211,21 @@ rule toy_quality:
             category="Toy world",
             caption="../report/toy_fidelity.rst",
         ),
+    log:
+        "logs/toy/quality.log",
+    benchmark:
+        "benchmarks/toy/quality.tsv"
+    conda:
+        "../../envs/editpersist.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         models=list(TOY_MODELS.values()),
         n_per_pair=config["toy"]["n_eval_per_pair"],
         n_fresh=config["toy"]["n_fresh_renders"],
         sampling=config["sampling"],
         seed=config["seed"],
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        "../../envs/editpersist.yaml"
-    log:
-        "logs/toy/quality.log",
-    benchmark:
-        "benchmarks/toy/quality.tsv"
     script:
         "../scripts/toy_quality.py"

@@ -1,0 +1,141 @@
+"""What a grid costs on one GPU: GPU-hours and disk, from published per-step timings.
+
+The model (BENCHMARKS.md, "Cost model", gives the formula and the result for
+config/paper.yaml):
+
+  GPU-s = sum over generate jobs  (images x steps x t_step(model) + t_load(model))
+        + sum over fine-tune jobs (train steps x t_step(model) x TRAIN x CKPT + t_load)
+        + sum over edit jobs      (t_edit(editor) + t_load)
+        + one ReFACT statistics pass per model, class images for DreamBooth, scoring.
+
+t_step is one denoising step with classifier-free guidance (two network evaluations) at
+the model's resolution, batch 1, on an H100: published A100 figures divided by
+A100_TO_H100. Every constant below says where it comes from; the ones marked "assumed"
+are this file's estimates, to be replaced by measured figures (`python -m
+editpersist.bench finetune/generation` on the GPU machine).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .grid import GridCell, finetune_states
+
+# fal-ai/stable-diffusion-benchmarks (README), A100 80G SXM, diffusers + torch 2.1 SDPA, fp16,
+# 50 steps with CFG, batch 1: SD1.5 512x512 1.591 s/image, SDXL 1024x1024 5.933 s/image.
+A100_STEP_S = {"sd": 1.591 / 50, "sdxl": 5.933 / 50}
+# FLUX.1: no published figure at hand. Assumed: SDXL's step scaled by transformer/UNet
+# parameters (11.9 B / 2.57 B) at the same 1024x1024, halved for schnell (no CFG branch).
+A100_STEP_S["flux"] = A100_STEP_S["sdxl"] * (11.9 / 2.57) / 2
+# Assumed: H100 SXM vs A100 on these fp16/bf16 networks (peak dense tensor FLOPs differ by
+# 3.2x; memory-bound attention and VAE keep real pipelines nearer 2x).
+A100_TO_H100 = 2.0
+# A training step (forward + backward ~ 3 forward passes, one sample, no CFG) against an
+# inference step with CFG (2 forward passes): 1.5x. Gradient checkpointing repeats the
+# forward (4/3); DreamBooth's prior loss doubles the batch.
+TRAIN = 1.5
+CKPT = 4 / 3
+# Assumed seconds to load a model state onto the GPU (safetensors from local NVMe).
+LOAD_S = {"sd": 10.0, "sdxl": 25.0, "flux": 60.0}
+# Assumed edit times on the GPU: UCE is one closed-form solve (0.7 s for SD1.4 shapes on
+# 2 CPU cores, BENCHMARKS.md); ReFACT optimises v* for up to 100 steps; UCE debias
+# generates n_images per round for up to max_rounds rounds.
+EDIT_S = {"uce": 5.0, "refact": 60.0, "time": 5.0}
+# ReFACT's layer statistics: one forward pass of the text encoder per corpus text (assumed
+# 2 ms for 100,000 texts at batch 256).
+STATS_S_PER_TEXT = 0.002
+# Assumed judge time per image (open_clip ViT-bigG-14 image tower, batched, bf16).
+SCORE_S_PER_IMAGE = 0.01
+# Bytes of a checkpoint in half precision (diffusers repos: SD1.4 ~2.0 GB, SDXL ~6.9 GB,
+# FLUX.1-schnell ~33.7 GB with its T5-XXL).
+CHECKPOINT_BYTES = {"sd": 2.0e9, "sdxl": 6.9e9, "flux": 33.7e9}
+# Measured (BENCHMARKS.md, storage): state bytes / checkpoint bytes. UCE at SD1.4's shapes;
+# the adapters and full deltas on toy SD, upper bounds at SD1.4 scale for the adapters.
+STATE_SHARE = {"edit": 0.018, "lora": 0.017, "dora": 0.021, "full": 0.69, "dreambooth": 0.69}
+# Assumed PNG bytes per generated image at 512 and 1024 pixels.
+PNG_BYTES = {512: 0.4e6, 1024: 1.5e6}
+# Assumed probes per edit case where the dataset file is not at hand: (source, others).
+# TIMED and RoAD rows have 5 positives and 5 negatives; professions and I2P are estimates.
+PROBES = {"appearance": (1, 10), "role": (1, 10), "debias": (1, 5), "unsafe": (0, 200)}
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    gpu_hours: dict[str, float]  # per stage
+    images: int
+    disk_bytes: dict[str, float]
+
+
+def finetuner_of(state: str) -> str:
+    """'<start>/ft/<finetuner>/<subject>' -> '<finetuner>'."""
+    return state.split("/ft/")[1].split("/")[0]
+
+
+def images_per_case(task: str, ev: dict) -> int:
+    source, others = PROBES[task]
+    return source * ev["images_per_source"] + others * ev["images_per_prompt"]
+
+
+def quality_images(ev: dict) -> int:
+    q = ev["quality"]
+    return q["max_captions"] * q["images_per_caption"]
+
+
+def model_images(cells: list[GridCell], model: str, config: dict) -> dict[str, int]:
+    """Images per kind of state, as evaluation.generation makes them."""
+    ev = config["evaluation"]
+    mine = [c for c in cells if c.model == model]
+    cases = {(c.task, c.edit) for c in mine}
+    all_cases = sum(images_per_case(t, ev) for t, _ in cases)
+    n_snap = {ft: len(config["finetuners"][ft].get("snapshots", [])) for ft in config["finetuners"]}
+    sources = sum(PROBES[t][0] for t, _ in cases)
+    out = {"base": all_cases + quality_images(ev), "base_ft": 0, "edited": 0, "edited_ft": 0, "reedit": 0,
+           "transfer": 0}
+    n = ev["images_per_prompt"]
+    for state in finetune_states(mine, model):
+        ft = finetuner_of(state)
+        if state.startswith("base/"):  # every case; the subject prompt; source prompts at each snapshot
+            out["base_ft"] += all_cases + quality_images(ev) + n + n_snap[ft] * sources * n
+    for c in mine:
+        per = images_per_case(c.task, ev) + quality_images(ev)
+        out["edited_ft"] += per + n + n_snap[c.finetuner] * PROBES[c.task][0] * n
+        out["reedit"] += per if c.finetuner in ev["reedit"] else 0
+        out["transfer"] += per if c.finetuner in ev["transfer"] else 0
+    out["edited"] = sum(images_per_case(t, ev) + quality_images(ev) for t, _ in cases)
+    return out
+
+
+def model_cost(cells: list[GridCell], model: dict, config: dict) -> ModelCost:
+    family, name = model["family"], model["name"]
+    sampling = {**config["sampling"], **model.get("sampling", {})}
+    step = A100_STEP_S[family] / A100_TO_H100 * (sampling["height"] / (512 if family == "sd" else 1024)) ** 2
+    mine = [c for c in cells if c.model == name]
+    images = model_images(cells, name, config)
+    n_images = sum(images.values())
+    gen_jobs = len({(c.start, c.edited_ft) for c in mine}) + len(finetune_states(mine, name)) + 1
+    hours = {"generate": (n_images * sampling["steps"] * step + gen_jobs * LOAD_S[family]) / 3600}
+    ft_s = 0.0
+    for state in finetune_states(mine, name):
+        ft = finetuner_of(state)
+        cfg = config["finetuners"][ft]
+        factor = TRAIN * (CKPT if cfg.get("gradient_checkpointing") else 1) * (2 if ft == "dreambooth" else 1)
+        ft_s += cfg["steps"] * cfg["batch"] * step * factor + LOAD_S[family]
+    hours["finetune"] = ft_s / 3600
+    starts = {c.start: c.editor for c in mine}
+    ev = config["editors"].get("uce", {}).get("debias", {})
+    debias_s = ev.get("max_rounds", 30) * ev.get("n_images", 32) * sampling["steps"] * step
+    hours["edit"] = sum(EDIT_S[e] + LOAD_S[family] + (debias_s if "/debias/" in s else 0)
+                        for s, e in starts.items()) / 3600
+    reedits = sum(1 for c in mine if c.finetuner in config["evaluation"]["reedit"])
+    hours["reedit"] = reedits * (EDIT_S["uce"] + LOAD_S[family]) / 3600
+    dreambooth = sum(1 for s in finetune_states(mine, name) if "/ft/dreambooth/" in s)
+    hours["class_images"] = dreambooth * config["finetune_data"]["n_class_images"] * sampling["steps"] * step / 3600
+    hours["score"] = n_images * SCORE_S_PER_IMAGE / 3600
+    refact = config["editors"].get("refact")
+    hours["refact_stats"] = (refact["corpus_size"] * STATS_S_PER_TEXT / 3600) if refact else 0.0
+    size = CHECKPOINT_BYTES[family]
+    ft_bytes = sum(STATE_SHARE[finetuner_of(s)] * size for s in finetune_states(mine, name))
+    png = PNG_BYTES[512 if sampling["height"] <= 512 else 1024]
+    disk = {"edit_deltas": len(starts) * STATE_SHARE["edit"] * size, "finetuned_states": ft_bytes,
+            "images": n_images * png}
+    return ModelCost(hours, n_images, disk)
