@@ -74,6 +74,8 @@ def slurm_conf(root: Path, munge_socket: Path, cpus: int, memory_mb: int) -> str
         "JobAcctGatherType=jobacct_gather/none",
         "MpiDefault=none",
         "ReturnToService=2",
+        # The node declares more CPUs than the machine has (see LocalSlurm.cpus).
+        "SlurmdParameters=config_overrides",
         # Keep finished jobs visible to squeue long enough for the status checks.
         "MinJobAge=600",
         "SchedulerType=sched/backfill",

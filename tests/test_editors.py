@@ -114,6 +114,42 @@ def test_uce_debias_converges_with_a_ratio_meter(tiny_model_dirs):
     assert np.allclose(rounds[1]["a triangle"]["delta"], [-0.4 * step, 0.4 * step])
 
 
+def test_uce_debias_halves_its_step_when_it_overshoots_and_keeps_the_best_round(tiny_model_dirs):
+    """A step-like response (all yellow, then all blue) must not circle forever: the step
+    halves at each sign change, and the delta returned is the best measured one."""
+    from editpersist.editors.uce import attribute_shares
+
+    family = get_family("sd")
+    pipe = family.load(tiny_model_dirs["sd"])
+    readings = iter([[1.0, 0.0], [0.0, 1.0], [0.2, 0.2], [0.9, 0.1]] + [[0.0, 1.0], [1.0, 0.0]] * 20)
+
+    def meter(p, prompt, attributes):
+        return next(readings)
+
+    req = EditRequest("a triangle", mode="debias", attributes=("yellow", "blue"), ratios=(0.5, 0.5))
+    cfg = UCEConfig(debias_max_rounds=6)
+    delta = UCE(cfg, ratio_meter=meter).edit(pipe, family, [req])
+    rounds = delta.sidecar["debias_rounds"]
+    steps = [r["a triangle"]["step"] for r in rounds]
+    assert steps[:3] == [cfg.debias_step, cfg.debias_step, cfg.debias_step / 2]
+    # [0.2, 0.2] counts as balanced among the images that show either colour.
+    assert rounds[2]["max_gap"] == 0.0 and len(rounds) == 3
+    assert torch.allclose(attribute_shares(torch.tensor([0.2, 0.6])), torch.tensor([0.25, 0.75]))
+
+
+def test_reader_meter_reads_colours_from_its_own_seeds(tiny_model_dirs):
+    from editpersist.editing import METER_SEED_OFFSET, debias_meter
+    from editpersist.generate import SamplingConfig
+
+    family = get_family("sd")
+    pipe = family.load(tiny_model_dirs["sd"])
+    meter = debias_meter({"debias": {"meter": "reader", "n_images": 4}}, None, family,
+                         SamplingConfig(steps=2, guidance=1.0), seed=0, device="cpu")
+    shares = meter(pipe, "a triangle", ("yellow", "blue"))
+    assert len(shares) == 2 and all(0 <= x <= 1 for x in shares) and sum(shares) <= 1
+    assert METER_SEED_OFFSET > 0
+
+
 def test_uce_delta_is_under_two_percent_of_an_sd14_shaped_model():
     """Sizes from SD 1.4's real configs, instantiated on the meta device (no memory, no download)."""
     from editpersist.families.reference_shapes import sd14_uce_parameters

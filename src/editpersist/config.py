@@ -103,6 +103,10 @@ def check_evaluation(config: dict, planning: bool = False) -> None:
     if ev.get("scorer", "reader") == "reader" and real:
         raise ConfigError(f"evaluation.scorer: 'reader' exists only in the toy world, but model {real[0]!r} is "
                           "not a toy model; use 'judge'")
+    meter = config["editors"].get("uce", {}).get("debias", {}).get("meter", "judge")
+    if meter == "reader" and real:
+        raise ConfigError(f"editors.uce.debias.meter: 'reader' exists only in the toy world, but model {real[0]!r} "
+                          "is not a toy model; use 'judge'")
     for key in ("reedit", "transfer"):
         missing = [f for f in ev.get(key, []) if f not in config.get("finetuners", {})]
         if missing:

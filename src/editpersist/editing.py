@@ -34,6 +34,34 @@ def judge_ratio_meter(judge: ClipJudge, family, sampling: SamplingConfig, n_imag
     return meter
 
 
+def reader_ratio_meter(family, sampling: SamplingConfig, n_images: int, seed: int):
+    """The toy world's ground truth as the meter: share of generated images whose drawn
+    colour (read from the pixels) is each attribute."""
+    from .toy.reader import read_colors
+
+    def meter(pipe, prompt: str, attributes: tuple[str, ...]) -> list[float]:
+        images, _ = generate(pipe, family, [prompt], n_images, sampling, base_seed=seed)
+        colors = read_colors(images)
+        return [float(np.mean([c == a for c in colors])) for a in attributes]
+
+    return meter
+
+
+# The debias meter draws its images from its own seeds, not the evaluation's: the loop must
+# not be tuned on the very noise its result is measured with.
+METER_SEED_OFFSET = 1_000_003
+
+
+def debias_meter(editor_cfg: dict, judge_dir: str | None, family, sampling: SamplingConfig, seed: int, device: str):
+    cfg = editor_cfg.get("debias", {})
+    n, seed = cfg.get("n_images", 32), seed + METER_SEED_OFFSET
+    if cfg.get("meter", "judge") == "reader":
+        return reader_ratio_meter(family, sampling, n, seed)
+    if judge_dir is None:
+        raise ConfigError("judge: a debias edit needs a CLIP judge to measure attribute ratios")
+    return judge_ratio_meter(ClipJudge.load(judge_dir, device=device), family, sampling, n, seed)
+
+
 REFACT_RUN_KEYS = ("lr", "max_steps", "stop_prob", "max_norm_factor", "weight_decay")
 
 
@@ -76,7 +104,7 @@ def build_editor(name: str, cfg: dict, family_name: str, ratio_meter=None, stats
     if name == "uce":
         params = {k: v for k, v in cfg.items() if k != "debias"}
         debias = cfg.get("debias", {})
-        return UCE(UCEConfig(**params, **{f"debias_{k}": v for k, v in debias.items() if k != "n_images"}),
+        return UCE(UCEConfig(**params, **{f"debias_{k}": v for k, v in debias.items() if k not in ("n_images", "meter")}),
                    ratio_meter=ratio_meter)
     if name == "time":
         return TIME(TIMEConfig(**cfg))
@@ -90,10 +118,7 @@ def run_edit(model_dir: Path, family_name: str, editor_name: str, editor_cfg: di
     family, pipe = load_model_state(model_dir, family_name, list(layers), device)
     meter = None
     if any(r.mode == "debias" for r in case.requests):
-        if judge_dir is None:
-            raise ConfigError("judge: a debias edit needs a CLIP judge to measure attribute ratios")
-        n = editor_cfg.get("debias", {}).get("n_images", 32)
-        meter = judge_ratio_meter(ClipJudge.load(judge_dir, device=device), family, sampling, n, seed)
+        meter = debias_meter(editor_cfg, judge_dir, family, sampling, seed, device)
     editor = build_editor(editor_name, editor_cfg, family_name, meter, stats_dir, seed)
     delta = editor.edit(pipe, family, list(case.requests))
     delta.sidecar.update(task=case.task, edit=case.name, model_dir=str(model_dir), family=family_name)
