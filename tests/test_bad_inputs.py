@@ -160,3 +160,55 @@ def test_folder_subject_gives_every_photo_at_the_model_resolution(tmp_path):
     assert data.images.shape == (3, 48, 48, 3) and data.captions == ["a sks dog"] * 3
     assert subject.reader_attributes is None and subject.class_prompt == "a dog"
     assert relation(subject, toy_cases()["appearance"][0]) == "unrelated"
+
+
+# ---- faults and the safety of loading ------------------------------------------------------
+
+
+def test_out_of_memory_names_the_knobs(tiny_model_dirs, monkeypatch):
+    import torch
+
+    from editpersist.errors import TrainingError
+    from editpersist.families import get_family
+    from editpersist.finetuners import trainer
+    from editpersist.finetuners.config import FinetuneConfig
+    from editpersist.finetuners.subjects import ToySubject
+
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(trainer, "train_steps", no_memory)
+    family = get_family("sd")
+    pipe = family.load(tiny_model_dirs["sd"])
+    with pytest.raises(TrainingError) as err:
+        trainer.finetune(pipe, family, ToySubject("s", "square", "purple").images(2, 0),
+                         FinetuneConfig("full", steps=1, lr=1e-4, batch=2))
+    message = str(err.value)
+    for knob in ("finetuners.full.batch", "sampling height/width", "finetuners.full.gradient_checkpointing",
+                 "finetuners.full.precision"):
+        assert knob in message
+
+
+SOURCES = sorted((ROOT / "src/editpersist").rglob("*.py")) + sorted((ROOT / "workflow/scripts").glob("*.py"))
+
+
+@pytest.mark.parametrize("needle", ["trust_remote_code", "pickle.load", "use_safetensors=False", "allow_pickle=True"])
+def test_no_code_path_loads_unsafe_weights(needle):
+    hits = [f"{p.relative_to(ROOT)}:{n}" for p in SOURCES for n, line in enumerate(p.read_text().splitlines(), 1)
+            if needle in line]
+    assert hits == []
+
+
+def test_torch_load_is_always_weights_only():
+    import re
+
+    calls = [(p, line) for p in SOURCES for line in p.read_text().splitlines() if re.search(r"torch\.load\(", line)]
+    assert all("weights_only=True" in line for _, line in calls), calls
+
+
+def test_only_the_download_module_opens_the_network():
+    import re
+
+    network = re.compile(r"^\s*(import|from)\s+(urllib|requests|http\.client|socket|httpx)\b")
+    users = {p.name for p in SOURCES for line in p.read_text().splitlines() if network.search(line)}
+    assert users <= {"downloads.py"}, users

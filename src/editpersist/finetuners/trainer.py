@@ -28,8 +28,11 @@ from .config import FinetuneConfig
 
 log = logging.getLogger("editpersist")
 
-OOM_HINT = ("out of memory: lower finetune.batch, the image resolution, turn on gradient_checkpointing, "
-            "or use precision bf16/fp16")
+def oom_hint(method: str) -> str:
+    """What to change when a fine-tune runs out of memory, as config keys."""
+    return (f"out of memory: lower finetuners.{method}.batch or the model's sampling height/width (the training "
+            f"resolution), set finetuners.{method}.gradient_checkpointing: true, or finetuners.{method}.precision: "
+            "bf16/fp16")
 
 
 @dataclass
@@ -164,6 +167,6 @@ def finetune(pipe, family, data: ImageSet, cfg: FinetuneConfig, prior: ImageSet 
         result.losses = train_steps(params, loss, cfg.steps, cfg.lr, schedule="constant", desc=f"finetune-{cfg.method}",
                                     on_step=after_step)
     except torch.OutOfMemoryError as e:
-        raise TrainingError(f"finetune-{cfg.method}: {OOM_HINT}") from e
+        raise TrainingError(f"finetune-{cfg.method}: {oom_hint(cfg.method)}") from e
     denoiser.eval()
     return result
