@@ -74,8 +74,6 @@ def slurm_conf(root: Path, munge_socket: Path, cpus: int, memory_mb: int) -> str
         "JobAcctGatherType=jobacct_gather/none",
         "MpiDefault=none",
         "ReturnToService=2",
-        # The node declares more CPUs than the machine has (see LocalSlurm.cpus).
-        "SlurmdParameters=config_overrides",
         # Keep finished jobs visible to squeue long enough for the status checks.
         "MinJobAge=600",
         "SchedulerType=sched/backfill",
@@ -96,8 +94,7 @@ class LocalSlurm:
 
     def __init__(self, root: Path, cpus: int | None = None):
         self.root = Path(root)
-        # Oversubscribed 2x: a tiny-grid job spends most of its time starting Python, not computing.
-        self.cpus = cpus or 2 * (os.cpu_count() or 1)
+        self.cpus = cpus or os.cpu_count() or 1
         self.pids: dict[str, int] = {}
         self.linked_conf = False
 
