@@ -51,6 +51,7 @@ def test_duplicate_model_names_are_rejected():
 def test_missing_real_model_path_names_the_key(tmp_path):
     cfg = _with(("models", 1), {"name": "sd14", "family": "sd", "path": str(tmp_path / "missing")})
     cfg["evaluation"]["scorer"] = "judge"  # a real model has no toy reader
+    cfg["editors"]["uce"]["debias"]["meter"] = "judge"
     with pytest.raises(ConfigError, match=r"models\[1\]\.path: .*does not exist"):
         check_config(cfg)
     cfg["allow_download"] = True
