@@ -6,6 +6,7 @@ about the time Snakemake takes to start.
 
 from __future__ import annotations
 
+import copy
 import re
 import sys
 from collections import Counter
@@ -152,8 +153,6 @@ def with_overrides(config: dict, changes: dict, data_dir: Path | None = None) ->
     "models.0.path"; index == length appends) -> value, "<delete>" removes the key, and a
     string "data:<path>" at any depth becomes that path under `data_dir` (the bad-config
     corpus in tests/data uses these)."""
-    import copy
-
     def resolve(value):
         if isinstance(value, dict):
             return {k: resolve(v) for k, v in value.items()}

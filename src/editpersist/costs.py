@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .grid import GridCell, finetune_states
+from .states import parse_state
 
 # fal-ai/stable-diffusion-benchmarks (README), A100 80G SXM, diffusers + torch 2.1 SDPA, fp16,
 # 50 steps with CFG, batch 1: SD1.5 512x512 1.591 s/image, SDXL 1024x1024 5.933 s/image.
@@ -67,8 +68,7 @@ class ModelCost:
 
 
 def finetuner_of(state: str) -> str:
-    """'<start>/ft/<finetuner>/<subject>' -> '<finetuner>'."""
-    return state.split("/ft/")[1].split("/")[0]
+    return parse_state(state).parts["finetuner"]
 
 
 def images_per_case(task: str, ev: dict) -> int:

@@ -21,30 +21,31 @@ from .tasks.cases import EditCase
 log = logging.getLogger("editpersist")
 
 
-def judge_ratio_meter(judge: ClipJudge, family, sampling: SamplingConfig, n_images: int, seed: int):
-    """Share of generated images the judge assigns to each attribute (argmax over the
-    attribute prompts, each scored with 100 * cos as in the two-way decision)."""
-    from .editors.uce import attribute_prompt
+def ratio_meter(family, sampling: SamplingConfig, n_images: int, seed: int, classify):
+    """A UCE debias meter: share of `n_images` generated images that `classify(images, prompt,
+    attributes)` (an attribute index per image, -1 for none) assigns to each attribute."""
 
     def meter(pipe, prompt: str, attributes: tuple[str, ...]) -> list[float]:
         images, _ = generate(pipe, family, [prompt], n_images, sampling, base_seed=seed)
-        choice = judge.choose(judge.image_features(images), [attribute_prompt(a, prompt) for a in attributes])
+        choice = np.asarray(classify(images, prompt, attributes))
         return [float(np.mean(choice == k)) for k in range(len(attributes))]
 
     return meter
 
 
-def reader_ratio_meter(family, sampling: SamplingConfig, n_images: int, seed: int):
-    """The toy world's ground truth as the meter: share of generated images whose drawn
-    colour (read from the pixels) is each attribute."""
+def judge_classifier(judge: ClipJudge):
+    """The judge's argmax over the attribute prompts (100 * cos, as in the two-way decision)."""
+    from .editors.uce import attribute_prompt
+
+    return lambda images, prompt, attributes: judge.choose(
+        judge.image_features(images), [attribute_prompt(a, prompt) for a in attributes])
+
+
+def reader_classifier(images, prompt: str, attributes: tuple[str, ...]) -> list[int]:
+    """The toy world's ground truth: the colour drawn, read from the pixels."""
     from .toy.reader import read_colors
 
-    def meter(pipe, prompt: str, attributes: tuple[str, ...]) -> list[float]:
-        images, _ = generate(pipe, family, [prompt], n_images, sampling, base_seed=seed)
-        colors = read_colors(images)
-        return [float(np.mean([c == a for c in colors])) for a in attributes]
-
-    return meter
+    return [attributes.index(c) if c in attributes else -1 for c in read_colors(images)]
 
 
 # The debias meter draws its images from its own seeds, not the evaluation's: the loop must
@@ -56,10 +57,10 @@ def debias_meter(editor_cfg: dict, judge_dir: str | None, family, sampling: Samp
     cfg = editor_cfg.get("debias", {})
     n, seed = cfg.get("n_images", 32), seed + METER_SEED_OFFSET
     if cfg.get("meter", "judge") == "reader":
-        return reader_ratio_meter(family, sampling, n, seed)
+        return ratio_meter(family, sampling, n, seed, reader_classifier)
     if judge_dir is None:
         raise ConfigError("judge: a debias edit needs a CLIP judge to measure attribute ratios")
-    return judge_ratio_meter(ClipJudge.load(judge_dir, device=device), family, sampling, n, seed)
+    return ratio_meter(family, sampling, n, seed, judge_classifier(ClipJudge.load(judge_dir, device=device)))
 
 
 REFACT_RUN_KEYS = ("lr", "max_steps", "stop_prob", "max_norm_factor", "weight_decay")

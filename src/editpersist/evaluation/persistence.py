@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..grid import GridCell
 from ..metrics.bootstrap import draw_indices, percentile_interval, resample, retention
 from ..metrics.fid import FrechetReference
 from ..metrics.task_metrics import METRICS, metrics_of_task, reduce_grid
@@ -118,16 +119,20 @@ class Cell:
     relation: str
 
     @property
+    def grid(self) -> GridCell:
+        return GridCell(self.model, self.editor, self.case.task, self.case.name, self.finetuner, self.subject)
+
+    @property
     def edited(self) -> str:
-        return f"edit/{self.editor}/{self.case.task}/{self.case.name}"
+        return self.grid.start
 
     @property
     def base_ft(self) -> str:
-        return f"base/ft/{self.finetuner}/{self.subject}"
+        return self.grid.base_ft
 
     @property
     def edited_ft(self) -> str:
-        return f"{self.edited}/ft/{self.finetuner}/{self.subject}"
+        return self.grid.edited_ft
 
 
 def ratio_row(scores: ModelScores, cell: Cell, metric: str, numerator: str, step: int = -1,
