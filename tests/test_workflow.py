@@ -27,6 +27,11 @@ def test_tiny_toy_world_builds_end_to_end_and_reruns_nothing(tiny_study):
         for key in ("color_acc", "shape_acc", "prompt_fidelity"):
             assert 0.0 <= figures[key] <= 1.0
         assert figures["n_images"] == 20
+        # The subject-transplant probe: a share per layer of the ReFACT encoder, for both replace tasks.
+        binding = figures["subject_binding"]
+        assert set(binding) == {"circle-to-blue", "king-as-triangle"}
+        for row in binding.values():
+            assert row["transplant_after_layer"] and all(0 <= v <= 1 for v in row["transplant_after_layer"].values())
     assert 0 <= quality["reader_accuracy"] <= 1 and 0 <= quality["judge_two_way_accuracy"] <= 1
     assert quality["build_wall_s_total"] > 0
     for rule in ("toy_data", "toy_model_sd", "toy_quality"):

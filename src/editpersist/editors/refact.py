@@ -16,12 +16,12 @@ on FLUX ReFACT edits T5's FFN output `encoder.block.L.layer.1.DenseReluDense.wo`
 no EOS-pooled projection, so its "pooled embedding" is the mean of the last hidden
 states over the prompt's tokens.
 
-The pooled embedding compared is the encoder's own (CLIP: pooler_output, the EOS
-state after the final layer norm), L2-normalised, scored as 100 * cosine, i.e. the
-nearest in L2 among [destination, source]. The official run projected it with
-CLIP's text_projection, which the diffusers text encoder does not carry; the
-projection is linear, so nearness changes little, and the choice is recorded in
-the sidecar.
+The pooled embedding compared is the encoder's own, L2-normalised, scored as
+100 * cosine, i.e. the nearest in L2 among [destination, source]. The official run
+projected it with CLIP's text_projection: SDXL's second encoder carries it (its
+text_embeds are used); SD's diffusers text encoder does not, so there the unprojected
+EOS state (pooler_output) is compared. The projection is linear, so nearness changes
+little; the sidecar records the choice.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ from .base import EditDelta, EditRequest, make_sidecar
 log = logging.getLogger("editpersist")
 
 ARTICLES = ("a ", "an ", "the ")
+POOLED_EMBEDDING = {"sd": "CLIP pooler_output (EOS), unprojected",
+                    "sdxl": "CLIP pooler_output (EOS), unprojected; CLIP-G text_embeds (projected)",
+                    "flux": "T5 mean over the prompt's tokens"}
 
 
 @dataclass(frozen=True)
@@ -64,18 +67,22 @@ class TextSite:
 
     component: str
     tokenizer: str
+    block: str  # the transformer block holding the edited layer
     module: str
     pooling: str  # "eos" (CLIP pooler_output) or "mean" (T5)
 
 
 def refact_sites(family_name: str, layer: int) -> list[TextSite]:
+    clip, t5 = f"encoder.layers.{layer}", f"encoder.block.{layer}"
     if family_name == "sd":
-        return [TextSite("text_encoder", "tokenizer", f"encoder.layers.{layer}.mlp.fc2", "eos")]
+        return [TextSite("text_encoder", "tokenizer", clip, f"{clip}.mlp.fc2", "eos")]
     if family_name == "sdxl":
-        return [TextSite("text_encoder", "tokenizer", f"encoder.layers.{layer}.mlp.fc2", "eos"),
-                TextSite("text_encoder_2", "tokenizer_2", f"encoder.layers.{layer}.mlp.fc2", "eos")]
+        # The second encoder is a CLIPTextModelWithProjection: its layers sit under text_model.
+        clip_2 = f"text_model.{clip}"
+        return [TextSite("text_encoder", "tokenizer", clip, f"{clip}.mlp.fc2", "eos"),
+                TextSite("text_encoder_2", "tokenizer_2", clip_2, f"{clip_2}.mlp.fc2", "eos")]
     if family_name == "flux":
-        return [TextSite("text_encoder_2", "tokenizer_2", f"encoder.block.{layer}.layer.1.DenseReluDense.wo", "mean")]
+        return [TextSite("text_encoder_2", "tokenizer_2", t5, f"{t5}.layer.1.DenseReluDense.wo", "mean")]
     raise ValueError(f"ReFACT has no text-encoder site for family {family_name!r}")
 
 
@@ -119,7 +126,9 @@ def _run(encoder, enc):
 def pooled(encoder, enc, pooling: str) -> torch.Tensor:
     out = _run(encoder, enc)
     if pooling == "eos":
-        return out.pooler_output
+        # SDXL's second encoder carries CLIP's projection (text_embeds), as the official run used.
+        projected = getattr(out, "text_embeds", None)
+        return projected if projected is not None else out.pooler_output
     mask = enc.attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
     return (out.last_hidden_state * mask).sum(1) / mask.sum(1)
 
@@ -204,8 +213,8 @@ def compute_v(encoder, tok, module, site: TextSite, edited: list[str], positions
     finally:
         handle.remove()
     delta = delta.detach()
-    return v0 + delta, {"steps": step + 1, "dest_prob": prob, "delta_norm": float(delta.norm()),
-                                   "v0_norm": float(v0.norm())}
+    return v0 + delta, {"steps": step + 1, "dest_prob": prob, "converged": prob > cfg.stop_prob,
+                        "delta_norm": float(delta.norm()), "v0_norm": float(v0.norm())}
 
 
 def rank_one_update(W: torch.Tensor, u: torch.Tensor, k_star: torch.Tensor, o_star: torch.Tensor,
@@ -263,11 +272,18 @@ class ReFACT:
                     with torch.no_grad():
                         module.weight.copy_(W.to(module.weight.dtype))
                     diagnostics.append({"site": site.component, "source": r.source, **info})
+                    if not info["converged"]:
+                        # ROME and ReFACT apply v* regardless; the edit is written, but the log and
+                        # the sidecar say that the encoder never preferred the destination.
+                        log.warning("refact %s: %s -> %s did not converge: destination probability %.2g after "
+                                    "%d steps (stop at %.2f), |delta| %.2f of at most %.2f", site.component,
+                                    r.source, r.target, info["dest_prob"], info["steps"], self.cfg.stop_prob,
+                                    info["delta_norm"], self.cfg.max_norm_factor * info["v0_norm"])
             finally:
                 with torch.no_grad():
                     module.weight.copy_(original)
             tensors[f"{site.component}.{site.module}.weight"] = W.to(original.dtype)
-        sidecar = make_sidecar(self.name, {**asdict(self.cfg), "pooled_embedding": "encoder pooled, no projection"},
+        sidecar = make_sidecar(self.name, {**asdict(self.cfg), "pooled_embedding": POOLED_EMBEDDING[family.name]},
                                sorted(tensors), requests, started)
         sidecar["optimisation"] = diagnostics
         return EditDelta(tensors, sidecar)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..editors.subject_probe import layer_count, transplant_all, transplant_sites
 from ..families.base import ModelFamily
 from ..generate import SamplingConfig, generate
 from ..judges.clip import ClipJudge
+from ..metrics.reader_metrics import edited_hits
+from ..tasks.cases import EditCase
 from .reader import AttributeReader
 from .render import render_samples
 from .world import COLORS, SHAPES, Sample, WorldSpec, describe
@@ -67,3 +70,32 @@ def prompt_fidelity(pipe, family: ModelFamily, reader: AttributeReader, spec: Wo
         "per_pair": per_pair,
         "n_images": int(len(images)),
     }, images
+
+
+def _edit_share(pipe, family: ModelFamily, reader: AttributeReader, case: EditCase, prompt: str, n: int,
+                sampling: SamplingConfig, seed: int) -> float:
+    images, _ = generate(pipe, family, [prompt], n, sampling, base_seed=seed)
+    return float(np.mean(edited_hits(case, case.source, reader.read(images))))
+
+
+def subject_binding(pipe, family: ModelFamily, reader: AttributeReader, cases: list[EditCase], n: int,
+                    sampling: SamplingConfig, seed: int) -> dict:
+    """Per replace-edit case: the share of the source prompt's images that show the edit when the
+    destination's subject state is transplanted after each layer (see editors/subject_probe.py),
+    beside the unedited source (the floor) and the destination prompt itself (the ceiling)."""
+    out = {}
+    for case in cases:
+        (request,) = case.requests
+        row = {
+            "source": request.source, "destination": request.target,
+            "unedited": _edit_share(pipe, family, reader, case, request.source, n, sampling, seed),
+            "destination_prompt": _edit_share(pipe, family, reader, case, request.target, n, sampling, seed),
+            "transplant_after_layer": {},
+        }
+        for layer in range(layer_count(pipe, family.name)):
+            with transplant_all(transplant_sites(pipe, family.name, request.source, request.target, layer)):
+                share = _edit_share(pipe, family, reader, case, request.source, n, sampling, seed)
+            row["transplant_after_layer"][str(layer)] = share
+        row["n_images"] = n
+        out[case.name] = row
+    return out

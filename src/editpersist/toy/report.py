@@ -11,7 +11,8 @@ from ..generate import SamplingConfig
 from ..images import grid, save_png
 from ..io import write_json
 from ..judges.clip import ClipJudge
-from .quality import judge_two_way_accuracy, prompt_fidelity, reader_accuracy
+from ..tasks.toy import toy_cases
+from .quality import judge_two_way_accuracy, prompt_fidelity, reader_accuracy, subject_binding
 from .reader import AttributeReader
 from .world import WorldSpec
 
@@ -39,6 +40,14 @@ def write_quality(models: list[dict], model_dirs: list[Path], reader_dir: Path, 
         log.info("%s fidelity %.4f (colour %.4f, shape %.4f)", m["name"], figures["prompt_fidelity"],
                  figures["color_acc"], figures["shape_acc"])
         save_png(grid_path, grid(images, len(spec.all_pairs()), n_per_pair), scale=3)
+        # Whether ReFACT-style edits (confined to the subject's last token) can take on this model.
+        cases = toy_cases(spec)
+        binding = subject_binding(pipe, family, reader, cases["appearance"] + cases["role"], 4 * n_per_pair, cfg,
+                                  seed)
+        result["models"][m["name"]]["subject_binding"] = binding
+        for name, row in binding.items():
+            log.info("%s %s subject transplant: %s (unedited %.2f, destination prompt %.2f)", m["name"], name,
+                     row["transplant_after_layer"], row["unedited"], row["destination_prompt"])
     stats = [json.loads(p.read_text()) for p in stats_files]
     result["build_wall_s"] = {s["name"]: s["wall_s"] for s in stats}
     result["build_wall_s_total"] = round(sum(s["wall_s"] for s in stats), 1)

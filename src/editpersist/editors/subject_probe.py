@@ -1,0 +1,86 @@
+"""Can an edit confined to the subject's last token change what a model draws?
+
+ReFACT (and ROME before it) edits one MLP layer so that the output at the subject's
+last token becomes v*; everything downstream must read the edit from that token. That
+works when the text encoder binds a phrase's attributes into its last token (real CLIP:
+"blue circle" -> the state of "circle" carries "blue", and the EOS state attends to it).
+This probe measures it without any optimisation: for every layer L it replaces the
+source prompt's subject state after layer L by the destination prompt's subject state
+(a transplant, the best any subject-confined edit could hope for at that layer) and
+counts the generated images that show the destination. If no layer's transplant does,
+no ReFACT edit at any layer can reach the edit's efficacy either, whatever its optimiser
+does; the failure is then the encoder's, not the editor's.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+from .refact import noun_phrase, refact_sites, subject_last_index
+
+
+def layer_count(pipe, family_name: str) -> int:
+    """Number of blocks of the encoder that ReFACT edits on this family."""
+    site = refact_sites(family_name, 0)[0]
+    blocks = getattr(pipe, site.component).get_submodule(site.block.rsplit(".", 1)[0])
+    return len(blocks)
+
+
+def _hidden(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
+@torch.no_grad()
+def subject_state(encoder, tok, block: torch.nn.Module, prompt: str, phrase: str) -> torch.Tensor:
+    """The residual state after `block` at the phrase's last token of `prompt`."""
+    seen = {}
+    handle = block.register_forward_hook(lambda mod, args, out: seen.__setitem__("h", _hidden(out).detach()))
+    try:
+        ids = tok([prompt], padding="max_length", max_length=min(tok.model_max_length, 512), truncation=True,
+                  return_tensors="pt").input_ids.to(encoder.device)
+        encoder(ids)
+    finally:
+        handle.remove()
+    return seen["h"][0, subject_last_index(tok, prompt, phrase)]
+
+
+@contextmanager
+def transplanted(block: torch.nn.Module, position: int, state: torch.Tensor):
+    """While active, the block's output at `position` is `state` in every prompt it encodes."""
+
+    def hook(mod, args, output):
+        hidden = _hidden(output).clone()
+        hidden[:, position] = state.to(hidden.dtype)
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    handle = block.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def transplant_sites(pipe, family_name: str, source: str, target: str, layer: int):
+    """(block, position, state) per ReFACT site: the source's subject position and the target's
+    subject state at that layer. Subjects are the noun phrases' last tokens, as ReFACT keys them."""
+    out = []
+    src_phrase, dst_phrase = noun_phrase(source), noun_phrase(target)
+    for site in refact_sites(family_name, layer):
+        encoder, tok = getattr(pipe, site.component), getattr(pipe, site.tokenizer)
+        block = encoder.get_submodule(site.block)
+        out.append((block, subject_last_index(tok, source, src_phrase),
+                    subject_state(encoder, tok, block, target, dst_phrase)))
+    return out
+
+
+@contextmanager
+def transplant_all(sites):
+    """Every site's transplant at once (SDXL has two encoders)."""
+    if not sites:
+        yield
+        return
+    (block, position, state), rest = sites[0], sites[1:]
+    with transplanted(block, position, state), transplant_all(rest):
+        yield
