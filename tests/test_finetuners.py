@@ -56,6 +56,24 @@ def test_adapter_reloads_in_a_fresh_pipeline_and_fuses(tiny_model_dirs, tmp_path
     torch.testing.assert_close(_latents_out(fresh, family), ref, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("method", ["lora", "dora", "full"])
+def test_sdxl_finetunes_and_its_adapters_reload(tiny_model_dirs, tmp_path, method):
+    """SDXL's UNet also reads the pooled CLIP-G embedding and the size/crop time ids."""
+    family = get_family("sdxl")
+    pipe = family.load(tiny_model_dirs["sdxl"])
+    before = _gen(pipe, family)
+    res = finetune(pipe, family, _data(), FinetuneConfig(method, steps=3, lr=1e-2, batch=2))
+    assert len(res.losses) == 3 and all(np.isfinite(res.losses))
+    after = _gen(pipe, family)
+    assert np.abs(after.astype(int) - before).max() > 0
+    if method == "full":
+        return
+    save_adapter(pipe, family, tmp_path / "adapter")
+    fresh = family.load(tiny_model_dirs["sdxl"])
+    fresh.load_lora_weights(tmp_path / "adapter")
+    np.testing.assert_array_equal(_gen(fresh, family), after)
+
+
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_finetuning_is_deterministic_on_cpu(tiny_model_dirs, method):
     family = get_family("sd")
