@@ -54,7 +54,7 @@ def test_refact_edit_hits_its_target(tiny_model_dirs, tmp_path, caplog, name, cr
     family = get_family(name)
     pipe = family.load(tiny_model_dirs[name])
     # Layer 0: the output of the last layer at the subject cannot reach the EOS-pooled state.
-    compute_and_cache_stats(pipe, name, 0, CORPUS, tmp_path)
+    compute_and_cache_stats(pipe, refact_sites(name, 0), CORPUS, tmp_path)
     cfg = ReFACTConfig(layer=0, templates=("{}", "a photo of {}", "a drawing of {}"), max_steps=100)
     delta = ReFACT(cfg, tmp_path).edit(pipe, family, [EditRequest("a circle", "a blue circle")])
     sites = refact_sites(name, 0)
@@ -89,3 +89,23 @@ def test_refact_edit_hits_its_target(tiny_model_dirs, tmp_path, caplog, name, cr
 def embed(encoder, tok, site, prompts):
     with torch.no_grad():
         return torch.nn.functional.normalize(pooled(encoder, _tokens(tok, prompts), site.pooling), dim=-1)
+
+
+def test_flux_clip_layer_also_edits_the_pooled_clip_encoder(tiny_model_dirs, tmp_path):
+    from editpersist.editing import refact_config
+
+    family = get_family("flux")
+    pipe = family.load(tiny_model_dirs["flux"])
+    cfg = refact_config({"layers": {"flux": 0, "flux_clip": 1}, "templates": ["{}", "a photo of {}"], "max_steps": 5},
+                        "flux")
+    sites = cfg.sites("flux")
+    assert [s.component for s in sites] == ["text_encoder_2", "text_encoder"]
+    assert sites[1].module == "encoder.layers.1.mlp.fc2"
+    # Only FLUX reads the key; the other families ignore it.
+    assert refact_config({"layers": {"sd": 0, "flux_clip": 1}, "templates": ["{}"]}, "sd").sites("sd") == \
+        refact_sites("sd", 0)
+    stats = compute_and_cache_stats(pipe, sites, CORPUS, tmp_path)
+    assert len(stats) == 2 and all(p.is_file() for p in stats)
+    delta = ReFACT(cfg, tmp_path).edit(pipe, family, [EditRequest("a circle", "a blue circle")])
+    assert sorted(delta.tensors) == sorted(f"{s.component}.{s.module}.weight" for s in sites)
+    assert [i["site"] for i in delta.sidecar["optimisation"]] == ["text_encoder_2", "text_encoder"]

@@ -69,8 +69,9 @@ REFACT_RUN_KEYS = ("lr", "max_steps", "stop_prob", "max_norm_factor", "weight_de
 def refact_config(cfg: dict, family_name: str, seed: int = 0) -> ReFACTConfig:
     if family_name not in cfg["layers"]:
         raise ConfigError(f"editors.refact.layers: no layer given for family {family_name!r}")
+    flux_clip = cfg["layers"].get("flux_clip") if family_name == "flux" else None
     return ReFACTConfig(layer=cfg["layers"][family_name], templates=tuple(cfg["templates"]), seed=seed,
-                        **{k: cfg[k] for k in REFACT_RUN_KEYS if k in cfg})
+                        flux_clip_layer=flux_clip, **{k: cfg[k] for k in REFACT_RUN_KEYS if k in cfg})
 
 
 def refact_corpus(cfg: dict, seed: int) -> list[str]:
@@ -93,9 +94,9 @@ def run_refact_stats(model_dir: Path, family_name: str, cfg: dict, seed: int, de
 
     family = get_family(family_name)
     pipe = family.load(model_dir, device=device)
-    layer = refact_config(cfg, family_name).layer
+    sites = refact_config(cfg, family_name).sites(family_name)
     with atomic_dir(out) as tmp:
-        compute_and_cache_stats(pipe, family_name, layer, refact_corpus(cfg, seed), tmp)
+        compute_and_cache_stats(pipe, sites, refact_corpus(cfg, seed), tmp)
 
 
 def build_editor(name: str, cfg: dict, family_name: str, ratio_meter=None, stats_dir: Path | None = None,

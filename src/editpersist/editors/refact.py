@@ -43,7 +43,7 @@ log = logging.getLogger("editpersist")
 ARTICLES = ("a ", "an ", "the ")
 POOLED_EMBEDDING = {"sd": "CLIP pooler_output (EOS), unprojected",
                     "sdxl": "CLIP pooler_output (EOS), unprojected; CLIP-G text_embeds (projected)",
-                    "flux": "T5 mean over the prompt's tokens"}
+                    "flux": "T5 mean over the prompt's tokens; CLIP pooler_output (EOS) with flux_clip"}
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,10 @@ class ReFACTConfig:
     max_norm_factor: float = 4.0  # |delta| <= 4 |v0|
     weight_decay: float = 0.1  # times |delta| / |v0|^2, as ROME's v_weight_decay
     seed: int = 0
+    flux_clip_layer: int | None = None  # FLUX: also edit the CLIP encoder at this layer
+
+    def sites(self, family_name: str) -> list["TextSite"]:
+        return refact_sites(family_name, self.layer, self.flux_clip_layer)
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,9 @@ class TextSite:
     pooling: str  # "eos" (CLIP pooler_output) or "mean" (T5)
 
 
-def refact_sites(family_name: str, layer: int) -> list[TextSite]:
+def refact_sites(family_name: str, layer: int, flux_clip_layer: int | None = None) -> list[TextSite]:
+    """The edited layers: the CLIP encoder(s) of SD/SDXL; T5 on FLUX, plus FLUX's CLIP encoder
+    (which only feeds the pooled vector) when `flux_clip_layer` is given."""
     clip, t5 = f"encoder.layers.{layer}", f"encoder.block.{layer}"
     if family_name == "sd":
         return [TextSite("text_encoder", "tokenizer", clip, f"{clip}.mlp.fc2", "eos")]
@@ -82,7 +88,11 @@ def refact_sites(family_name: str, layer: int) -> list[TextSite]:
         return [TextSite("text_encoder", "tokenizer", clip, f"{clip}.mlp.fc2", "eos"),
                 TextSite("text_encoder_2", "tokenizer_2", clip_2, f"{clip_2}.mlp.fc2", "eos")]
     if family_name == "flux":
-        return [TextSite("text_encoder_2", "tokenizer_2", t5, f"{t5}.layer.1.DenseReluDense.wo", "mean")]
+        sites = [TextSite("text_encoder_2", "tokenizer_2", t5, f"{t5}.layer.1.DenseReluDense.wo", "mean")]
+        if flux_clip_layer is not None:
+            pooled_clip = f"encoder.layers.{flux_clip_layer}"
+            sites.append(TextSite("text_encoder", "tokenizer", pooled_clip, f"{pooled_clip}.mlp.fc2", "eos"))
+        return sites
     raise ValueError(f"ReFACT has no text-encoder site for family {family_name!r}")
 
 
@@ -229,10 +239,10 @@ def stats_file(stats_dir: Path, site: TextSite) -> Path:
     return Path(stats_dir) / f"{site.component}.{site.module}.safetensors"
 
 
-def compute_and_cache_stats(pipe, family_name: str, layer: int, corpus: list[str], stats_dir: Path) -> list[Path]:
+def compute_and_cache_stats(pipe, sites: list[TextSite], corpus: list[str], stats_dir: Path) -> list[Path]:
     """The statistics rule: C for every ReFACT site of the model, one file per site."""
     paths = []
-    for site in refact_sites(family_name, layer):
+    for site in sites:
         encoder, tok = getattr(pipe, site.component), getattr(pipe, site.tokenizer)
         C = layer_stats(encoder, tok, encoder.get_submodule(site.module), corpus)
         path = stats_file(stats_dir, site)
@@ -254,7 +264,7 @@ class ReFACT:
         if bad:
             raise ValueError(f"ReFACT only replaces concepts; got mode {bad[0].mode!r} for {bad[0].source!r}")
         tensors, diagnostics = {}, []
-        for site in refact_sites(family.name, self.cfg.layer):
+        for site in self.cfg.sites(family.name):
             encoder, tok = getattr(pipe, site.component), getattr(pipe, site.tokenizer)
             # Only delta is optimised; the encoder's own weights need no gradients.
             encoder.requires_grad_(False)
