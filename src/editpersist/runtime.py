@@ -83,6 +83,9 @@ def get_logger(log_file: str | os.PathLike | None = None) -> logging.Logger:
     logger = logging.getLogger("editpersist")
     logger.setLevel(logging.INFO)
     logger.handlers.clear()
+    # A library imported by the job configures the root logger, whose handler also writes to the
+    # (redirected) stderr: without this every line appeared twice in the rule's log.
+    logger.propagate = False
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
     handlers: list[logging.Handler] = [logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)]
     for h in handlers:
