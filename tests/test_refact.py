@@ -15,7 +15,7 @@ from editpersist.editors.refact import (
     rank_one_update,
     refact_sites,
     subject_last_index,
-    _tokens,
+    tokenize,
 )
 from editpersist.families import get_family
 from editpersist.toy.world import WorldSpec, sample_captions
@@ -73,11 +73,11 @@ def test_refact_edit_hits_its_target(tiny_model_dirs, tmp_path, caplog, name, cr
         module = encoder.get_submodule(site.module)
         # The objective's reference texts are embedded by the unedited encoder.
         refs.append((embed(encoder, tok, site, ["a blue circle"])[0], embed(encoder, tok, site, ["a circle"])[0]))
-        outs.append(capture_io(encoder, module, _tokens(tok, ["a circle"]))[1])
+        outs.append(capture_io(encoder, module, tokenize(tok, ["a circle"]))[1])
     apply_delta(pipe, delta)
     for site, (e_dest, e_src), before_out in zip(sites, refs, outs):
         encoder, tok = getattr(pipe, site.component), getattr(pipe, site.tokenizer)
-        after_out = capture_io(encoder, encoder.get_submodule(site.module), _tokens(tok, ["a circle"]))[1]
+        after_out = capture_io(encoder, encoder.get_submodule(site.module), tokenize(tok, ["a circle"]))[1]
         pos = subject_last_index(tok, "a circle", "circle")
         assert not torch.allclose(before_out[0, pos], after_out[0, pos])
         e = embed(encoder, tok, site, ["a circle"])[0]
@@ -88,7 +88,7 @@ def test_refact_edit_hits_its_target(tiny_model_dirs, tmp_path, caplog, name, cr
 
 def embed(encoder, tok, site, prompts):
     with torch.no_grad():
-        return torch.nn.functional.normalize(pooled(encoder, _tokens(tok, prompts), site.pooling), dim=-1)
+        return torch.nn.functional.normalize(pooled(encoder, tokenize(tok, prompts), site.pooling), dim=-1)
 
 
 def test_flux_clip_layer_also_edits_the_pooled_clip_encoder(tiny_model_dirs, tmp_path):

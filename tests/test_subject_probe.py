@@ -3,10 +3,9 @@
 import pytest
 import torch
 
-from editpersist.editors.refact import _tokens, refact_sites, subject_last_index
+from editpersist.editors.refact import refact_sites, subject_last_index, tokenize
 from editpersist.editors.subject_probe import (
     layer_count,
-    subject_state,
     transplant_all,
     transplant_sites,
     transplanted,
@@ -37,10 +36,10 @@ def test_transplant_replaces_exactly_the_subject_state(tiny_model_dirs, name):
     block, position, state = sites[0]
     assert position == subject_last_index(tok, "a king", "king")
     # The transplanted state is the destination's subject state at that layer.
-    dest_ids = _tokens(tok, ["a triangle"]).input_ids
+    dest_ids = tokenize(tok, ["a triangle"]).input_ids
     torch.testing.assert_close(state, _block_output(encoder, block, dest_ids)[0, subject_last_index(
         tok, "a triangle", "triangle")])
-    ids = _tokens(tok, ["a king", "a photo of a king"]).input_ids
+    ids = tokenize(tok, ["a king", "a photo of a king"]).input_ids
     before = _block_output(encoder, block, ids)
     with transplanted(block, position, state):
         during = _block_output(encoder, block, ids)
@@ -59,11 +58,7 @@ def test_transplant_reaches_the_encoder_output(tiny_model_dirs):
     last = layer_count(pipe, "sd") - 1
     sites = transplant_sites(pipe, "sd", "a king", "a triangle", last)
     with transplant_all(sites), torch.no_grad():
-        out = pipe.text_encoder(_tokens(pipe.tokenizer, ["a king"]).input_ids).last_hidden_state
-    ref = pipe.text_encoder(_tokens(pipe.tokenizer, ["a triangle"]).input_ids).last_hidden_state
-    final_norm = pipe.text_encoder.text_model.final_layer_norm if hasattr(pipe.text_encoder, "text_model") else None
+        out = pipe.text_encoder(tokenize(pipe.tokenizer, ["a king"]).input_ids).last_hidden_state
+    ref = pipe.text_encoder(tokenize(pipe.tokenizer, ["a triangle"]).input_ids).last_hidden_state
     pos = sites[0][1]
-    if final_norm is None:  # transformers 5: the norm sits on the model itself
-        torch.testing.assert_close(out[0, pos], ref[0, pos])
-    else:
-        torch.testing.assert_close(out[0, pos], ref[0, pos])
+    torch.testing.assert_close(out[0, pos], ref[0, pos])

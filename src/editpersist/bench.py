@@ -15,14 +15,16 @@ Each writes results/bench/<what>.json.
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from .io import write_json
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository: Snakefile, config/
 
 MODELS = {"toy-sd": "sd", "toy-flux": "flux"}
 METHODS = ("lora", "dora", "full")
@@ -224,7 +226,6 @@ print(json.dumps({"imports_s": round(t1 - t0, 2), "load_both_toy_models_s": roun
 
 def overhead_bench(reps: int = 3) -> dict:
     """Fixed cost of a job: a fresh interpreter's imports and toy model loads (best of `reps`)."""
-
     runs = []
     for _ in range(reps):
         t = time.perf_counter()
@@ -264,19 +265,23 @@ def stages_table(stages: dict[str, dict], cores: int) -> str:
     return "\n".join(rows)
 
 
+def timed_snakemake(workdir: str | Path, *args: str) -> tuple[float, subprocess.CompletedProcess]:
+    """Wall seconds and result of this repository's workflow run offline in `workdir`."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           *args]
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return time.perf_counter() - t0, res
+
+
 def dry_run_jobs(config: Path, profile: Path | None = None) -> tuple[float, dict[str, int]]:
     """Wall seconds of `snakemake -n` on `config` in an empty directory, and its jobs per rule."""
     import tempfile
 
-    root = Path(__file__).resolve().parents[2]
     with tempfile.TemporaryDirectory() as wd:
-        (Path(wd) / "config").symlink_to(root / "config")
-        cmd = [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(root / "Snakefile"), "--directory", wd,
-               "--configfile", str(config.resolve())]
-        cmd += ["--profile", str(profile.resolve())] if profile else ["--cores", "1"]
-        t0 = time.perf_counter()
-        res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        wall = time.perf_counter() - t0
+        (Path(wd) / "config").symlink_to(ROOT / "config")
+        limits = ["--profile", str(profile.resolve())] if profile else ["--cores", "1"]
+        wall, res = timed_snakemake(wd, "-n", "--configfile", str(config.resolve()), *limits)
     if res.returncode != 0:
         raise SystemExit(f"dry run failed: {res.stderr.strip().splitlines()[-1]}")
     stats = res.stdout.split("Job stats:")[1]
@@ -322,17 +327,12 @@ def bad_config_bench(corpus: Path = Path("tests/data/bad_configs.yaml"),
 
     from .config import with_overrides
 
-    root = Path(__file__).resolve().parents[2]
     out = {}
     for case in yaml.safe_load(corpus.read_text()):
         cfg = with_overrides(yaml.safe_load(base.read_text()), case["set"], corpus.parent)
         with tempfile.TemporaryDirectory() as wd:
             (Path(wd) / "bad.yaml").write_text(yaml.safe_dump(cfg))
-            t0 = time.perf_counter()
-            res = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(root / "Snakefile"),
-                                  "--directory", f"{wd}/run", "--cores", "1", "--configfile", f"{wd}/bad.yaml"],
-                                 capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-            wall = time.perf_counter() - t0
+            wall, res = timed_snakemake(f"{wd}/run", "--cores", "1", "--configfile", f"{wd}/bad.yaml")
         out[case["name"]] = {"seconds": round(wall, 2), "exit": res.returncode, "error": res.stderr.strip()}
     out["max_seconds"] = max(v["seconds"] for v in out.values())
     return out
@@ -345,7 +345,9 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(_one(model_dir, family_name, method, int(steps), int(warmup), int(batch))))
         return
     p = argparse.ArgumentParser(prog="python -m editpersist.bench")
-    p.add_argument("what", choices=["finetune", "stages", "uce", "refact", "generation", "storage", "overhead", "plan", "configs"])
+    simple = {"uce": uce_bench, "refact": refact_bench, "generation": generation_bench, "storage": storage_bench,
+              "overhead": overhead_bench, "plan": plan_bench, "configs": bad_config_bench}
+    p.add_argument("what", choices=["finetune", "stages", *simple])
     p.add_argument("--benchmarks", default="benchmarks", type=Path, help="stages: Snakemake's benchmark folder")
     p.add_argument("--cores", type=int, default=2, help="stages: job slots the run had")
     p.add_argument("--models", default="resources/toy/models", type=Path)
@@ -354,9 +356,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--out", default="results/bench/finetune.json", type=Path)
     a = p.parse_args(args)
-    simple = {"uce": uce_bench, "refact": refact_bench, "generation": generation_bench, "storage": storage_bench,
-              "overhead": overhead_bench, "plan": plan_bench,
-              "configs": bad_config_bench}
     if a.what in simple:
         res = simple[a.what]()
         write_json(Path(f"results/bench/{a.what}.json"), res)

@@ -110,31 +110,32 @@ def model_cost(cells: list[GridCell], model: dict, config: dict) -> ModelCost:
     sampling = {**config["sampling"], **model.get("sampling", {})}
     step = A100_STEP_S[family] / A100_TO_H100 * (sampling["height"] / (512 if family == "sd" else 1024)) ** 2
     mine = [c for c in cells if c.model == name]
+    states = finetune_states(mine, name)
     images = model_images(cells, name, config)
     n_images = sum(images.values())
-    gen_jobs = len({(c.start, c.edited_ft) for c in mine}) + len(finetune_states(mine, name)) + 1
+    gen_jobs = len({(c.start, c.edited_ft) for c in mine}) + len(states) + 1
     hours = {"generate": (n_images * sampling["steps"] * step + gen_jobs * LOAD_S[family]) / 3600}
     ft_s = 0.0
-    for state in finetune_states(mine, name):
+    for state in states:
         ft = finetuner_of(state)
         cfg = config["finetuners"][ft]
         factor = TRAIN * (CKPT if cfg.get("gradient_checkpointing") else 1) * (2 if ft == "dreambooth" else 1)
         ft_s += cfg["steps"] * cfg["batch"] * step * factor + LOAD_S[family]
     hours["finetune"] = ft_s / 3600
     starts = {c.start: c.editor for c in mine}
-    ev = config["editors"].get("uce", {}).get("debias", {})
-    debias_s = ev.get("max_rounds", 30) * ev.get("n_images", 32) * sampling["steps"] * step
+    debias = config["editors"].get("uce", {}).get("debias", {})
+    debias_s = debias.get("max_rounds", 30) * debias.get("n_images", 32) * sampling["steps"] * step
     hours["edit"] = sum(EDIT_S[e] + LOAD_S[family] + (debias_s if "/debias/" in s else 0)
                         for s, e in starts.items()) / 3600
     reedits = sum(1 for c in mine if c.finetuner in config["evaluation"]["reedit"])
     hours["reedit"] = reedits * (EDIT_S["uce"] + LOAD_S[family]) / 3600
-    dreambooth = sum(1 for s in finetune_states(mine, name) if "/ft/dreambooth/" in s)
+    dreambooth = sum(1 for s in states if finetuner_of(s) == "dreambooth")
     hours["class_images"] = dreambooth * config["finetune_data"]["n_class_images"] * sampling["steps"] * step / 3600
     hours["score"] = n_images * SCORE_S_PER_IMAGE / 3600
     refact = config["editors"].get("refact")
     hours["refact_stats"] = (refact["corpus_size"] * STATS_S_PER_TEXT / 3600) if refact else 0.0
     size = CHECKPOINT_BYTES[family]
-    ft_bytes = sum(STATE_SHARE[finetuner_of(s)] * size for s in finetune_states(mine, name))
+    ft_bytes = sum(STATE_SHARE[finetuner_of(s)] * size for s in states)
     png = PNG_BYTES[512 if sampling["height"] <= 512 else 1024]
     disk = {"edit_deltas": len(starts) * STATE_SHARE["edit"] * size, "finetuned_states": ft_bytes,
             "images": n_images * png}

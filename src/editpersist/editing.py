@@ -10,13 +10,14 @@ import numpy as np
 from .editors.base import EditDelta, Editor
 from .editors.refact import ReFACT, ReFACTConfig, compute_and_cache_stats
 from .editors.time import TIME, TIMEConfig
-from .editors.uce import UCE, UCEConfig
+from .editors.uce import UCE, UCEConfig, attribute_prompt
 from .errors import ConfigError
 from .families import get_family
 from .generate import SamplingConfig, generate
 from .judges.clip import ClipJudge
 from .states import load_model_state
 from .tasks.cases import EditCase
+from .toy.reader import read_colors
 
 log = logging.getLogger("editpersist")
 
@@ -35,16 +36,12 @@ def ratio_meter(family, sampling: SamplingConfig, n_images: int, seed: int, clas
 
 def judge_classifier(judge: ClipJudge):
     """The judge's argmax over the attribute prompts (100 * cos, as in the two-way decision)."""
-    from .editors.uce import attribute_prompt
-
     return lambda images, prompt, attributes: judge.choose(
         judge.image_features(images), [attribute_prompt(a, prompt) for a in attributes])
 
 
 def reader_classifier(images, prompt: str, attributes: tuple[str, ...]) -> list[int]:
     """The toy world's ground truth: the colour drawn, read from the pixels."""
-    from .toy.reader import read_colors
-
     return [attributes.index(c) if c in attributes else -1 for c in read_colors(images)]
 
 
@@ -105,9 +102,9 @@ def build_editor(name: str, cfg: dict, family_name: str, ratio_meter=None, stats
         return ReFACT(refact_config(cfg, family_name, seed), stats_dir)
     if name == "uce":
         params = {k: v for k, v in cfg.items() if k != "debias"}
-        debias = cfg.get("debias", {})
-        return UCE(UCEConfig(**params, **{f"debias_{k}": v for k, v in debias.items() if k not in ("n_images", "meter")}),
-                   ratio_meter=ratio_meter)
+        # n_images and meter configure the meter (debias_meter), not the solve.
+        loop = {f"debias_{k}": v for k, v in cfg.get("debias", {}).items() if k not in ("n_images", "meter")}
+        return UCE(UCEConfig(**params, **loop), ratio_meter=ratio_meter)
     if name == "time":
         return TIME(TIMEConfig(**cfg))
     raise ConfigError(f"editors: unknown editor {name!r}; expected one of ['refact', 'time', 'uce']")

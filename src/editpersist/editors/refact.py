@@ -41,9 +41,6 @@ from .base import EditDelta, EditRequest, make_sidecar
 log = logging.getLogger("editpersist")
 
 ARTICLES = ("a ", "an ", "the ")
-POOLED_EMBEDDING = {"sd": "CLIP pooler_output (EOS), unprojected",
-                    "sdxl": "CLIP pooler_output (EOS), unprojected; CLIP-G text_embeds (projected)",
-                    "flux": "T5 mean over the prompt's tokens; CLIP pooler_output (EOS) with flux_clip"}
 
 
 @dataclass(frozen=True)
@@ -113,7 +110,8 @@ def fill(template: str, phrase: str) -> str:
 
 # ------------------------------------------------------------------ hooks ----
 
-def _tokens(tok, prompts: list[str]):
+def tokenize(tok, prompts: list[str]):
+    """Token ids and mask padded to the encoder's length, as the pipelines pad prompts."""
     return tok(prompts, padding="max_length", max_length=min(tok.model_max_length, 512), truncation=True,
                return_tensors="pt")
 
@@ -133,12 +131,18 @@ def _run(encoder, enc):
     return encoder(input_ids=enc.input_ids, attention_mask=enc.attention_mask)
 
 
+def pooled_kind(encoder, pooling: str) -> str:
+    """Which pooled embedding `pooled` compares for this encoder (recorded in the sidecar)."""
+    if pooling != "eos":
+        return "mean of the last hidden states"
+    # SDXL's second encoder carries CLIP's projection, as the official run used.
+    return "text_embeds (projected EOS)" if hasattr(encoder, "text_projection") else "pooler_output (EOS)"
+
+
 def pooled(encoder, enc, pooling: str) -> torch.Tensor:
     out = _run(encoder, enc)
     if pooling == "eos":
-        # SDXL's second encoder carries CLIP's projection (text_embeds), as the official run used.
-        projected = getattr(out, "text_embeds", None)
-        return projected if projected is not None else out.pooler_output
+        return out.text_embeds if hasattr(encoder, "text_projection") else out.pooler_output
     mask = enc.attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
     return (out.last_hidden_state * mask).sum(1) / mask.sum(1)
 
@@ -166,7 +170,7 @@ def layer_stats(encoder, tok, module: torch.nn.Module, corpus: list[str], batch:
     """Uncentred second moment E[k k^T] of the module's inputs over every real token of the corpus."""
     total, count = None, 0
     for i in range(0, len(corpus), batch):
-        enc = _tokens(tok, corpus[i : i + batch])
+        enc = tokenize(tok, corpus[i : i + batch])
         k, _ = capture_io(encoder, module, enc)
         k = k[enc.attention_mask.bool()].double()
         total = k.T @ k if total is None else total + k.T @ k
@@ -175,7 +179,7 @@ def layer_stats(encoder, tok, module: torch.nn.Module, corpus: list[str], batch:
 
 
 def compute_key(encoder, tok, module, prompts: list[str], positions: list[int]) -> torch.Tensor:
-    k, _ = capture_io(encoder, module, _tokens(tok, prompts))
+    k, _ = capture_io(encoder, module, tokenize(tok, prompts))
     return torch.stack([k[i, p] for i, p in enumerate(positions)]).mean(0)
 
 
@@ -188,9 +192,9 @@ def compute_v(encoder, tok, module, site: TextSite, edited: list[str], positions
               dest: list[str], src: list[str], v0: torch.Tensor, cfg: ReFACTConfig) -> tuple[torch.Tensor, dict]:
     """v* = v0 + delta with delta making the edited prompts embed nearest the destination texts."""
     with torch.no_grad():
-        e_dest = F.normalize(pooled(encoder, _tokens(tok, dest), site.pooling), dim=-1)
-        e_src = F.normalize(pooled(encoder, _tokens(tok, src), site.pooling), dim=-1)
-    enc = _tokens(tok, edited)
+        e_dest = F.normalize(pooled(encoder, tokenize(tok, dest), site.pooling), dim=-1)
+        e_src = F.normalize(pooled(encoder, tokenize(tok, src), site.pooling), dim=-1)
+    enc = tokenize(tok, edited)
     g = torch.Generator().manual_seed(cfg.seed)
     delta = (torch.randn(v0.shape, generator=g) * 1e-4).requires_grad_(True)
     opt = torch.optim.Adam([delta], lr=cfg.lr)
@@ -263,9 +267,10 @@ class ReFACT:
         bad = [r for r in requests if r.mode != "replace"]
         if bad:
             raise ValueError(f"ReFACT only replaces concepts; got mode {bad[0].mode!r} for {bad[0].source!r}")
-        tensors, diagnostics = {}, []
+        tensors, diagnostics, pooling = {}, [], {}
         for site in self.cfg.sites(family.name):
             encoder, tok = getattr(pipe, site.component), getattr(pipe, site.tokenizer)
+            pooling[site.component] = pooled_kind(encoder, site.pooling)
             # Only delta is optimised; the encoder's own weights need no gradients.
             encoder.requires_grad_(False)
             module = encoder.get_submodule(site.module)
@@ -293,7 +298,7 @@ class ReFACT:
                 with torch.no_grad():
                     module.weight.copy_(original)
             tensors[f"{site.component}.{site.module}.weight"] = W.to(original.dtype)
-        sidecar = make_sidecar(self.name, {**asdict(self.cfg), "pooled_embedding": POOLED_EMBEDDING[family.name]},
+        sidecar = make_sidecar(self.name, {**asdict(self.cfg), "pooled_embedding": pooling},
                                sorted(tensors), requests, started)
         sidecar["optimisation"] = diagnostics
         return EditDelta(tensors, sidecar)
@@ -304,7 +309,7 @@ class ReFACT:
         positions = [subject_last_index(tok, p, src_phrase) for p in edited]
         k_bar = compute_key(encoder, tok, module, edited, positions)
         u = compute_u(C, k_bar)
-        bare = _tokens(tok, [r.source])
+        bare = tokenize(tok, [r.source])
         k, o = capture_io(encoder, module, bare)
         pos = subject_last_index(tok, r.source, src_phrase)
         k_star, o_star = k[0, pos].float(), o[0, pos].float()

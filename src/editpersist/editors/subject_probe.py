@@ -14,11 +14,11 @@ does; the failure is then the encoder's, not the editor's.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import torch
 
-from .refact import noun_phrase, refact_sites, subject_last_index
+from .refact import tokenize, noun_phrase, refact_sites, subject_last_index
 
 
 def layer_count(pipe, family_name: str) -> int:
@@ -38,9 +38,8 @@ def subject_state(encoder, tok, block: torch.nn.Module, prompt: str, phrase: str
     seen = {}
     handle = block.register_forward_hook(lambda mod, args, out: seen.__setitem__("h", _hidden(out).detach()))
     try:
-        ids = tok([prompt], padding="max_length", max_length=min(tok.model_max_length, 512), truncation=True,
-                  return_tensors="pt").input_ids.to(encoder.device)
-        encoder(ids)
+        # No attention mask: the state the pipelines' own encode_prompt computes.
+        encoder(tokenize(tok, [prompt]).input_ids.to(encoder.device))
     finally:
         handle.remove()
     return seen["h"][0, subject_last_index(tok, prompt, phrase)]
@@ -78,9 +77,7 @@ def transplant_sites(pipe, family_name: str, source: str, target: str, layer: in
 @contextmanager
 def transplant_all(sites):
     """Every site's transplant at once (SDXL has two encoders)."""
-    if not sites:
-        yield
-        return
-    (block, position, state), rest = sites[0], sites[1:]
-    with transplanted(block, position, state), transplant_all(rest):
+    with ExitStack() as stack:
+        for block, position, state in sites:
+            stack.enter_context(transplanted(block, position, state))
         yield

@@ -28,6 +28,7 @@ from .config import FinetuneConfig
 
 log = logging.getLogger("editpersist")
 
+
 def oom_hint(method: str) -> str:
     """What to change when a fine-tune runs out of memory, as config keys."""
     return (f"out of memory: lower finetuners.{method}.batch or the model's sampling height/width (the training "

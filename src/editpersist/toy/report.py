@@ -32,6 +32,8 @@ def write_quality(models: list[dict], model_dirs: list[Path], reader_dir: Path, 
     }
     log.info("reader %.4f judge %.4f", result["reader_accuracy"], result["judge_two_way_accuracy"])
     cfg = SamplingConfig(steps=sampling["steps"], guidance=sampling["guidance"])
+    cases = toy_cases(spec)
+    replace_cases = cases["appearance"] + cases["role"]
     for m, path, grid_path in zip(models, model_dirs, grids):
         family = get_family(m["family"])
         pipe = family.load(path, device="cpu")
@@ -41,9 +43,7 @@ def write_quality(models: list[dict], model_dirs: list[Path], reader_dir: Path, 
                  figures["color_acc"], figures["shape_acc"])
         save_png(grid_path, grid(images, len(spec.all_pairs()), n_per_pair), scale=3)
         # Whether ReFACT-style edits (confined to the subject's last token) can take on this model.
-        cases = toy_cases(spec)
-        binding = subject_binding(pipe, family, reader, cases["appearance"] + cases["role"], 4 * n_per_pair, cfg,
-                                  seed)
+        binding = subject_binding(pipe, family, reader, replace_cases, 4 * n_per_pair, cfg, seed)
         result["models"][m["name"]]["subject_binding"] = binding
         for name, row in binding.items():
             log.info("%s %s subject transplant: %s (unedited %.2f, destination prompt %.2f)", m["name"], name,
