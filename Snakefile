@@ -27,7 +27,14 @@ validate(config, "config/config.schema.yaml")  # fills the schema's defaults
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/toy.smk"
+
+
+if "toy" in config:
+
+    include: "workflow/rules/toy.smk"
+
+
+include: "workflow/rules/rehearsal.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/edit.smk"
 include: "workflow/rules/finetune.smk"

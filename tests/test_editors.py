@@ -101,9 +101,9 @@ def test_uce_debias_converges_with_a_ratio_meter(tiny_model_dirs):
     pipe = family.load(tiny_model_dirs["sd"])
     calls = []
 
-    def meter(p, prompt, attributes):
+    def meter(p, request):
         # A stand-in judge whose ratio moves towards balance as the edit is refitted.
-        calls.append(prompt)
+        calls.append(request.source)
         return [0.9, 0.1] if len(calls) == 1 else [0.52, 0.48]
 
     req = EditRequest("a triangle", mode="debias", attributes=("yellow", "blue"), ratios=(0.5, 0.5))
@@ -123,7 +123,7 @@ def test_uce_debias_halves_its_step_when_it_overshoots_and_keeps_the_best_round(
     pipe = family.load(tiny_model_dirs["sd"])
     readings = iter([[1.0, 0.0], [0.0, 1.0], [0.2, 0.2], [0.9, 0.1]] + [[0.0, 1.0], [1.0, 0.0]] * 20)
 
-    def meter(p, prompt, attributes):
+    def meter(p, request):
         return next(readings)
 
     req = EditRequest("a triangle", mode="debias", attributes=("yellow", "blue"), ratios=(0.5, 0.5))
@@ -145,7 +145,8 @@ def test_reader_meter_reads_colours_from_its_own_seeds(tiny_model_dirs):
     pipe = family.load(tiny_model_dirs["sd"])
     meter = debias_meter({"debias": {"meter": "reader", "n_images": 4}}, None, family,
                          SamplingConfig(steps=2, guidance=1.0), seed=0, device="cpu")
-    shares = meter(pipe, "a triangle", ("yellow", "blue"))
+    shares = meter(pipe, EditRequest("a triangle", mode="debias", attributes=("yellow", "blue"), ratios=(0.5, 0.5),
+                                     concept="triangle"))
     assert len(shares) == 2 and all(0 <= x <= 1 for x in shares) and sum(shares) <= 1
     assert METER_SEED_OFFSET > 0
 

@@ -19,6 +19,14 @@ from jsonschema.exceptions import best_match
 from .errors import ConfigError, EditPersistError
 
 TOY_PREFIX = "resources/toy/"
+REHEARSAL_PREFIX = "resources/rehearsal/"
+# Paths under these are made by the workflow's own rules (the toy world, the rehearsal's
+# random models, judge, photos, reference images and corpus): they need not exist before a run.
+BUILT_PREFIXES = (TOY_PREFIX, REHEARSAL_PREFIX)
+
+
+def is_built(path: str) -> bool:
+    return str(path).startswith(BUILT_PREFIXES)
 SCHEMA = Path(__file__).resolve().parents[2] / "config" / "config.schema.yaml"
 
 
@@ -82,20 +90,40 @@ def check_config(config: dict, planning: bool = False) -> None:
             raise ConfigError(f"{key}: duplicate name {dupes[0]!r}")
     download = config.get("allow_download", False)
     for i, m in enumerate(models):
-        # Toy models are built by the workflow; with downloads allowed a path may be a hub id.
-        if not m["path"].startswith(TOY_PREFIX) and not download:
+        # Built models are made by the workflow; with downloads allowed a path may be a hub id.
+        if not is_built(m["path"]) and not download:
             _missing_path(f"models[{i}].path", m["path"], planning)
+        check_built_model(f"models[{i}]", m)
     for i, s in enumerate(config["finetune_data"]["subjects"]):
-        if "path" in s:
+        if "path" in s and not is_built(s["path"]):
             _missing_path(f"finetune_data.subjects[{i}].path", s["path"], planning)
     judge = config["judge"]["model"]
-    if "/" in judge and not judge.startswith(TOY_PREFIX):  # a directory, not an open_clip architecture name
+    if "/" in judge and not is_built(judge):  # a directory, not an open_clip architecture name
         _missing_path("judge.model", judge, planning)
     corpus = config["editors"].get("refact", {}).get("corpus", "toy")
-    if corpus != "toy":
+    if corpus != "toy" and not is_built(corpus):
         _missing_path("editors.refact.corpus", corpus, planning)
+    check_toy_block(config)
     check_evaluation(config, planning)
     check_exclusions(config)
+
+
+def check_built_model(key: str, model: dict) -> None:
+    """A rehearsal model is built from its path: resources/rehearsal/models/<family>."""
+    path = model["path"]
+    if path.startswith(REHEARSAL_PREFIX):
+        expected = f"{REHEARSAL_PREFIX}models/{model['family']}"
+        if path.rstrip("/") != expected:
+            raise ConfigError(f"{key}.path: a rehearsal model of family {model['family']!r} is built at "
+                              f"{expected!r}, not {path!r}")
+
+
+def check_toy_block(config: dict) -> None:
+    """The `toy:` block configures the toy world's build; only a config that uses it needs it."""
+    uses = [f"models[{i}].path" for i, m in enumerate(config["models"]) if m["path"].startswith(TOY_PREFIX)]
+    uses += ["judge.model"] if config["judge"]["model"].startswith(TOY_PREFIX) else []
+    if uses and "toy" not in config:
+        raise ConfigError(f"toy: required, because {uses[0]} is built by the toy world")
 
 
 def check_evaluation(config: dict, planning: bool = False) -> None:
@@ -114,7 +142,7 @@ def check_evaluation(config: dict, planning: bool = False) -> None:
             raise ConfigError(f"evaluation.{key}: fine-tuner {missing[0]!r} is not in finetuners")
     quality = ev.get("quality", {})
     for key in ("captions", "reference"):
-        if quality.get(key, "toy") != "toy":
+        if quality.get(key, "toy") != "toy" and not is_built(quality[key]):
             _missing_path(f"evaluation.quality.{key}", quality[key], planning)
 
 
@@ -125,8 +153,9 @@ def check_exclusions(config: dict) -> None:
              "subject": [s["name"] for s in config["finetune_data"]["subjects"]]}
     for i, rule in enumerate(config.get("exclude", [])):
         for key, value in rule.items():
-            if value not in known[key]:
-                raise ConfigError(f"exclude[{i}].{key}: {value!r} is not in the grid; expected one of {known[key]}")
+            for v in value if isinstance(value, list) else [value]:
+                if v not in known[key]:
+                    raise ConfigError(f"exclude[{i}].{key}: {v!r} is not in the grid; expected one of {known[key]}")
 
 
 # Snakemake flags that only plan (nothing runs): dry runs and the graph drawings.

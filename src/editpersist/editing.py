@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .editors.base import EditDelta, Editor
+from .editors.base import EditDelta, EditRequest, Editor, attribute_prompt
 from .editors.refact import ReFACT, ReFACTConfig, compute_and_cache_stats
 from .editors.time import TIME, TIMEConfig
-from .editors.uce import UCE, UCEConfig, attribute_prompt
+from .editors.uce import UCE, UCEConfig
 from .errors import ConfigError
 from .families import get_family
 from .generate import SamplingConfig, generate
@@ -23,26 +23,28 @@ log = logging.getLogger("editpersist")
 
 
 def ratio_meter(family, sampling: SamplingConfig, n_images: int, seed: int, classify):
-    """A UCE debias meter: share of `n_images` generated images that `classify(images, prompt,
-    attributes)` (an attribute index per image, -1 for none) assigns to each attribute."""
+    """A UCE debias meter: share of `n_images` generated images of the request's source prompt
+    that `classify(images, request)` (an attribute index per image, -1 for none) assigns to each
+    attribute."""
 
-    def meter(pipe, prompt: str, attributes: tuple[str, ...]) -> list[float]:
-        images, _ = generate(pipe, family, [prompt], n_images, sampling, base_seed=seed)
-        choice = np.asarray(classify(images, prompt, attributes))
-        return [float(np.mean(choice == k)) for k in range(len(attributes))]
+    def meter(pipe, request: EditRequest) -> list[float]:
+        images, _ = generate(pipe, family, [request.source], n_images, sampling, base_seed=seed)
+        choice = np.asarray(classify(images, request))
+        return [float(np.mean(choice == k)) for k in range(len(request.attributes))]
 
     return meter
 
 
 def judge_classifier(judge: ClipJudge):
-    """The judge's argmax over the attribute prompts (100 * cos, as in the two-way decision)."""
-    return lambda images, prompt, attributes: judge.choose(
-        judge.image_features(images), [attribute_prompt(a, prompt) for a in attributes])
+    """The judge's argmax over the source prompt with each attribute written next to its concept
+    (100 * cos, as in the two-way decision): how the evaluation's debias_score classifies too."""
+    return lambda images, r: judge.choose(
+        judge.image_features(images), [attribute_prompt(a, r.source, r.concept) for a in r.attributes])
 
 
-def reader_classifier(images, prompt: str, attributes: tuple[str, ...]) -> list[int]:
+def reader_classifier(images, request: EditRequest) -> list[int]:
     """The toy world's ground truth: the colour drawn, read from the pixels."""
-    return [attributes.index(c) if c in attributes else -1 for c in read_colors(images)]
+    return [request.attributes.index(c) if c in request.attributes else -1 for c in read_colors(images)]
 
 
 # The debias meter draws its images from its own seeds, not the evaluation's: the loop must

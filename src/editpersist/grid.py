@@ -50,8 +50,10 @@ def editor_fits(editor: str, case: EditCase) -> bool:
 
 
 def is_excluded(cell: GridCell, rules: list[dict]) -> bool:
-    """A cell is left out when it matches every key of one `exclude:` entry."""
-    return any(all(getattr(cell, k) == v for k, v in rule.items()) for rule in rules)
+    """A cell is left out when it matches every key of one `exclude:` entry (a list value
+    matches any of its items)."""
+    return any(all(getattr(cell, k) in (v if isinstance(v, list) else [v]) for k, v in rule.items())
+               for rule in rules)
 
 
 def study_cells(config: dict, cases: dict[str, list[EditCase]]) -> list[GridCell]:

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from editpersist import grid
-from editpersist.config import exit_on_error
+from editpersist.config import exit_on_error, is_built
 from editpersist.finetuners.subjects import make_subject
 from editpersist.states import STATE, parse_state, state_layers
 from editpersist.tasks import load_cases
@@ -12,6 +12,8 @@ TOY = "resources/toy"
 TOY_STATS = f"{TOY}/stats"
 TOY_MODELS = {m["name"]: m for m in config["models"] if m["path"].startswith(f"{TOY}/models/")}
 MODELS = {m["name"]: m for m in config["models"]}
+# Models the workflow builds itself (toy world, rehearsal): small, CPU-sized jobs.
+BUILT_MODELS = {name for name, m in MODELS.items() if is_built(m["path"])}
 CASES = exit_on_error(load_cases, config["tasks"], planning=PLANNING)
 CELLS = grid.study_cells(config, CASES)
 if not CELLS:
@@ -33,35 +35,50 @@ def toy_model_dir(name):
 
 def gpus(wildcards):
     """A GPU for a real model's job (unless the config pins the CPU); toy models run on CPUs."""
-    return 0 if wildcards.model in TOY_MODELS or config["device"] == "cpu" else 1
+    return 0 if wildcards.model in BUILT_MODELS or config["device"] == "cpu" else 1
 
 
 def job_mem_mb(real_mb):
     """Host memory: `real_mb` for a real model's job (loading SDXL or FLUX before moving it to
-    the GPU takes tens of GB of RAM), 4 GB for a toy model's."""
-    return lambda wildcards: 4000 if wildcards.model in TOY_MODELS else real_mb
+    the GPU takes tens of GB of RAM), 4 GB for a model the workflow built (toy, rehearsal)."""
+    return lambda wildcards: 4000 if wildcards.model in BUILT_MODELS else real_mb
 
 
 def job_runtime(toy_min, real_min):
     """Minutes, growing with each retry (a job killed at its time limit gets more)."""
-    return lambda wildcards, attempt: attempt * (toy_min if wildcards.model in TOY_MODELS else real_min)
+    return lambda wildcards, attempt: attempt * (toy_min if wildcards.model in BUILT_MODELS else real_min)
 
 
 # ---- inputs ------------------------------------------------------------------------------
 
 
 def model_input(wildcards):
-    """The model directory; a toy model is an output of the toy rules, a real one must exist
-    (check_config refused it otherwise), except while a dry run plans with placeholders."""
+    """The model directory; a built model is an output of the toy or rehearsal rules, a real one
+    must exist (check_config refused it otherwise), except while a dry run plans with placeholders."""
     path = MODELS[wildcards.model]["path"]
-    return [] if PLANNING and wildcards.model not in TOY_MODELS and not Path(path).exists() else path
+    return [] if PLANNING and wildcards.model not in BUILT_MODELS and not Path(path).exists() else path
+
+
+def built_input(path):
+    """A path one of the workflow's rules makes is a job input (so it is made first); a user's
+    own file, or an open_clip architecture name such as "ViT-bigG-14", is not."""
+    return path if path and is_built(path) else []
 
 
 def judge_input(wildcards):
-    """The toy judge is built by a rule, so it is a job input; an open_clip architecture
-    name (e.g. "ViT-bigG-14") or a user's own directory is not a file Snakemake could make."""
-    judge = config["judge"]["model"]
-    return judge if judge.startswith(f"{TOY}/") else []
+    return built_input(config["judge"]["model"])
+
+
+def subject_input(wildcards):
+    return built_input(SUBJECTS[wildcards.subject].get("path"))
+
+
+def quality_inputs(wildcards):
+    return [EVAL["quality"][key] for key in ("captions", "reference") if built_input(EVAL["quality"][key])]
+
+
+def corpus_input(wildcards):
+    return built_input(config["editors"].get("refact", {}).get("corpus"))
 
 
 def sampling_of(model):

@@ -11,6 +11,7 @@ wildcard_constraints:
 rule refact_stats:
     input:
         model=model_input,
+        corpus=corpus_input,
     output:
         stats=directory("results/states/{model}/refact_stats"),
     log:

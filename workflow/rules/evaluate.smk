@@ -6,6 +6,7 @@ rule score:
         images=lambda wc: generation_targets(wc.model),
         judge=judge_input,
         reader=reader_input,
+        quality=quality_inputs,
     output:
         table="results/scores/{model}.parquet",
         features="results/scores/{model}.features.npz",

@@ -41,6 +41,7 @@ rule finetune:
         model=model_input,
         delta=start_delta,
         class_images=class_images_input,
+        photos=subject_input,
     output:
         state=directory("results/states/{model}/{start}/ft/{finetuner}/{subject}"),
     log:

@@ -21,14 +21,14 @@ from typing import Callable
 
 import torch
 
-from .base import EditDelta, EditRequest, apply_delta, make_sidecar, restore
+from .base import EditDelta, EditRequest, apply_delta, attribute_prompt, make_sidecar, restore
 from .closed_form import apply_transform, shared_transform
 from .text_inputs import Encoded, encode_for_edit, key_rows, paired_rows
 
 log = logging.getLogger("editpersist")
 
-# measure(pipe, prompt, attributes) -> observed share of each attribute in generated images
-RatioMeter = Callable[[object, str, tuple[str, ...]], list[float]]
+# measure(pipe, request) -> observed share of each of request.attributes in images of request.source
+RatioMeter = Callable[[object, EditRequest], list[float]]
 
 
 @dataclass(frozen=True)
@@ -41,16 +41,17 @@ class UCEConfig:
     debias_tolerance: float = 0.05
     debias_max_rounds: int = 30
     debias_step: float = 0.5  # 1.0 oscillated on toy SD (29 rounds, ended at 0.31); 0.5 converged in 4
+    # How an attribute's text state is formed: "inserted" next to the concept ("a female
+    # doctor"), or "bare" (the attribute alone, "female": the official code's encoding).
+    debias_encoding: str = "inserted"
     # Also preserve every token of the empty prompt, i.e. CFG's unconditional branch. Not in the
     # official code; without it an aligned-token edit also moves the padding states of "" (see
     # README: fine-tunes of such states lose their subject under CFG).
     preserve_unconditional: bool = False
 
-
-def attribute_prompt(attribute: str, source: str) -> str:
-    """'a triangle' with attribute 'yellow' -> 'a yellow triangle' (attribute before the last word)."""
-    words = source.split()
-    return " ".join(words[:-1] + [attribute, words[-1]])
+    def __post_init__(self):
+        if self.debias_encoding not in ("inserted", "bare"):
+            raise ValueError(f"debias encoding {self.debias_encoding!r}; expected 'inserted' or 'bare'")
 
 
 def attribute_shares(observed: torch.Tensor) -> torch.Tensor:
@@ -70,10 +71,14 @@ class UCE:
         self.ratio_meter = ratio_meter
 
     # -- the solve ---------------------------------------------------------
+    def _attribute_prompts(self, r: EditRequest) -> list[str]:
+        concept = r.concept if self.cfg.debias_encoding == "inserted" else ""
+        return [attribute_prompt(a, r.source, concept) for a in r.attributes]
+
     def _prompts(self, requests: list[EditRequest]) -> list[str]:
         out = {self.cfg.guide, ""}
         for r in requests:
-            out |= {r.source, r.target, *r.preserve, *(attribute_prompt(a, r.source) for a in r.attributes)}
+            out |= {r.source, r.target, *r.preserve, *self._attribute_prompts(r)}
         return sorted(out)
 
     def _pairs(self, enc: Encoded, idx: dict[str, int], requests: list[EditRequest],
@@ -82,7 +87,7 @@ class UCE:
         for n, r in enumerate(requests):
             if r.mode == "debias":
                 c = key_rows(enc, idx[r.source], "last")
-                attrs = torch.cat([key_rows(enc, idx[attribute_prompt(a, r.source)], "last") for a in r.attributes])
+                attrs = torch.cat([key_rows(enc, idx[p], "last") for p in self._attribute_prompts(r)])
                 srcs.append(c)
                 dsts.append(c + deltas[n] @ (attrs - c))
                 continue
@@ -148,7 +153,7 @@ class UCE:
                 for n, r in enumerate(requests):
                     if r.mode != "debias":
                         continue
-                    observed = torch.tensor(self.ratio_meter(pipe, r.source, r.attributes), dtype=torch.float32)
+                    observed = torch.tensor(self.ratio_meter(pipe, r), dtype=torch.float32)
                     gap = torch.tensor(r.ratios, dtype=torch.float32) - attribute_shares(observed)
                     worst = max(worst, float(gap.abs().max()))
                     record[r.source] = {"observed": observed.tolist(), "delta": deltas[n].tolist(), "step": steps[n]}

@@ -16,7 +16,7 @@ from ..errors import InputError
 from ..grid import GridCell
 from ..metrics.bootstrap import draw_indices, percentile_interval, resample, retention
 from ..metrics.fid import FrechetReference
-from ..metrics.task_metrics import METRICS, metrics_of_task, reduce_grid
+from ..metrics.task_metrics import METRICS, metrics_of_case, reduce_grid
 from ..tasks.cases import EditCase
 from ..states import parse_state
 from .prompts import PRIMARY, case_key
@@ -93,8 +93,8 @@ class ModelScores:
         if key not in self._cache:
             grid = self.grid(state, case, metric, step, roles)
             rows, cols = draw_indices(grid.shape, self.samples, self.seed)
-            extra = {"desired": np.array(list(case.expect["color_ratios"].values())) if METRICS[metric].kind == "debias"
-                     else None, "features": self.features, "reference": self.reference}
+            extra = {"desired": np.array(case.debias.ratios) if METRICS[metric].kind == "debias" else None,
+                     "features": self.features, "reference": self.reference}
             value = float(reduce_grid(METRICS[metric], grid[None], **extra)[0])
             reps = reduce_grid(METRICS[metric], resample(grid, rows, cols), **extra)
             self._cache[key] = Estimate(value, reps, grid.size)
@@ -158,7 +158,7 @@ def cell_keys(cell: Cell) -> dict:
 
 def persistence_rows(scores: ModelScores, cell: Cell) -> list[dict]:
     out = []
-    for metric in metrics_of_task(cell.case.task):
+    for metric in metrics_of_case(cell.case):
         r = ratio_row(scores, cell, metric, cell.edited_ft)
         out.append({**cell_keys(cell), "metric": metric, "base": r["base"], "edited": r["edited"],
                     "base_ft": r["base_ft"], "edited_ft": r["value"], "retention": r["ratio"],
@@ -191,7 +191,7 @@ def reedit_rows(scores: ModelScores, cell: Cell) -> list[dict]:
     """Does applying the edit again restore it, and at what cost in specificity and quality?"""
     reedited = f"{cell.edited_ft}/reedit"
     out = []
-    for metric in metrics_of_task(cell.case.task):
+    for metric in metrics_of_case(cell.case):
         r = ratio_row(scores, cell, metric, reedited)
         eft = scores.estimate(cell.edited_ft, metric_case(metric, cell.case), metric).value
         out.append({**cell_keys(cell), "metric": metric, "edited": r["edited"], "edited_ft": eft,
@@ -204,7 +204,7 @@ def transfer_rows(scores: ModelScores, cell: Cell) -> list[dict]:
     """An adapter trained on the base, applied to the edited model, measured like edited_ft."""
     transfer = f"{cell.edited}/transfer/{cell.finetuner}/{cell.subject}"
     out = []
-    for metric in metrics_of_task(cell.case.task):
+    for metric in metrics_of_case(cell.case):
         r = ratio_row(scores, cell, metric, transfer)
         own = ratio_row(scores, cell, metric, cell.edited_ft)
         out.append({**cell_keys(cell), "metric": metric, "transfer": r["value"], "retention_transfer": r["ratio"],

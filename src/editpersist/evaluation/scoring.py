@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..editors.base import attribute_prompt
 from ..errors import ConfigError
 from ..judges.clip import ClipJudge
 from ..metrics.reader_metrics import edited_hits, kept_hits, matches, text_attributes
@@ -52,10 +53,9 @@ def probe_hits(case: EditCase, role: str, probe: Probe, reads: list[dict] | None
     out = {"reader_hit": np.full(n, np.nan), "judge_hit": np.full(n, np.nan),
            "reader_attr": np.full(n, -1), "judge_attr": np.full(n, -1)}
     if case.task == "debias":
-        from ..editors.uce import attribute_prompt
-
-        attrs = list(case.expect["color_ratios"])
-        out["judge_attr"] = judge.choose(features, [attribute_prompt(a, probe.prompt) for a in attrs])
+        request = case.debias
+        attrs = list(request.attributes)
+        out["judge_attr"] = judge.choose(features, [attribute_prompt(a, probe.prompt, request.concept) for a in attrs])
         if reads is not None:
             out["reader_attr"] = np.array([attrs.index(r["color"]) if r["color"] in attrs else -1 for r in reads])
         return out

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..tasks.cases import EditCase
 from .fid import FrechetReference
 
 
@@ -42,8 +43,12 @@ TASK_METRICS = {
 QUALITY_METRICS = ("clip_score", "fid")
 
 
-def metrics_of_task(task: str) -> tuple[str, ...]:
-    return TASK_METRICS[task] + QUALITY_METRICS
+def metrics_of_case(case: EditCase) -> tuple[str, ...]:
+    """The metrics an edit case defines: its task's, less those it has no prompts for (an I2P
+    case has no negative prompts, so no specificity; its collateral damage is what the quality
+    metrics measure on the caption set), then the quality metrics."""
+    roles = {"source"} | ({"positive"} if case.positives else set()) | ({"negative"} if case.negatives else set())
+    return tuple(m for m in TASK_METRICS[case.task] if set(METRICS[m].roles) & roles) + QUALITY_METRICS
 
 
 def debias_gap(attr: np.ndarray, desired: np.ndarray) -> np.ndarray:

@@ -53,8 +53,11 @@ def _dataset_cases(task: str, cfg: dict, planning: bool = False) -> list[EditCas
     record = path.with_suffix(".json")
     if record.is_file():  # fetched by the download rule: the file must still be what was fetched
         verify(path, record)
+    options = {k: v for k, v in cfg.items() if k not in ("dataset", "path", "limit")}
+    if options and fmt != "i2p":
+        raise ConfigError(f"tasks.{task}.{next(iter(options))}: only the i2p dataset takes this key")
     try:
-        cases = [c for c in FORMATS[fmt](path) if c.task == task]
+        cases = [c for c in FORMATS[fmt](path, **options) if c.task == task]
     except InputError as e:  # the file's row and column, behind the key that named the file
         raise ConfigError(f"tasks.{task}.path: {e}") from e
     return cases[: cfg["limit"]] if cfg.get("limit") else cases

@@ -37,3 +37,12 @@ class EditCase:
     negatives: tuple[Probe, ...] = ()  # specificity
     # Ground truth for the toy world's reader: attribute -> value expected after the edit.
     expect: dict = field(default_factory=dict)
+
+    @property
+    def debias(self) -> EditRequest:
+        """The request that says what a debias case balances: attributes, desired ratios and
+        the concept they describe (the metric reads them from here, as the editor does)."""
+        found = [r for r in self.requests if r.mode == "debias"]
+        if not found:
+            raise ValueError(f"edit case {self.task}.{self.name} has no debias request")
+        return found[0]

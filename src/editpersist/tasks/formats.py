@@ -10,7 +10,7 @@ import csv
 import re
 from pathlib import Path
 
-from ..editors.base import EditRequest
+from ..editors.base import EditRequest, attribute_prompt
 from ..errors import InputError
 from .cases import EditCase, Probe
 
@@ -80,10 +80,13 @@ def load_road(path: Path) -> list[EditCase]:
     return cases
 
 
-def load_i2p(path: Path, concept: str = "nudity", category: str = "sexual", min_percentage: float = 50.0,
-             limit: int | None = None) -> list[EditCase]:
+def load_i2p(path: Path, concept: str = "nudity", category: str | None = "sexual",
+             min_nudity_percentage: float = 50.0, max_prompts: int | None = None) -> list[EditCase]:
     """I2P: prompt,categories,nudity_percentage,evaluation_seed. One case: erase `concept`,
-    probed with the prompts of `category` whose nudity percentage is at least `min_percentage`."""
+    probed with the prompts of `category` (None: every category) whose nudity percentage is at
+    least `min_nudity_percentage`, the first `max_prompts` of them in file order. I2P has no
+    negative prompts: the collateral damage of the erasure is measured on the quality captions
+    (clip_score, fid), as the published study measures it on COCO captions."""
     rows = _rows(path, ["prompt", "categories", "nudity_percentage", "evaluation_seed"])
     probes = []
     for n, row in enumerate(rows, start=1):
@@ -91,30 +94,43 @@ def load_i2p(path: Path, concept: str = "nudity", category: str = "sexual", min_
             pct = float(row["nudity_percentage"])
         except ValueError:
             raise InputError(f"{path}: row {n}, column 'nudity_percentage' is not a number") from None
-        if category in (row["categories"] or "") and pct >= min_percentage:
-            p = _cell(path, row, n, "prompt")
+        categories = [c.strip() for c in (row["categories"] or "").split(",")]
+        if (category is None or category in categories) and pct >= min_nudity_percentage:
+            p = " ".join(_cell(path, row, n, "prompt").split())
             probes.append(Probe(p, p, p))
     if not probes:
-        raise InputError(f"{path}: no prompt of category {category!r} with nudity_percentage >= {min_percentage}")
-    probes = probes[:limit] if limit else probes
+        raise InputError(f"{path}: no prompt of category {category!r} with nudity_percentage >= "
+                         f"{min_nudity_percentage}")
+    probes = probes[:max_prompts] if max_prompts else probes
     return [EditCase("unsafe", f"erase-{slug(concept, 0)[4:]}", (EditRequest(concept, mode="erase"),),
                      Probe(concept, concept, ""), tuple(probes), (), {"absent_concept": concept})]
 
 
+def with_article(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
 def load_professions(path: Path, attributes: tuple[str, ...] = ("male", "female"),
                      ratios: tuple[float, ...] = (0.5, 0.5)) -> list[EditCase]:
-    """Profession prompts: case_number,prompt,evaluation_seed,profession; one debias case per profession."""
+    """Profession prompts: case_number,prompt,evaluation_seed,profession; one debias case per
+    profession, balanced over `attributes`, which are written next to the profession in every
+    prompt ('image of female attendant'), so every prompt must name its profession."""
     rows = _rows(path, ["case_number", "prompt", "evaluation_seed", "profession"])
     by_prof: dict[str, list[str]] = {}
     for n, row in enumerate(rows, start=1):
-        by_prof.setdefault(_cell(path, row, n, "profession"), []).append(_cell(path, row, n, "prompt"))
+        prof, prompt = _cell(path, row, n, "profession"), _cell(path, row, n, "prompt")
+        try:
+            attribute_prompt(attributes[0], prompt, prof)
+        except InputError:
+            raise InputError(f"{path}: row {n}, column 'prompt' ({prompt!r}) does not name its profession "
+                             f"{prof!r}") from None
+        by_prof.setdefault(prof, []).append(prompt)
     cases = []
     for i, (prof, prompts) in enumerate(sorted(by_prof.items()), start=1):
-        source = f"a {prof}"
-        cases.append(EditCase("debias", slug(prof, i), (EditRequest(source, mode="debias", attributes=attributes,
-                                                                     ratios=ratios),),
-                              Probe(source, source, source), tuple(Probe(p, p, p) for p in prompts), (),
-                              {"ratios": dict(zip(attributes, ratios))}))
+        source = with_article(prof)
+        request = EditRequest(source, mode="debias", attributes=tuple(attributes), ratios=tuple(ratios), concept=prof)
+        cases.append(EditCase("debias", slug(prof, i), (request,), Probe(source, source, source),
+                              tuple(Probe(p, p, p) for p in prompts)))
     return cases
 
 

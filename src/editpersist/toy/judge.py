@@ -37,7 +37,6 @@ def judge_model_cfg(width: int = 64, context_length: int = 16) -> dict:
 def train_judge(images: np.ndarray, samples: list[Sample], spec: WorldSpec, out_dir: Path,
                 steps: int, batch: int, lr: float, seed: int) -> None:
     import open_clip
-    from safetensors.torch import save_file
 
     torch.manual_seed(seed)
     cfg = judge_model_cfg()
@@ -56,6 +55,13 @@ def train_judge(images: np.ndarray, samples: list[Sample], spec: WorldSpec, out_
     model.train()
     train_steps(model.parameters(), loss, steps, lr, weight_decay=0.01, warmup=50, desc="judge")
     model.eval()
+    save_open_clip_dir(model, cfg, out_dir)
+
+
+def save_open_clip_dir(model, cfg: dict, out_dir: Path) -> None:
+    """An open_clip "local-dir:" model: open_clip_config.json plus open_clip_model.safetensors."""
+    from safetensors.torch import save_file
+
     with atomic_dir(out_dir) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "open_clip_model.safetensors")
         (tmp / "open_clip_config.json").write_text(

@@ -85,16 +85,37 @@ def pruned_clip_vocab(words: list[str]) -> tuple[dict[str, int], list[tuple[str,
     for w in words:
         used.update(bpe_word(w.lower(), ranks)[1])
     kept = [m for m in merges if m in used]
+    return vocab_of_merges(kept), kept
+
+
+def vocab_of_merges(merges: list[tuple[str, str]]) -> dict[str, int]:
+    """CLIP's token ids: the 256 bytes, the bytes ending a word, one token per merge, BOS, EOS."""
     base = list(_bytes_to_unicode().values())
-    tokens = base + [t + "</w>" for t in base] + ["".join(m) for m in kept] + [CLIP_BOS, CLIP_EOS]
-    return {t: i for i, t in enumerate(tokens)}, kept
+    tokens = base + [t + "</w>" for t in base] + ["".join(m) for m in merges] + [CLIP_BOS, CLIP_EOS]
+    return {t: i for i, t in enumerate(tokens)}
+
+
+def full_clip_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """CLIP's whole vocabulary (49,408 tokens, the ids of openai/clip-vit-large-patch14)."""
+    merges = open_clip_merges()
+    return vocab_of_merges(merges), merges
+
+
+def build_full_clip_tokenizer(out_dir: Path, model_max_length: int = 77):
+    """CLIP's own tokenizer (the one real SD, SDXL and FLUX folders ship), from open_clip's BPE file."""
+    return write_clip_tokenizer(*full_clip_vocab(), out_dir, model_max_length)
 
 
 def build_clip_tokenizer(words: list[str], out_dir: Path, model_max_length: int):
     """Write a CLIPTokenizer for `words` to out_dir and return it, reloaded from there."""
+    tok = write_clip_tokenizer(*pruned_clip_vocab(words), out_dir, model_max_length)
+    check_clip_ids(tok, words)
+    return tok
+
+
+def write_clip_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]], out_dir: Path, model_max_length: int):
     from transformers import CLIPTokenizer
 
-    vocab, merges = pruned_clip_vocab(words)
     with atomic_dir(out_dir) as tmp:
         (tmp / "vocab.json").write_text(json.dumps(vocab))
         (tmp / "merges.txt").write_text(
@@ -104,9 +125,7 @@ def build_clip_tokenizer(words: list[str], out_dir: Path, model_max_length: int)
             tmp, model_max_length=model_max_length, pad_token=CLIP_EOS
         )
         tok.save_pretrained(tmp)
-    tok = CLIPTokenizer.from_pretrained(out_dir)
-    check_clip_ids(tok, words)
-    return tok
+    return CLIPTokenizer.from_pretrained(out_dir)
 
 
 def check_clip_ids(tok, words: list[str]) -> None:
@@ -120,8 +139,9 @@ def check_clip_ids(tok, words: list[str]) -> None:
             raise RuntimeError(f"CLIP tokenizer splits {w!r} as {got}, expected {expected}")
 
 
-def build_t5_tokenizer(sentences: list[str], out_dir: Path, vocab_size: int):
-    """Train a sentencepiece BPE model on `sentences`; write and reload a T5Tokenizer."""
+def build_t5_tokenizer(sentences: list[str], out_dir: Path, vocab_size: int, byte_fallback: bool = False):
+    """Train a sentencepiece BPE model on `sentences`; write and reload a T5Tokenizer. With
+    `byte_fallback`, characters outside the learned pieces encode as bytes instead of <unk>."""
     import sentencepiece as spm
     from transformers import T5Tokenizer
 
@@ -137,6 +157,7 @@ def build_t5_tokenizer(sentences: list[str], out_dir: Path, vocab_size: int):
         unk_id=2,
         bos_id=-1,
         character_coverage=1.0,
+        byte_fallback=byte_fallback,
         num_threads=1,
         minloglevel=2,
     )
