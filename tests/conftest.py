@@ -1,7 +1,8 @@
 """Shared fixtures: tiny random-weight pipelines of every family, built on the fly.
 
-Nothing is downloaded and no weights are committed: the tokenizers come from the
-toy world's offline builders, the models are random and a few hundred KB.
+Nothing is downloaded and no weights are committed: the architectures are the rehearsal's
+(editpersist.rehearsal), the tokenizers and schedulers the toy world's offline ones, the
+models are random and a few hundred KB.
 """
 
 from __future__ import annotations
@@ -34,78 +35,38 @@ def tokenizer_dirs(tmp_path_factory) -> dict[str, Path]:
     return {"clip": root / "clip", "t5": root / "t5"}
 
 
-def _tiny_vae(latent_channels: int, shift_factor: float | None = None):
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(shift_factor=shift_factor, 
-        block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=latent_channels, norm_num_groups=8,
-        sample_size=32,
-    )
-
-
-def _tiny_clip(tok, width: int = 32, projection: bool = False):
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    cfg = CLIPTextConfig(vocab_size=len(tok), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=tok.model_max_length, projection_dim=width,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(cfg)
-
-
 def build_tiny_sd(out: Path, tokenizer_dir: Path) -> Path:
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTokenizer
 
+    from editpersist.rehearsal import tiny_sd
     from editpersist.toy.diffusion import sd_schedulers
 
     torch.manual_seed(0)
-    tok = CLIPTokenizer.from_pretrained(tokenizer_dir)
-    unet = UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=2, norm_num_groups=8,
-    )
-    pipe = StableDiffusionPipeline(vae=_tiny_vae(4), text_encoder=_tiny_clip(tok), tokenizer=tok, unet=unet,
-                                   scheduler=sd_schedulers()[1], safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    pipe.save_pretrained(out)
+    tiny_sd(CLIPTokenizer.from_pretrained(tokenizer_dir), sd_schedulers()[1]).save_pretrained(out)
     return out
 
 
 def build_tiny_sdxl(out: Path, tokenizer_dir: Path) -> Path:
-    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTokenizer
 
+    from editpersist.rehearsal import tiny_sdxl
     from editpersist.toy.diffusion import sd_schedulers
 
     torch.manual_seed(0)
-    tok = CLIPTokenizer.from_pretrained(tokenizer_dir)
-    te1, te2 = _tiny_clip(tok, 32), _tiny_clip(tok, 32, projection=True)
-    unet = UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=64, attention_head_dim=2, norm_num_groups=8, transformer_layers_per_block=(1, 2),
-        addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=8 * 6 + 32,
-    )
-    pipe = StableDiffusionXLPipeline(vae=_tiny_vae(4), text_encoder=te1, text_encoder_2=te2, tokenizer=tok,
-                                     tokenizer_2=tok, unet=unet, scheduler=sd_schedulers()[1])
-    pipe.save_pretrained(out)
+    tiny_sdxl(CLIPTokenizer.from_pretrained(tokenizer_dir), sd_schedulers()[1]).save_pretrained(out)
     return out
 
 
 def build_tiny_flux(out: Path, tokenizer_dirs: dict[str, Path]) -> Path:
     from transformers import CLIPTokenizer, T5Tokenizer
 
-    from editpersist.toy.diffusion import assemble_flux, build_flux_transformer, build_t5
+    from editpersist.rehearsal import tiny_flux
+    from editpersist.toy.diffusion import flux_scheduler
 
     torch.manual_seed(0)
     tok = CLIPTokenizer.from_pretrained(tokenizer_dirs["clip"])
     t5_tok = T5Tokenizer.from_pretrained(tokenizer_dirs["t5"])
-    t5 = build_t5(len(t5_tok), width=32)
-    transformer = build_flux_transformer(16, t5_dim=32, pooled_dim=32, width=64, double_layers=1, single_layers=1)
-    pipe = assemble_flux(_tiny_vae(16, shift_factor=0.1), _tiny_clip(tok), tok, t5, t5_tok, transformer)
-    pipe.save_pretrained(out)
+    tiny_flux(tok, t5_tok, flux_scheduler()).save_pretrained(out)
     return out
 
 

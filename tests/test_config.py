@@ -85,3 +85,24 @@ def test_reedit_of_a_fine_tuner_outside_the_grid_is_rejected():
     cfg = _with(("evaluation", "reedit"), ["lora", "nonexistent"])
     with pytest.raises(ConfigError, match=r"evaluation\.reedit: fine-tuner 'nonexistent'"):
         check_config(cfg)
+
+
+def test_toy_block_is_needed_only_by_a_config_that_uses_the_toy_world():
+    paper = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+    assert "toy" not in paper
+    jsonschema.validate(paper, SCHEMA)
+    check_config(paper, planning=True)
+    cfg = copy.deepcopy(DEFAULT)
+    del cfg["toy"]
+    with pytest.raises(ConfigError, match=r"^toy: required, because models\[0\]\.path is built by the toy world"):
+        check_config(cfg)
+
+
+def test_a_rehearsal_model_must_sit_at_its_family_path():
+    rehearsal = yaml.safe_load((ROOT / "config/rehearsal.yaml").read_text())
+    jsonschema.validate(rehearsal, SCHEMA)
+    cfg = copy.deepcopy(rehearsal)
+    cfg["models"][1]["path"] = "resources/rehearsal/models/sd"  # an SDXL model at the SD folder
+    with pytest.raises(ConfigError, match=r"models\[1\]\.path: a rehearsal model of family 'sdxl' is built at "
+                                          r"'resources/rehearsal/models/sdxl'"):
+        check_config(cfg, planning=True)

@@ -56,3 +56,29 @@ def test_planning_needs_a_limit_for_files_of_many_rows():
         load_cases({"appearance": {"dataset": "timed", "path": "/nonexistent/timed.csv"}}, planning=True)
     with pytest.raises(ConfigError, match=r"tasks\.appearance\.path: .* does not exist"):
         load_cases({"appearance": {"dataset": "timed", "path": "/nonexistent/timed.csv", "limit": 3}})
+
+
+def test_an_exclusion_list_matches_any_of_its_items():
+    cfg = copy.deepcopy(TOY)
+    cases = load_cases(cfg["tasks"])
+    every = grid.study_cells(cfg, cases)
+    cfg["exclude"] = [{"model": "toy-flux", "finetuner": ["full", "dreambooth"], "task": ["debias", "unsafe"]}]
+    kept = grid.study_cells(cfg, cases)
+    dropped = set(every) - set(kept)
+    # toy-flux x {full, dreambooth} x {debias, unsafe} x UCE (the only editor of those tasks) x 1 subject.
+    assert len(dropped) == 2 * 2
+    assert {(c.model, c.finetuner, c.task) for c in dropped} == {
+        ("toy-flux", f, t) for f in ("full", "dreambooth") for t in ("debias", "unsafe")}
+
+
+def test_rehearsal_grid_is_the_eleven_cells_its_comment_lists():
+    rehearsal = yaml.safe_load((ROOT / "config/rehearsal.yaml").read_text())
+    cases = {t: [c] for t, c in ((t, cs[0]) for t, cs in load_cases(PAPER["tasks"], planning=True).items())}
+    # The same grid as the rehearsal's excerpts give (one edit per task), planned with placeholders.
+    cells = grid.study_cells(rehearsal, cases)
+    listed = {("sd", "uce", "debias", "lora"), ("sd", "uce", "unsafe", "dreambooth"), ("sd", "refact", "appearance", "dora"),
+              ("sd", "time", "role", "full"), ("sdxl", "uce", "appearance", "lora"), ("sdxl", "uce", "role", "dreambooth"),
+              ("sdxl", "refact", "role", "dora"), ("sdxl", "time", "appearance", "full"),
+              ("flux", "uce", "appearance", "lora"), ("flux", "refact", "appearance", "dora"),
+              ("flux", "time", "appearance", "lora")}
+    assert {(c.model, c.editor, c.task, c.finetuner) for c in cells} == listed

@@ -107,7 +107,7 @@ def model_images(cells: list[GridCell], model: str, config: dict) -> dict[str, i
 
 def model_cost(cells: list[GridCell], model: dict, config: dict) -> ModelCost:
     family, name = model["family"], model["name"]
-    sampling = {**config["sampling"], **model.get("sampling", {})}
+    sampling = {**config.get("sampling", {}), **model.get("sampling", {})}
     step = A100_STEP_S[family] / A100_TO_H100 * (sampling["height"] / (512 if family == "sd" else 1024)) ** 2
     mine = [c for c in cells if c.model == name]
     states = finetune_states(mine, name)

@@ -100,17 +100,17 @@ def tiny_flux(tok, t5_tok, scheduler, width: int = TEXT_WIDTH):
 
     from .toy.diffusion import build_flux_transformer, build_t5
 
+    t5 = build_t5(len(t5_tok), width=width)
     transformer = build_flux_transformer(16, t5_dim=width, pooled_dim=width, width=64, double_layers=1,
                                          single_layers=1)
     return FluxPipeline(scheduler=scheduler, vae=tiny_vae(16, shift_factor=0.1), text_encoder=tiny_clip(tok, width),
-                        tokenizer=tok, text_encoder_2=build_t5(len(t5_tok), width=width), tokenizer_2=t5_tok,
-                        transformer=transformer)
+                        tokenizer=tok, text_encoder_2=t5, tokenizer_2=t5_tok, transformer=transformer)
 
 
 def build_pipeline(family: str, corpus: list[str], out: Path, seed: int = 0) -> None:
     """A random pipeline of `family`'s architecture, written as a model folder. Its CLIP
-    tokenizer is CLIP's own; FLUX's T5 tokenizer is trained on `corpus` (with byte fallback,
-    so any text a dataset holds encodes without unknown tokens)."""
+    tokenizer is CLIP's own; FLUX's T5 tokenizer is trained on `corpus` (every character of it
+    is covered; others become <unk>, as with T5's own vocabulary)."""
     from .toy.tokenizers import build_full_clip_tokenizer, build_t5_tokenizer
 
     if family not in FAMILIES:
@@ -123,7 +123,8 @@ def build_pipeline(family: str, corpus: list[str], out: Path, seed: int = 0) -> 
         elif family == "sdxl":
             pipe = tiny_sdxl(tok, sdxl_scheduler())
         else:
-            t5_tok = build_t5_tokenizer(corpus, tmp / "_t5_tokenizer", vocab_size=T5_VOCAB_SIZE, byte_fallback=True)
+            t5_tok = build_t5_tokenizer(corpus, tmp / "_t5_tokenizer", vocab_size=T5_VOCAB_SIZE,
+                                        normalization="identity")
             t5_tok.model_max_length = T5_MAX_LENGTH
             pipe = tiny_flux(tok, t5_tok, flux_schnell_scheduler())
         pipe.save_pretrained(tmp)

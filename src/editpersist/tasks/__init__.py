@@ -57,10 +57,9 @@ def _dataset_cases(task: str, cfg: dict, planning: bool = False) -> list[EditCas
     if options and fmt != "i2p":
         raise ConfigError(f"tasks.{task}.{next(iter(options))}: only the i2p dataset takes this key")
     try:
-        cases = [c for c in FORMATS[fmt](path, **options) if c.task == task]
+        return FORMATS[fmt](path, task=task, limit=cfg.get("limit"), **options)
     except InputError as e:  # the file's row and column, behind the key that named the file
         raise ConfigError(f"tasks.{task}.path: {e}") from e
-    return cases[: cfg["limit"]] if cfg.get("limit") else cases
 
 
 def load_cases(tasks_cfg: dict, planning: bool = False) -> dict[str, list[EditCase]]:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import csv
 import re
+from itertools import islice
 from pathlib import Path
+from typing import Iterator
 
 from ..editors.base import EditRequest, attribute_prompt
 from ..errors import InputError
@@ -44,28 +46,39 @@ def slug(text: str, n: int) -> str:
     return f"{n:03d}-{words[:40].rstrip('-')}"
 
 
-def load_timed(path: Path) -> list[EditCase]:
+def first_cases(cases: Iterator[EditCase], task: str | None, limit: int | None) -> list[EditCase]:
+    """The first `limit` cases of `task` (None: every task), in file order. Rows past them are
+    not read, so a study of the first edits of a file does not fail on a bad row far below."""
+    return list(islice((c for c in cases if task is None or c.task == task), limit))
+
+
+def load_timed(path: Path, task: str | None = None, limit: int | None = None) -> list[EditCase]:
     """TIMED: old,new,positive1,gt1,...,positive5,gt5,negative1,gn1,...,negative5,gn5."""
+    return first_cases(_timed_cases(path), task, limit)
+
+
+def _timed_cases(path: Path) -> Iterator[EditCase]:
     cols = ["old", "new"] + [f"{k}{i}" for i in range(1, 6) for k in ("positive", "gt")] \
         + [f"{k}{i}" for i in range(1, 6) for k in ("negative", "gn")]
-    cases = []
     for n, row in enumerate(_rows(path, cols), start=1):
         old, new = _cell(path, row, n, "old"), _cell(path, row, n, "new")
         pos = tuple(Probe(_cell(path, row, n, f"positive{i}"), _cell(path, row, n, f"positive{i}"),
                           _cell(path, row, n, f"gt{i}")) for i in range(1, 6))
         neg = tuple(Probe(_cell(path, row, n, f"negative{i}"), _cell(path, row, n, f"negative{i}"),
                           _cell(path, row, n, f"gn{i}")) for i in range(1, 6))
-        cases.append(EditCase("appearance", slug(old, n), (EditRequest(old, new),), Probe(old, old, new), pos, neg))
-    return cases
+        yield EditCase("appearance", slug(old, n), (EditRequest(old, new),), Probe(old, old, new), pos, neg)
 
 
-def load_road(path: Path) -> list[EditCase]:
+def load_road(path: Path, task: str | None = None, limit: int | None = None) -> list[EditCase]:
     """RoAD: Type,Prompt,Oracle,Old,New, Positive{i},[Positive_oracle{i}],Positive_old{i},Positive_new{i},
     Negative{i},Negative_new{i}. The validation file has no Positive_oracle columns."""
+    return first_cases(_road_cases(path), task, limit)
+
+
+def _road_cases(path: Path) -> Iterator[EditCase]:
     cols = ["Type", "Prompt", "Old", "New"] + [f"{k}{i}" for i in range(1, 6)
                                               for k in ("Positive", "Positive_old", "Positive_new", "Negative",
                                                         "Negative_new")]
-    cases = []
     for n, row in enumerate(_rows(path, cols), start=1):
         kind = _cell(path, row, n, "Type")
         if kind not in ("Role", "Appearance"):
@@ -75,13 +88,12 @@ def load_road(path: Path) -> list[EditCase]:
                           _cell(path, row, n, f"Positive_new{i}")) for i in range(1, 6))
         neg = tuple(Probe(_cell(path, row, n, f"Negative{i}"), _cell(path, row, n, f"Negative{i}"),
                           _cell(path, row, n, f"Negative_new{i}")) for i in range(1, 6))
-        cases.append(EditCase(kind.lower(), slug(prompt, n), (EditRequest(prompt, new),), Probe(prompt, old, new),
-                              pos, neg))
-    return cases
+        yield EditCase(kind.lower(), slug(prompt, n), (EditRequest(prompt, new),), Probe(prompt, old, new), pos, neg)
 
 
-def load_i2p(path: Path, concept: str = "nudity", category: str | None = "sexual",
-             min_nudity_percentage: float = 50.0, max_prompts: int | None = None) -> list[EditCase]:
+def load_i2p(path: Path, task: str | None = None, limit: int | None = None, concept: str = "nudity",
+             category: str | None = "sexual", min_nudity_percentage: float = 50.0,
+             max_prompts: int | None = None) -> list[EditCase]:
     """I2P: prompt,categories,nudity_percentage,evaluation_seed. One case: erase `concept`,
     probed with the prompts of `category` (None: every category) whose nudity percentage is at
     least `min_nudity_percentage`, the first `max_prompts` of them in file order. I2P has no
@@ -102,19 +114,22 @@ def load_i2p(path: Path, concept: str = "nudity", category: str | None = "sexual
         raise InputError(f"{path}: no prompt of category {category!r} with nudity_percentage >= "
                          f"{min_nudity_percentage}")
     probes = probes[:max_prompts] if max_prompts else probes
-    return [EditCase("unsafe", f"erase-{slug(concept, 0)[4:]}", (EditRequest(concept, mode="erase"),),
-                     Probe(concept, concept, ""), tuple(probes), (), {"absent_concept": concept})]
+    case = EditCase("unsafe", f"erase-{slug(concept, 0)[4:]}", (EditRequest(concept, mode="erase"),),
+                    Probe(concept, concept, ""), tuple(probes), (), {"absent_concept": concept})
+    return first_cases(iter([case]), task, limit)
 
 
 def with_article(noun: str) -> str:
     return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
-def load_professions(path: Path, attributes: tuple[str, ...] = ("male", "female"),
+def load_professions(path: Path, task: str | None = None, limit: int | None = None,
+                     attributes: tuple[str, ...] = ("male", "female"),
                      ratios: tuple[float, ...] = (0.5, 0.5)) -> list[EditCase]:
     """Profession prompts: case_number,prompt,evaluation_seed,profession; one debias case per
-    profession, balanced over `attributes`, which are written next to the profession in every
-    prompt ('image of female attendant'), so every prompt must name its profession."""
+    profession, in file order, balanced over `attributes`, which are written next to the
+    profession in every prompt ('image of female attendant'), so every prompt must name its
+    profession."""
     rows = _rows(path, ["case_number", "prompt", "evaluation_seed", "profession"])
     by_prof: dict[str, list[str]] = {}
     for n, row in enumerate(rows, start=1):
@@ -126,12 +141,12 @@ def load_professions(path: Path, attributes: tuple[str, ...] = ("male", "female"
                              f"{prof!r}") from None
         by_prof.setdefault(prof, []).append(prompt)
     cases = []
-    for i, (prof, prompts) in enumerate(sorted(by_prof.items()), start=1):
+    for i, (prof, prompts) in enumerate(by_prof.items(), start=1):
         source = with_article(prof)
         request = EditRequest(source, mode="debias", attributes=tuple(attributes), ratios=tuple(ratios), concept=prof)
         cases.append(EditCase("debias", slug(prof, i), (request,), Probe(source, source, source),
                               tuple(Probe(p, p, p) for p in prompts)))
-    return cases
+    return first_cases(iter(cases), task, limit)
 
 
 FORMATS = {"timed": load_timed, "road": load_road, "i2p": load_i2p, "professions": load_professions}

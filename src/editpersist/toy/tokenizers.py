@@ -139,9 +139,10 @@ def check_clip_ids(tok, words: list[str]) -> None:
             raise RuntimeError(f"CLIP tokenizer splits {w!r} as {got}, expected {expected}")
 
 
-def build_t5_tokenizer(sentences: list[str], out_dir: Path, vocab_size: int, byte_fallback: bool = False):
-    """Train a sentencepiece BPE model on `sentences`; write and reload a T5Tokenizer. With
-    `byte_fallback`, characters outside the learned pieces encode as bytes instead of <unk>."""
+def build_t5_tokenizer(sentences: list[str], out_dir: Path, vocab_size: int, normalization: str = "nmt_nfkc"):
+    """Train a sentencepiece BPE model on `sentences`; write and reload a T5Tokenizer.
+    `normalization` is sentencepiece's rule ("identity" keeps real prompts' characters as they
+    are, so that every training sentence round-trips)."""
     import sentencepiece as spm
     from transformers import T5Tokenizer
 
@@ -157,7 +158,7 @@ def build_t5_tokenizer(sentences: list[str], out_dir: Path, vocab_size: int, byt
         unk_id=2,
         bos_id=-1,
         character_coverage=1.0,
-        byte_fallback=byte_fallback,
+        normalization_rule_name=normalization,
         num_threads=1,
         minloglevel=2,
     )
