@@ -87,11 +87,15 @@ def test_uce_maps_source_key_to_target_value(tiny_model_dirs):
     torch.testing.assert_close(delta.tensors[f"{key}.weight"] @ c_src, W0 @ c_dst, rtol=1e-3, atol=1e-3)
 
 
-def test_time_edits_values_only_and_rejects_erase(tiny_model_dirs):
+def test_time_edits_keys_and_values_by_default_and_rejects_erase(tiny_model_dirs):
+    from editpersist.editors.time import TIMEConfig
+
     family = get_family("sd")
     pipe = family.load(tiny_model_dirs["sd"])
     delta = TIME().edit(pipe, family, [EditRequest("a king", "a triangle")])
-    assert delta.tensors and all(k.endswith("to_v.weight") for k in delta.tensors)
+    assert {k.rsplit(".", 2)[-2] for k in delta.tensors} == {"to_k", "to_v"}  # the published --with_to_k
+    values_only = TIME(TIMEConfig(edit_keys=False)).edit(pipe, family, [EditRequest("a king", "a triangle")])
+    assert values_only.tensors and all(k.endswith("to_v.weight") for k in values_only.tensors)
     with pytest.raises(ValueError, match="TIME only replaces"):
         TIME().edit(pipe, family, [EditRequest("a cross", mode="erase")])
 

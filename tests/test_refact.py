@@ -9,8 +9,6 @@ from editpersist.editors.refact import (
     capture_io,
     compute_and_cache_stats,
     compute_u,
-    fill,
-    noun_phrase,
     pooled,
     rank_one_update,
     refact_sites,
@@ -40,7 +38,9 @@ def test_rank_one_update_moves_only_the_key_direction():
 def test_phrases_and_positions(tokenizer_dirs):
     from transformers import CLIPTokenizer, T5Tokenizer
 
-    assert noun_phrase("a blue circle") == "blue circle" and fill("a photo of {}", "circle") == "a photo of a circle"
+    from editpersist.editors.subject_probe import noun_phrase
+
+    assert noun_phrase("a blue circle") == "blue circle"
     clip = CLIPTokenizer.from_pretrained(tokenizer_dirs["clip"])
     assert subject_last_index(clip, "a photo of a circle", "circle") == 5  # BOS a photo of a circle
     t5 = T5Tokenizer.from_pretrained(tokenizer_dirs["t5"])
@@ -97,12 +97,12 @@ def test_flux_clip_layer_also_edits_the_pooled_clip_encoder(tiny_model_dirs, tmp
     family = get_family("flux")
     pipe = family.load(tiny_model_dirs["flux"])
     cfg = refact_config({"layers": {"flux": 0, "flux_clip": 1}, "templates": ["{}", "a photo of {}"], "max_steps": 5},
-                        "flux")
+                        "flux", "appearance")
     sites = cfg.sites("flux")
     assert [s.component for s in sites] == ["text_encoder_2", "text_encoder"]
     assert sites[1].module == "encoder.layers.1.mlp.fc2"
     # Only FLUX reads the key; the other families ignore it.
-    assert refact_config({"layers": {"sd": 0, "flux_clip": 1}, "templates": ["{}"]}, "sd").sites("sd") == \
+    assert refact_config({"layers": {"sd": 0, "flux_clip": 1}, "templates": ["{}"]}, "sd", "role").sites("sd") == \
         refact_sites("sd", 0)
     stats = compute_and_cache_stats(pipe, sites, CORPUS, tmp_path)
     assert len(stats) == 2 and all(p.is_file() for p in stats)

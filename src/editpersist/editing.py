@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .editors.base import EditDelta, EditRequest, Editor, attribute_prompt
-from .editors.refact import ReFACT, ReFACTConfig, compute_and_cache_stats
+from .editors.refact import ReFACT, ReFACTConfig, compute_and_cache_stats, refact_sites
 from .editors.time import TIME, TIMEConfig
 from .editors.uce import UCE, UCEConfig
 from .errors import ConfigError
@@ -62,15 +62,36 @@ def debias_meter(editor_cfg: dict, judge_dir: str | None, family, sampling: Samp
     return ratio_meter(family, sampling, n, seed, judge_classifier(ClipJudge.load(judge_dir, device=device)))
 
 
-REFACT_RUN_KEYS = ("lr", "max_steps", "stop_prob", "max_norm_factor", "weight_decay")
+REFACT_RUN_KEYS = ("lr", "max_steps", "stop_prob", "max_norm_factor", "weight_decay", "loss", "ridge")
 
 
-def refact_config(cfg: dict, family_name: str, seed: int = 0) -> ReFACTConfig:
+def refact_layer(cfg: dict, family_name: str, task: str | None) -> int | list[int]:
+    """The edited layer of a family for a task: `layers.<family>` is a number (every task) or
+    {task: layer} (ReFACT's SD 1.4 runs: appearance 9, role 7). Without a task, every layer
+    the family uses (what the statistics rule must cover)."""
     if family_name not in cfg["layers"]:
         raise ConfigError(f"editors.refact.layers: no layer given for family {family_name!r}")
+    by_task = cfg["layers"][family_name]
+    if isinstance(by_task, int):
+        return by_task if task is not None else [by_task]
+    if task is None:
+        return sorted(set(by_task.values()))
+    if task not in by_task:
+        raise ConfigError(f"editors.refact.layers.{family_name}: no layer given for task {task!r}")
+    return by_task[task]
+
+
+def refact_config(cfg: dict, family_name: str, task: str, seed: int = 0) -> ReFACTConfig:
     flux_clip = cfg["layers"].get("flux_clip") if family_name == "flux" else None
-    return ReFACTConfig(layer=cfg["layers"][family_name], templates=tuple(cfg["templates"]), seed=seed,
+    return ReFACTConfig(layer=refact_layer(cfg, family_name, task), templates=tuple(cfg["templates"]), seed=seed,
                         flux_clip_layer=flux_clip, **{k: cfg[k] for k in REFACT_RUN_KEYS if k in cfg})
+
+
+def refact_stat_sites(cfg: dict, family_name: str) -> list:
+    """Every site whose statistics some task's edit reads (one file per site)."""
+    flux_clip = cfg["layers"].get("flux_clip") if family_name == "flux" else None
+    sites = [s for layer in refact_layer(cfg, family_name, None) for s in refact_sites(family_name, layer, flux_clip)]
+    return list(dict.fromkeys(sites))
 
 
 def refact_corpus(cfg: dict, seed: int) -> list[str]:
@@ -93,15 +114,15 @@ def run_refact_stats(model_dir: Path, family_name: str, cfg: dict, seed: int, de
 
     family = get_family(family_name)
     pipe = family.load(model_dir, device=device)
-    sites = refact_config(cfg, family_name).sites(family_name)
+    sites = refact_stat_sites(cfg, family_name)
     with atomic_dir(out) as tmp:
         compute_and_cache_stats(pipe, sites, refact_corpus(cfg, seed), tmp)
 
 
-def build_editor(name: str, cfg: dict, family_name: str, ratio_meter=None, stats_dir: Path | None = None,
+def build_editor(name: str, cfg: dict, family_name: str, task: str, ratio_meter=None, stats_dir: Path | None = None,
                  seed: int = 0) -> Editor:
     if name == "refact":
-        return ReFACT(refact_config(cfg, family_name, seed), stats_dir)
+        return ReFACT(refact_config(cfg, family_name, task, seed), stats_dir)
     if name == "uce":
         params = {k: v for k, v in cfg.items() if k != "debias"}
         # n_images and meter configure the meter (debias_meter), not the solve.
@@ -120,7 +141,7 @@ def run_edit(model_dir: Path, family_name: str, editor_name: str, editor_cfg: di
     meter = None
     if any(r.mode == "debias" for r in case.requests):
         meter = debias_meter(editor_cfg, judge_dir, family, sampling, seed, device)
-    editor = build_editor(editor_name, editor_cfg, family_name, meter, stats_dir, seed)
+    editor = build_editor(editor_name, editor_cfg, family_name, case.task, meter, stats_dir, seed)
     delta = editor.edit(pipe, family, list(case.requests))
     delta.sidecar.update(task=case.task, edit=case.name, model_dir=str(model_dir), family=family_name)
     delta.save(out)

@@ -33,6 +33,9 @@ class EditRequest:
     attributes: tuple[str, ...] = ()
     ratios: tuple[float, ...] = ()
     concept: str = ""
+    # What the source shows before the edit, when the dataset names it apart from the source
+    # (RoAD: "Canada's Prime Minister" shows "Justin Trudeau"); ReFACT contrasts the target with it.
+    original: str = ""
 
 
 def attribute_prompt(attribute: str, prompt: str, concept: str) -> str:

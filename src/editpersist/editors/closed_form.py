@@ -30,12 +30,19 @@ def solve_general(W0: torch.Tensor, C_e: torch.Tensor, V_e: torch.Tensor, C_p: t
     return torch.linalg.solve(M, R.T).T  # M is symmetric: W M = R  <=>  M W^T = R^T
 
 
+def working_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """Float32, or float64 when an input is float64 (half-precision models solve in float32)."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
 def shared_transform(C_e: torch.Tensor, D_e: torch.Tensor, C_p: torch.Tensor,
                      lam: float, s_e: float, s_p: float) -> torch.Tensor:
-    """T with W = W0 T for targets v_e = W0 d_e. C_e, D_e (n, in); C_p (m, in). Float32 throughout."""
-    C_e, D_e, C_p = (t.float() for t in (C_e, D_e, C_p))
+    """T with W = W0 T for targets v_e = W0 d_e. C_e, D_e (n, in); C_p (m, in). Solved in
+    float32 (float64 for float64 inputs)."""
+    dtype = working_dtype(C_e, D_e, C_p)
+    C_e, D_e, C_p = (t.to(dtype) for t in (C_e, D_e, C_p))
     d = C_e.shape[1]
-    eye = torch.eye(d, dtype=torch.float32)
+    eye = torch.eye(d, dtype=dtype)
     M = lam * eye + s_e * C_e.T @ C_e + s_p * C_p.T @ C_p
     A = lam * eye + s_e * D_e.T @ C_e + s_p * C_p.T @ C_p
     return torch.linalg.solve(M, A.T).T  # T M = A
@@ -48,7 +55,7 @@ def apply_transform(weights: dict[str, torch.Tensor], T: torch.Tensor) -> dict[s
         by_shape.setdefault(tuple(w.shape), []).append(key)
     out = {}
     for keys in by_shape.values():
-        stacked = torch.stack([weights[k].float() for k in keys])
-        solved = torch.matmul(stacked, T)
+        stacked = torch.stack([weights[k].to(working_dtype(weights[k], T)) for k in keys])
+        solved = torch.matmul(stacked, T.to(stacked.dtype))
         out.update({k: solved[i].to(weights[k].dtype) for i, k in enumerate(keys)})
     return out

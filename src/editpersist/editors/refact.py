@@ -5,9 +5,19 @@ MLP output layer of the text encoder, in separate steps as in ROME's code:
                    (computed once per model and layer and cached as a file);
 * `compute_key`  - k_bar, the mean layer input at the subject's last token over templates;
 * `compute_u`    - u = C^-1 k_bar / |C^-1 k_bar|;
-* `compute_v`    - v* = v0 + delta, delta optimised so that the encoder's pooled
-                   embedding of the edited prompts is closest to the destination text's;
+* `compute_v`    - v* = v0 + delta, delta added to each edited prompt's own output at the
+                   subject and optimised so that the prompts' pooled embeddings are nearest
+                   (negative L2, the official best setting) to the destination text among
+                   [destination, original], both bare and embedded by the unedited encoder;
 * `rank_one_update` - W += ((v* - o*) / (u^T k*)) u^T.
+
+As the official code (technion-cs-nlp/ReFACT, `clip_edit.py --algorithm contrastive_text
+--v_similarity_metric l2`): the subject is the whole source prompt; k_bar averages the
+context templates; v is optimised on the bare prompt plus the templates; delta starts at 0;
+the loop stops before a step once the mean destination probability exceeds `stop_prob`, and
+after `max_steps - 1` steps. One deliberate difference: the official v0 is the output of
+whichever rewriting prompt comes first from a Python set (it depends on the hash seed); here
+it is always the bare prompt's, one of the official outcomes, so v* - o* = delta exactly.
 
 Which layer: SD/SDXL edit `encoder.layers.L.mlp.fc2` of the CLIP text encoder(s).
 FLUX's CLIP encoder only feeds a pooled vector; the per-token semantics live in T5, so
@@ -16,12 +26,11 @@ on FLUX ReFACT edits T5's FFN output `encoder.block.L.layer.1.DenseReluDense.wo`
 no EOS-pooled projection, so its "pooled embedding" is the mean of the last hidden
 states over the prompt's tokens.
 
-The pooled embedding compared is the encoder's own, L2-normalised, scored as
-100 * cosine, i.e. the nearest in L2 among [destination, source]. The official run
-projected it with CLIP's text_projection: SDXL's second encoder carries it (its
-text_embeds are used); SD's diffusers text encoder does not, so there the unprojected
-EOS state (pooler_output) is compared. The projection is linear, so nearness changes
-little; the sidecar records the choice.
+The official run compared CLIP's projected text features (text_projection of the EOS
+state): SDXL's second encoder carries that projection (its text_embeds are used); SD's
+diffusers text encoder does not, so there the unprojected EOS state (pooler_output) is
+compared; the sidecar records the choice. Encoders run exactly as the pipelines run them:
+without an attention mask (FLUX's T5 included).
 """
 
 from __future__ import annotations
@@ -40,23 +49,34 @@ from .base import EditDelta, EditRequest, make_sidecar
 
 log = logging.getLogger("editpersist")
 
-ARTICLES = ("a ", "an ", "the ")
+# The official context templates (refact_main.get_context_templates).
+OFFICIAL_TEMPLATES = ("{} in a realistic style portrait image", "{}, a portrait", "realistic painting of {}",
+                      "a current image of {}", "{}, news image", "a beautiful photograph of {}",
+                      "realistic drawing of {}", "{}, realistic portrait", "{} in a photo")
+LOSSES = ("l2", "cosine")
 
 
 @dataclass(frozen=True)
 class ReFACTConfig:
     layer: int = 7  # best for role edits on SD1.4; 9 for appearance
-    templates: tuple[str, ...] = (
-        "{}", "a photo of {}", "an image of {}", "a picture of {}", "a drawing of {}",
-        "a painting of {}", "a rendering of {}", "a close-up photo of {}", "a cropped photo of {}",
-    )
+    templates: tuple[str, ...] = OFFICIAL_TEMPLATES
     lr: float = 0.05
     max_steps: int = 100
     stop_prob: float = 0.99
     max_norm_factor: float = 4.0  # |delta| <= 4 |v0|
-    weight_decay: float = 0.1  # times |delta| / |v0|^2, as ROME's v_weight_decay
+    # Times |delta| / |v0|^2. The published command passes --v_weight_decay 0.01, but the script
+    # stores it under a name compute_v never reads, so the hparams file's 0.1 is what ran.
+    weight_decay: float = 0.1
+    # "l2": softmax over -|e - e_text| (the official best); "cosine": over 100 cos(e, e_text).
+    loss: str = "l2"
+    # C + ridge * mean(diag C) * I before inverting; 0 is the official (no ridge).
+    ridge: float = 0.0
     seed: int = 0
     flux_clip_layer: int | None = None  # FLUX: also edit the CLIP encoder at this layer
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"ReFACT loss {self.loss!r}; expected one of {LOSSES}")
 
     def sites(self, family_name: str) -> list["TextSite"]:
         return refact_sites(family_name, self.layer, self.flux_clip_layer)
@@ -93,21 +113,6 @@ def refact_sites(family_name: str, layer: int, flux_clip_layer: int | None = Non
     raise ValueError(f"ReFACT has no text-encoder site for family {family_name!r}")
 
 
-def noun_phrase(prompt: str) -> str:
-    """'a blue circle' -> 'blue circle': the phrase that fills a template's slot."""
-    low = prompt.lower()
-    for art in ARTICLES:
-        if low.startswith(art):
-            return prompt[len(art):]
-    return prompt
-
-
-def fill(template: str, phrase: str) -> str:
-    """Template with its article agreeing with the phrase ('an image of a circle')."""
-    slot = f"a {phrase}" if "{}" != template else phrase
-    return template.format(slot)
-
-
 # ------------------------------------------------------------------ hooks ----
 
 def tokenize(tok, prompts: list[str]):
@@ -128,7 +133,9 @@ def subject_last_index(tok, prompt: str, phrase: str) -> int:
 
 
 def _run(encoder, enc):
-    return encoder(input_ids=enc.input_ids, attention_mask=enc.attention_mask)
+    """The encoder as the pipelines call it: token ids only, no attention mask (SD, SDXL and
+    FLUX's T5 alike), so C, k* and v* come from the very states generation sees."""
+    return encoder(input_ids=enc.input_ids)
 
 
 def pooled_kind(encoder, pooling: str) -> str:
@@ -183,51 +190,73 @@ def compute_key(encoder, tok, module, prompts: list[str], positions: list[int]) 
     return torch.stack([k[i, p] for i, p in enumerate(positions)]).mean(0)
 
 
+def with_ridge(C: torch.Tensor, ridge: float) -> torch.Tensor:
+    """C + ridge * mean(diag C) * I: scale-free, so one ridge value suits every layer."""
+    C = C.double()
+    return C + ridge * C.diagonal().mean() * torch.eye(len(C), dtype=C.dtype) if ridge else C
+
+
 def compute_u(C: torch.Tensor, k_bar: torch.Tensor) -> torch.Tensor:
-    x = torch.linalg.solve(C.double(), k_bar.double()).float()
+    x = torch.linalg.solve(C.double(), k_bar.double()).to(solve_dtype(k_bar))
     return x / x.norm()
 
 
-def compute_v(encoder, tok, module, site: TextSite, edited: list[str], positions: list[int],
-              dest: list[str], src: list[str], v0: torch.Tensor, cfg: ReFACTConfig) -> tuple[torch.Tensor, dict]:
-    """v* = v0 + delta with delta making the edited prompts embed nearest the destination texts."""
+def solve_dtype(t: torch.Tensor) -> torch.dtype:
+    """Float32, or float64 for a float64 model (the parity tests run in float64)."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def add_at_subject(output: torch.Tensor, positions: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """The official injection: delta added to each prompt's own output at its subject position."""
+    output = output.clone()
+    rows = torch.arange(len(positions))
+    output[rows, positions] = output[rows, positions] + delta
+    return output
+
+
+def text_scores(e: torch.Tensor, targets: torch.Tensor, loss: str) -> torch.Tensor:
+    """Scores (prompts x texts) whose softmax is ReFACT's probability of each text."""
+    if loss == "l2":
+        return -torch.cdist(e[None], targets[None])[0]
+    return 100.0 * F.normalize(e, dim=-1) @ F.normalize(targets, dim=-1).T
+
+
+def destination_log_prob(e: torch.Tensor, targets: torch.Tensor, loss: str) -> torch.Tensor:
+    """log P(destination) per prompt among [destination, original] (targets in that order)."""
+    return text_scores(e, targets, loss).log_softmax(-1)[:, 0]
+
+
+def compute_v(encoder, tok, module, site: TextSite, prompts: list[str], positions: list[int],
+              texts: list[str], v0: torch.Tensor, cfg: ReFACTConfig) -> tuple[torch.Tensor, dict]:
+    """v* = v0 + delta, delta making the edited prompts embed nearest texts[0] (the destination)
+    among `texts` ([destination, original]), embedded by the unedited encoder."""
     with torch.no_grad():
-        e_dest = F.normalize(pooled(encoder, tokenize(tok, dest), site.pooling), dim=-1)
-        e_src = F.normalize(pooled(encoder, tokenize(tok, src), site.pooling), dim=-1)
-    enc = tokenize(tok, edited)
-    g = torch.Generator().manual_seed(cfg.seed)
-    delta = (torch.randn(v0.shape, generator=g) * 1e-4).requires_grad_(True)
+        targets = pooled(encoder, tokenize(tok, texts), site.pooling)
+    enc = tokenize(tok, prompts)
+    delta = torch.zeros_like(v0, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=cfg.lr)
-    rows = torch.arange(len(edited))
     pos = torch.tensor(positions)
     max_norm = cfg.max_norm_factor * v0.norm()
-
-    def inject(mod, args, output):
-        output = output.clone()
-        output[rows, pos] = v0 + delta
-        return output
-
-    handle = module.register_forward_hook(inject)
-    prob, step = 0.0, 0
+    handle = module.register_forward_hook(lambda mod, args, output: add_at_subject(output, pos, delta))
+    prob, steps = 0.0, 0
     try:
-        for step in range(cfg.max_steps):
-            e = F.normalize(pooled(encoder, enc, site.pooling), dim=-1)
-            logits = 100.0 * torch.stack([(e * e_dest).sum(-1), (e * e_src).sum(-1)], dim=-1)
-            logp = logits.log_softmax(-1)[:, 0]
+        for it in range(cfg.max_steps):
+            logp = destination_log_prob(pooled(encoder, enc, site.pooling), targets, cfg.loss)
             prob = float(logp.detach().exp().mean())
-            if prob > cfg.stop_prob:
+            if prob > cfg.stop_prob or it == cfg.max_steps - 1:
                 break
             loss = -logp.mean() + cfg.weight_decay * delta.norm() / v0.norm() ** 2
             opt.zero_grad()
             loss.backward()
             opt.step()
+            steps += 1
             with torch.no_grad():
                 if delta.norm() > max_norm:
                     delta.mul_(max_norm / delta.norm())
     finally:
         handle.remove()
     delta = delta.detach()
-    return v0 + delta, {"steps": step + 1, "dest_prob": prob, "converged": prob > cfg.stop_prob,
+    return v0 + delta, {"steps": steps, "dest_prob": prob, "converged": prob > cfg.stop_prob,
                         "delta_norm": float(delta.norm()), "v0_norm": float(v0.norm())}
 
 
@@ -277,8 +306,8 @@ class ReFACT:
             stats = stats_file(self.stats_dir, site)
             if not stats.is_file():
                 raise InputError(f"{stats}: ReFACT statistics missing; run the refact_stats rule first")
-            C = load_tensors(stats)["C"]
-            W = module.weight.detach().clone().float()
+            C = with_ridge(load_tensors(stats)["C"], self.cfg.ridge)
+            W = module.weight.detach().clone().to(solve_dtype(module.weight))
             # Sequential edits on the same layer (mass editing): each sees the previous ones.
             original = module.weight.detach().clone()
             try:
@@ -286,7 +315,8 @@ class ReFACT:
                     W, info = self._edit_one(encoder, tok, module, site, C, r)
                     with torch.no_grad():
                         module.weight.copy_(W.to(module.weight.dtype))
-                    diagnostics.append({"site": site.component, "source": r.source, **info})
+                    diagnostics.append({"site": site.component, "source": r.source, **info,
+                                        "ridge": self.cfg.ridge, "C_condition": float(torch.linalg.cond(C))})
                     if not info["converged"]:
                         # ROME and ReFACT apply v* regardless; the edit is written, but the log and
                         # the sidecar say that the encoder never preferred the destination.
@@ -304,15 +334,26 @@ class ReFACT:
         return EditDelta(tensors, sidecar)
 
     def _edit_one(self, encoder, tok, module, site, C, r: EditRequest):
-        src_phrase, dst_phrase = noun_phrase(r.source), noun_phrase(r.target)
-        edited = [fill(t, src_phrase) for t in self.cfg.templates]
-        positions = [subject_last_index(tok, p, src_phrase) for p in edited]
-        k_bar = compute_key(encoder, tok, module, edited, positions)
+        subject = r.source
+        k_bar = compute_key(encoder, tok, module, *prompts_at_subject(tok, self.cfg.templates, subject))
         u = compute_u(C, k_bar)
-        bare = tokenize(tok, [r.source])
-        k, o = capture_io(encoder, module, bare)
-        pos = subject_last_index(tok, r.source, src_phrase)
-        k_star, o_star = k[0, pos].float(), o[0, pos].float()
-        dest = [fill(t, dst_phrase) for t in self.cfg.templates]
-        v_star, info = compute_v(encoder, tok, module, site, edited, positions, dest, edited, o_star, self.cfg)
-        return rank_one_update(module.weight.detach().float(), u, k_star, o_star, v_star), info
+        k, o = capture_io(encoder, module, tokenize(tok, [subject]))
+        pos = subject_last_index(tok, subject, subject)
+        dtype = solve_dtype(module.weight)
+        k_star, o_star = k[0, pos].to(dtype), o[0, pos].to(dtype)
+        prompts, positions = prompts_at_subject(tok, ("{}",) + self.cfg.templates, subject)
+        texts = [r.target, r.original or r.source]
+        v_star, info = compute_v(encoder, tok, module, site, prompts, positions, texts, o_star, self.cfg)
+        return rank_one_update(module.weight.detach().to(dtype), u.to(dtype), k_star, o_star, v_star), info
+
+
+def prompts_at_subject(tok, templates: tuple[str, ...], subject: str) -> tuple[list[str], list[int]]:
+    """The templates filled with the subject (duplicates once), and the subject's last token in each."""
+    prompts = list(dict.fromkeys(t.format(subject) for t in templates))
+    positions = [subject_last_index(tok, p, subject) for p in prompts]
+    length = min(tok.model_max_length, 512)
+    for p, i in zip(prompts, positions):
+        if i >= length - 1:
+            raise InputError(f"ReFACT template prompt {p!r}: the subject ends at token {i}, past the text encoder's "
+                             f"{length} tokens; use shorter editors.refact.templates")
+    return prompts, positions

@@ -18,7 +18,7 @@ from contextlib import ExitStack, contextmanager
 
 import torch
 
-from .refact import tokenize, noun_phrase, refact_sites, subject_last_index
+from .refact import refact_sites, subject_last_index, tokenize
 
 
 def layer_count(pipe, family_name: str) -> int:
@@ -59,6 +59,18 @@ def transplanted(block: torch.nn.Module, position: int, state: torch.Tensor):
         yield
     finally:
         handle.remove()
+
+
+ARTICLES = ("a ", "an ", "the ")
+
+
+def noun_phrase(prompt: str) -> str:
+    """'a blue circle' -> 'blue circle': the phrase whose last token is the subject."""
+    low = prompt.lower()
+    for art in ARTICLES:
+        if low.startswith(art):
+            return prompt[len(art):]
+    return prompt
 
 
 def transplant_sites(pipe, family_name: str, source: str, target: str, layer: int):

@@ -37,6 +37,9 @@ class ModelFamily:
     lora_text_encoders: tuple[str, ...] = ("text_encoder",)
     # Half precision used on GPU: SD 1.x/2.x are commonly run in fp16, SDXL and FLUX in bf16.
     gpu_precision: str = "bf16"
+    # The token-sequence input groups and the tokenizer whose positions they follow (TIME pairs
+    # token positions); an input group not listed is one pooled vector per prompt.
+    token_groups: tuple[tuple[str, str], ...] = (("tokens", "tokenizer"),)
 
     @property
     def components(self) -> tuple[str, ...]:
@@ -80,6 +83,11 @@ class ModelFamily:
     def uce_modules(self, pipe) -> dict[str, torch.nn.Linear]:
         """The linear layers that UCE/TIME edit, keyed '<component>.<module name>'."""
         return {k: m for group in self.uce_groups(pipe).values() for k, m in group.items()}
+
+    def group_tokenizer(self, pipe, group: str):
+        """The tokenizer of a token-sequence input group, or None for a pooled one."""
+        name = dict(self.token_groups).get(group)
+        return getattr(pipe, name) if name else None
 
     def uce_groups(self, pipe) -> dict[str, dict[str, torch.nn.Linear]]:
         """Edited layers by the text input they read ('tokens', 't5_tokens', 'clip_pooled')."""

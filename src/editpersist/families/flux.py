@@ -18,6 +18,7 @@ FAMILY = ModelFamily(
         ("t5_tokens", "transformer", r"context_embedder"),
         ("clip_pooled", "transformer", r"time_text_embed\.text_embedder\.linear_1"),
     ),
+    token_groups=(("t5_tokens", "tokenizer_2"),),
     lora_targets=(
         "to_q", "to_k", "to_v", "to_out.0",
         "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",

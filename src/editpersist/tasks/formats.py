@@ -88,7 +88,8 @@ def _road_cases(path: Path) -> Iterator[EditCase]:
                           _cell(path, row, n, f"Positive_new{i}")) for i in range(1, 6))
         neg = tuple(Probe(_cell(path, row, n, f"Negative{i}"), _cell(path, row, n, f"Negative{i}"),
                           _cell(path, row, n, f"Negative_new{i}")) for i in range(1, 6))
-        yield EditCase(kind.lower(), slug(prompt, n), (EditRequest(prompt, new),), Probe(prompt, old, new), pos, neg)
+        yield EditCase(kind.lower(), slug(prompt, n), (EditRequest(prompt, new, original=old),), Probe(prompt, old, new),
+                       pos, neg)
 
 
 def load_i2p(path: Path, task: str | None = None, limit: int | None = None, concept: str = "nudity",

@@ -35,8 +35,8 @@ def role_case(role: str, new_shape: str, spec: WorldSpec) -> EditCase:
     return EditCase(
         task="role",
         name=f"{role}-as-{new_shape}",
-        requests=(EditRequest(f"a {role}", f"a {new_shape}",
-                               preserve=tuple(f"a {r}" for r in others) + (f"a {old}",)),),
+        requests=(EditRequest(f"a {role}", f"a {new_shape}", preserve=tuple(f"a {r}" for r in others) + (f"a {old}",),
+                              original=f"a {old}"),),
         source=Probe(f"a {role}", f"a {old}", f"a {new_shape}"),
         positives=tuple(Probe(p, p.replace(role, old), p.replace(role, new_shape)) for p in _templated(role)),
         negatives=tuple(Probe(f"a {r}", f"a {spec.roles[r]}", f"a {new_shape}") for r in others)
