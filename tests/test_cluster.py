@@ -47,6 +47,7 @@ def slurm_overrides() -> list[str]:
             "--set-resources", *per_rule]
 
 
+@pytest.mark.slow
 def test_slurm_run_of_the_tiny_grid_equals_the_local_run(tiny_study, tmp_path):
     workdir = study_without_results(tiny_study, tmp_path / "slurm-run")
     try:
@@ -107,6 +108,7 @@ def kill_when_running(workdir: Path, fragment: str, timeout: float = 900) -> str
         proc.wait()
 
 
+@pytest.mark.slow
 def test_killed_workflow_resumes_to_the_same_table(tiny_study, tmp_path):
     workdir = study_without_results(tiny_study, tmp_path / "resumed")
     for fragment in ("/ft/", "results/images/"):
@@ -124,6 +126,7 @@ def test_killed_workflow_resumes_to_the_same_table(tiny_study, tmp_path):
 # ---- a damaged input file with --keep-going ---------------------------------------------
 
 
+@pytest.mark.slow
 def test_damaged_model_fails_its_jobs_and_the_rest_completes(tiny_study, tmp_path):
     workdir = study_without_results(tiny_study, tmp_path / "damaged")
     weights = next((workdir / "resources/toy/models/toy-flux/transformer").glob("*.safetensors"))

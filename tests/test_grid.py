@@ -47,7 +47,8 @@ def test_paper_grid_plans_without_its_files_and_shares_the_controls():
     assert controls == (2 * 4 + 2) * 3
     # Every other fine-tune starts from a distinct edited state (one per cell).
     assert shared["finetune"] == controls + len(cells)
-    assert shared["edit"] == 3 * (51 + 40) and naive["edit"] == len(cells)
+    # UCE takes all 51 cases, ReFACT and TIME the 40 replace cases.
+    assert shared["edit"] == 3 * (51 + 40 + 40) and naive["edit"] == len(cells)
     assert shared["generate_states"] < naive["generate_states"]
 
 

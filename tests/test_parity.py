@@ -262,3 +262,33 @@ def test_refact_losses_are_the_official_scores():
     cos = torch.stack([(e * t).sum(-1) / (e.norm(dim=-1) * t.norm()) for t in targets], dim=1)
     expected_cos = (100 * cos).log_softmax(1)[:, 0]
     torch.testing.assert_close(destination_log_prob(e, targets, "cosine"), expected_cos)
+
+
+# ---- UCE ----------------------------------------------------------------------------------
+
+def last_word_state(pipe, text: str) -> torch.Tensor:
+    """The 2025 code's key: the text encoder's output at index attention_mask.sum() - 2."""
+    enc = padded(pipe.tokenizer, [text])
+    with torch.no_grad():
+        states = pipe.text_encoder(enc.input_ids)[0][0]
+    return states[int(enc.attention_mask.sum()) - 2]
+
+
+def test_uce_equals_the_official_closed_form(sd64):
+    """UCE 2025 (`token_mode: last`, lam 0.5, s_e = s_p = 1): per layer
+    W = (lam W0 + sum_E (W0 c_dest) c^T + sum_P (W0 c_p) c_p^T)(lam I + sum_E c c^T + sum_P c_p c_p^T)^-1."""
+    from editpersist.editors.uce import UCE, UCEConfig
+
+    request = EditRequest("a circle", "a blue circle", preserve=("a square", "a king"))
+    delta = UCE(UCEConfig(lam=0.5, s_e=1.0, s_p=1.0, token_mode="last")).edit(sd64, get_family("sd"), [request])
+    c, c_dest = last_word_state(sd64, "a circle"), last_word_state(sd64, "a blue circle")
+    preserve = [last_word_state(sd64, p) for p in request.preserve]
+    for name, module in sd64.unet.named_modules():
+        if not (name.endswith("attn2.to_k") or name.endswith("attn2.to_v")):
+            continue
+        W0 = module.weight.detach()
+        mat1 = 0.5 * W0 + torch.outer(W0 @ c_dest, c) + sum(torch.outer(W0 @ p, p) for p in preserve)
+        mat2 = 0.5 * torch.eye(W0.shape[1], dtype=W0.dtype) + torch.outer(c, c) + sum(torch.outer(p, p) for p in preserve)
+        expected = mat1 @ torch.inverse(mat2)
+        got = delta.tensors[f"unet.{name}.weight"]
+        assert relative_error(got - W0, expected - W0) < 1e-5, name

@@ -79,6 +79,7 @@ def expected_cells(workdir: Path):
     return study_cells(config, cases), cases
 
 
+@pytest.mark.slow
 def test_rehearsal_runs_the_paper_grid_from_nothing_to_the_report(tmp_path):
     from editpersist.metrics.task_metrics import metrics_of_case
 

@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import TINY_CONFIG, new_workdir, run_snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,6 +20,7 @@ def test_dry_run_of_default_config_lists_the_toy_build(tmp_path):
     assert not (tmp_path / "wd/results").exists()
 
 
+@pytest.mark.slow
 def test_tiny_toy_world_builds_end_to_end_and_reruns_nothing(tiny_study):
     wd = tiny_study
     cfg = str(TINY_CONFIG)
