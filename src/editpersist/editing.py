@@ -13,7 +13,7 @@ from .editors.time import TIME, TIMEConfig
 from .editors.uce import UCE, UCEConfig
 from .errors import ConfigError
 from .families import get_family
-from .generate import SamplingConfig, generate
+from .generate import SamplingConfig, generate, stream_seed
 from .judges.clip import ClipJudge
 from .states import load_model_state
 from .tasks.cases import EditCase
@@ -47,14 +47,9 @@ def reader_classifier(images, request: EditRequest) -> list[int]:
     return [request.attributes.index(c) if c in request.attributes else -1 for c in read_colors(images)]
 
 
-# The debias meter draws its images from its own seeds, not the evaluation's: the loop must
-# not be tuned on the very noise its result is measured with.
-METER_SEED_OFFSET = 1_000_003
-
-
 def debias_meter(editor_cfg: dict, judge_dir: str | None, family, sampling: SamplingConfig, seed: int, device: str):
     cfg = editor_cfg.get("debias", {})
-    n, seed = cfg.get("n_images", 32), seed + METER_SEED_OFFSET
+    n, seed = cfg.get("n_images", 32), stream_seed(seed, "debias_meter")
     if cfg.get("meter", "judge") == "reader":
         return ratio_meter(family, sampling, n, seed, reader_classifier)
     if judge_dir is None:

@@ -20,7 +20,7 @@ from .finetuners.adapters import write_adapter
 from .finetuners.config import FinetuneConfig
 from .finetuners.subjects import FolderSubject, ToySubject
 from .finetuners.trainer import ImageSet, finetune, trained_tensors
-from .generate import SamplingConfig, generate
+from .generate import SamplingConfig, generate, stream_seed
 from .io import atomic_dir, atomic_path, save_tensors
 from .runtime import RunStats
 from .states import load_model_state
@@ -34,9 +34,10 @@ def _start_layers(start_delta: Path | None) -> list[Path]:
 
 def make_class_images(model_dir: Path, family_name: str, start_delta: Path | None, subject: ToySubject | FolderSubject, n: int,
                       sampling: SamplingConfig, seed: int, device: str, out: Path) -> None:
-    """DreamBooth prior-preservation images of the subject's class, from the model being tuned."""
+    """DreamBooth prior-preservation images of the subject's class, from the model being tuned,
+    with seeds of their own: the class prompt ("a square") may also be an evaluation prompt."""
     family, pipe = load_model_state(model_dir, family_name, _start_layers(start_delta), device)
-    images, _ = generate(pipe, family, [subject.class_prompt], n, sampling, base_seed=seed)
+    images, _ = generate(pipe, family, [subject.class_prompt], n, sampling, base_seed=stream_seed(seed, "class_images"))
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
         np.savez(f, images=images, captions=np.array([subject.class_prompt] * n))
 

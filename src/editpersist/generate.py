@@ -21,6 +21,17 @@ class SamplingConfig:
     batch: int = 64
 
 
+# Each use of generated images draws its seeds from its own stream: the evaluation's images,
+# the UCE debias meter's and DreamBooth's class images never share a seed, so no loop is tuned
+# on, and no fine-tune trains on, the very noise the evaluation measures with.
+SEED_STREAMS = {"evaluation": 0, "debias_meter": 1_000_003, "class_images": 2_000_029}
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """The base seed of a stream of images (see SEED_STREAMS)."""
+    return seed + SEED_STREAMS[stream]
+
+
 def image_seed(base_seed: int, prompt: str, index: int) -> int:
     """A seed that depends only on (base seed, prompt text, image index), not on batching."""
     return (base_seed * 1_000_003 + zlib.crc32(prompt.encode()) * 101 + index) % 2**63
