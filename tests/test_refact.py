@@ -109,3 +109,21 @@ def test_flux_clip_layer_also_edits_the_pooled_clip_encoder(tiny_model_dirs, tmp
     delta = ReFACT(cfg, tmp_path).edit(pipe, family, [EditRequest("a circle", "a blue circle")])
     assert sorted(delta.tensors) == sorted(f"{s.component}.{s.module}.weight" for s in sites)
     assert [i["site"] for i in delta.sidecar["optimisation"]] == ["text_encoder_2", "text_encoder"]
+
+
+@pytest.mark.parametrize("name", ["sd", "flux"])
+def test_refact_reads_the_text_states_generation_sees(tiny_model_dirs, name):
+    """ReFACT's encoder runs (statistics, keys, v*) equal the pipeline's own prompt encoding:
+    FLUX runs T5 without an attention mask, so a masked run would edit other states."""
+    from editpersist.editors.refact import _run
+    from editpersist.editors.text_inputs import encode_for_edit
+
+    family = get_family(name)
+    pipe = family.load(tiny_model_dirs[name])
+    prompts = ["a circle", "a photo of a blue square"]
+    site = refact_sites(name, 0)[0]
+    encoder, tok = getattr(pipe, site.component), getattr(pipe, site.tokenizer)
+    with torch.no_grad():
+        ours = _run(encoder, tokenize(tok, prompts)).last_hidden_state
+    generation = encode_for_edit(pipe, family, prompts)["t5_tokens" if name == "flux" else "tokens"].states
+    torch.testing.assert_close(ours, generation)
