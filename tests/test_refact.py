@@ -127,3 +127,19 @@ def test_refact_reads_the_text_states_generation_sees(tiny_model_dirs, name):
         ours = _run(encoder, tokenize(tok, prompts)).last_hidden_state
     generation = encode_for_edit(pipe, family, prompts)["t5_tokens" if name == "flux" else "tokens"].states
     torch.testing.assert_close(ours, generation)
+
+
+def test_ridge_and_the_condition_numbers_the_sidecar_reports():
+    from editpersist.editors.refact import condition_numbers, ridge_of, with_ridge
+
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    C = A @ A.T + 1e-6 * torch.eye(6, dtype=torch.float64)  # rank 3 plus a little: badly conditioned
+    eig = torch.linalg.eigvalsh(C)
+    report = condition_numbers(torch.stack([eig[0], eig[-1]]), ridge_of(C, 0.1))
+    assert report["C_condition"] == pytest.approx(float(torch.linalg.cond(C)), rel=1e-6)
+    ridged = with_ridge(C, 0.1)
+    torch.testing.assert_close(ridged, C + 0.1 * C.diagonal().mean() * torch.eye(6, dtype=torch.float64))
+    assert report["C_condition_with_ridge"] == pytest.approx(float(torch.linalg.cond(ridged)), rel=1e-6)
+    assert report["C_condition_with_ridge"] < report["C_condition"] / 1e3
+    torch.testing.assert_close(with_ridge(C, 0.0), C)

@@ -38,6 +38,12 @@ class EditRequest:
     original: str = ""
 
 
+def working_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """What editors compute in: float32 (also for half-precision models), float64 for float64
+    inputs (the parity tests compare with the official procedures in float64)."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
 def attribute_prompt(attribute: str, prompt: str, concept: str) -> str:
     """`prompt` with `attribute` written before the first whole-word occurrence of `concept`
     (one or more words): ('female', 'a doctor at work', 'doctor') -> 'a female doctor at work'.

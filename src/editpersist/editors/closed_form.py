@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from .base import working_dtype
+
 
 def solve_general(W0: torch.Tensor, C_e: torch.Tensor, V_e: torch.Tensor, C_p: torch.Tensor,
                   lam: float, s_e: float, s_p: float) -> torch.Tensor:
@@ -28,11 +30,6 @@ def solve_general(W0: torch.Tensor, C_e: torch.Tensor, V_e: torch.Tensor, C_p: t
     M = lam * torch.eye(d, dtype=W0.dtype) + s_e * C_e.T @ C_e + s_p * C_p.T @ C_p
     R = lam * W0 + s_e * V_e.T @ C_e + s_p * (W0 @ C_p.T) @ C_p
     return torch.linalg.solve(M, R.T).T  # M is symmetric: W M = R  <=>  M W^T = R^T
-
-
-def working_dtype(*tensors: torch.Tensor) -> torch.dtype:
-    """Float32, or float64 when an input is float64 (half-precision models solve in float32)."""
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
 def shared_transform(C_e: torch.Tensor, D_e: torch.Tensor, C_p: torch.Tensor,

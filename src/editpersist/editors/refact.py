@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..io import load_tensors, save_tensors
-from .base import EditDelta, EditRequest, make_sidecar
+from .base import EditDelta, EditRequest, make_sidecar, working_dtype
 
 log = logging.getLogger("editpersist")
 
@@ -190,20 +190,26 @@ def compute_key(encoder, tok, module, prompts: list[str], positions: list[int]) 
     return torch.stack([k[i, p] for i, p in enumerate(positions)]).mean(0)
 
 
+def ridge_of(C: torch.Tensor, ridge: float) -> float:
+    """The ridge added to C's diagonal: ridge * mean(diag C), scale-free, so one value suits every layer."""
+    return float(ridge * C.double().diagonal().mean())
+
+
 def with_ridge(C: torch.Tensor, ridge: float) -> torch.Tensor:
-    """C + ridge * mean(diag C) * I: scale-free, so one ridge value suits every layer."""
     C = C.double()
-    return C + ridge * C.diagonal().mean() * torch.eye(len(C), dtype=C.dtype) if ridge else C
+    return C + ridge_of(C, ridge) * torch.eye(len(C), dtype=C.dtype) if ridge else C
+
+
+def condition_numbers(eig_range: torch.Tensor, added: float) -> dict:
+    """C's condition number before and after the ridge, from its extreme eigenvalues."""
+    lo, hi = (float(x) for x in eig_range)
+    return {"C_condition": hi / lo if lo > 0 else float("inf"),
+            "C_condition_with_ridge": (hi + added) / (lo + added) if lo + added > 0 else float("inf")}
 
 
 def compute_u(C: torch.Tensor, k_bar: torch.Tensor) -> torch.Tensor:
-    x = torch.linalg.solve(C.double(), k_bar.double()).to(solve_dtype(k_bar))
+    x = torch.linalg.solve(C.double(), k_bar.double()).to(working_dtype(k_bar))
     return x / x.norm()
-
-
-def solve_dtype(t: torch.Tensor) -> torch.dtype:
-    """Float32, or float64 for a float64 model (the parity tests run in float64)."""
-    return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
 def add_at_subject(output: torch.Tensor, positions: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -278,8 +284,11 @@ def compute_and_cache_stats(pipe, sites: list[TextSite], corpus: list[str], stat
     for site in sites:
         encoder, tok = getattr(pipe, site.component), getattr(pipe, site.tokenizer)
         C = layer_stats(encoder, tok, encoder.get_submodule(site.module), corpus)
+        eigenvalues = torch.linalg.eigvalsh(C.double())
         path = stats_file(stats_dir, site)
-        save_tensors(path, {"C": C}, metadata={"n_texts": str(len(corpus)), "module": site.module})
+        # The extreme eigenvalues give every edit C's condition number (with any ridge) for free.
+        save_tensors(path, {"C": C, "eig_range": torch.stack([eigenvalues[0], eigenvalues[-1]])},
+                     metadata={"n_texts": str(len(corpus)), "module": site.module})
         paths.append(path)
     return paths
 
@@ -306,8 +315,13 @@ class ReFACT:
             stats = stats_file(self.stats_dir, site)
             if not stats.is_file():
                 raise InputError(f"{stats}: ReFACT statistics missing; run the refact_stats rule first")
-            C = with_ridge(load_tensors(stats)["C"], self.cfg.ridge)
-            W = module.weight.detach().clone().to(solve_dtype(module.weight))
+            stored = load_tensors(stats)
+            if "eig_range" not in stored:
+                raise InputError(f"{stats}: statistics without eig_range (written by an older version); rerun "
+                                 "the refact_stats rule")
+            conditioning = condition_numbers(stored["eig_range"], ridge_of(stored["C"], self.cfg.ridge))
+            C = with_ridge(stored["C"], self.cfg.ridge)
+            W = module.weight.detach().clone().to(working_dtype(module.weight))
             # Sequential edits on the same layer (mass editing): each sees the previous ones.
             original = module.weight.detach().clone()
             try:
@@ -315,8 +329,8 @@ class ReFACT:
                     W, info = self._edit_one(encoder, tok, module, site, C, r)
                     with torch.no_grad():
                         module.weight.copy_(W.to(module.weight.dtype))
-                    diagnostics.append({"site": site.component, "source": r.source, **info,
-                                        "ridge": self.cfg.ridge, "C_condition": float(torch.linalg.cond(C))})
+                    diagnostics.append({"site": site.component, "source": r.source, **info, "ridge": self.cfg.ridge,
+                                        **conditioning})
                     if not info["converged"]:
                         # ROME and ReFACT apply v* regardless; the edit is written, but the log and
                         # the sidecar say that the encoder never preferred the destination.
@@ -339,7 +353,7 @@ class ReFACT:
         u = compute_u(C, k_bar)
         k, o = capture_io(encoder, module, tokenize(tok, [subject]))
         pos = subject_last_index(tok, subject, subject)
-        dtype = solve_dtype(module.weight)
+        dtype = working_dtype(module.weight)
         k_star, o_star = k[0, pos].to(dtype), o[0, pos].to(dtype)
         prompts, positions = prompts_at_subject(tok, ("{}",) + self.cfg.templates, subject)
         texts = [r.target, r.original or r.source]

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .base import working_dtype
+
 
 @dataclass
 class Encoded:
@@ -25,8 +27,7 @@ def _mask(tokenizer, prompts: list[str], max_length: int) -> torch.Tensor:
 
 
 def _states(t: torch.Tensor) -> torch.Tensor:
-    """On the CPU in float32 (float64 kept: the parity tests solve in float64)."""
-    return t.to(torch.float64 if t.dtype == torch.float64 else torch.float32).cpu()
+    return t.to(working_dtype(t)).cpu()
 
 
 @torch.no_grad()
