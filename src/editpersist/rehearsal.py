@@ -166,6 +166,16 @@ def write_image_folder(out: Path, n: int, size: int, seed: int) -> None:
             Image.fromarray(img).save(tmp / f"{i:02d}.png")
 
 
+def corpus_texts(cases: dict, captions: list[str]) -> list[str]:
+    """Every prompt and request text of the grid's edit cases, then the quality captions."""
+    from .evaluation.prompts import case_probes
+
+    every = [c for task_cases in cases.values() for c in task_cases]
+    texts = [p.prompt for c in every for _, p in case_probes(c)]
+    texts += [t for c in every for r in c.requests for t in (r.source, r.target, r.original) if t]
+    return texts + captions
+
+
 def write_corpus(texts: list[str], out: Path) -> None:
     """One text per line, as ReFACT's statistics read a corpus (WikiText-103 in the paper)."""
     from .io import atomic_path

@@ -9,6 +9,7 @@ from editpersist.states import STATE, parse_state, state_layers
 from editpersist.tasks import load_cases
 
 TOY = "resources/toy"
+REHEARSAL = "resources/rehearsal"
 TOY_STATS = f"{TOY}/stats"
 TOY_MODELS = {m["name"]: m for m in config["models"] if m["path"].startswith(f"{TOY}/models/")}
 MODELS = {m["name"]: m for m in config["models"]}
@@ -116,6 +117,14 @@ def subject_prompts(wildcards):
 
 def state_layer_inputs(wildcards):
     return [f"results/states/{wildcards.model}/{layer}" for layer in state_layers(wildcards.state)]
+
+
+def rehearsal_texts():
+    """ReFACT's statistics corpus in the rehearsal, and what its FLUX's T5 tokenizer learns from."""
+    from editpersist.evaluation.prompts import QualityConfig, quality_captions
+    from editpersist.rehearsal import corpus_texts
+
+    return corpus_texts(CASES, quality_captions(QualityConfig(**EVAL["quality"])))
 
 
 # ---- targets: everything follows from the grid's cells ------------------------------------

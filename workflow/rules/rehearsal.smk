@@ -3,18 +3,6 @@
 # model folders; the judge a random open_clip directory; photos, FID reference images and
 # ReFACT's corpus are files of the formats a user supplies.
 
-REHEARSAL = "resources/rehearsal"
-
-
-def rehearsal_texts():
-    """Every prompt of the grid's edit cases and the quality captions: ReFACT's statistics
-    corpus, and what the rehearsal FLUX's T5 tokenizer is trained on."""
-    from editpersist.evaluation.prompts import QualityConfig, case_probes, quality_captions
-
-    texts = [p.prompt for task_cases in CASES.values() for case in task_cases for _, p in case_probes(case)]
-    texts += [t for case in (c for cs in CASES.values() for c in cs) for r in case.requests for t in (r.source, r.target)]
-    return texts + quality_captions(QualityConfig(**EVAL["quality"]))
-
 
 rule rehearsal_corpus:
     output:
