@@ -28,6 +28,7 @@ from editpersist.tasks.toy import toy_cases
 from editpersist.toy.reader import AttributeReader
 
 SAMPLING = SamplingConfig(steps=20, guidance=5.0)
+REFACT_CFG = yaml.safe_load(open("config/config.yaml"))["editors"]["refact"]
 
 
 def measure(pipe, family, case, reader) -> dict:
@@ -44,8 +45,7 @@ def variants(editor: str, family_name: str, task: str, stats: Path):
     """(label, editor) pairs to run."""
     if editor == "time":
         return [(f"augment={a}", TIME(TIMEConfig(augment=a))) for a in (False, True)]
-    cfg = yaml.safe_load(open("config/config.yaml"))["editors"]["refact"]
-    return [("toy config", ReFACT(refact_config(cfg, family_name, task), stats))]
+    return [("toy config", ReFACT(refact_config(REFACT_CFG, family_name, task), stats))]
 
 
 def main(editor: str, models: list[str]) -> None:
@@ -55,9 +55,9 @@ def main(editor: str, models: list[str]) -> None:
         family = get_family(family_name)
         with tempfile.TemporaryDirectory() as stats:
             if editor == "refact":
-                cfg = yaml.safe_load(open("config/config.yaml"))["editors"]["refact"]
                 pipe = family.load(f"resources/toy/models/{model}")
-                compute_and_cache_stats(pipe, refact_stat_sites(cfg, family_name), refact_corpus(cfg, 0), Path(stats))
+                compute_and_cache_stats(pipe, refact_stat_sites(REFACT_CFG, family_name), refact_corpus(REFACT_CFG, 0),
+                                        Path(stats))
             for task in ("appearance", "role"):
                 case = cases[task][0]
                 for label, edit in variants(editor, family_name, task, Path(stats)):

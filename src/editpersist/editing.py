@@ -76,16 +76,21 @@ def refact_layer(cfg: dict, family_name: str, task: str | None) -> int | list[in
     return by_task[task]
 
 
+def flux_clip_layer(cfg: dict, family_name: str) -> int | None:
+    """`layers.flux_clip`: FLUX's CLIP encoder edited too; the other families ignore the key."""
+    return cfg["layers"].get("flux_clip") if family_name == "flux" else None
+
+
 def refact_config(cfg: dict, family_name: str, task: str, seed: int = 0) -> ReFACTConfig:
-    flux_clip = cfg["layers"].get("flux_clip") if family_name == "flux" else None
     return ReFACTConfig(layer=refact_layer(cfg, family_name, task), templates=tuple(cfg["templates"]), seed=seed,
-                        flux_clip_layer=flux_clip, **{k: cfg[k] for k in REFACT_RUN_KEYS if k in cfg})
+                        flux_clip_layer=flux_clip_layer(cfg, family_name),
+                        **{k: cfg[k] for k in REFACT_RUN_KEYS if k in cfg})
 
 
 def refact_stat_sites(cfg: dict, family_name: str) -> list:
     """Every site whose statistics some task's edit reads (one file per site)."""
-    flux_clip = cfg["layers"].get("flux_clip") if family_name == "flux" else None
-    sites = [s for layer in refact_layer(cfg, family_name, None) for s in refact_sites(family_name, layer, flux_clip)]
+    sites = [s for layer in refact_layer(cfg, family_name, None)
+             for s in refact_sites(family_name, layer, flux_clip_layer(cfg, family_name))]
     return list(dict.fromkeys(sites))
 
 

@@ -111,27 +111,24 @@ def build_pipeline(family: str, corpus: list[str], out: Path, seed: int = 0) -> 
     """A random pipeline of `family`'s architecture, written as a model folder. Its CLIP
     tokenizer is CLIP's own; FLUX's T5 tokenizer is trained on `corpus` (every character of it
     is covered; others become <unk>, as with T5's own vocabulary)."""
+    import tempfile
+
     from .toy.tokenizers import build_full_clip_tokenizer, build_t5_tokenizer
 
     if family not in FAMILIES:
         raise ValueError(f"rehearsal: unknown family {family!r}; expected one of {FAMILIES}")
-    with atomic_dir(out) as tmp:
-        tok = build_full_clip_tokenizer(tmp / "_clip_tokenizer")
+    with tempfile.TemporaryDirectory() as scratch:
+        tok = build_full_clip_tokenizer(Path(scratch) / "clip")
         torch.manual_seed(seed)
-        if family == "sd":
-            pipe = tiny_sd(tok, sd_scheduler())
-        elif family == "sdxl":
-            pipe = tiny_sdxl(tok, sdxl_scheduler())
-        else:
-            t5_tok = build_t5_tokenizer(corpus, tmp / "_t5_tokenizer", vocab_size=T5_VOCAB_SIZE,
+        if family == "flux":
+            t5_tok = build_t5_tokenizer(corpus, Path(scratch) / "t5", vocab_size=T5_VOCAB_SIZE,
                                         normalization="identity")
             t5_tok.model_max_length = T5_MAX_LENGTH
             pipe = tiny_flux(tok, t5_tok, flux_schnell_scheduler())
-        pipe.save_pretrained(tmp)
-        for scratch in tmp.glob("_*_tokenizer"):
-            for f in scratch.iterdir():
-                f.unlink()
-            scratch.rmdir()
+        else:
+            pipe = {"sd": lambda: tiny_sd(tok, sd_scheduler()), "sdxl": lambda: tiny_sdxl(tok, sdxl_scheduler())}[family]()
+        with atomic_dir(out) as tmp:
+            pipe.save_pretrained(tmp)
 
 
 def build_judge(out: Path, seed: int = 0) -> None:
