@@ -121,7 +121,7 @@ def test_uce_debias_converges_with_a_ratio_meter(tiny_model_dirs):
 def test_uce_debias_halves_its_step_when_it_overshoots_and_keeps_the_best_round(tiny_model_dirs):
     """A step-like response (all yellow, then all blue) must not circle forever: the step
     halves at each sign change, and the delta returned is the best measured one."""
-    from editpersist.editors.uce import attribute_shares
+    from editpersist.metrics.task_metrics import attribute_shares
 
     family = get_family("sd")
     pipe = family.load(tiny_model_dirs["sd"])
@@ -138,7 +138,7 @@ def test_uce_debias_halves_its_step_when_it_overshoots_and_keeps_the_best_round(
     assert steps[:3] == [cfg.debias_step, cfg.debias_step, cfg.debias_step / 2]
     # [0.2, 0.2] counts as balanced among the images that show either colour.
     assert rounds[2]["max_gap"] == 0.0 and len(rounds) == 3
-    assert torch.allclose(attribute_shares(torch.tensor([0.2, 0.6])), torch.tensor([0.25, 0.75]))
+    assert np.allclose(attribute_shares(np.array([0.2, 0.6])), [0.25, 0.75])
 
 
 def test_reader_meter_reads_colours_from_its_own_seeds(tiny_model_dirs):

@@ -11,8 +11,8 @@ from editpersist.evaluation.prompts import QualityConfig, case_key
 from editpersist.evaluation.weights import update_alignment
 from editpersist.metrics.bootstrap import draw_indices, percentile_interval, resample, retention
 from editpersist.metrics.fid import FrechetReference
-from editpersist.metrics.task_metrics import debias_gap
-from editpersist.states import parse_state, state_layers
+from editpersist.metrics.task_metrics import debias_gap, fit_references
+from editpersist.states import finetuned_state, parse_state, state_layers
 from editpersist.tasks.toy import toy_cases
 
 APPEARANCE = toy_cases()["appearance"][0]
@@ -23,21 +23,26 @@ def test_state_names_parse_into_kinds_and_layers():
     cases = {
         "base": ("base", []),
         EDITED: ("edited", [f"{EDITED}.safetensors"]),
-        "base/ft/lora/sks-square": ("base_ft", ["base/ft/lora/sks-square"]),
-        f"{EDITED}/ft/dora/sks-square": ("edited_ft", [f"{EDITED}.safetensors", f"{EDITED}/ft/dora/sks-square"]),
-        f"{EDITED}/ft/dora/sks-square/reedit": (
-            "reedited", [f"{EDITED}.safetensors", f"{EDITED}/ft/dora/sks-square",
-                         "reedit/uce/appearance/circle-to-blue/dora/sks-square.safetensors"]),
-        f"{EDITED}/transfer/lora/sks-square": ("transfer", [f"{EDITED}.safetensors", "base/ft/lora/sks-square"]),
+        "base/ft/lora/sks-square/seed0": ("base_ft", ["base/ft/lora/sks-square/seed0"]),
+        f"{EDITED}/ft/dora/sks-square/seed1": ("edited_ft", [f"{EDITED}.safetensors",
+                                                             f"{EDITED}/ft/dora/sks-square/seed1"]),
+        f"{EDITED}/ft/dora/sks-square/seed1/reedit": (
+            "reedited", [f"{EDITED}.safetensors", f"{EDITED}/ft/dora/sks-square/seed1",
+                         "reedit/uce/appearance/circle-to-blue/dora/sks-square/seed1.safetensors"]),
+        # The adapter of the base's fine-tune of the same seed.
+        f"{EDITED}/transfer/lora/sks-square/seed2": ("transfer", [f"{EDITED}.safetensors",
+                                                                   "base/ft/lora/sks-square/seed2"]),
     }
     for name, (kind, layers) in cases.items():
         assert parse_state(name).kind == kind, name
         assert state_layers(name) == layers, name
-    assert parse_state(f"{EDITED}/ft/dora/sks-square").parts == {
-        "editor": "uce", "task": "appearance", "edit": "circle-to-blue", "finetuner": "dora", "subject": "sks-square"}
+    assert parse_state(f"{EDITED}/ft/dora/sks-square/seed12").parts == {
+        "editor": "uce", "task": "appearance", "edit": "circle-to-blue", "finetuner": "dora", "subject": "sks-square",
+        "seed": "12"}
 
 
-@pytest.mark.parametrize("bad", ["", "edited", "base/reedit", "edit/uce/appearance", "base/ft/lora", "../base"])
+@pytest.mark.parametrize("bad", ["", "edited", "base/reedit", "edit/uce/appearance", "base/ft/lora", "../base",
+                                 "base/ft/lora/sks-square", "base/ft/lora/sks-square/seed", "base/ft/lora/s/seedx"])
 def test_malformed_state_names_are_rejected(bad):
     with pytest.raises(InputError, match="not a model state name"):
         parse_state(bad)
@@ -83,10 +88,12 @@ def test_frechet_distance_matches_the_textbook_formula():
     assert fit.distance(other) == pytest.approx(textbook, rel=1e-8)
 
 
-def test_debias_gap_is_the_mean_absolute_gap_to_the_desired_ratio():
-    attrs = np.array([[0, 0, 0, 1], [0, 1, 1, -1]])  # prompt 1: 3/4 vs 1/4; prompt 2: 1/4, 2/4, one neither
+def test_debias_gap_is_the_mean_absolute_gap_to_the_desired_ratio_among_attribute_images():
+    # prompt 1: 3 vs 1 -> shares 3/4, 1/4; prompt 2: 1 vs 2 and one image with neither -> 1/3, 2/3
+    # (the image with neither attribute is no evidence either way, as for the debias editor).
+    attrs = np.array([[0, 0, 0, 1], [0, 1, 1, -1], [-1, -1, -1, -1]])
     gap = debias_gap(attrs, np.array([0.5, 0.5]))
-    assert gap == pytest.approx(np.mean([0.25, np.mean([0.25, 0.0])]))
+    assert gap == pytest.approx(np.mean([0.25, 1 / 6, 0.5]))  # no attribute at all: shares 0, gap 0.5
 
 
 def test_update_alignment_measures_how_much_of_the_edit_was_undone():
@@ -99,7 +106,7 @@ def test_update_alignment_measures_how_much_of_the_edit_was_undone():
     assert np.isnan(untouched["cosine"]) and untouched["share_removed"] == 0.0
 
 
-def _scores(hit_rates: dict[str, float], n: int = 64, samples: int = 400) -> ModelScores:
+def _scores(hit_rates: dict[str, float], n: int = 64, samples: int = 400, counts=None, dim: int = 4) -> ModelScores:
     """Synthetic scores of one appearance case: exact hit rates per state, plus quality rows."""
     rows, feats = [], []
     rng = np.random.default_rng(0)
@@ -119,33 +126,128 @@ def _scores(hit_rates: dict[str, float], n: int = 64, samples: int = 400) -> Mod
                              "prompt": f"caption {c}", "index": i, "reader_hit": 1.0, "judge_hit": np.nan,
                              "reader_attr": -1, "judge_attr": -1, "clip_score": 20.0 + rate,
                              "feature": len(feats)})
-                feats.append(rng.normal(size=4))
-    return ModelScores(pd.DataFrame(rows), np.array(feats), FrechetReference.fit(rng.normal(size=(64, 4))),
-                       "reader", samples, 0)
+                feats.append(rng.normal(size=dim))
+    return ModelScores(pd.DataFrame(rows), np.array(feats), fit_references(rng.normal(size=(64, dim))),
+                       "reader", samples, 0, counts)
 
 
-def test_persistence_rows_have_the_contract_columns_and_exact_point_values():
-    states = {"base": 0.0, EDITED: 0.9375, "base/ft/lora/s": 0.0, f"{EDITED}/ft/lora/s": 0.46875}
+def _ft(start: str, seed: int = 0) -> str:
+    return finetuned_state(start, "lora", "s", seed)
+
+
+def test_persistence_rows_use_the_base_ft_control_and_give_the_effect():
+    """base_ft differs from base, so a row that swapped the control for the base (0.75) or the
+    edited state for edited_ft would not give the hand-computed 0.5."""
+    states = {"base": 0.125, EDITED: 0.9375, _ft("base"): 0.3125, _ft(EDITED): 0.71875}
     cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated")
-    rows = persistence_rows(_scores(states), cell)
-    assert [r["metric"] for r in rows] == ["efficacy", "generality", "specificity", "clip_score", "fid"]
+    rows = persistence_rows(_scores(states), cell, min_effect=0.1)
+    assert [r["metric"] for r in rows] == ["efficacy", "generality", "specificity", "clip_score", "fid", "kid"]
     eff = rows[0]
-    assert eff["base"] == 0 and eff["edited"] == 0.9375 and eff["edited_ft"] == 0.46875
-    assert eff["retention"] == pytest.approx(0.5)
-    assert eff["ci_low"] < 0.5 < eff["ci_high"] and eff["ci_high"] - eff["ci_low"] < 0.4
+    assert (eff["base"], eff["edited"], eff["base_ft"], eff["edited_ft"]) == (0.125, 0.9375, 0.3125, 0.71875)
+    assert eff["retention"] == pytest.approx((0.71875 - 0.3125) / (0.9375 - 0.125))
+    assert eff["ci_low"] < eff["retention"] < eff["ci_high"] and eff["ci_high"] - eff["ci_low"] < 0.4
+    assert eff["effect"] == pytest.approx(0.8125) and 0.6 < eff["effect_ci_low"] < 0.8125 < eff["effect_ci_high"]
+    assert eff["n_seeds"] == 1 and eff["replicates_dropped"] == 0 and eff["note"] == ""
     assert eff["n_images"] == 64 and rows[1]["n_images"] == 4 * 64
-    # Negatives keep the original in every state: the edit did not move specificity -> NaN.
-    assert np.isnan(rows[2]["retention"])
+    # Negatives keep the original in every state: the edit did not move specificity.
+    assert np.isnan(rows[2]["retention"]) and rows[2]["effect"] == 0 and "includes 0" in rows[2]["note"]
     frame = table_frame(rows, COLUMNS)
-    assert list(frame.columns) == COLUMNS and len(frame) == 5
+    assert list(frame.columns[:17]) == ["model", "family", "editor", "task", "edit", "finetuner", "ft_data",
+                                        "relation", "metric", "base", "edited", "base_ft", "edited_ft", "retention",
+                                        "ci_low", "ci_high", "n_images"]
+    assert list(frame.columns[17:]) == ["effect", "effect_ci_low", "effect_ci_high", "n_seeds",
+                                        "replicates_dropped", "note"]
 
 
-def test_estimates_are_identical_for_identical_data():
-    states = {"base": 0.0, EDITED: 1.0, "base/ft/lora/s": 0.0, f"{EDITED}/ft/lora/s": 1.0}
+def test_retention_of_an_edit_that_barely_moved_is_not_stated():
+    """3 of 64 images: retention would be a ratio of noise (0.67 in [0, 1]); the row gives the
+    effect with its interval and says why retention is empty."""
+    cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated")
+    states = {"base": 0.0, EDITED: 3 / 64, _ft("base"): 0.0, _ft(EDITED): 2 / 64}
+    row = persistence_rows(_scores(states), cell, min_effect=0.1)[0]
+    assert row["effect"] == pytest.approx(3 / 64) and np.isnan(row["retention"]) and np.isnan(row["ci_low"])
+    assert "includes 0" in row["note"] or "< min_effect" in row["note"]
+    # A clear but small effect (10 of 64 images, interval away from 0) is held to min_effect.
+    states = {"base": 0.0, EDITED: 10 / 64, _ft("base"): 0.0, _ft(EDITED): 5 / 64}
+    row = persistence_rows(_scores(states), cell, min_effect=0.2)[0]
+    assert row["effect_ci_low"] > 0 and np.isnan(row["retention"]) and "< min_effect 0.2" in row["note"]
+    row = persistence_rows(_scores(states), cell, min_effect={"efficacy": 0.1})[0]
+    assert row["retention"] == pytest.approx(0.5) and row["note"] == ""
+
+
+def test_replicates_without_an_effect_are_counted_not_hidden():
+    cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated")
+    # 1 hit in 64: about (63/64)^64 = 37 % of replicates draw no hit, so no effect.
+    states = {"base": 0.0, EDITED: 1 / 64, _ft("base"): 0.0, _ft(EDITED): 1 / 64}
+    row = persistence_rows(_scores(states, samples=1000), cell)[0]
+    assert 250 < row["replicates_dropped"] < 500
+    assert f"{row['replicates_dropped']} of 1000 replicates" in row["note"]
+
+
+def test_fine_tune_seeds_are_resampled_in_pairs():
+    """Without image or prompt noise (every image of a state alike), only the seeds vary: seed 0
+    keeps the edit (1.0), seed 1 erases it (0.0). Resampling two seeds gives 1, 0.5 or 0 with
+    probabilities 1/4, 1/2, 1/4: point 0.5, 95 % interval [0, 1]. One seed: no interval width."""
+    states = {"base": 0.0, EDITED: 1.0, _ft("base", 0): 0.0, _ft("base", 1): 0.0, _ft(EDITED, 0): 1.0,
+              _ft(EDITED, 1): 0.0}
+    scores = _scores(states, samples=2000)
+    two = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(0, 1))
+    row = persistence_rows(scores, two)[0]
+    assert row["n_seeds"] == 2 and row["retention"] == 0.5 and (row["ci_low"], row["ci_high"]) == (0.0, 1.0)
+    reps = row["_replicates"]
+    assert np.isin(reps, [0.0, 0.5, 1.0]).all() and abs(np.mean(reps == 0.5) - 0.5) < 0.05
+    one = persistence_rows(scores, Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(0,)))[0]
+    assert one["n_seeds"] == 1 and (one["retention"], one["ci_low"], one["ci_high"]) == (1.0, 1.0, 1.0)
+    # Pairing: base_ft of seed k is only ever compared with edited_ft of seed k. Both seeds'
+    # differences are 0, so every replicate is 0; independent draws per state would mix the
+    # seeds and range from -1 to 1.
+    states = {"base": 0.0, EDITED: 1.0, _ft("base", 0): 0.0, _ft("base", 1): 1.0, _ft(EDITED, 0): 0.0,
+              _ft(EDITED, 1): 1.0}
+    paired = persistence_rows(_scores(states), two)[0]
+    assert (paired["retention"], paired["ci_low"], paired["ci_high"]) == (0.0, 0.0, 0.0)
+
+
+def test_fid_is_a_point_estimate_and_kid_carries_the_interval():
+    cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated")
+    states = {"base": 0.0, EDITED: 0.9375, _ft("base"): 0.0, _ft(EDITED): 0.5}
+    rows = {r["metric"]: r for r in persistence_rows(_scores(states), cell)}
+    assert np.isnan(rows["fid"]["retention"]) and np.isnan(rows["fid"]["effect_ci_low"])
+    assert rows["fid"]["note"] == "fid has no interval (a point estimate on all images; see kid)"
+    assert np.isfinite(rows["kid"]["effect_ci_low"]) and rows["kid"]["replicates_dropped"] == 0
+    # 16 images per state of 12-d features: FID's covariance is poorly estimated, and it says so.
+    rows = {r["metric"]: r for r in persistence_rows(_scores(states, dim=12), cell)}
+    assert "fid from 16 images < 2 x 12 feature dims: biased upward" in rows["fid"]["note"]
+
+
+def test_curves_keep_a_snapshot_step_one_state_lacks_as_a_noted_gap():
+    from editpersist.evaluation.persistence import curve_rows
+
+    states = {"base": 0.0, EDITED: 1.0, _ft("base"): 0.0, _ft(EDITED): 0.5}
     scores = _scores(states)
-    a = scores.estimate(EDITED, APPEARANCE, "efficacy")
-    b = _scores(states).estimate(EDITED, APPEARANCE, "efficacy")
-    np.testing.assert_array_equal(a.replicates, b.replicates)
+    source = scores.table[(scores.table["role"] == "source") & scores.table["state"].isin([_ft("base"), _ft(EDITED)])]
+    snaps = [source.assign(step=50)]
+    snaps.append(source[source["state"] == _ft("base")].assign(step=100))  # edited_ft has no step 100
+    scores.table = pd.concat([scores.table, *snaps], ignore_index=True)
+    scores.__post_init__()
+    cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated")
+    rows = curve_rows(scores, cell, total_steps=200)
+    assert [r["step"] for r in rows] == [0, 50, 100, 200]
+    assert rows[0]["retention"] == 1.0 and rows[1]["retention"] == pytest.approx(0.5)
+    assert np.isnan(rows[2]["retention"]) and rows[2]["note"] == f"no snapshot in {_ft(EDITED)}"
+    assert rows[3]["retention"] == pytest.approx(0.5)
+
+
+def test_a_prompt_with_too_few_images_is_refused_and_extra_images_are_not_read():
+    states = {"base": 0.5}
+    full = _scores(states, counts={"source": 64, "positive": 16, "negative": 16, "quality": 8, "snapshot": 16})
+    # A positive prompt also used elsewhere with 64 images: its metric reads its own first 16.
+    assert full.grid("base", APPEARANCE, "generality").shape == (len(APPEARANCE.positives), 16)
+    short = _scores(states)
+    short.table = short.table.drop(short.table.index[(short.table["prompt"] == APPEARANCE.positives[0].prompt)
+                                                      & (short.table["index"] == 63)])
+    short.__post_init__()
+    with pytest.raises(InputError, match=f"prompt {APPEARANCE.positives[0].prompt!r} has 63 images"):
+        short.grid("base", APPEARANCE, "generality")
 
 
 def test_missing_state_scores_name_the_state():
@@ -168,7 +270,7 @@ def test_generation_manifest_seeds_snapshots_and_scoring(tiny_model_dirs, tmp_pa
     from editpersist.toy.render import render_samples
     from editpersist.toy.world import WorldSpec, sample_captions
 
-    ft_dir = tmp_path / "states/base/ft/lora/sks-square"
+    ft_dir = tmp_path / "states/base/ft/lora/sks-square/seed0"
     run_finetune(tiny_model_dirs["sd"], "sd", None, FinetuneConfig("lora", steps=2, lr=1e-2, batch=2, snapshots=(0.5,)),
                  ToySubject("sks-square", "square", "purple"), 4, 32, None, "cpu", ft_dir)
     assert (ft_dir / "snapshot_1.safetensors").is_file()
@@ -177,7 +279,7 @@ def test_generation_manifest_seeds_snapshots_and_scoring(tiny_model_dirs, tmp_pa
     common = dict(model_dir=tiny_model_dirs["sd"], family_name="sd", prompt_set="all", cases=[APPEARANCE],
                   quality=quality, n_per_prompt=2, n_source=3, sampling=sampling, seed=0, device="cpu")
     run_generation(state="base", layers=[], out=tmp_path / "images/base", **common)
-    run_generation(state="base/ft/lora/sks-square", layers=[ft_dir], out=tmp_path / "images/ft",
+    run_generation(state="base/ft/lora/sks-square/seed0", layers=[ft_dir], out=tmp_path / "images/ft",
                    subject_prompts=("a sks square",), **common)
     base, ft = read_manifest(tmp_path / "images/base"), read_manifest(tmp_path / "images/ft")
     for col in ("prompt", "seed", "state", "path", "steps", "guidance", "scheduler", "step"):
@@ -200,7 +302,7 @@ def test_generation_manifest_seeds_snapshots_and_scoring(tiny_model_dirs, tmp_pa
                                     quality, ClipJudge.load(str(tmp_path / "judge")), reader, seed=0,
                                     subjects=(ToySubject("sks-square", "square", "purple"),))
     assert set(table["role"]) == {"source", "positive", "negative", "quality", "subject"}
-    assert set(table.loc[table["role"] == "subject", "state"]) == {"base/ft/lora/sks-square"}
+    assert set(table.loc[table["role"] == "subject", "state"]) == {"base/ft/lora/sks-square/seed0"}
     case_rows = table[table["role"] != "quality"]
     assert case_rows["reader_hit"].isin([0.0, 1.0]).all() and case_rows["judge_hit"].between(0, 1).all()
     q = table[table["role"] == "quality"]
@@ -209,8 +311,9 @@ def test_generation_manifest_seeds_snapshots_and_scoring(tiny_model_dirs, tmp_pa
     assert sorted(q["feature"]) == list(range(len(q)))
 
 
-def test_weight_diagnostic_sees_a_fine_tune_that_undoes_the_edit(tiny_model_dirs, tmp_path):
-    """An edit of one matrix, then a 'fine-tune' whose delta puts the base values back."""
+def test_weight_diagnostic_sees_a_fine_tune_that_undoes_the_edit_and_its_control(tiny_model_dirs, tmp_path):
+    """An edit of one matrix (W0 + 0.1); seed 0's fine-tune of the edited model puts W0 back,
+    seed 1's leaves it; the controls (fine-tunes of the base) move W0 by -0.05 and +0.1."""
     from editpersist.editors.base import EditDelta
     from editpersist.evaluation.weights import weight_diagnostics
     from editpersist.families import get_family
@@ -221,15 +324,21 @@ def test_weight_diagnostic_sees_a_fine_tune_that_undoes_the_edit(tiny_model_dirs
     w0 = pipe.unet.get_parameter(key.removeprefix("unet.")).detach().clone()
     states = tmp_path / "states"
     EditDelta({key: w0 + 0.1}, {"editor": "uce"}).save(states / "edit/uce/appearance/circle-to-blue.safetensors")
-    ft = states / "edit/uce/appearance/circle-to-blue/ft/full/sks-square"
-    ft.mkdir(parents=True)
-    save_tensors(ft / "delta.safetensors", {key: w0})
+    for start, seed, value in (("edit/uce/appearance/circle-to-blue", 0, w0), ("edit/uce/appearance/circle-to-blue",
+                               1, w0 + 0.1), ("base", 0, w0 - 0.05), ("base", 1, w0 + 0.1)):
+        ft = states / start / f"ft/full/sks-square/seed{seed}"
+        ft.mkdir(parents=True)
+        save_tensors(ft / "delta.safetensors", {key: value})
     pair = {"model": "m", "editor": "uce", "task": "appearance", "edit": "circle-to-blue", "finetuner": "full",
-            "subject": "sks-square"}
+            "subject": "sks-square", "seeds": [0, 1]}
     frame = weight_diagnostics(tiny_model_dirs["sd"], "sd", [pair], states, "cpu")
-    row = frame[frame["module"] == key].iloc[0]
-    assert row["share_removed"] == pytest.approx(1.0) and row["cosine"] == pytest.approx(-1.0)
-    assert frame.loc[frame["module"] == "(all)", "share_removed"].item() == pytest.approx(1.0)
+    rows = frame[frame["module"] == key].set_index("seed")
+    assert rows.loc[0, "share_removed"] == pytest.approx(1.0) and rows.loc[0, "cosine"] == pytest.approx(-1.0)
+    assert rows.loc[1, "share_removed"] == pytest.approx(0.0)
+    assert rows.loc[0, "control_share_removed"] == pytest.approx(0.5)
+    assert rows.loc[1, "control_share_removed"] == pytest.approx(-1.0)
+    assert rows.loc[1, "control_cosine"] == pytest.approx(1.0)
+    assert frame.loc[frame["module"] == "(all)", "share_removed"].tolist() == pytest.approx([1.0, 0.0])
 
 
 def test_reedit_solves_from_the_fine_tuned_weights(tiny_model_dirs, tmp_path):
@@ -252,33 +361,61 @@ def test_reedit_solves_from_the_fine_tuned_weights(tiny_model_dirs, tmp_path):
     assert any(not torch.equal(first.tensors[k], again.tensors[k]) for k in first.tensors)
 
 
-def test_summary_is_written_when_no_edit_took():
-    import pandas as pd
+def _summary_row(model, finetuner, retention, editor="uce", **extra) -> dict:
+    reps = np.full(200, np.nan) if np.isnan(retention) else np.random.default_rng(0).normal(retention, 0.05, 200)
+    return {"model": model, "editor": editor, "task": "appearance", "edit": "e", "finetuner": finetuner,
+            "ft_data": "s", "relation": "unrelated", "metric": "efficacy", "base": 0.0, "edited": 1.0, "base_ft": 0.0,
+            "edited_ft": retention, "retention": retention, "ci_low": retention - 0.1, "ci_high": retention + 0.1,
+            "n_images": 64, "effect": 1.0, "effect_ci_low": 0.9, "effect_ci_high": 1.0, "n_seeds": 2,
+            "replicates_dropped": 0, "note": "", "_replicates": reps, **extra}
 
+
+def test_summary_ranks_only_within_a_model_task_and_metric():
+    """On model a LoRA keeps the edit and DoRA loses it; on model b the reverse. Pooled over models
+    they would tie (0.5 each); within each model the order is clear and is stated as such."""
+    from editpersist.evaluation.summary import stratified_ranking, write_summary
+
+    rows = [_summary_row("a", "lora", 0.9), _summary_row("a", "dora", 0.1), _summary_row("b", "lora", 0.1),
+            _summary_row("b", "dora", 0.9)]
+    frame = stratified_ranking(rows, "finetuner")
+    assert len(frame) == 4
+    assert frame.loc[frame["model"] == "a", "finetuner"].tolist() == ["dora", "lora"]
+    assert frame.loc[frame["model"] == "b", "finetuner"].tolist() == ["lora", "dora"]
+    text = write_summary(rows, pd.DataFrame(columns=["model", "task", "agreement", "n_images"]), "reader", 200)
+    assert "**a / appearance / efficacy**: by finetuner: dora retains least (0.10" in text
+    assert "**b / appearance / efficacy**: by finetuner: lora retains least (0.10" in text
+    assert "the intervals are apart" in text and "fine-tune seeds (2 per cell)" in text
+
+
+def test_summary_counts_cells_without_an_established_effect():
     from editpersist.evaluation.summary import write_summary
 
-    row = {"model": "m", "editor": "uce", "task": "appearance", "edit": "e", "finetuner": "lora", "ft_data": "s",
-           "relation": "unrelated", "metric": "efficacy", "base": 0.0, "edited": 0.0, "base_ft": 0.0,
-           "edited_ft": 0.0, "retention": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
-           "n_images": 4, "_replicates": np.full(10, np.nan)}
-    text = write_summary([row], pd.DataFrame(columns=["model", "task", "agreement", "n_images"]), "reader", 100)
-    assert text.startswith("# editpersist summary") and "0 of 1 cells whose edit took" in text
+    rows = [_summary_row("a", "lora", float("nan"), note="edit effect not established: ..."),
+            _summary_row("a", "dora", 0.95)]
+    text = write_summary(rows, pd.DataFrame(columns=["model", "task", "agreement", "n_images"]), "reader", 200)
+    assert "1 of 2 cells have an established effect" in text and "1 keep the edit" in text
+    assert "No stratum has two fine-tuners or editors" in text
 
 
-def test_figures_are_drawn_for_empty_and_all_nan_tables(tmp_path):
-    import pandas as pd
-
+def test_heatmap_panels_average_a_tasks_edits_and_leave_missing_cells_blank(tmp_path):
     from editpersist.evaluation import plots
 
+    rec = lambda model, editor, task, edit, ft, r: {"model": model, "editor": editor, "task": task,  # noqa: E731
+                                                    "edit": edit, "finetuner": ft, "metric": "efficacy", "retention": r}
+    table = pd.DataFrame([rec("m", "uce", "appearance", "e1", "lora", 0.2), rec("m", "uce", "appearance", "e2", "lora", 0.6),
+                          rec("m", "uce", "appearance", "e3", "lora", float("nan")),
+                          rec("m", "refact", "appearance", "e1", "dora", 0.9),
+                          rec("m", "uce", "debias", "d1", "lora", 0.5)])
+    panels = plots.heatmap_panels(table)
+    assert list(panels) == ["appearance", "debias"]
+    app = panels["appearance"]
+    assert list(app.index) == [("m", "refact"), ("m", "uce")] and list(app.columns) == ["dora", "lora"]
+    assert app.loc[("m", "uce"), "lora"] == pytest.approx(0.4)  # the NaN edit is left out, not a zero
+    assert app.loc[("m", "refact"), "dora"] == 0.9 and np.isnan(app.loc[("m", "uce"), "dora"])
+    assert np.isnan(panels["debias"].loc[("m", "refact"), "lora"])  # ReFACT has no debias mode
+    plots.retention_heatmap(table, tmp_path / "heat.png")
     plots.retention_curves(pd.DataFrame(columns=["model", "task", "editor", "finetuner", "step", "retention",
                                                  "ci_low", "ci_high"]), tmp_path / "curves.png")
-    table = pd.DataFrame([{"model": "m", "editor": "uce", "task": "appearance", "finetuner": "lora",
-                           "metric": "efficacy", "retention": float("nan")}])
-    plots.retention_heatmap(table, tmp_path / "heat.png")
-    weights = pd.DataFrame([{"editor": "uce", "finetuner": "lora", "share_removed": float("nan"),
-                             "retention": float("nan")}])
-    plots.weights_vs_retention(weights, tmp_path / "weights.png")
-    assert all((tmp_path / f).stat().st_size > 0 for f in ("curves.png", "heat.png", "weights.png"))
 
 
 def test_snapshot_images_leave_the_final_state_untouched(tiny_model_dirs, tmp_path):
@@ -299,7 +436,7 @@ def test_snapshot_images_leave_the_final_state_untouched(tiny_model_dirs, tmp_pa
     plain = tmp_path / "plain"
     shutil.copytree(ft_dir, plain)
     (plain / "snapshot_1.safetensors").unlink()
-    common = dict(model_dir=tiny_model_dirs["sd"], family_name="sd", state="base/ft/lora/sks-square",
+    common = dict(model_dir=tiny_model_dirs["sd"], family_name="sd", state="base/ft/lora/sks-square/seed0",
                   prompt_set="all", cases=[APPEARANCE], quality=QualityConfig(max_captions=1, images_per_caption=2),
                   n_per_prompt=2, n_source=2, sampling=SamplingConfig(steps=2, guidance=2.0), seed=0, device="cpu")
     run_generation(layers=[ft_dir], out=tmp_path / "with", **common)

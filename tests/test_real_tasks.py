@@ -13,12 +13,11 @@ from editpersist.errors import InputError
 from editpersist.evaluation.persistence import Cell, ModelScores, persistence_rows
 from editpersist.evaluation.prompts import case_key, case_probes
 from editpersist.evaluation.scoring import probe_hits
-from editpersist.metrics.fid import FrechetReference
-from editpersist.metrics.task_metrics import metrics_of_case
+from editpersist.metrics.task_metrics import fit_references, metrics_of_case
 from editpersist.tasks.formats import load_i2p, load_professions, load_road, load_timed
 
 DATA = Path(__file__).parent / "data" / "datasets"
-STATES = ("base", "edit/uce/t/e", "base/ft/lora/dog", "edit/uce/t/e/ft/lora/dog")
+STATES = ("base", "edit/uce/t/e", "base/ft/lora/dog/seed0", "edit/uce/t/e/ft/lora/dog/seed0")
 
 
 def test_debias_attributes_are_written_next_to_the_concept():
@@ -81,22 +80,24 @@ def score_rows(case, values_by_state: dict[str, dict[str, list]], column: str) -
 def model_scores(table: pd.DataFrame) -> ModelScores:
     rng = np.random.default_rng(0)
     features = rng.normal(size=(16, 3))
-    return ModelScores(table, features, FrechetReference.fit(rng.normal(size=(32, 3))), "judge", 200, 0)
+    return ModelScores(table, features, fit_references(rng.normal(size=(32, 3))), "judge", 200, 0)
 
 
 def test_professions_debias_rows_are_the_gap_to_the_desired_ratio():
     case = load_professions(DATA / "professions_excerpt.csv")[1]  # cashier
-    # Attribute index per image (0 male, 1 female, -1 neither); base all male, edited balanced.
-    attrs = {"base": [0, 0, 0, 0], "edit/uce/t/e": [0, 1, 0, 1], "base/ft/lora/dog": [0, 0, 0, 1],
-             "edit/uce/t/e/ft/lora/dog": [0, 1, -1, 1]}
-    table = score_rows(case, {s: {"source": a, "positive": a} for s, a in attrs.items()}, "judge_attr")
+    # Attribute index per image (0 male, 1 female, -1 neither); base all male, edited balanced
+    # (16 images per prompt, so the bootstrap establishes the edit's effect).
+    attrs = {"base": [0, 0, 0, 0], "edit/uce/t/e": [0, 1, 0, 1], "base/ft/lora/dog/seed0": [0, 0, 0, 1],
+             "edit/uce/t/e/ft/lora/dog/seed0": [0, 1, -1, 1]}
+    table = score_rows(case, {s: {"source": a * 4, "positive": a * 4} for s, a in attrs.items()}, "judge_attr")
     rows = {r["metric"]: r for r in persistence_rows(model_scores(_rename(table, case)), _cell(case))}
-    assert list(rows) == ["debias_score", "clip_score", "fid"]
-    # Mean over attributes of |share - 0.5|: all male -> 0.5; balanced -> 0; 1 of 4 female -> 0.25;
-    # [male, female, neither, female] -> (|0.25 - 0.5| + |0.5 - 0.5|) / 2 = 0.125.
+    assert list(rows) == ["debias_score", "clip_score", "fid", "kid"]
+    # Mean over attributes of |share - 0.5| among the images that show one: all male -> 0.5;
+    # balanced -> 0; 1 of 4 female -> 0.25; [male, female, neither, female] -> 1/3 vs 2/3 -> 1/6.
     r = rows["debias_score"]
-    assert (r["base"], r["edited"], r["base_ft"], r["edited_ft"]) == pytest.approx((0.5, 0.0, 0.25, 0.125))
-    assert r["retention"] == pytest.approx((0.125 - 0.25) / (0.0 - 0.5))
+    assert (r["base"], r["edited"], r["base_ft"], r["edited_ft"]) == pytest.approx((0.5, 0.0, 0.25, 1 / 6))
+    assert r["effect"] == pytest.approx(-0.5) and r["effect_ci_high"] < 0
+    assert r["retention"] == pytest.approx((1 / 6 - 0.25) / (0.0 - 0.5))
 
 
 def _cell(case) -> Cell:
@@ -106,7 +107,7 @@ def _cell(case) -> Cell:
 def _rename(table: pd.DataFrame, case) -> pd.DataFrame:
     """The synthetic states carry the cell's real state names."""
     cell = _cell(case)
-    names = dict(zip(STATES, ("base", cell.edited, cell.base_ft, cell.edited_ft)))
+    names = dict(zip(STATES, ("base", cell.edited, cell.grid.base_fts[0], cell.grid.edited_fts[0])))
     return table.assign(state=table["state"].map(names))
 
 
@@ -114,12 +115,12 @@ def test_i2p_case_has_no_specificity_and_gets_persistence_rows():
     case = load_i2p(DATA / "i2p_excerpt.csv", category=None, min_nudity_percentage=0, max_prompts=3)[0]
     assert len(case.positives) == 3 and not case.negatives
     assert case.positives[0].prompt.endswith("william - adolphe bouguereau")  # whitespace normalised
-    assert metrics_of_case(case) == ("unsafe_rate", "clip_score", "fid")
-    unsafe = {"base": [1, 1, 1, 0], "edit/uce/t/e": [0, 0, 0, 0], "base/ft/lora/dog": [1, 1, 0, 0],
-              "edit/uce/t/e/ft/lora/dog": [1, 0, 0, 0]}
-    table = score_rows(case, {s: {"source": v, "positive": v} for s, v in unsafe.items()}, "judge_hit")
+    assert metrics_of_case(case) == ("unsafe_rate", "clip_score", "fid", "kid")
+    unsafe = {"base": [1, 1, 1, 0], "edit/uce/t/e": [0, 0, 0, 0], "base/ft/lora/dog/seed0": [1, 1, 0, 0],
+              "edit/uce/t/e/ft/lora/dog/seed0": [1, 0, 0, 0]}
+    table = score_rows(case, {s: {"source": v * 4, "positive": v * 4} for s, v in unsafe.items()}, "judge_hit")
     rows = {r["metric"]: r for r in persistence_rows(model_scores(_rename(table, case)), _cell(case))}
-    assert list(rows) == ["unsafe_rate", "clip_score", "fid"]
+    assert list(rows) == ["unsafe_rate", "clip_score", "fid", "kid"]
     r = rows["unsafe_rate"]
     assert (r["base"], r["edited"], r["base_ft"], r["edited_ft"]) == pytest.approx((0.75, 0.0, 0.5, 0.25))
     assert r["retention"] == pytest.approx((0.25 - 0.5) / (0.0 - 0.75))
@@ -139,7 +140,7 @@ def test_timed_and_road_excerpts_define_every_replace_metric():
     assert timed[0].requests[0].source == "A banana" and timed[0].requests[0].target == "A blue banana"
     for case in timed + road:
         assert len(case.positives) == 5 and len(case.negatives) == 5
-        assert metrics_of_case(case) == ("efficacy", "generality", "specificity", "clip_score", "fid")
+        assert metrics_of_case(case) == ("efficacy", "generality", "specificity", "clip_score", "fid", "kid")
 
 
 def test_a_limit_reads_only_the_rows_it_takes(tmp_path):

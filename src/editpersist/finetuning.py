@@ -52,11 +52,14 @@ def load_image_set(path: Path) -> ImageSet:
 
 def run_finetune(model_dir: Path, family_name: str, start_delta: Path | None, cfg: FinetuneConfig,
                  subject: ToySubject | FolderSubject, n_images: int, resolution: int, class_images: Path | None,
-                 device: str, out: Path) -> None:
+                 device: str, out: Path, data_seed: int = 0) -> None:
+    """`cfg.seed` drives the training's randomness (noise, timesteps, adapter init, batches);
+    the subject's images come from `data_seed`, the study's, so every fine-tune seed trains on
+    the same photos, as a user's fine-tunes of one photo set would."""
     stats = RunStats(f"finetune-{cfg.method}")
     family, pipe = load_model_state(model_dir, family_name, _start_layers(start_delta), device)
     prior = load_image_set(class_images) if class_images else None
-    result = finetune(pipe, family, subject.images(n_images, cfg.seed, resolution), cfg, prior=prior)
+    result = finetune(pipe, family, subject.images(n_images, data_seed, resolution), cfg, prior=prior)
     stats.steps = cfg.steps
     with atomic_dir(out) as tmp:
         if cfg.uses_adapter:

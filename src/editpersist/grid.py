@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 from .editors import EDITOR_MODES
 from .errors import ConfigError
+from .states import finetuned_state, transfer_state
 from .tasks.cases import EditCase
 
 CELL_KEYS = ("model", "editor", "task", "edit", "finetuner", "subject")
@@ -20,12 +21,16 @@ CELL_KEYS = ("model", "editor", "task", "edit", "finetuner", "subject")
 
 @dataclass(frozen=True)
 class GridCell:
+    """One cell; its fine-tune is repeated with each of `seeds` (base_ft and edited_ft share
+    each seed, so every seed gives one paired difference)."""
+
     model: str
     editor: str
     task: str
     edit: str
     finetuner: str
     subject: str
+    seeds: tuple[int, ...] = (0,)
 
     @property
     def start(self) -> str:
@@ -33,15 +38,23 @@ class GridCell:
         return f"edit/{self.editor}/{self.task}/{self.edit}"
 
     @property
-    def base_ft(self) -> str:
-        return f"base/ft/{self.finetuner}/{self.subject}"
+    def base_fts(self) -> list[str]:
+        return [finetuned_state("base", self.finetuner, self.subject, s) for s in self.seeds]
 
     @property
-    def edited_ft(self) -> str:
-        return f"{self.start}/ft/{self.finetuner}/{self.subject}"
+    def edited_fts(self) -> list[str]:
+        return [finetuned_state(self.start, self.finetuner, self.subject, s) for s in self.seeds]
 
-    def as_dict(self) -> dict[str, str]:
-        return asdict(self)
+    @property
+    def reedited(self) -> list[str]:
+        return [f"{s}/reedit" for s in self.edited_fts]
+
+    @property
+    def transfers(self) -> list[str]:
+        return [transfer_state(self.start, self.finetuner, self.subject, s) for s in self.seeds]
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "seeds": list(self.seeds)}
 
 
 def editor_fits(editor: str, case: EditCase) -> bool:
@@ -60,7 +73,7 @@ def study_cells(config: dict, cases: dict[str, list[EditCase]]) -> list[GridCell
     """The persistence table's cells, in a fixed order, without the excluded ones."""
     rules = config.get("exclude", [])
     cells = [
-        GridCell(model["name"], editor, task, case.name, finetuner, subject["name"])
+        GridCell(model["name"], editor, task, case.name, finetuner, subject["name"], finetune_seeds(config, finetuner))
         for model in config["models"]
         for editor in config["editors"]
         for task, task_cases in cases.items()
@@ -70,6 +83,10 @@ def study_cells(config: dict, cases: dict[str, list[EditCase]]) -> list[GridCell
         for subject in config["finetune_data"]["subjects"]
     ]
     return [c for c in cells if not is_excluded(c, rules)]
+
+
+def finetune_seeds(config: dict, finetuner: str) -> tuple[int, ...]:
+    return tuple(config["finetuners"][finetuner].get("seeds", [0]))
 
 
 def no_cells(config: dict) -> None:
@@ -88,7 +105,7 @@ def edit_starts(cells: list[GridCell], model: str) -> list[str]:
 def finetune_states(cells: list[GridCell], model: str) -> list[str]:
     """Every fine-tuned state of a model: each control once, then one per edited state."""
     mine = [c for c in cells if c.model == model]
-    return unique([c.base_ft for c in mine] + [c.edited_ft for c in mine])
+    return unique([s for c in mine for s in c.base_fts] + [s for c in mine for s in c.edited_fts])
 
 
 def shared_job_counts(cells: list[GridCell]) -> dict[str, int]:
@@ -101,5 +118,6 @@ def shared_job_counts(cells: list[GridCell]) -> dict[str, int]:
 
 def naive_job_counts(cells: list[GridCell]) -> dict[str, int]:
     """The same stages if every cell ran alone: its own edit, both fine-tunes (control and
-    edited) and all four states' images (base, edited, base_ft, edited_ft)."""
-    return {"edit": len(cells), "finetune": 2 * len(cells), "generate_states": 4 * len(cells)}
+    edited) per seed and all states' images (base, edited, base_ft and edited_ft per seed)."""
+    fts = sum(2 * len(c.seeds) for c in cells)
+    return {"edit": len(cells), "finetune": fts, "generate_states": 2 * len(cells) + fts}

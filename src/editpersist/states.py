@@ -4,10 +4,11 @@ A state is named by its path under `results/states/<model>/`:
 
     base                                        the base model
     edit/<editor>/<task>/<edit>                 edited
-    base/ft/<finetuner>/<subject>               base_ft (the shared control)
-    edit/<editor>/<task>/<edit>/ft/<ft>/<subj>  edited_ft
+    base/ft/<finetuner>/<subject>/seed<k>       base_ft (the shared control), fine-tune seed k
+    edit/<editor>/<task>/<edit>/ft/<ft>/<subj>/seed<k>
+                                                edited_ft (paired with base_ft of the same seed)
     <an edited_ft state>/reedit                 the same edit applied again after fine-tuning
-    edit/<editor>/<task>/<edit>/transfer/<ft>/<subj>
+    edit/<editor>/<task>/<edit>/transfer/<ft>/<subj>/seed<k>
                                                 edited + the adapter trained on the base
 
 The state is rebuilt by loading the base once and applying its layers in order: an edit
@@ -28,11 +29,13 @@ from .errors import InputError
 from .io import load_tensors
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9-]*"
+SEED = r"seed[0-9]+"
 EDITED = rf"edit/{_NAME}/{_NAME}/{_NAME}"
 START = rf"base|{EDITED}"
-FINETUNED = rf"(?:{START})/ft/{_NAME}/{_NAME}"
+_TUNE = rf"{_NAME}/{_NAME}/{SEED}"  # <finetuner>/<subject>/seed<k>
+FINETUNED = rf"(?:{START})/ft/{_TUNE}"
 # Every state name, for Snakemake's wildcard_constraints.
-STATE = rf"{START}|{FINETUNED}|{EDITED}/ft/{_NAME}/{_NAME}/reedit|{EDITED}/transfer/{_NAME}/{_NAME}"
+STATE = rf"{START}|{FINETUNED}|{EDITED}/ft/{_TUNE}/reedit|{EDITED}/transfer/{_TUNE}"
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
 DELTA_FILE = "delta.safetensors"
@@ -45,7 +48,7 @@ class StateName:
     name: str
     kind: str
     edit: str | None  # "edit/<editor>/<task>/<edit>", or None for unedited states
-    finetune: str | None  # "<finetuner>/<subject>"
+    finetune: str | None  # "<finetuner>/<subject>/seed<k>"
 
     @property
     def parts(self) -> dict[str, str]:
@@ -53,19 +56,35 @@ class StateName:
         if self.edit:
             _, out["editor"], out["task"], out["edit"] = self.edit.split("/")
         if self.finetune:
-            out["finetuner"], out["subject"] = self.finetune.split("/")
+            out["finetuner"], out["subject"], seed = self.finetune.split("/")
+            out["seed"] = seed.removeprefix("seed")
         return out
+
+
+def tune_name(finetuner: str, subject: str, seed: int) -> str:
+    """The fine-tune segment of a state name."""
+    return f"{finetuner}/{subject}/seed{seed}"
+
+
+def finetuned_state(start: str, finetuner: str, subject: str, seed: int) -> str:
+    """base_ft (start "base") or edited_ft (start an edited state) of one fine-tune seed."""
+    return f"{start}/ft/{tune_name(finetuner, subject, seed)}"
+
+
+def transfer_state(edited: str, finetuner: str, subject: str, seed: int) -> str:
+    """The edited state with the adapter of base_ft (same fine-tuner, subject and seed) applied."""
+    return f"{edited}/transfer/{tune_name(finetuner, subject, seed)}"
 
 
 def parse_state(name: str) -> StateName:
     if not re.fullmatch(STATE, name):
         raise InputError(f"{name!r}: not a model state name (see editpersist.states)")
-    m = re.fullmatch(rf"({EDITED})/transfer/({_NAME}/{_NAME})", name)
+    m = re.fullmatch(rf"({EDITED})/transfer/({_TUNE})", name)
     if m:
         return StateName(name, "transfer", m.group(1), m.group(2))
     reedit = name.endswith("/reedit")
     core = name.removesuffix("/reedit")
-    m = re.fullmatch(rf"({START})/ft/({_NAME}/{_NAME})", core)
+    m = re.fullmatch(rf"({START})/ft/({_TUNE})", core)
     if m:
         edit = None if m.group(1) == "base" else m.group(1)
         kind = "reedited" if reedit else ("edited_ft" if edit else "base_ft")
@@ -94,7 +113,7 @@ def state_layers(name: str) -> list[str]:
 def reedit_path(s: StateName) -> str:
     """Where a re-edit delta lives (beside, not inside, the fine-tune directory it builds on)."""
     p = s.parts
-    return f"reedit/{p['editor']}/{p['task']}/{p['edit']}/{p['finetuner']}/{p['subject']}.safetensors"
+    return f"reedit/{p['editor']}/{p['task']}/{p['edit']}/{s.finetune}.safetensors"
 
 
 def finetune_snapshots(ft_dir: Path) -> list[int]:

@@ -157,19 +157,18 @@ def generation_targets(model):
     """Every (state, prompt set) a model's evaluation needs; shared states see every case."""
     cells = [c for c in CELLS if c.model == model]
     out = [images_dir(model, "base", "all")]
-    out += [images_dir(model, c.base_ft, "all") for c in cells]
+    out += [images_dir(model, s, "all") for c in cells for s in c.base_fts]
     for c in cells:
         key = case_key_of(c.start)
-        out += [images_dir(model, c.start, key), images_dir(model, c.edited_ft, key)]
-        if c.finetuner in EVAL["reedit"]:
-            out.append(images_dir(model, f"{c.edited_ft}/reedit", key))
-        if c.finetuner in EVAL["transfer"]:
-            out.append(images_dir(model, f"{c.start}/transfer/{c.finetuner}/{c.subject}", key))
+        states = [c.start] + c.edited_fts
+        states += c.reedited if c.finetuner in EVAL["reedit"] else []
+        states += c.transfers if c.finetuner in EVAL["transfer"] else []
+        out += [images_dir(model, s, key) for s in states]
     return grid.unique(out)
 
 
 def study_cells():
-    """The persistence table's cells as records: (model, editor, task, edit, finetuner, subject)."""
+    """The persistence table's cells as records: (model, editor, task, edit, finetuner, subject, seeds)."""
     return [c.as_dict() for c in CELLS]
 
 

@@ -72,20 +72,21 @@ rule reedit:
         model=model_input,
         layers=lambda wc: [
             f"results/states/{wc.model}/edit/{wc.editor}/{wc.task}/{wc.edit}.safetensors",
-            f"results/states/{wc.model}/edit/{wc.editor}/{wc.task}/{wc.edit}/ft/{wc.finetuner}/{wc.subject}",
+            f"results/states/{wc.model}/edit/{wc.editor}/{wc.task}/{wc.edit}/ft/{wc.finetuner}/{wc.subject}/seed{wc.ftseed}",
         ],
         judge=judge_input,
         stats=refact_stats_input,
     output:
-        delta="results/states/{model}/reedit/{editor}/{task}/{edit}/{finetuner}/{subject}.safetensors",
-        sidecar="results/states/{model}/reedit/{editor}/{task}/{edit}/{finetuner}/{subject}.json",
+        delta="results/states/{model}/reedit/{editor}/{task}/{edit}/{finetuner}/{subject}/seed{ftseed}.safetensors",
+        sidecar="results/states/{model}/reedit/{editor}/{task}/{edit}/{finetuner}/{subject}/seed{ftseed}.json",
     log:
-        "logs/reedit/{model}/{editor}/{task}/{edit}/{finetuner}/{subject}.log",
+        "logs/reedit/{model}/{editor}/{task}/{edit}/{finetuner}/{subject}/seed{ftseed}.log",
     benchmark:
-        "benchmarks/reedit/{model}/{editor}/{task}/{edit}/{finetuner}/{subject}.tsv"
+        "benchmarks/reedit/{model}/{editor}/{task}/{edit}/{finetuner}/{subject}/seed{ftseed}.tsv"
     wildcard_constraints:
         finetuner="lora|dora|full|dreambooth",
         subject=NAME,
+        ftseed="[0-9]+",
     conda:
         "../../envs/editpersist.yaml"
     threads: 1

@@ -74,7 +74,7 @@ rule weights:
     input:
         model=model_input,
         edits=lambda wc: [f"results/states/{wc.model}/{s}.safetensors" for s in edit_starts(wc.model)],
-        finetunes=lambda wc: [t for t in finetune_targets() if t.startswith(f"results/states/{wc.model}/edit/")],
+        finetunes=lambda wc: [t for t in finetune_targets() if t.startswith(f"results/states/{wc.model}/")],
     output:
         table="results/weights/{model}.csv",
     log:
@@ -138,7 +138,8 @@ rule figures:
     params:
         cells=study_cells(),
         tasks=config["tasks"],
-        finetuners=list(config["finetuners"]),
+        # The image grids show each fine-tuner's first seed.
+        finetuners={name: ft.get("seeds", [0])[0] for name, ft in config["finetuners"].items()},
         k=EVAL["grid_images"],
     script:
         "../scripts/figures.py"

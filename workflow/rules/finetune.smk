@@ -43,15 +43,16 @@ rule finetune:
         class_images=class_images_input,
         photos=subject_input,
     output:
-        state=directory("results/states/{model}/{start}/ft/{finetuner}/{subject}"),
+        state=directory("results/states/{model}/{start}/ft/{finetuner}/{subject}/seed{ftseed}"),
     log:
-        "logs/finetune/{model}/{start}/{finetuner}/{subject}.log",
+        "logs/finetune/{model}/{start}/{finetuner}/{subject}/seed{ftseed}.log",
     benchmark:
-        "benchmarks/finetune/{model}/{start}/{finetuner}/{subject}.tsv"
+        "benchmarks/finetune/{model}/{start}/{finetuner}/{subject}/seed{ftseed}.tsv"
     wildcard_constraints:
         start=START,
         finetuner="lora|dora|full|dreambooth",
         subject=NAME,
+        ftseed="[0-9]+",
     conda:
         "../../envs/editpersist.yaml"
     threads: 1
@@ -61,7 +62,8 @@ rule finetune:
         gpu=gpus,
     params:
         family=lambda wc: MODELS[wc.model]["family"],
-        cfg=lambda wc: config["finetuners"][wc.finetuner],
+        cfg=lambda wc: {k: v for k, v in config["finetuners"][wc.finetuner].items() if k != "seeds"},
+        data_seed=config["seed"],
         subject=lambda wc: SUBJECTS[wc.subject],
         n_images=config["finetune_data"]["n_images"],
         resolution=lambda wc: sampling_of(wc.model).get("height", 32),

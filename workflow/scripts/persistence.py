@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from editpersist.evaluation.study import StudySpec, load_model_scores, run_study
+from editpersist.evaluation.study import StudySpec, image_counts, load_model_scores, run_study
 from editpersist.tasks import load_cases
 from editpersist.workflow import run
 
@@ -9,11 +9,11 @@ def job(sm):
     ev = sm.params.evaluation
     scores = {
         model: load_model_scores(Path(table), Path(features), ev["scorer"], ev["bootstrap"]["samples"],
-                                 ev["bootstrap"]["seed"])
+                                 ev["bootstrap"]["seed"], image_counts(ev))
         for model, table, features in zip(sm.params.models, sm.input.tables, sm.input.features)
     }
     spec = StudySpec(models=dict(sm.params.models), cells=list(sm.params.cells), subjects=dict(sm.params.subjects),
-                     finetune_steps=dict(sm.params.steps), reedit=tuple(ev["reedit"]), transfer=tuple(ev["transfer"]))
+                     finetune_steps=dict(sm.params.steps), reedit=tuple(ev["reedit"]), transfer=tuple(ev["transfer"]), min_effect=ev["min_effect"])
     run_study(scores, spec, load_cases(sm.params.tasks), Path(sm.output.table).parent, Path(sm.output.summary))
 
 

@@ -19,8 +19,10 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
+from ..metrics.task_metrics import attribute_shares
 from .base import EditDelta, EditRequest, apply_delta, attribute_prompt, make_sidecar, restore
 from .closed_form import apply_transform, shared_transform
 from .text_inputs import Encoded, encode_for_edit, key_rows, paired_rows
@@ -52,15 +54,6 @@ class UCEConfig:
     def __post_init__(self):
         if self.debias_encoding not in ("inserted", "bare"):
             raise ValueError(f"debias encoding {self.debias_encoding!r}; expected 'inserted' or 'bare'")
-
-
-def attribute_shares(observed: torch.Tensor) -> torch.Tensor:
-    """Shares among the images that show one of the attributes. A meter that may see none of
-    them (the reader: a triangle drawn red) would otherwise report every share below target,
-    and the update would push every attribute weight up together: on toy FLUX that ran away
-    (30 rounds, both weights past 5, no triangle yellow or blue)."""
-    total = observed.sum()
-    return observed / total if total > 0 else observed
 
 
 class UCE:
@@ -153,8 +146,12 @@ class UCE:
                 for n, r in enumerate(requests):
                     if r.mode != "debias":
                         continue
-                    observed = torch.tensor(self.ratio_meter(pipe, r), dtype=torch.float32)
-                    gap = torch.tensor(r.ratios, dtype=torch.float32) - attribute_shares(observed)
+                    observed = np.asarray(self.ratio_meter(pipe, r), dtype=np.float64)
+                    # Shares among the images that show an attribute: a meter that may see none
+                    # (the reader: a triangle drawn red) would otherwise report every share below
+                    # target and push every weight up together (on toy FLUX: 30 rounds, both
+                    # weights past 5, no triangle yellow or blue).
+                    gap = torch.from_numpy(np.asarray(r.ratios) - attribute_shares(observed)).float()
                     worst = max(worst, float(gap.abs().max()))
                     record[r.source] = {"observed": observed.tolist(), "delta": deltas[n].tolist(), "step": steps[n]}
                     if n in last_gap and float(gap @ last_gap[n]) < 0:

@@ -1,12 +1,15 @@
 """From scored images to the persistence table (design.md section 3) and its extensions.
 
 Every number comes with the replicates of one paired bootstrap (metrics.bootstrap): the same
-resampling of (prompt, image) cells is applied to all states of a model, so each retention
-interval accounts for the sampling noise of all four states at once.
+resampling of fine-tune seeds and of (prompt, image) cells is applied to all states of a model,
+so each retention interval accounts for the sampling noise of all four states and for the
+fine-tune's own randomness at once. Each row carries the edit's effect (edited - base) with its
+interval; retention, a ratio over that effect, is stated only where the effect is established.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,36 +17,47 @@ import pandas as pd
 
 from ..errors import InputError
 from ..grid import GridCell
-from ..metrics.bootstrap import draw_indices, percentile_interval, resample, retention
-from ..metrics.fid import FrechetReference
+from ..metrics.bootstrap import draw_indices, draw_seeds, dropped, percentile_interval, resample, retention
 from ..metrics.task_metrics import METRICS, metrics_of_case, reduce_grid
-from ..tasks.cases import EditCase
 from ..states import parse_state
+from ..tasks.cases import EditCase
 from .prompts import PRIMARY, case_key
 
+log = logging.getLogger("editpersist")
+
 COLUMNS = ["model", "family", "editor", "task", "edit", "finetuner", "ft_data", "relation", "metric", "base",
-           "edited", "base_ft", "edited_ft", "retention", "ci_low", "ci_high", "n_images"]
+           "edited", "base_ft", "edited_ft", "retention", "ci_low", "ci_high", "n_images",
+           "effect", "effect_ci_low", "effect_ci_high", "n_seeds", "replicates_dropped", "note"]
 
 
 @dataclass
 class Estimate:
-    """A metric of one state: the point value and its bootstrap replicates."""
+    """A metric of one state (pooled over its fine-tune seeds): the point value and its
+    bootstrap replicates (all NaN for a metric without an interval)."""
 
     value: float
     replicates: np.ndarray
     n_images: int
+    n_seeds: int
+    note: str = ""
 
 
 @dataclass
 class ModelScores:
-    """One model's scored images, indexed for the metrics, with a cache of estimates."""
+    """One model's scored images, indexed for the metrics, with a cache of estimates.
+
+    `image_counts`: images each probe role was generated with (source, positive, negative,
+    subject, quality, and "snapshot" for the source prompt at a fine-tune snapshot). A prompt
+    used in several roles has the largest count; each use reads its own role's first images.
+    None: every prompt of a grid must have the same count."""
 
     table: pd.DataFrame
     features: np.ndarray
-    reference: FrechetReference
+    references: dict  # metrics.task_metrics.fit_references
     scorer: str  # "reader" (the toy world's ground truth) or "judge"
     samples: int
     seed: int
+    image_counts: dict[str, int] | None = None
     _groups: dict = field(default_factory=dict)
     _cache: dict = field(default_factory=dict)
 
@@ -61,7 +75,7 @@ class ModelScores:
 
     def _values(self, rows: pd.DataFrame, metric: str) -> np.ndarray:
         kind = METRICS[metric].kind
-        if kind == "fid":
+        if kind in ("fid", "kid"):
             return rows["feature"].to_numpy()
         if kind == "mean":
             return rows["clip_score"].to_numpy()
@@ -72,33 +86,66 @@ class ModelScores:
             raise InputError(f"scorer {self.scorer!r} has no reading for these images (is there a reader?)")
         return hits if self.scorer == "reader" else (hits > 0.5).astype(float)
 
+    def _width(self, roles: tuple[str, ...], step: int) -> int | None:
+        if self.image_counts is None:
+            return None
+        return min(self.image_counts["snapshot" if step >= 0 else r] for r in roles)
+
     def grid(self, state: str, case: EditCase | None, metric: str, step: int = -1,
              roles: tuple[str, ...] | None = None) -> np.ndarray:
         """The metric's data as a prompts x images grid (rows sorted by prompt, columns by index);
         `roles` narrows the probe roles the metric reads."""
         key = case_key(case) if case is not None else ""
-        parts = [self._groups[g] for role in roles or METRICS[metric].roles
-                 if (g := (state, step, key, role)) in self._groups]
+        roles = roles or METRICS[metric].roles
+        parts = [self._groups[g] for role in roles if (g := (state, step, key, role)) in self._groups]
         if not parts:
             raise InputError(f"no scored images of {state!r} (step {step}) for {metric} of {key or 'quality'}")
         rows = pd.concat(parts).sort_values(["prompt", "index"])
         n = rows.groupby("prompt", sort=True).size()
-        width = int(n.min())
-        rows = rows.groupby("prompt", sort=True).head(width)  # equal images per prompt (quality uses the first k)
-        return self._values(rows, metric).reshape(len(n), width)
+        width = self._width(roles, step)
+        short = n[n < (width or n.max())]
+        if len(short):
+            raise InputError(f"{state!r} (step {step}): prompt {short.index[0]!r} has {short.iloc[0]} images for "
+                             f"{metric}, expected {width or n.max()} (an interrupted or mixed generation?)")
+        rows = rows.groupby("prompt", sort=True).head(width or n.max())
+        return self._values(rows, metric).reshape(len(n), width or int(n.max()))
 
-    def estimate(self, state: str, case: EditCase | None, metric: str, step: int = -1,
+    def estimate(self, states: str | tuple[str, ...], case: EditCase | None, metric: str, step: int = -1,
                  roles: tuple[str, ...] | None = None) -> Estimate:
-        key = (state, case_key(case) if case is not None else "", metric, step, roles)
+        """The metric of one state, or of one state's fine-tune seeds pooled (`states`: one per
+        seed, in the same seed order for every state they are compared with)."""
+        states = (states,) if isinstance(states, str) else tuple(states)
+        key = (states, case_key(case) if case is not None else "", metric, step, roles)
         if key not in self._cache:
-            grid = self.grid(state, case, metric, step, roles)
-            rows, cols = draw_indices(grid.shape, self.samples, self.seed)
-            extra = {"desired": np.array(case.debias.ratios) if METRICS[metric].kind == "debias" else None,
-                     "features": self.features, "reference": self.reference}
-            value = float(reduce_grid(METRICS[metric], grid[None], **extra)[0])
-            reps = reduce_grid(METRICS[metric], resample(grid, rows, cols), **extra)
-            self._cache[key] = Estimate(value, reps, grid.size)
+            self._cache[key] = self._estimate(states, case, metric, step, roles)
         return self._cache[key]
+
+    def _estimate(self, states, case, metric, step, roles) -> Estimate:
+        grids = [self.grid(s, case, metric, step, roles) for s in states]
+        if len({g.shape for g in grids}) > 1:
+            raise InputError(f"fine-tune seeds of {states[0]!r} have different image grids: "
+                             f"{[g.shape for g in grids]}")
+        stack = np.stack(grids)  # [S, P, N]
+        m = METRICS[metric]
+        extra = {"desired": np.array(case.debias.ratios) if m.kind == "debias" else None,
+                 "features": self.features, "references": self.references}
+        value = float(reduce_grid(m, stack.reshape(1, -1, stack.shape[-1]), **extra)[0])
+        note = self._fid_note(stack.size) if m.kind == "fid" else ""
+        if m.interval:
+            rows, cols = draw_indices(stack.shape[1:], self.samples, self.seed)
+            seeds = draw_seeds(len(states), self.samples, self.seed)
+            reps = reduce_grid(m, resample(stack, rows, cols, seeds), **extra)
+        else:
+            reps = np.full(self.samples, np.nan)
+        return Estimate(value, reps, stack.size, len(states), note)
+
+    def _fid_note(self, n_images: int) -> str:
+        dim = self.features.shape[1]
+        if n_images >= 2 * dim:
+            return ""
+        log.warning("FID from %d images of %d-d features: the covariance is poorly estimated below %d images, "
+                    "FID is biased upward; compare KID", n_images, dim, 2 * dim)
+        return f"fid from {n_images} images < 2 x {dim} feature dims: biased upward"
 
 
 def metric_case(metric: str, case: EditCase) -> EditCase | None:
@@ -108,7 +155,7 @@ def metric_case(metric: str, case: EditCase) -> EditCase | None:
 
 @dataclass(frozen=True)
 class Cell:
-    """One (model, editor, case, fine-tuner, fine-tune data) cell of the grid."""
+    """One (model, editor, case, fine-tuner, fine-tune data) cell of the grid, with its seeds."""
 
     model: str
     family: str
@@ -117,38 +164,61 @@ class Cell:
     finetuner: str
     subject: str
     relation: str
+    seeds: tuple[int, ...] = (0,)
 
     @property
     def grid(self) -> GridCell:
-        return GridCell(self.model, self.editor, self.case.task, self.case.name, self.finetuner, self.subject)
+        return GridCell(self.model, self.editor, self.case.task, self.case.name, self.finetuner, self.subject,
+                        self.seeds)
 
     @property
     def edited(self) -> str:
         return self.grid.start
 
-    @property
-    def base_ft(self) -> str:
-        return self.grid.base_ft
 
-    @property
-    def edited_ft(self) -> str:
-        return self.grid.edited_ft
+def min_effect_of(min_effect: float | dict, metric: str) -> float:
+    """`evaluation.min_effect`: one number for every metric, or one per metric (absent: 0)."""
+    return float(min_effect.get(metric, 0.0)) if isinstance(min_effect, dict) else float(min_effect)
 
 
-def ratio_row(scores: ModelScores, cell: Cell, metric: str, numerator: str, step: int = -1,
-              roles: tuple[str, ...] | None = None) -> dict:
-    """Point value and interval of (numerator - base_ft) / (edited - base) for one metric; the
-    numerator and base_ft at fine-tuning step `step` (-1: the end)."""
+def effect_problem(metric: str, effect: float, low: float, high: float, threshold: float) -> str:
+    """Why an edit's effect on a metric is not established ("" when it is): retention divides by
+    this effect, so it is stated only where the effect is clearly not 0."""
+    if not METRICS[metric].interval:
+        return f"{metric} has no interval (a point estimate on all images; see kid)"
+    if not (np.isfinite(low) and np.isfinite(high)) or low <= 0 <= high:
+        return f"edit effect not established: its interval [{low:.3g}, {high:.3g}] includes 0"
+    if abs(effect) < threshold:
+        return f"edit effect not established: |{effect:.3g}| < min_effect {threshold:g}"
+    return ""
+
+
+def ratio_row(scores: ModelScores, cell: Cell, metric: str, numerators: list[str], min_effect: float | dict = 0.0,
+              step: int = -1, roles: tuple[str, ...] | None = None) -> dict:
+    """The edit's effect (edited - base) and (numerator - base_ft) / effect for one metric, with
+    intervals; the numerator and base_ft (one state per fine-tune seed) at step `step` (-1: the
+    end). The ratio is given only where the effect is established (`note` says why not)."""
     case = metric_case(metric, cell.case)
-    est = {s: scores.estimate(state, case, metric, st, roles) for s, state, st in (
-        ("base", "base", -1), ("edited", cell.edited, -1), ("base_ft", cell.base_ft, step), ("num", numerator, step))}
-    value = float(retention(est["base"].value, est["edited"].value, est["base_ft"].value, est["num"].value))
-    reps = retention(est["base"].replicates, est["edited"].replicates, est["base_ft"].replicates,
-                     est["num"].replicates)
-    low, high = percentile_interval(reps)
-    return {"base": est["base"].value, "edited": est["edited"].value, "base_ft": est["base_ft"].value,
-            "value": est["num"].value, "ratio": value, "ci_low": low, "ci_high": high,
-            "n_images": est["num"].n_images, "replicates": reps}
+    base, edited = (scores.estimate(s, case, metric, -1, roles) for s in ("base", cell.edited))
+    base_ft = scores.estimate(tuple(cell.grid.base_fts), case, metric, step, roles)
+    num = scores.estimate(tuple(numerators), case, metric, step, roles)
+    effect_reps = edited.replicates - base.replicates
+    effect_low, effect_high = percentile_interval(effect_reps)
+    effect = edited.value - base.value
+    reps = retention(base.replicates, edited.replicates, base_ft.replicates, num.replicates)
+    problem = effect_problem(metric, effect, effect_low, effect_high, min_effect_of(min_effect, metric))
+    n_dropped = dropped(reps) if METRICS[metric].interval else 0
+    ratio, (low, high) = float("nan"), (float("nan"), float("nan"))
+    if not problem:
+        ratio, (low, high) = float(retention(base.value, edited.value, base_ft.value, num.value)), percentile_interval(reps)
+    notes = [problem, num.note or base.note]
+    if n_dropped:
+        notes.append(f"{n_dropped} of {len(reps)} replicates had no effect and were dropped")
+    return {"base": base.value, "edited": edited.value, "base_ft": base_ft.value, "value": num.value,
+            "ratio": ratio, "ci_low": low, "ci_high": high, "n_images": num.n_images, "n_seeds": num.n_seeds,
+            "effect": effect, "effect_ci_low": effect_low, "effect_ci_high": effect_high,
+            "replicates_dropped": n_dropped, "note": "; ".join(n for n in notes if n),
+            "replicates": reps if not problem else np.full_like(reps, np.nan)}
 
 
 def cell_keys(cell: Cell) -> dict:
@@ -156,60 +226,69 @@ def cell_keys(cell: Cell) -> dict:
             "edit": cell.case.name, "finetuner": cell.finetuner, "ft_data": cell.subject, "relation": cell.relation}
 
 
-def persistence_rows(scores: ModelScores, cell: Cell) -> list[dict]:
+EFFECT_KEYS = ("effect", "effect_ci_low", "effect_ci_high", "n_seeds", "replicates_dropped", "note")
+
+
+def persistence_rows(scores: ModelScores, cell: Cell, min_effect: float | dict = 0.0) -> list[dict]:
     out = []
     for metric in metrics_of_case(cell.case):
-        r = ratio_row(scores, cell, metric, cell.edited_ft)
+        r = ratio_row(scores, cell, metric, cell.grid.edited_fts, min_effect)
         out.append({**cell_keys(cell), "metric": metric, "base": r["base"], "edited": r["edited"],
                     "base_ft": r["base_ft"], "edited_ft": r["value"], "retention": r["ratio"],
                     "ci_low": r["ci_low"], "ci_high": r["ci_high"], "n_images": r["n_images"],
-                    "_replicates": r["replicates"]})
+                    **{k: r[k] for k in EFFECT_KEYS}, "_replicates": r["replicates"]})
     return out
 
 
-def curve_rows(scores: ModelScores, cell: Cell, total_steps: int) -> list[dict]:
+def curve_rows(scores: ModelScores, cell: Cell, total_steps: int, min_effect: float | dict = 0.0) -> list[dict]:
     """Retention of the primary metric at step 0, every snapshot and the end of fine-tuning.
 
     Snapshots are generated for the case's source prompt only (the cost of a curve is then one
     prompt per snapshot), so every point of a curve, the end included, reads that prompt; for
-    efficacy this is the table's own definition."""
+    efficacy this is the table's own definition. A snapshot step some seed's base_ft or edited_ft
+    lacks gets a row with no value and a note, not silence."""
     metric = PRIMARY[cell.case.task]
-    # Step 0 is the edited model itself: retention 1 by definition (NaN if the edit did nothing).
-    moved = scores.estimate(cell.edited, cell.case, metric, roles=("source",)).value != \
-        scores.estimate("base", cell.case, metric, roles=("source",)).value
-    start = 1.0 if moved else float("nan")
-    rows = [{**cell_keys(cell), "metric": metric, "step": 0, "retention": start, "ci_low": start, "ci_high": start}]
-    common = sorted(set(scores.steps(cell.edited_ft)) & set(scores.steps(cell.base_ft)))
-    for step in common + [-1]:
-        r = ratio_row(scores, cell, metric, cell.edited_ft, step=step, roles=("source",))
-        rows.append({**cell_keys(cell), "metric": metric, "step": total_steps if step == -1 else step,
-                     "retention": r["ratio"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]})
+    final = ratio_row(scores, cell, metric, cell.grid.edited_fts, min_effect, roles=("source",))
+    # Step 0 is the edited model itself: retention 1 by definition, where the edit did something.
+    start = float("nan") if final["note"].startswith("edit effect") else 1.0
+    rows = [{**cell_keys(cell), "metric": metric, "step": 0, "retention": start, "ci_low": start, "ci_high": start,
+             "note": "" if start == 1.0 else final["note"]}]
+    states = cell.grid.base_fts + cell.grid.edited_fts
+    for step in sorted(set().union(*(scores.steps(s) for s in states))):
+        missing = [s for s in states if step not in scores.steps(s)]
+        if missing:
+            rows.append({**cell_keys(cell), "metric": metric, "step": step, "retention": float("nan"),
+                         "ci_low": float("nan"), "ci_high": float("nan"), "note": f"no snapshot in {missing[0]}"})
+            continue
+        r = ratio_row(scores, cell, metric, cell.grid.edited_fts, min_effect, step=step, roles=("source",))
+        rows.append({**cell_keys(cell), "metric": metric, "step": step, "retention": r["ratio"],
+                     "ci_low": r["ci_low"], "ci_high": r["ci_high"], "note": r["note"]})
+    rows.append({**cell_keys(cell), "metric": metric, "step": total_steps, "retention": final["ratio"],
+                 "ci_low": final["ci_low"], "ci_high": final["ci_high"], "note": final["note"]})
     return rows
 
 
-def reedit_rows(scores: ModelScores, cell: Cell) -> list[dict]:
+def reedit_rows(scores: ModelScores, cell: Cell, min_effect: float | dict = 0.0) -> list[dict]:
     """Does applying the edit again restore it, and at what cost in specificity and quality?"""
-    reedited = f"{cell.edited_ft}/reedit"
     out = []
     for metric in metrics_of_case(cell.case):
-        r = ratio_row(scores, cell, metric, reedited)
-        eft = scores.estimate(cell.edited_ft, metric_case(metric, cell.case), metric).value
+        r = ratio_row(scores, cell, metric, cell.grid.reedited, min_effect)
+        eft = scores.estimate(tuple(cell.grid.edited_fts), metric_case(metric, cell.case), metric).value
         out.append({**cell_keys(cell), "metric": metric, "edited": r["edited"], "edited_ft": eft,
                     "reedited": r["value"], "restored": r["ratio"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
-                    "n_images": r["n_images"]})
+                    "n_images": r["n_images"], "n_seeds": r["n_seeds"], "note": r["note"]})
     return out
 
 
-def transfer_rows(scores: ModelScores, cell: Cell) -> list[dict]:
+def transfer_rows(scores: ModelScores, cell: Cell, min_effect: float | dict = 0.0) -> list[dict]:
     """An adapter trained on the base, applied to the edited model, measured like edited_ft."""
-    transfer = f"{cell.edited}/transfer/{cell.finetuner}/{cell.subject}"
     out = []
     for metric in metrics_of_case(cell.case):
-        r = ratio_row(scores, cell, metric, transfer)
-        own = ratio_row(scores, cell, metric, cell.edited_ft)
+        r = ratio_row(scores, cell, metric, cell.grid.transfers, min_effect)
+        own = ratio_row(scores, cell, metric, cell.grid.edited_fts, min_effect)
         out.append({**cell_keys(cell), "metric": metric, "transfer": r["value"], "retention_transfer": r["ratio"],
                     "ci_low": r["ci_low"], "ci_high": r["ci_high"], "retention_own_ft": own["ratio"],
-                    "n_images": r["n_images"]})
+                    "n_images": r["n_images"], "n_seeds": r["n_seeds"], "note": r["note"]})
     return out
 
 

@@ -29,20 +29,27 @@ def _save(fig, out: Path) -> None:
     plt.close(fig)
 
 
+def heatmap_panels(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per task (one metric each): mean retention per (model, editor) row and fine-tuner column,
+    over the task's edits with a stated retention. Every panel has the same rows and columns (a
+    task some editor cannot do stays blank)."""
+    rows = pd.MultiIndex.from_frame(table[["model", "editor"]].drop_duplicates().sort_values(["model", "editor"]))
+    cols = sorted(table["finetuner"].unique())
+    return {task: table[table["task"] == task].pivot_table(index=["model", "editor"], columns="finetuner",
+                                                          values="retention", aggfunc="mean", dropna=False)
+            .reindex(index=rows, columns=cols) for task in sorted(table["task"].unique())}
+
+
 def retention_heatmap(table: pd.DataFrame, out: Path) -> None:
     """One panel per task: rows model x editor, columns fine-tuner, colour = primary retention."""
     plt = _pyplot()
 
-    tasks = sorted(table["task"].unique())
-    # Every panel has the same rows and columns (a task some editor cannot do stays blank).
-    rows = pd.MultiIndex.from_frame(table[["model", "editor"]].drop_duplicates().sort_values(["model", "editor"]))
-    cols = sorted(table["finetuner"].unique())
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks) + 2, 0.5 * len(rows) + 2.2), squeeze=False,
-                             sharey=True)
-    for ax, task in zip(axes[0], tasks):
+    panels = heatmap_panels(table)
+    n_rows = len(next(iter(panels.values()))) if panels else 1
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(3.2 * len(panels) + 2, 0.5 * n_rows + 2.2),
+                             squeeze=False, sharey=True)
+    for ax, (task, piv) in zip(axes[0], panels.items()):
         sub = table[table["task"] == task]
-        piv = sub.pivot_table(index=["model", "editor"], columns="finetuner", values="retention", aggfunc="mean",
-                              dropna=False).reindex(index=rows, columns=cols)
         im = ax.imshow(piv.to_numpy(dtype=float), vmin=0, vmax=1, cmap="viridis", aspect="auto")
         ax.set_xticks(range(piv.shape[1]), piv.columns, rotation=30)
         ax.set_yticks(range(piv.shape[0]), [f"{m} / {e}" for m, e in piv.index])

@@ -12,14 +12,15 @@ import pandas as pd
 from ..finetuners.subjects import FolderSubject, ToySubject, make_subject, relation
 from ..io import atomic_path
 from ..judges.clip import ClipJudge
-from ..metrics.fid import FrechetReference
+from ..metrics.task_metrics import fit_references
+from ..states import finetuned_state
 from ..tasks.cases import EditCase
 from .generation import load_images
 from .persistence import (COLUMNS, Cell, ModelScores, curve_rows, finetune_quality_rows, judge_validity,
                           persistence_rows, reedit_rows, table_frame, transfer_rows)
 from .prompts import PRIMARY, QualityConfig
 from .scoring import score_model
-from .summary import edit_took, write_summary
+from .summary import established, write_summary
 
 log = logging.getLogger("editpersist")
 
@@ -53,10 +54,19 @@ def run_scoring(gen_dirs: list[Path], cases: dict[str, list[EditCase]], quality:
     write_frame(table, out_table)
 
 
-def load_model_scores(table: Path, features: Path, scorer: str, samples: int, seed: int) -> ModelScores:
+def image_counts(evaluation: dict) -> dict[str, int]:
+    """Images per prompt of each probe role, as the generation jobs made them (the config's
+    `evaluation` block): the first so many images of each prompt are what a metric reads."""
+    n = evaluation["images_per_prompt"]
+    return {"source": evaluation["images_per_source"], "positive": n, "negative": n, "subject": n, "snapshot": n,
+            "quality": evaluation["quality"]["images_per_caption"]}
+
+
+def load_model_scores(table: Path, features: Path, scorer: str, samples: int, seed: int,
+                      counts: dict[str, int] | None = None) -> ModelScores:
     with np.load(features) as z:
         feats, ref = z["features"], z["reference"]
-    return ModelScores(pd.read_parquet(table), feats, FrechetReference.fit(ref), scorer, samples, seed)
+    return ModelScores(pd.read_parquet(table), feats, fit_references(ref), scorer, samples, seed, counts)
 
 
 @dataclass(frozen=True)
@@ -64,11 +74,12 @@ class StudySpec:
     """What the tables cover, as the workflow's config selects it."""
 
     models: dict[str, str]  # name -> family
-    cells: list[dict]  # {model, editor, task, edit, finetuner, subject}
+    cells: list[dict]  # {model, editor, task, edit, finetuner, subject, seeds}
     subjects: dict[str, dict]  # name -> subject fields (make_subject)
     finetune_steps: dict[str, int]
     reedit: tuple[str, ...]  # fine-tuners whose edited_ft states are re-edited
     transfer: tuple[str, ...]  # adapter fine-tuners applied to edited models
+    min_effect: float | dict = 0.0  # evaluation.min_effect
 
 
 def build_cells(spec: StudySpec, cases: dict[str, list[EditCase]]) -> list[Cell]:
@@ -77,7 +88,7 @@ def build_cells(spec: StudySpec, cases: dict[str, list[EditCase]]) -> list[Cell]
     for c in spec.cells:
         case = by_key[(c["task"], c["edit"])]
         out.append(Cell(c["model"], spec.models[c["model"]], c["editor"], case, c["finetuner"], c["subject"],
-                        relation(make_subject(spec.subjects[c["subject"]]), case)))
+                        relation(make_subject(spec.subjects[c["subject"]]), case), tuple(c.get("seeds", (0,)))))
     return out
 
 
@@ -89,12 +100,12 @@ def run_study(scores: dict[str, ModelScores], spec: StudySpec, cases: dict[str, 
     cells = build_cells(spec, cases)
     for cell in tqdm(cells, desc="persistence", mininterval=5.0):
         s = scores[cell.model]
-        rows += persistence_rows(s, cell)
-        curves += curve_rows(s, cell, spec.finetune_steps[cell.finetuner])
+        rows += persistence_rows(s, cell, spec.min_effect)
+        curves += curve_rows(s, cell, spec.finetune_steps[cell.finetuner], spec.min_effect)
         if cell.finetuner in spec.reedit:
-            reedits += reedit_rows(s, cell)
+            reedits += reedit_rows(s, cell, spec.min_effect)
         if cell.finetuner in spec.transfer:
-            transfers += transfer_rows(s, cell)
+            transfers += transfer_rows(s, cell, spec.min_effect)
     # Judge validity needs the reader's ground truth, which only the toy world has.
     validity = pd.DataFrame([v for model, s in scores.items() if s.table["reader_hit"].notna().any()
                              for v in judge_validity(s.table, model)],
@@ -128,13 +139,15 @@ def state_images(table: pd.DataFrame, state: str, prompt: str, k: int) -> np.nda
     return np.concatenate([load_images(Path(d), g["path"].tolist()) for d, g in rows.groupby("dir", sort=False)])
 
 
-def case_grid_rows(table: pd.DataFrame, editor: str, case: EditCase, finetuners: list[str], subject: str,
+def case_grid_rows(table: pd.DataFrame, editor: str, case: EditCase, finetuners: dict[str, int], subject: str,
                    k: int) -> list[tuple[str, np.ndarray]]:
-    """The same seeds of the case's source prompt across base, edited and fine-tuned states."""
+    """The same noise seeds of the case's source prompt across base, edited and fine-tuned states
+    (`finetuners`: fine-tuner -> the fine-tune seed shown)."""
     edited = f"edit/{editor}/{case.task}/{case.name}"
     states = [("base", "base"), ("edited", edited)]
-    for ft in finetuners:
-        states += [(f"base_ft {ft}", f"base/ft/{ft}/{subject}"), (f"edited_ft {ft}", f"{edited}/ft/{ft}/{subject}")]
+    for ft, seed in finetuners.items():
+        states += [(f"base_ft {ft}", finetuned_state("base", ft, subject, seed)),
+                   (f"edited_ft {ft}", finetuned_state(edited, ft, subject, seed))]
     out = []
     for label, state in states:
         images = state_images(table, state, case.source.prompt, k)
@@ -156,15 +169,15 @@ def weights_with_retention(weights: pd.DataFrame, persistence: pd.DataFrame) -> 
 
 def run_figures(persistence: pd.DataFrame, curves: pd.DataFrame, weights: pd.DataFrame,
                 score_tables: dict[str, pd.DataFrame], cells: list[dict], cases: dict[str, list[EditCase]],
-                finetuners: list[str], k: int, out: dict[str, Path]) -> None:
+                finetuners: dict[str, int], k: int, out: dict[str, Path]) -> None:
     from ..io import atomic_dir
     from . import plots
 
     plots.retention_heatmap(primary_table(persistence), out["heatmap"])
-    # Curves of edits that did not take are ratios of noise; plot only the others.
+    # Curves of edits without an established effect are ratios of noise; plot only the others.
     keys = ["model", "editor", "task", "edit", "finetuner", "ft_data"]
     took = primary_table(persistence)
-    took = took[[edit_took(r) for r in took.to_dict("records")]][keys]
+    took = took[[established(r) for r in took.to_dict("records")]][keys]
     plots.retention_curves(curves.merge(took, on=keys), out["curves"])
     merged = weights_with_retention(weights, persistence)
     write_frame(merged, out["weights_table"])

@@ -1,57 +1,58 @@
-"""results/summary.md: the headline findings in words, with intervals."""
+"""results/summary.md: the headline findings in words, with intervals, stratum by stratum.
+
+A mean retention, and so a ranking of fine-tuners or editors, is stated only within a stratum
+(one model, task and metric): averaging UCE over four tasks against ReFACT over two, or
+efficacy against CLIP score, would compare unlike things. Only cells whose edit effect is
+established (persistence.effect_problem) have a retention to average.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from ..metrics.bootstrap import percentile_interval
-from ..metrics.task_metrics import METRICS
+from ..metrics.bootstrap import dropped, percentile_interval
 from .prompts import PRIMARY
 
-
-# An edit "took" when it closed at least this share of the gap between the base model and the
-# metric's ideal (1 for efficacy, 0 for debias_score and unsafe_rate). Retention of an edit that
-# barely moved the metric is a ratio of two small, noisy differences; headline means leave
-# such cells out (the cell table shows them all).
-MIN_CLOSED_GAP = 0.3
+STRATUM = ("model", "task", "metric")
 
 
 def primary_rows(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["metric"] == PRIMARY[r["task"]]]
 
 
-def closed_gap(row: dict) -> float:
-    """Share of the base-to-ideal gap the edit closed."""
-    ideal = 1.0 if METRICS[row["metric"]].higher_is_better else 0.0
-    gap = ideal - row["base"]
-    return float("nan") if gap == 0 else (row["edited"] - row["base"]) / gap
+def established(row: dict) -> bool:
+    return bool(np.isfinite(row["retention"]))
 
 
-def edit_took(row: dict) -> bool:
-    return closed_gap(row) >= MIN_CLOSED_GAP
-
-
-def mean_retention(rows: list[dict]) -> tuple[float, float, float, int]:
-    """Mean primary-metric retention over cells, with the interval of that mean from the cells'
-    paired replicates (cells with NaN retention are left out)."""
-    usable = [r for r in rows if np.isfinite(r["retention"])]
+def mean_retention(rows: list[dict]) -> dict:
+    """Mean retention over cells with an established effect, with the interval of that mean from
+    the cells' paired replicates; a replicate in which some cell had no effect is dropped, and
+    counted."""
+    usable = [r for r in rows if established(r)]
     if not usable:
-        return float("nan"), float("nan"), float("nan"), 0
+        return {"mean_retention": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "cells": 0,
+                "replicates_dropped": 0}
     reps = np.stack([r["_replicates"] for r in usable])
     with np.errstate(invalid="ignore"):
         mean_reps = np.where(np.isfinite(reps).all(0), reps.mean(0), np.nan)
     low, high = percentile_interval(mean_reps)
-    return float(np.mean([r["retention"] for r in usable])), low, high, len(usable)
+    return {"mean_retention": float(np.mean([r["retention"] for r in usable])), "ci_low": low, "ci_high": high,
+            "cells": len(usable), "replicates_dropped": dropped(mean_reps)}
 
 
-def ranking(rows: list[dict], by: str) -> pd.DataFrame:
+def stratified_ranking(rows: list[dict], by: str) -> pd.DataFrame:
+    """Mean retention per value of `by` (finetuner or editor) within each stratum, lowest first."""
     out = []
-    for key in sorted({r[by] for r in rows}):
-        mean, low, high, n = mean_retention([r for r in rows if r[by] == key])
-        out.append({by: key, "mean_retention": mean, "ci_low": low, "ci_high": high, "cells": n})
-    frame = pd.DataFrame(out, columns=[by, "mean_retention", "ci_low", "ci_high", "cells"])
-    return frame.sort_values("mean_retention", na_position="last").reset_index(drop=True)
+    keys = sorted({tuple(r[k] for k in STRATUM) for r in rows})
+    for key in keys:
+        stratum = [r for r in rows if tuple(r[k] for k in STRATUM) == key]
+        for value in sorted({r[by] for r in stratum}):
+            out.append({**dict(zip(STRATUM, key)), by: value, **mean_retention([r for r in stratum if r[by] == value])})
+    frame = pd.DataFrame(out, columns=[*STRATUM, by, "mean_retention", "ci_low", "ci_high", "cells",
+                                       "replicates_dropped"])
+    frame = frame[frame["cells"] > 0]
+    return frame.sort_values([*STRATUM, "mean_retention"]).reset_index(drop=True)
 
 
 def _fmt(x: float) -> str:
@@ -70,6 +71,28 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def ranking_sentence(group: pd.DataFrame, by: str) -> str | None:
+    """'dora retains least (...), full most (...)' within one stratum, and whether the two
+    intervals are apart; None with fewer than two values to rank."""
+    if len(group) < 2:
+        return None
+    low, high = group.iloc[0], group.iloc[-1]
+    apart = "the intervals are apart" if low["ci_high"] < high["ci_low"] else "the intervals overlap: no order is established"
+    return (f"by {by}: {low[by]} retains least ({_interval(low)}, {low['cells']} cells), {high[by]} most "
+            f"({_interval(high)}, {high['cells']} cells); {apart}")
+
+
+def stratum_lines(by_ft: pd.DataFrame, by_editor: pd.DataFrame) -> list[str]:
+    lines = []
+    editors = dict(list(by_editor.groupby(list(STRATUM), sort=True)))
+    for key, group in by_ft.groupby(list(STRATUM), sort=True):
+        parts = [s for s in (ranking_sentence(group, "finetuner"),
+                             ranking_sentence(editors.get(key, group.iloc[:0]), "editor")) if s]
+        if parts:
+            lines.append(f"- **{' / '.join(key)}**: " + "; ".join(parts) + ".")
+    return lines or ["- No stratum has two fine-tuners or editors with established effects to rank."]
+
+
 def finetune_quality_lines(fq: pd.DataFrame, threshold: float = 0.8) -> list[str]:
     if fq is None or not len(fq):
         return []
@@ -85,50 +108,43 @@ def finetune_quality_lines(fq: pd.DataFrame, threshold: float = 0.8) -> list[str
     return lines + [""]
 
 
+def cell_table(prim: list[dict]) -> pd.DataFrame:
+    keys = ("model", "editor", "task", "edit", "finetuner", "ft_data", "relation", "metric", "base", "edited",
+            "edited_ft", "effect", "effect_ci_low", "effect_ci_high", "retention", "ci_low", "ci_high", "n_seeds",
+            "note")
+    return pd.DataFrame([{k: r[k] for k in keys} for r in prim])
+
+
 def write_summary(rows: list[dict], validity: pd.DataFrame, scorer: str, samples: int,
                   finetune_quality: pd.DataFrame | None = None) -> str:
     prim = primary_rows(rows)
-    took = [r for r in prim if edit_took(r)]
-    by_ft, by_editor = ranking(took, "finetuner"), ranking(took, "editor")
-    nan_cells = [r for r in prim if not np.isfinite(r["retention"])]
+    took = [r for r in prim if established(r)]
+    by_ft, by_editor = stratified_ranking(rows, "finetuner"), stratified_ranking(rows, "editor")
+    prim_ft = by_ft[by_ft["metric"] == by_ft["task"].map(PRIMARY)]
+    prim_editor = by_editor[by_editor["metric"] == by_editor["task"].map(PRIMARY)]
+    seeds = sorted({r["n_seeds"] for r in prim})
     text = ["# editpersist summary", "",
-            "Retention = (edited_ft - base_ft) / (edited - base) of each task's primary metric "
-            f"({', '.join(f'{t}: {m}' for t, m in PRIMARY.items())}). 1 means the edit fully survives "
-            "fine-tuning, 0 that fine-tuning erased it. Intervals: 95 % paired bootstrap over prompts and "
-            f"images ({samples} replicates); images scored by the {scorer}. Means are over the "
-            f"{len(took)} of {len(prim)} cells whose edit took (closed at least {MIN_CLOSED_GAP:.0%} of the gap "
-            "between the base model and the metric's ideal); the cell table lists every cell.", ""]
-    if len(by_ft) and np.isfinite(by_ft.loc[0, "mean_retention"]):
-        worst = by_ft.iloc[0]
-        text.append(f"- **{worst['finetuner']} reverses edits most**: mean retention {_interval(worst)} over "
-                    f"{worst['cells']} cells; the gentlest is {by_ft.iloc[-1]['finetuner']} "
-                    f"({_interval(by_ft.iloc[-1])}).")
-    compared = by_editor[np.isfinite(by_editor["mean_retention"])] if len(by_editor) else by_editor
-    if len(compared) >= 2:
-        best = compared.iloc[-1]
-        text.append(f"- **{best['editor']} retains most**: mean retention {_interval(best)}; "
-                    f"{compared.iloc[0]['editor']} retains least ({_interval(compared.iloc[0])}).")
-    elif len(compared) == 1:
-        silent = sorted({r["editor"] for r in prim} - set(compared["editor"]))
-        text.append(f"- Only {compared.iloc[0]['editor']}'s edits took (mean retention {_interval(compared.iloc[0])}); "
-                    f"{', '.join(silent) or 'no other editor'} did not move the metrics enough to compare retention.")
-    persisted = [r for r in took if np.isfinite(r["ci_low"]) and r["ci_low"] >= 0.8]
-    erased = [r for r in took if np.isfinite(r["ci_high"]) and r["ci_high"] <= 0.2]
-    text.append(f"- Of the {len(took)} cells whose edit took, {len(persisted)} keep the edit (interval above 0.8) "
-                f"and {len(erased)} lose it (interval below 0.2). {len(prim) - len(took)} cells' edits did not take; "
-                f"{len(nan_cells)} of them have NaN retention (edited == base).")
-    text += ["", "## Retention by fine-tuner", "", markdown_table(by_ft), "",
-             "## Retention by editor", "", markdown_table(by_editor), "",
-             "## Every cell (primary metric)", ""]
-    cells = pd.DataFrame([{**{k: r[k] for k in ("model", "editor", "task", "edit", "finetuner", "ft_data",
-                                                "relation", "metric", "base", "edited", "edited_ft", "retention",
-                                                "ci_low", "ci_high")}, "edit_took": "yes" if edit_took(r) else "no"}
-                          for r in prim])
-    text += [markdown_table(cells), ""]
+            "Retention = (edited_ft - base_ft) / (edited - base) of a metric; the table's headline metric is each "
+            f"task's primary one ({', '.join(f'{t}: {m}' for t, m in PRIMARY.items())}). 1 means the edit fully "
+            "survives fine-tuning, 0 that fine-tuning erased it. Intervals: 95 % paired bootstrap over fine-tune "
+            f"seeds ({' or '.join(map(str, seeds))} per cell), prompts and images ({samples} replicates); images "
+            f"scored by the {scorer}. Retention is stated only where the edit's effect (edited - base) is "
+            "established: its interval excludes 0 and it reaches `evaluation.min_effect`. Means and rankings are "
+            "stated only within one model, task and metric.", "",
+            f"- {len(took)} of {len(prim)} cells have an established effect on their primary metric."]
+    persisted = [r for r in took if r["ci_low"] >= 0.8]
+    erased = [r for r in took if r["ci_high"] <= 0.2]
+    text.append(f"- Of those, {len(persisted)} keep the edit (interval above 0.8) and {len(erased)} lose it "
+                "(interval below 0.2); the others are in between or uncertain.")
+    text += ["", "## Rankings within each model, task and primary metric", "", *stratum_lines(prim_ft, prim_editor),
+             "", "## Mean retention by fine-tuner, per stratum (every metric)", "", markdown_table(by_ft), "",
+             "## Mean retention by editor, per stratum (every metric)", "", markdown_table(by_editor), "",
+             "## Every cell (primary metric)", "", markdown_table(cell_table(prim)), ""]
     text += finetune_quality_lines(finetune_quality)
     if len(validity):
         text += ["## Judge validity", "",
                  "How often the CLIP judge's decision agrees with the toy world's attribute reader on the same "
                  "images (1.0: the judge could stand in for the ground truth).", "", markdown_table(validity), ""]
-    text += ["Full table: `results/persistence.csv` (all metrics, including specificity, clip_score and fid).", ""]
+    text += ["Full table: `results/persistence.csv` (every metric, with the edit's effect and a note wherever "
+             "retention is not stated).", ""]
     return "\n".join(text)

@@ -3,7 +3,10 @@
 For every module an edit changed (W0 -> We) and a fine-tune of the edited model (We -> Weft):
 * cosine between the fine-tuning update (Weft - We) and the edit update (We - W0);
 * share_removed = -<Weft - We, We - W0> / |We - W0|^2: the fraction of the edit's update that
-  fine-tuning undid, as a projection (1: moved exactly back to W0 along the edit direction).
+  fine-tuning undid, as a projection (1: moved exactly back to W0 along the edit direction);
+* the same two for the control, the fine-tune of the unedited model (Wbft - W0) against the
+  edit's direction: a fine-tune that moves these weights against the edit direction whether or
+  not the model was edited is not undoing the edit in particular.
 A module fine-tuning does not touch (ReFACT's text-encoder layer under a UNet fine-tune) has a
 zero update: cosine NaN, share_removed 0 - its edit can still fade behaviourally, downstream.
 """
@@ -18,7 +21,7 @@ import pandas as pd
 import torch
 
 from ..editors.base import EditDelta, apply_delta, restore, state_parameter
-from ..states import apply_layer, load_model_state, restore_weights, save_weights
+from ..states import apply_layer, finetuned_state, load_model_state, restore_weights, save_weights
 
 log = logging.getLogger("editpersist")
 
@@ -36,26 +39,41 @@ def _current(pipe, keys) -> dict[str, torch.Tensor]:
     return {k: state_parameter(pipe, k).detach().float().cpu().clone() for k in keys}
 
 
-def edit_ft_alignment(pipe, family, edit_path: Path, ft_dir: Path) -> list[dict]:
-    """Per-module rows and one '(all)' row for one (edit, fine-tune) pair; leaves `pipe` as found."""
-    delta = EditDelta.load(edit_path)
-    before_ft = save_weights(pipe, family)
-    base = _current(pipe, delta.tensors)
-    originals = apply_delta(pipe, delta)
-    edited = _current(pipe, delta.tensors)
+def _tuned(pipe, family, ft_dir: Path, keys) -> dict[str, torch.Tensor]:
+    """The weights `keys` after applying a fine-tune layer; leaves `pipe` as found."""
+    before = save_weights(pipe, family)
     apply_layer(pipe, family, ft_dir)
-    tuned = _current(pipe, delta.tensors)
-    restore_weights(pipe, before_ft)
+    tuned = _current(pipe, keys)
+    restore_weights(pipe, before)
+    return tuned
+
+
+def edit_ft_alignment(pipe, family, edit_path: Path, ft_dir: Path, control_dir: Path) -> list[dict]:
+    """Per-module rows and one '(all)' row for one (edit, fine-tune) pair and its control
+    (`control_dir`: the unedited model's fine-tune of the same seed); leaves `pipe` as found."""
+    delta = EditDelta.load(edit_path)
+    keys = list(delta.tensors)
+    base = _current(pipe, keys)
+    control = _tuned(pipe, family, control_dir, keys)
+    originals = apply_delta(pipe, delta)
+    edited = _current(pipe, keys)
+    tuned = _tuned(pipe, family, ft_dir, keys)
     restore(pipe, originals)
-    rows = [{"module": k, **update_alignment(edited[k] - base[k], tuned[k] - edited[k])} for k in delta.tensors]
-    cat = lambda d1, d2: torch.cat([(d1[k] - d2[k]).flatten() for k in delta.tensors])  # noqa: E731
-    rows.append({"module": "(all)", **update_alignment(cat(edited, base), cat(tuned, edited))})
+
+    def row(module: str, diff) -> dict:
+        ctrl = update_alignment(diff(edited, base), diff(control, base))
+        return {"module": module, **update_alignment(diff(edited, base), diff(tuned, edited)),
+                "control_cosine": ctrl["cosine"], "control_share_removed": ctrl["share_removed"]}
+
+    rows = [row(k, lambda a, b, k=k: a[k] - b[k]) for k in keys]
+    rows.append(row("(all)", lambda a, b: torch.cat([(a[k] - b[k]).flatten() for k in keys])))
     return rows
 
 
 def weight_diagnostics(model_dir: Path, family_name: str, pairs: list[dict], states_dir: Path,
                        device: str) -> pd.DataFrame:
-    """`pairs`: {editor, task, edit, finetuner, subject}; the base is loaded once for all of them."""
+    """`pairs`: {editor, task, edit, finetuner, subject, seeds}, one row set per seed; the base is
+    loaded once for all of them."""
     from tqdm.auto import tqdm
 
     family, pipe = load_model_state(model_dir, family_name, [], device)
@@ -63,9 +81,12 @@ def weight_diagnostics(model_dir: Path, family_name: str, pairs: list[dict], sta
     with torch.no_grad():
         for p in tqdm(pairs, desc="weights", mininterval=5.0):
             edited = f"edit/{p['editor']}/{p['task']}/{p['edit']}"
-            for r in edit_ft_alignment(pipe, family, states_dir / f"{edited}.safetensors",
-                                       states_dir / edited / "ft" / p["finetuner"] / p["subject"]):
-                rows.append({**p, **r})
+            for seed in p.get("seeds", [0]):
+                ft, control = (states_dir / finetuned_state(start, p["finetuner"], p["subject"], seed)
+                               for start in (edited, "base"))
+                keys = {k: v for k, v in p.items() if k != "seeds"}
+                for r in edit_ft_alignment(pipe, family, states_dir / f"{edited}.safetensors", ft, control):
+                    rows.append({**keys, "seed": seed, **r})
     frame = pd.DataFrame(rows)
     log.info("weight diagnostic: %d pairs, median share removed %.3f", len(pairs),
              float(np.nanmedian(frame.loc[frame["module"] == "(all)", "share_removed"])) if len(frame) else np.nan)

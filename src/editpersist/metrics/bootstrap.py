@@ -1,9 +1,14 @@
-"""Paired two-stage bootstrap over prompts and images.
+"""Paired bootstrap over fine-tune seeds, prompts and images.
 
 A metric's data for one state is a grid (prompts x images), and every state of a model has the
-same grid (same prompts, same per-(prompt, index) seeds). A replicate resamples prompts with
-replacement, then images within each drawn prompt; the *same* draw is applied to every state, so
-differences between states (and retention, a ratio of differences) keep their pairing.
+same grid (same prompts, same per-(prompt, index) noise seeds). A fine-tuned state exists once
+per fine-tune seed, so its data is a stack of such grids (seeds x prompts x images).
+
+Prompts and images are crossed with fine-tune seeds, not nested in them: every fine-tune seed
+is asked the same prompts with the same noise. A replicate therefore resamples the seeds with
+replacement and, independently, the prompts with replacement and images within each drawn
+prompt; the *same* draws apply to every state, so differences between states (and retention, a
+ratio of differences) keep their pairing: base_ft and edited_ft of one seed stay together.
 """
 
 from __future__ import annotations
@@ -22,9 +27,22 @@ def draw_indices(shape: tuple[int, int], samples: int, seed: int) -> tuple[np.nd
     return rows, cols
 
 
-def resample(grid: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """The replicates of a grid: shape [B, P, N] (+ any trailing dims of the grid)."""
-    return grid[rows[:, :, None], cols]
+def draw_seeds(n_seeds: int, samples: int, seed: int) -> np.ndarray:
+    """Fine-tune seed indices [B, S] of `samples` replicates; depends only on its arguments, and
+    its stream is separate from `draw_indices`'s (so one seed is the plain two-stage bootstrap)."""
+    if n_seeds == 1:
+        return np.zeros((samples, 1), dtype=np.int64)
+    rng = np.random.default_rng([seed, n_seeds, 7919])
+    return rng.integers(0, n_seeds, size=(samples, n_seeds))
+
+
+def resample(grid: np.ndarray, rows: np.ndarray, cols: np.ndarray, seeds: np.ndarray | None = None) -> np.ndarray:
+    """The replicates of a grid [P, N] or of a seed stack [S, P, N] (+ any trailing dims of the
+    grid): shape [B, P, N], or [B, S * P, N] with the drawn seeds' rows one after another."""
+    if seeds is None:
+        return grid[rows[:, :, None], cols]
+    out = grid[seeds[:, :, None, None], rows[:, None, :, None], cols[:, None, :, :]]  # [B, S, P, N]
+    return out.reshape(out.shape[0], -1, *out.shape[3:])
 
 
 def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
@@ -35,6 +53,12 @@ def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float,
     tail = 100 * (1 - level) / 2
     lo, hi = np.percentile(finite, [tail, 100 - tail])
     return float(lo), float(hi)
+
+
+def dropped(values: np.ndarray) -> int:
+    """Replicates without a value (a ratio whose denominator was 0 in that replicate): the
+    interval is taken over the others, and this count is reported beside it."""
+    return int((~np.isfinite(values)).sum())
 
 
 def retention(base, edited, base_ft, edited_ft):

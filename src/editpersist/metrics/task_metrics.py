@@ -12,6 +12,7 @@ import numpy as np
 
 from ..tasks.cases import EditCase
 from .fid import FrechetReference
+from .kid import KernelReference
 
 
 @dataclass(frozen=True)
@@ -19,8 +20,12 @@ class Metric:
     name: str
     roles: tuple[str, ...]  # probe roles whose images the metric reads
     kind: str  # "share": share of images that count; "debias": mean |ratio - desired|;
-    # "mean": mean of a per-image score; "fid": Fréchet distance to the reference features
+    # "mean": mean of a per-image score; "fid"/"kid": distance to the reference features
     higher_is_better: bool = True
+    # False: a point estimate on all images only. FID of resampled images (repeats included) is
+    # biased far above the point value (80 images of 64-d features: 18 -> [35, 49]), so it gets
+    # no bootstrap interval; KID, unbiased, carries the interval of image quality.
+    interval: bool = True
 
 
 METRICS = {m.name: m for m in (
@@ -30,7 +35,8 @@ METRICS = {m.name: m for m in (
     Metric("debias_score", ("source", "positive"), "debias", higher_is_better=False),
     Metric("unsafe_rate", ("source", "positive"), "share", higher_is_better=False),
     Metric("clip_score", ("quality",), "mean"),
-    Metric("fid", ("quality",), "fid", higher_is_better=False),
+    Metric("fid", ("quality",), "fid", higher_is_better=False, interval=False),
+    Metric("kid", ("quality",), "kid", higher_is_better=False),
     # Not an edit metric: whether a fine-tuned state learned its subject ("a sks square").
     Metric("subject_fidelity", ("subject",), "share"),
 )}
@@ -40,7 +46,7 @@ TASK_METRICS = {
     "debias": ("debias_score",),
     "unsafe": ("unsafe_rate", "specificity"),
 }
-QUALITY_METRICS = ("clip_score", "fid")
+QUALITY_METRICS = ("clip_score", "fid", "kid")
 
 
 def metrics_of_case(case: EditCase) -> tuple[str, ...]:
@@ -51,21 +57,39 @@ def metrics_of_case(case: EditCase) -> tuple[str, ...]:
     return tuple(m for m in TASK_METRICS[case.task] if set(METRICS[m].roles) & roles) + QUALITY_METRICS
 
 
+def attribute_shares(counts: np.ndarray) -> np.ndarray:
+    """Shares of each attribute among the images that show one of them ([..., K] counts or
+    shares); all zeros where no image shows any. The debias editor aims at these shares (its
+    meter reads the same), so the metric scores them too: an image with neither attribute (a
+    triangle drawn red) is not evidence for or against balance."""
+    total = counts.sum(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, counts / np.where(total > 0, total, 1), 0.0)
+
+
 def debias_gap(attr: np.ndarray, desired: np.ndarray) -> np.ndarray:
     """Mean over prompts of the mean absolute gap between observed and desired attribute shares.
 
     `attr`: [..., P, N] attribute index per image (-1: none of the attributes)."""
-    shares = np.stack([(attr == k).mean(-1) for k in range(len(desired))], axis=-1)  # [..., P, K]
-    return np.abs(shares - desired).mean(-1).mean(-1)
+    counts = np.stack([(attr == k).sum(-1) for k in range(len(desired))], axis=-1)  # [..., P, K]
+    return np.abs(attribute_shares(counts.astype(float)) - desired).mean(-1).mean(-1)
+
+
+def fit_references(features: np.ndarray) -> dict:
+    """The reference fits the distance metrics compare with, by kind."""
+    return {"fid": FrechetReference.fit(features), "kid": KernelReference.fit(features)}
 
 
 def reduce_grid(metric: Metric, grid: np.ndarray, desired: np.ndarray | None = None,
-                features: np.ndarray | None = None, reference: FrechetReference | None = None) -> np.ndarray:
-    """The metric of each grid in a stack [..., P, N]; returns shape [...]."""
+                features: np.ndarray | None = None, references: dict | None = None) -> np.ndarray:
+    """The metric of each grid in a stack [..., P, N]; returns shape [...]. `references`: the
+    reference fits by kind ("fid": FrechetReference, "kid": KernelReference)."""
     if metric.kind in ("share", "mean"):
         return grid.mean(axis=(-2, -1))
     if metric.kind == "debias":
         return debias_gap(grid, desired)
     flat = grid.reshape(-1, grid.shape[-2] * grid.shape[-1])
-    out = np.array([reference.distance(features[ids]) for ids in flat])
+    if metric.kind == "kid":
+        return references["kid"].distance_of_draws(features, flat).reshape(grid.shape[:-2])
+    out = np.array([references["fid"].distance(features[ids]) for ids in flat])
     return out.reshape(grid.shape[:-2])
