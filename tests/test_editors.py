@@ -141,17 +141,32 @@ def test_uce_debias_halves_its_step_when_it_overshoots_and_keeps_the_best_round(
     assert np.allclose(attribute_shares(np.array([0.2, 0.6])), [0.25, 0.75])
 
 
-def test_reader_meter_reads_colours_from_its_own_seeds(tiny_model_dirs):
-    from editpersist.editing import debias_meter
-    from editpersist.generate import SamplingConfig
+def test_reader_meter_reads_colours_from_its_own_seeds(tiny_model_dirs, monkeypatch):
+    """The meter's images are those of the debias_meter seed stream, bit for bit, never the
+    evaluation's; its shares are the reader's reading of exactly those images."""
+    from editpersist import editing
+    from editpersist.generate import SamplingConfig, generate, image_seed, stream_seed
+    from editpersist.toy.reader import read_colors
 
     family = get_family("sd")
     pipe = family.load(tiny_model_dirs["sd"])
-    meter = debias_meter({"debias": {"meter": "reader", "n_images": 4}}, None, family,
-                         SamplingConfig(steps=2, guidance=1.0), seed=0, device="cpu")
-    shares = meter(pipe, EditRequest("a triangle", mode="debias", attributes=("yellow", "blue"), ratios=(0.5, 0.5),
-                                     concept="triangle"))
-    assert len(shares) == 2 and all(0 <= x <= 1 for x in shares) and sum(shares) <= 1
+    seen = []
+    reader = editing.reader_classifier
+    monkeypatch.setattr(editing, "reader_classifier", lambda images, r: seen.append(images) or reader(images, r))
+    sampling = SamplingConfig(steps=2, guidance=1.0)
+    meter = editing.debias_meter({"debias": {"meter": "reader", "n_images": 4}}, None, family, sampling, seed=3,
+                                 device="cpu")
+    request = EditRequest("a triangle", mode="debias", attributes=("yellow", "blue"), ratios=(0.5, 0.5),
+                          concept="triangle")
+    shares = meter(pipe, request)
+    own, jobs = generate(pipe, family, ["a triangle"], 4, sampling, base_seed=stream_seed(3, "debias_meter"))
+    evaluation, _ = generate(pipe, family, ["a triangle"], 4, sampling, base_seed=stream_seed(3, "evaluation"))
+    np.testing.assert_array_equal(seen[0], own)
+    assert not np.array_equal(seen[0], evaluation)
+    colours = read_colors(own)
+    assert shares == [float(np.mean([c == a for c in colours])) for a in ("yellow", "blue")]
+    eval_seeds = {image_seed(stream_seed(3, "evaluation"), "a triangle", i) for i in range(1000)}
+    assert not {s for _, _, s in jobs} & eval_seeds
 
 
 def test_uce_delta_is_under_two_percent_of_an_sd14_shaped_model():

@@ -278,8 +278,9 @@ def test_generation_manifest_seeds_snapshots_and_scoring(tiny_model_dirs, tmp_pa
     sampling = SamplingConfig(steps=2, guidance=2.0)
     common = dict(model_dir=tiny_model_dirs["sd"], family_name="sd", prompt_set="all", cases=[APPEARANCE],
                   quality=quality, n_per_prompt=2, n_source=3, sampling=sampling, seed=0, device="cpu")
-    run_generation(state="base", layers=[], out=tmp_path / "images/base", **common)
-    run_generation(state="base/ft/lora/sks-square/seed0", layers=[ft_dir], out=tmp_path / "images/ft",
+    run_generation(group="base", members={"base": []}, out=tmp_path / "images/base", **common)
+    run_generation(group="base/ft/lora/sks-square", members={"base/ft/lora/sks-square/seed0": [ft_dir]},
+                   out=tmp_path / "images/ft",
                    subject_prompts=("a sks square",), **common)
     base, ft = read_manifest(tmp_path / "images/base"), read_manifest(tmp_path / "images/ft")
     for col in ("prompt", "seed", "state", "path", "steps", "guidance", "scheduler", "step"):
@@ -418,6 +419,50 @@ def test_heatmap_panels_average_a_tasks_edits_and_leave_missing_cells_blank(tmp_
                                                  "ci_low", "ci_high"]), tmp_path / "curves.png")
 
 
+def test_one_job_for_several_seeds_gives_each_seed_the_images_it_would_get_alone(tiny_model_dirs, tmp_path):
+    """A group job applies and undoes each member's layers in turn (snapshots, a text-encoder
+    adapter, an edit shared by both): every image must equal the one its state gets alone."""
+    from editpersist.editors.base import EditDelta
+    from editpersist.evaluation.generation import load_images, read_manifest, run_generation
+    from editpersist.families import get_family
+    from editpersist.finetuners.config import FinetuneConfig
+    from editpersist.finetuners.subjects import ToySubject
+    from editpersist.finetuning import run_finetune_seeds
+    from editpersist.generate import SamplingConfig
+
+    pipe = get_family("sd").load(tiny_model_dirs["sd"])
+    key = next(f"unet.{n}" for n, _ in pipe.unet.named_parameters() if n.endswith("attn2.to_k.weight"))
+    edit = tmp_path / "edit.safetensors"
+    EditDelta({key: pipe.unet.get_parameter(key.removeprefix("unet.")).detach() * 1.5}, {}).save(edit)
+    ft_dir = tmp_path / "ft"
+    cfg = FinetuneConfig("lora", steps=2, lr=5e-2, batch=2, snapshots=(0.5,), train_text_encoder=True)
+    run_finetune_seeds(tiny_model_dirs["sd"], "sd", edit, cfg, ToySubject("sks-square", "square", "purple"), 4, 32,
+                       None, "cpu", ft_dir, seeds=[0, 1])
+    group = "edit/uce/appearance/circle-to-blue/ft/lora/sks-square"
+    members = {f"{group}/seed{k}": [edit, ft_dir / f"seed{k}"] for k in (0, 1)}
+    common = dict(model_dir=tiny_model_dirs["sd"], family_name="sd", group=group, prompt_set="all",
+                  cases=[APPEARANCE], quality=QualityConfig(max_captions=1, images_per_caption=2), n_per_prompt=2,
+                  n_source=2, sampling=SamplingConfig(steps=2, guidance=2.0), seed=0, device="cpu")
+    run_generation(members=members, out=tmp_path / "both", **common)
+    both = read_manifest(tmp_path / "both")
+    assert set(both["state"]) == set(members) and (both["group"] == group).all()
+    for state, layers in members.items():
+        run_generation(members={state: layers}, out=tmp_path / state.replace("/", "_"), **common)
+        alone = read_manifest(tmp_path / state.replace("/", "_"))
+        mine = both[both["state"] == state]
+        assert len(mine) == len(alone) and (mine["step"] == 1).any()
+        for step in (1, -1):
+            a = mine[mine["step"] == step].sort_values(["prompt", "index"])
+            b = alone[alone["step"] == step].sort_values(["prompt", "index"])
+            np.testing.assert_array_equal(load_images(tmp_path / "both", a["path"].tolist()),
+                                          load_images(tmp_path / state.replace("/", "_"), b["path"].tolist()))
+    # The two seeds' fine-tunes differ, so their images do too (a member left applied would not show).
+    s0, s1 = (both[(both["state"] == f"{group}/seed{k}") & (both["step"] == -1)].sort_values(["prompt", "index"])
+              for k in (0, 1))
+    assert not np.array_equal(load_images(tmp_path / "both", s0["path"].tolist()),
+                              load_images(tmp_path / "both", s1["path"].tolist()))
+
+
 def test_snapshot_images_leave_the_final_state_untouched(tiny_model_dirs, tmp_path):
     """Generating a fine-tune's snapshots first (text-encoder adapter included) must not change
     the images of the finished state: every weight a snapshot fused is restored."""
@@ -436,11 +481,12 @@ def test_snapshot_images_leave_the_final_state_untouched(tiny_model_dirs, tmp_pa
     plain = tmp_path / "plain"
     shutil.copytree(ft_dir, plain)
     (plain / "snapshot_1.safetensors").unlink()
-    common = dict(model_dir=tiny_model_dirs["sd"], family_name="sd", state="base/ft/lora/sks-square/seed0",
+    common = dict(model_dir=tiny_model_dirs["sd"], family_name="sd", group="base/ft/lora/sks-square",
                   prompt_set="all", cases=[APPEARANCE], quality=QualityConfig(max_captions=1, images_per_caption=2),
                   n_per_prompt=2, n_source=2, sampling=SamplingConfig(steps=2, guidance=2.0), seed=0, device="cpu")
-    run_generation(layers=[ft_dir], out=tmp_path / "with", **common)
-    run_generation(layers=[plain], out=tmp_path / "without", **common)
+    state = "base/ft/lora/sks-square/seed0"
+    run_generation(members={state: [ft_dir]}, out=tmp_path / "with", **common)
+    run_generation(members={state: [plain]}, out=tmp_path / "without", **common)
     finals = []
     for out in ("with", "without"):
         m = read_manifest(tmp_path / out)

@@ -87,14 +87,25 @@ def test_finetuning_is_deterministic_on_cpu(tiny_model_dirs, method):
 
 
 def test_dreambooth_needs_and_uses_class_images(tiny_model_dirs):
+    """Prior preservation trains on the class images, weighted by prior_weight: other class images
+    give other weights; at prior_weight 0 the class images no longer matter."""
     family = get_family("sd")
     pipe = family.load(tiny_model_dirs["sd"])
     with pytest.raises(ValueError, match="class images"):
         finetune(pipe, family, _data(), FinetuneConfig("dreambooth", steps=1, lr=1e-5))
-    prior = ImageSet(render_samples([Sample("a square", "green", "square")] * 4, seed=1), ["a square"] * 4)
-    res = finetune(pipe, family, _data(), FinetuneConfig("dreambooth", steps=2, lr=5e-6, batch=2, snapshots=(0.5, 1.0)),
-                   prior=prior)
+    green, blue = (ImageSet(render_samples([Sample("a square", c, "square")] * 4, seed=1), ["a square"] * 4)
+                   for c in ("green", "blue"))
+
+    def tuned(prior, weight):
+        pipe = family.load(tiny_model_dirs["sd"])
+        cfg = FinetuneConfig("dreambooth", steps=2, lr=1e-3, batch=2, snapshots=(0.5, 1.0), prior_weight=weight)
+        res = finetune(pipe, family, _data(), cfg, prior=prior)
+        return res, _latents_out(pipe, family)
+
+    (res, green_out), (_, blue_out) = tuned(green, 1.0), tuned(blue, 1.0)
     assert sorted(res.snapshots) == [1, 2]
+    assert not torch.allclose(green_out, blue_out)
+    torch.testing.assert_close(tuned(green, 0.0)[1], tuned(blue, 0.0)[1], rtol=0, atol=0)
 
 
 def test_unknown_method_is_rejected():

@@ -41,13 +41,15 @@ def test_paper_grid_plans_without_its_files_and_shares_the_controls():
     assert {t: len(c) for t, c in cases.items()} == {"appearance": 20, "role": 20, "debias": 10, "unsafe": 1}
     cells = grid.study_cells(PAPER, cases)
     shared, naive = grid.shared_job_counts(cells), grid.naive_job_counts(cells)
-    # One control per (model, fine-tuner, subject, seed): 2 models x 4 + FLUX x 2 adapters, x 3
-    # subjects, x 3 fine-tune seeds.
+    # One control per (model, fine-tuner, subject), trained with 3 seeds: 2 models x 4 + FLUX x 2
+    # adapters, x 3 subjects.
     controls = sum(s.startswith("base/") for m in ("sd14", "sdxl", "flux-schnell")
-                   for s in grid.finetune_states(cells, m))
-    assert controls == (2 * 4 + 2) * 3 * 3
-    # Every other fine-tune starts from a distinct edited state (one per cell and seed).
-    assert shared["finetune"] == controls + 3 * len(cells)
+                   for s in grid.finetune_groups(cells, m))
+    assert controls == (2 * 4 + 2) * 3
+    assert sum(s.startswith("base/") for m in ("sd14", "sdxl", "flux-schnell")
+               for s in grid.finetune_states(cells, m)) == 3 * controls
+    # Every other fine-tune job starts from a distinct edited state (one per cell).
+    assert shared["finetune"] == controls + len(cells)
     # UCE takes all 51 cases, ReFACT and TIME the 40 replace cases.
     assert shared["edit"] == 3 * (51 + 40 + 40) and naive["edit"] == len(cells)
     assert shared["generate_states"] < naive["generate_states"]

@@ -1,5 +1,6 @@
 import numpy as np
 import torch
+from PIL import Image
 
 from editpersist.judges.clip import ClipJudge
 from editpersist.toy.judge import train_judge
@@ -33,7 +34,20 @@ def test_judge_roundtrips_through_open_clip_local_dir(tmp_path):
     assert {p.name for p in (tmp_path / "judge").iterdir()} == {"open_clip_config.json", "open_clip_model.safetensors"}
     judge = ClipJudge.load(str(tmp_path / "judge"))
     p = judge.prefer_first(images[:4], ["a red circle"] * 4, ["a blue square"] * 4)
-    assert p.shape == (4,) and np.all((p >= 0) & (p <= 1))
+    # The two-way decision, computed by hand from the open_clip model's own encoders: a judge
+    # that returned a constant, swapped the texts or dropped the x100 scale would differ.
+    with torch.no_grad():
+        img = torch.stack([judge.preprocess(Image.fromarray(im)) for im in images[:4]])
+        f = torch.nn.functional.normalize(judge.model.encode_image(img).float(), dim=-1)
+        t = torch.nn.functional.normalize(judge.model.encode_text(judge.tokenizer(["a red circle", "a blue square"]))
+                                          .float(), dim=-1)
+        cos = (f @ t.T).numpy().astype(np.float64)
+    expected = 1 / (1 + np.exp(-100 * (cos[:, 0] - cos[:, 1])))
+    np.testing.assert_allclose(p, expected, rtol=1e-4, atol=1e-6)
+    swapped = judge.prefer_first(images[:4], ["a blue square"] * 4, ["a red circle"] * 4)
+    np.testing.assert_allclose(p + swapped, 1.0, atol=1e-6)
+    assert judge.choose(judge.image_features(images[:4]), ["a red circle", "a blue square"]).tolist() == \
+        np.argmax(cos, 1).tolist()
     # Features of the reloaded model equal those of a second load (weights, not re-initialisation).
     again = ClipJudge.load(str(tmp_path / "judge"))
     torch.testing.assert_close(judge.text_features(["a king"]), again.text_features(["a king"]))

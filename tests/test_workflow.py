@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import TINY_CONFIG, new_workdir, run_snakemake
@@ -43,14 +44,17 @@ def test_tiny_toy_world_builds_end_to_end_and_reruns_nothing(tiny_study):
     # The given config replaced the default one: only its editor and task ran.
     assert sorted(p.name for p in (wd / "results/states/toy-sd/edit").iterdir()) == ["uce"]
     assert sorted(p.name for p in (wd / "results/states/toy-sd/edit/uce").iterdir()) == ["appearance"]
-    # Fine-tuned states: the shared control from the base, and one per edited state.
+    # Fine-tuned states: the shared control from the base, and one per edited state, once per
+    # fine-tune seed (LoRA has two here), each seed's training record saying which it was.
     for start in ("base", "edit/uce/appearance/circle-to-blue"):
         ft = wd / f"results/states/toy-sd/{start}/ft"
-        assert (ft / "lora/sks-square/pytorch_lora_weights.safetensors").is_file()
-        assert (ft / "dreambooth/sks-square/delta.safetensors").is_file()
-        assert (ft / "dreambooth/sks-square/snapshot_1.safetensors").is_file()
-        record = json.loads((ft / "lora/sks-square/finetune.json").read_text())
-        assert record["steps"] == 2 and len(record["loss_curve"]) == 2
+        for seed in (0, 1):
+            assert (ft / f"lora/sks-square/seed{seed}/pytorch_lora_weights.safetensors").is_file()
+            record = json.loads((ft / f"lora/sks-square/seed{seed}/finetune.json").read_text())
+            assert record["steps"] == 2 and len(record["loss_curve"]) == 2 and record["config"]["seed"] == seed
+        assert sorted(p.name for p in (ft / "dreambooth/sks-square").glob("seed*")) == ["seed0"]
+        assert (ft / "dreambooth/sks-square/seed0/delta.safetensors").is_file()
+        assert (ft / "dreambooth/sks-square/seed0/snapshot_1.safetensors").is_file()
     # The built models load like any real model.
     from editpersist.families import get_family
 
@@ -68,14 +72,17 @@ def _check_study_outputs(wd: Path) -> None:
     table = pd.read_csv(wd / "results/persistence.csv")
     assert list(table.columns) == ["model", "family", "editor", "task", "edit", "finetuner", "ft_data", "relation",
                                    "metric", "base", "edited", "base_ft", "edited_ft", "retention", "ci_low",
-                                   "ci_high", "n_images"]
+                                   "ci_high", "n_images", "effect", "effect_ci_low", "effect_ci_high", "n_seeds",
+                                   "replicates_dropped", "note"]
     cells = table[["model", "editor", "task", "edit", "finetuner", "ft_data"]].drop_duplicates()
     assert len(cells) == 2 * 1 * 1 * 2  # models x editors x edits x fine-tuners (one subject)
-    assert set(table["metric"]) == {"efficacy", "generality", "specificity", "clip_score", "fid"}
-    for col in ("base", "edited", "base_ft", "edited_ft", "n_images"):
+    assert set(table["metric"]) == {"efficacy", "generality", "specificity", "clip_score", "fid", "kid"}
+    for col in ("base", "edited", "base_ft", "edited_ft", "n_images", "effect", "n_seeds", "replicates_dropped"):
         assert table[col].notna().all(), col
-    # A retention is NaN only where the edit did not move the metric.
-    assert (table["retention"].isna() == (table["edited"] == table["base"])).all()
+    assert (table["n_seeds"] == table["finetuner"].map({"lora": 2, "dreambooth": 1})).all()
+    assert np.allclose(table["effect"], table["edited"] - table["base"], rtol=1e-5, atol=1e-6)  # CSV keeps 6 digits
+    # A retention is stated exactly where the effect is established, and a note says why not elsewhere.
+    assert (table["retention"].isna() == table["note"].fillna("").str.contains("not established|no interval")).all()
     pd.testing.assert_frame_equal(pd.read_parquet(wd / "results/persistence.parquet"), table, check_dtype=False)
     assert (wd / "results/summary.md").read_text().startswith("# editpersist summary")
     curves = pd.read_csv(wd / "results/curves.csv")
@@ -83,9 +90,10 @@ def _check_study_outputs(wd: Path) -> None:
     assert set(pd.read_csv(wd / "results/reedit.csv")["finetuner"]) == {"lora"}
     assert set(pd.read_csv(wd / "results/transfer.csv")["finetuner"]) == {"lora"}
     assert set(pd.read_csv(wd / "results/judge_validity.csv")["task"]) == {"appearance", "subject"}
-    assert (pd.read_csv(wd / "results/finetune_quality.csv")["kind"] == "base_ft").sum() == 2 * 2
+    assert (pd.read_csv(wd / "results/finetune_quality.csv")["kind"] == "base_ft").sum() == 2 * (2 + 1)
     weights = pd.read_csv(wd / "results/weights.csv")
-    assert (weights["module"] == "(all)").sum() == len(cells)
+    assert (weights["module"] == "(all)").sum() == 2 * (2 + 1)  # models x (lora seeds + dreambooth seed)
+    assert weights["control_share_removed"].notna().any()
     manifest = pd.read_parquet(wd / "results/images/toy-sd/base/all/manifest.parquet")
     assert {"prompt", "seed", "state", "path", "steps", "guidance", "scheduler"} <= set(manifest.columns)
     for plot in ("retention_heatmap.png", "retention_curves.png", "weights_vs_retention.png"):

@@ -3,7 +3,7 @@ import pytest
 
 from editpersist.toy.reader import read_colors
 from editpersist.toy.render import render_samples, render_shape
-from editpersist.toy.world import COLORS, SHAPES, WorldSpec, sample_captions
+from editpersist.toy.world import COLORS, SHAPES, Sample, WorldSpec, sample_captions
 
 
 def test_render_is_deterministic_by_seed():
@@ -16,11 +16,16 @@ def test_render_is_deterministic_by_seed():
     assert not np.array_equal(a, c)
 
 
-def test_render_of_one_image_does_not_depend_on_batch():
+def test_render_of_one_image_does_not_depend_on_the_others():
     samples = sample_captions(WorldSpec(), 8, np.random.default_rng(1))
-    np.testing.assert_array_equal(render_samples(samples, 5)[3:4], render_samples(samples, 5)[3:4])
     full = render_samples(samples, 5)
     assert np.array_equal(full[:4], render_samples(samples[:4], 5))
+    # Another sample in position 3 changes that image only.
+    other = Sample("a green cross", "green", "cross") if samples[3].shape != "cross" else Sample("a red circle", "red",
+                                                                                                "circle")
+    changed = render_samples(samples[:3] + [other] + samples[4:], 5)
+    assert np.array_equal(np.delete(changed, 3, 0), np.delete(full, 3, 0))
+    assert not np.array_equal(changed[3], full[3]) and read_colors(changed[3:4]) == [other.color]
 
 
 @pytest.mark.parametrize("color", list(COLORS))

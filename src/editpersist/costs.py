@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .grid import GridCell, finetune_states
+from .grid import GridCell, finetune_groups, finetune_states
 from .states import parse_state
 
 # fal-ai/stable-diffusion-benchmarks (README), A100 80G SXM, diffusers + torch 2.1 SDPA, fp16,
@@ -96,11 +96,11 @@ def model_images(cells: list[GridCell], model: str, config: dict) -> dict[str, i
         ft = finetuner_of(state)
         if state.startswith("base/"):  # every case; the subject prompt; source prompts at each snapshot
             out["base_ft"] += all_cases + quality_images(ev) + n + n_snap[ft] * sources * n
-    for c in mine:
+    for c in mine:  # each state once per fine-tune seed
         per = images_per_case(c.task, ev) + quality_images(ev)
-        out["edited_ft"] += per + n + n_snap[c.finetuner] * PROBES[c.task][0] * n
-        out["reedit"] += per if c.finetuner in ev["reedit"] else 0
-        out["transfer"] += per if c.finetuner in ev["transfer"] else 0
+        out["edited_ft"] += len(c.seeds) * (per + n + n_snap[c.finetuner] * PROBES[c.task][0] * n)
+        out["reedit"] += len(c.seeds) * per if c.finetuner in ev["reedit"] else 0
+        out["transfer"] += len(c.seeds) * per if c.finetuner in ev["transfer"] else 0
     out["edited"] = sum(images_per_case(t, ev) + quality_images(ev) for t, _ in cases)
     return out
 
@@ -113,7 +113,8 @@ def model_cost(cells: list[GridCell], model: dict, config: dict) -> ModelCost:
     states = finetune_states(mine, name)
     images = model_images(cells, name, config)
     n_images = sum(images.values())
-    gen_jobs = len({(c.start, c.edited_ft) for c in mine}) + len(states) + 1
+    # One generation job per edited state and per fine-tune (all its seeds), plus the base.
+    gen_jobs = len({c.start for c in mine}) + len(finetune_groups(mine, name)) + 1
     hours = {"generate": (n_images * sampling["steps"] * step + gen_jobs * LOAD_S[family]) / 3600}
     ft_s = 0.0
     for state in states:

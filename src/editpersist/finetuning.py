@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +72,16 @@ def run_finetune(model_dir: Path, family_name: str, start_delta: Path | None, cf
                   "loss_curve": result.losses, **stats.as_dict()}
         (tmp / "finetune.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     log.info("finetune %s: %d steps, final loss %.4f", cfg.method, cfg.steps, float(np.mean(result.losses[-10:])))
+
+
+def run_finetune_seeds(model_dir: Path, family_name: str, start_delta: Path | None, cfg: FinetuneConfig,
+                       subject: ToySubject | FolderSubject, n_images: int, resolution: int, class_images: Path | None,
+                       device: str, out: Path, seeds: list[int], data_seed: int = 0) -> None:
+    """One fine-tune per seed, each in `out/seed<k>/` (the directory appears only when all are
+    done). The model is reloaded per seed: undoing an injected adapter in place is not worth
+    the risk of a seed starting from another's weights."""
+    with atomic_dir(out) as tmp:
+        for seed in seeds:
+            log.info("fine-tune seed %d of %s", seed, seeds)
+            run_finetune(model_dir, family_name, start_delta, replace(cfg, seed=seed), subject, n_images, resolution,
+                         class_images, device, tmp / f"seed{seed}", data_seed=data_seed)

@@ -38,6 +38,23 @@ class GridCell:
         return f"edit/{self.editor}/{self.task}/{self.edit}"
 
     @property
+    def base_ft_group(self) -> str:
+        """base_ft of every seed at once (one fine-tune job, one generation job)."""
+        return f"base/ft/{self.finetuner}/{self.subject}"
+
+    @property
+    def edited_ft_group(self) -> str:
+        return f"{self.start}/ft/{self.finetuner}/{self.subject}"
+
+    @property
+    def reedit_group(self) -> str:
+        return f"{self.edited_ft_group}/reedit"
+
+    @property
+    def transfer_group(self) -> str:
+        return f"{self.start}/transfer/{self.finetuner}/{self.subject}"
+
+    @property
     def base_fts(self) -> list[str]:
         return [finetuned_state("base", self.finetuner, self.subject, s) for s in self.seeds]
 
@@ -108,16 +125,22 @@ def finetune_states(cells: list[GridCell], model: str) -> list[str]:
     return unique([s for c in mine for s in c.base_fts] + [s for c in mine for s in c.edited_fts])
 
 
+def finetune_groups(cells: list[GridCell], model: str) -> list[str]:
+    """A model's fine-tune jobs: each control once, then one per edited state (all seeds each)."""
+    mine = [c for c in cells if c.model == model]
+    return unique([c.base_ft_group for c in mine] + [c.edited_ft_group for c in mine])
+
+
 def shared_job_counts(cells: list[GridCell]) -> dict[str, int]:
-    """Jobs of the grid's main stages as the workflow plans them (shared work once)."""
+    """Jobs of the grid's main stages as the workflow plans them (shared work once; a job
+    covers every fine-tune seed of its state)."""
     models = unique(c.model for c in cells)
     edits = sum(len(edit_starts(cells, m)) for m in models)
-    fts = sum(len(finetune_states(cells, m)) for m in models)
+    fts = sum(len(finetune_groups(cells, m)) for m in models)
     return {"edit": edits, "finetune": fts, "generate_states": len(models) + fts + edits}
 
 
 def naive_job_counts(cells: list[GridCell]) -> dict[str, int]:
     """The same stages if every cell ran alone: its own edit, both fine-tunes (control and
-    edited) per seed and all states' images (base, edited, base_ft and edited_ft per seed)."""
-    fts = sum(2 * len(c.seeds) for c in cells)
-    return {"edit": len(cells), "finetune": fts, "generate_states": 2 * len(cells) + fts}
+    edited) and all four states' images (base, edited, base_ft, edited_ft)."""
+    return {"edit": len(cells), "finetune": 2 * len(cells), "generate_states": 4 * len(cells)}

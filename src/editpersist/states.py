@@ -34,8 +34,14 @@ EDITED = rf"edit/{_NAME}/{_NAME}/{_NAME}"
 START = rf"base|{EDITED}"
 _TUNE = rf"{_NAME}/{_NAME}/{SEED}"  # <finetuner>/<subject>/seed<k>
 FINETUNED = rf"(?:{START})/ft/{_TUNE}"
-# Every state name, for Snakemake's wildcard_constraints.
+# Every state name.
 STATE = rf"{START}|{FINETUNED}|{EDITED}/ft/{_TUNE}/reedit|{EDITED}/transfer/{_TUNE}"
+# A state group: a state name without its fine-tune seed, naming the states of every seed at
+# once (one job trains, or generates the images of, all seeds of a fine-tune: the model and
+# the libraries load once per job, not once per seed). For Snakemake's wildcard_constraints.
+_TUNE_GROUP = rf"{_NAME}/{_NAME}"
+_GROUP_PARTS = rf"({START})/ft/({_TUNE_GROUP})(/reedit)?|({EDITED})/transfer/({_TUNE_GROUP})"
+GROUP = rf"{START}|(?:{START})/ft/{_TUNE_GROUP}(?:/reedit)?|{EDITED}/transfer/{_TUNE_GROUP}"
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
 DELTA_FILE = "delta.safetensors"
@@ -110,6 +116,36 @@ def state_layers(name: str) -> list[str]:
     return layers
 
 
+def group_members(group: str, seeds) -> list[str]:
+    """The states of a group, one per fine-tune seed (base and edited states are their own group)."""
+    m = re.fullmatch(_GROUP_PARTS, group)
+    if m is None:
+        if not re.fullmatch(START, group):
+            raise InputError(f"{group!r}: not a model state group (see editpersist.states)")
+        return [group]
+    if m.group(1) is not None:
+        return [f"{m.group(1)}/ft/{m.group(2)}/seed{k}{m.group(3) or ''}" for k in seeds]
+    return [f"{m.group(4)}/transfer/{m.group(5)}/seed{k}" for k in seeds]
+
+
+def group_finetuner(group: str) -> str | None:
+    """The fine-tuner of a group of fine-tuned (or transfer) states; None for base and edited."""
+    m = re.fullmatch(_GROUP_PARTS, group)
+    return None if m is None else (m.group(2) or m.group(5)).split("/")[0]
+
+
+def state_group(name: str) -> str:
+    """The group of a state: its name without the fine-tune seed."""
+    parse_state(name)
+    return re.sub(rf"/{SEED}(?=/reedit$|$)", "", name)
+
+
+def layer_target(layer: str) -> str:
+    """The workflow output that holds a layer: a fine-tune of one seed lives in the directory of
+    its fine-tune's seeds; edit and re-edit deltas are their own files."""
+    return re.sub(rf"/{SEED}$", "", layer) if "/ft/" in layer and not layer.endswith(".safetensors") else layer
+
+
 def reedit_path(s: StateName) -> str:
     """Where a re-edit delta lives (beside, not inside, the fine-tune directory it builds on)."""
     p = s.parts
@@ -122,13 +158,13 @@ def finetune_snapshots(ft_dir: Path) -> list[int]:
 
 
 @torch.no_grad()
-def apply_layer(pipe, family, layer: Path, snapshot: int | None = None) -> None:
+def apply_layer(pipe, family, layer: Path, snapshot: int | None = None) -> dict | None:
     """Apply one layer of a state in place. `snapshot`: a fine-tune's intermediate step instead
-    of its final weights."""
+    of its final weights. Returns an edit delta's originals (for editors.base.restore); a
+    fine-tune layer is undone with `restore_weights`."""
     layer = Path(layer)
     if layer.suffix == ".safetensors":
-        apply_delta(pipe, EditDelta.load(layer))
-        return
+        return apply_delta(pipe, EditDelta.load(layer))
     if not layer.is_dir():
         raise InputError(f"{layer}: state layer not found")
     is_adapter = (layer / LORA_FILE).is_file()
@@ -142,6 +178,7 @@ def apply_layer(pipe, family, layer: Path, snapshot: int | None = None) -> None:
         load_adapter_fused(pipe, family, weights)
     else:
         apply_delta(pipe, EditDelta(load_tensors(weights)))
+    return None
 
 
 def load_adapter_fused(pipe, family, weights: Path) -> None:

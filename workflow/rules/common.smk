@@ -5,7 +5,7 @@ from pathlib import Path
 from editpersist import grid
 from editpersist.config import exit_on_error, is_built
 from editpersist.finetuners.subjects import make_subject
-from editpersist.states import STATE, parse_state, state_layers
+from editpersist.states import GROUP, group_finetuner, group_members, layer_target, parse_state, state_layers
 from editpersist.tasks import load_cases
 
 TOY = "resources/toy"
@@ -45,9 +45,20 @@ def job_mem_mb(real_mb):
     return lambda wildcards: 4000 if wildcards.model in BUILT_MODELS else real_mb
 
 
-def job_runtime(toy_min, real_min):
-    """Minutes, growing with each retry (a job killed at its time limit gets more)."""
-    return lambda wildcards, attempt: attempt * (toy_min if wildcards.model in BUILT_MODELS else real_min)
+def job_runtime(toy_min, real_min, per_seed=False):
+    """Minutes, growing with each retry (a job killed at its time limit gets more); `per_seed`:
+    times the fine-tune seeds the job covers."""
+
+    def runtime(wildcards, attempt):
+        seeds = len(seeds_of(wildcards.get("finetuner"))) if per_seed else 1
+        return attempt * seeds * (toy_min if wildcards.model in BUILT_MODELS else real_min)
+
+    return runtime
+
+
+def seeds_of(finetuner):
+    """A fine-tuner's seeds (one, for states without a fine-tune)."""
+    return config["finetuners"][finetuner].get("seeds", [0]) if finetuner else [0]
 
 
 # ---- inputs ------------------------------------------------------------------------------
@@ -111,12 +122,20 @@ def reader_input(wildcards):
 
 def subject_prompts(wildcards):
     """A fine-tuned state is also asked for its subject ("a sks square"): did the fine-tune take?"""
-    subject = parse_state(wildcards.state).parts.get("subject")
+    subject = parse_state(group_members(wildcards.group, [0])[0]).parts.get("subject")
     return [make_subject(SUBJECTS[subject]).instance_prompt] if subject else []
 
 
-def state_layer_inputs(wildcards):
-    return [f"results/states/{wildcards.model}/{layer}" for layer in state_layers(wildcards.state)]
+def group_layers(wildcards):
+    """Each member state of a group (one per fine-tune seed) with the paths of its layers."""
+    seeds = seeds_of(group_finetuner(wildcards.group))
+    return {state: [f"results/states/{wildcards.model}/{layer}" for layer in state_layers(state)]
+            for state in group_members(wildcards.group, seeds)}
+
+
+def group_layer_inputs(wildcards):
+    """The workflow outputs holding a group's layers (a fine-tune's seeds share one directory)."""
+    return grid.unique(layer_target(p) for layers in group_layers(wildcards).values() for p in layers)
 
 
 def rehearsal_texts():
@@ -140,7 +159,7 @@ def edit_targets():
 
 
 def finetune_targets():
-    return [f"results/states/{model}/{state}" for model in MODELS for state in grid.finetune_states(CELLS, model)]
+    return [f"results/states/{model}/{group}" for model in MODELS for group in grid.finetune_groups(CELLS, model)]
 
 
 def case_key_of(start):
@@ -149,21 +168,21 @@ def case_key_of(start):
     return f"{task}.{edit}"
 
 
-def images_dir(model, state, prompt_set):
-    return f"results/images/{model}/{state}/{prompt_set}"
+def images_dir(model, group, prompt_set):
+    return f"results/images/{model}/{group}/{prompt_set}"
 
 
 def generation_targets(model):
     """Every (state, prompt set) a model's evaluation needs; shared states see every case."""
     cells = [c for c in CELLS if c.model == model]
     out = [images_dir(model, "base", "all")]
-    out += [images_dir(model, s, "all") for c in cells for s in c.base_fts]
+    out += [images_dir(model, c.base_ft_group, "all") for c in cells]
     for c in cells:
         key = case_key_of(c.start)
-        states = [c.start] + c.edited_fts
-        states += c.reedited if c.finetuner in EVAL["reedit"] else []
-        states += c.transfers if c.finetuner in EVAL["transfer"] else []
-        out += [images_dir(model, s, key) for s in states]
+        groups = [c.start, c.edited_ft_group]
+        groups += [c.reedit_group] if c.finetuner in EVAL["reedit"] else []
+        groups += [c.transfer_group] if c.finetuner in EVAL["transfer"] else []
+        out += [images_dir(model, g, key) for g in groups]
     return grid.unique(out)
 
 

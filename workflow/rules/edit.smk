@@ -61,6 +61,7 @@ rule edit:
         sampling=lambda wc: sampling_of(wc.model),
         seed=config["seed"],
         device=config["device"],
+        layers=[],
     script:
         "../scripts/edit.py"
 
@@ -70,10 +71,8 @@ rule reedit:
     # at what cost? The delta holds new values on top of the fine-tuned state.
     input:
         model=model_input,
-        layers=lambda wc: [
-            f"results/states/{wc.model}/edit/{wc.editor}/{wc.task}/{wc.edit}.safetensors",
-            f"results/states/{wc.model}/edit/{wc.editor}/{wc.task}/{wc.edit}/ft/{wc.finetuner}/{wc.subject}/seed{wc.ftseed}",
-        ],
+        delta="results/states/{model}/edit/{editor}/{task}/{edit}.safetensors",
+        finetunes="results/states/{model}/edit/{editor}/{task}/{edit}/ft/{finetuner}/{subject}",
         judge=judge_input,
         stats=refact_stats_input,
     output:
@@ -102,5 +101,7 @@ rule reedit:
         sampling=lambda wc: sampling_of(wc.model),
         seed=config["seed"],
         device=config["device"],
+        # The fine-tuned state of this seed: the edit, then its seed's fine-tune directory.
+        layers=lambda wc, input: [input.delta, f"{input.finetunes}/seed{wc.ftseed}"],
     script:
         "../scripts/edit.py"

@@ -43,25 +43,26 @@ rule finetune:
         class_images=class_images_input,
         photos=subject_input,
     output:
-        state=directory("results/states/{model}/{start}/ft/{finetuner}/{subject}/seed{ftseed}"),
+        # One directory per fine-tune seed inside (seed<k>/): one job trains every seed.
+        state=directory("results/states/{model}/{start}/ft/{finetuner}/{subject}"),
     log:
-        "logs/finetune/{model}/{start}/{finetuner}/{subject}/seed{ftseed}.log",
+        "logs/finetune/{model}/{start}/{finetuner}/{subject}.log",
     benchmark:
-        "benchmarks/finetune/{model}/{start}/{finetuner}/{subject}/seed{ftseed}.tsv"
+        "benchmarks/finetune/{model}/{start}/{finetuner}/{subject}.tsv"
     wildcard_constraints:
         start=START,
         finetuner="lora|dora|full|dreambooth",
         subject=NAME,
-        ftseed="[0-9]+",
     conda:
         "../../envs/editpersist.yaml"
     threads: 1
     resources:
         mem_mb=job_mem_mb(64000),
-        runtime=job_runtime(60, 240),
+        runtime=job_runtime(60, 240, per_seed=True),
         gpu=gpus,
     params:
         family=lambda wc: MODELS[wc.model]["family"],
+        seeds=lambda wc: seeds_of(wc.finetuner),
         cfg=lambda wc: {k: v for k, v in config["finetuners"][wc.finetuner].items() if k != "seeds"},
         data_seed=config["seed"],
         subject=lambda wc: SUBJECTS[wc.subject],

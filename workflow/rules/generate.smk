@@ -1,29 +1,32 @@
-# Generation: one job per (model state, prompt set). The state is rebuilt from its layers
-# (edit delta, fine-tune, re-edit) and loaded once; seeds are fixed per (prompt, index).
+# Generation: one job per (model state group, prompt set): a state, or the states of every
+# fine-tune seed of one fine-tune (editpersist.states.GROUP). Each state is rebuilt from its
+# layers (edit delta, fine-tune, re-edit), the shared ones loaded once; noise seeds are fixed
+# per (prompt, index).
 
 
 rule generate:
     input:
         model=model_input,
-        layers=state_layer_inputs,
+        layers=group_layer_inputs,
     output:
-        images=directory("results/images/{model}/{state}/{prompt_set}"),
+        images=directory("results/images/{model}/{group}/{prompt_set}"),
     log:
-        "logs/generate/{model}/{state}/{prompt_set}.log",
+        "logs/generate/{model}/{group}/{prompt_set}.log",
     benchmark:
-        "benchmarks/generate/{model}/{state}/{prompt_set}.tsv"
+        "benchmarks/generate/{model}/{group}/{prompt_set}.tsv"
     wildcard_constraints:
-        state=STATE,
+        group=GROUP,
         prompt_set=r"all|[a-z]+\.[A-Za-z0-9][A-Za-z0-9-]*",
     conda:
         "../../envs/editpersist.yaml"
     threads: 1
     resources:
         mem_mb=job_mem_mb(64000),
-        runtime=job_runtime(30, 120),
+        runtime=job_runtime(30, 120, per_seed=True),
         gpu=gpus,
     params:
         family=lambda wc: MODELS[wc.model]["family"],
+        members=group_layers,
         tasks=config["tasks"],
         quality=EVAL["quality"],
         n=EVAL["images_per_prompt"],

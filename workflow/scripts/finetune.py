@@ -2,7 +2,7 @@ from pathlib import Path
 
 from editpersist.finetuners.config import FinetuneConfig
 from editpersist.finetuners.subjects import make_subject
-from editpersist.finetuning import run_finetune
+from editpersist.finetuning import run_finetune_seeds
 from editpersist.runtime import pick_device
 from editpersist.workflow import run
 
@@ -10,13 +10,12 @@ from editpersist.workflow import run
 def job(sm):
     cfg = dict(sm.params.cfg)
     cfg["snapshots"] = tuple(cfg.get("snapshots", ()))
-    cfg["seed"] = int(sm.wildcards.ftseed)
-    run_finetune(
+    run_finetune_seeds(
         Path(sm.input.model), sm.params.family, Path(sm.input.delta) if sm.input.delta else None,
         FinetuneConfig(method=sm.wildcards.finetuner, **cfg), make_subject(sm.params.subject), sm.params.n_images,
         sm.params.resolution,
         Path(sm.input.class_images) if sm.input.class_images else None, pick_device(sm.params.device),
-        Path(sm.output.state), data_seed=sm.params.data_seed)
+        Path(sm.output.state), seeds=list(sm.params.seeds), data_seed=sm.params.data_seed)
 
 
 run(snakemake, job)

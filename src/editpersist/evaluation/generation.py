@@ -1,9 +1,10 @@
-"""One generation job: load a model state once, generate a prompt set, write PNGs and a manifest.
+"""One generation job: the states of one group (a state, or a fine-tune's seeds), one prompt set.
 
-Seeds depend only on (prompt, image index), so every state of a model starts from the same
-noise and differences between states are the states' doing. A fine-tuned state with
-intermediate snapshots also gets images of its cases' source prompts at each snapshot
-(for persistence-over-steps curves), swapping the denoiser's weights in the loaded pipeline.
+The layers the states share are loaded once; each state's own layers are applied, its images
+written (PNGs and a manifest row each) and its layers undone. Seeds depend only on (prompt,
+image index), so every state of a model starts from the same noise and differences between
+states are the states' doing. A fine-tuned state with intermediate snapshots also gets images
+of its cases' source prompts at each snapshot (for persistence-over-steps curves).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..errors import InputError
 from ..generate import SamplingConfig, generate
 from ..io import atomic_dir
 from ..runtime import RunStats
+from ..editors.base import restore
 from ..states import apply_layer, finetune_snapshots, load_model_state, parse_state, restore_weights, save_weights
 from ..tasks.cases import EditCase
 from .prompts import QualityConfig, case_probes, quality_captions
@@ -57,7 +59,7 @@ def _generate_counts(pipe, family, counts: dict[str, int], sampling: SamplingCon
 
 def _write_images(tmp: Path, sub: str, images: np.ndarray, jobs: list[tuple[str, int, int]],
                   prompt_ids: dict[str, int]) -> list[dict]:
-    (tmp / sub).mkdir()
+    (tmp / sub).mkdir(parents=True)
     rows = []
     for image, (prompt, index, seed) in zip(images, jobs):
         rel = f"{sub}/{prompt_ids[prompt]:04d}_{index:03d}.png"
@@ -66,37 +68,79 @@ def _write_images(tmp: Path, sub: str, images: np.ndarray, jobs: list[tuple[str,
     return rows
 
 
-def run_generation(model_dir: Path, family_name: str, state: str, layers: list[Path], prompt_set: str,
+def common_prefix(layer_lists: list[list[Path]]) -> list[Path]:
+    """The layers every member state starts with, short of its own last layer (loaded once for
+    all of them; a fine-tune's last layer stays separate for its snapshots)."""
+    prefix = []
+    for layers in zip(*(lst[:-1] for lst in layer_lists)):
+        if len(set(layers)) > 1:
+            break
+        prefix.append(layers[0])
+    return prefix
+
+
+def apply_undoable(pipe, family, layers: list[Path]):
+    """Apply layers on top of the loaded state; returns the function that undoes them (fine-tune
+    layers are undone by restoring the tunable weights, deltas by their own originals)."""
+    saved = save_weights(pipe, family)
+    originals = [apply_layer(pipe, family, layer) for layer in layers]
+
+    def undo():
+        for orig in reversed(originals):
+            if orig is not None:
+                restore(pipe, orig)
+        restore_weights(pipe, saved)
+
+    return undo
+
+
+def member_rows(pipe, family, state: str, rest: list[Path], counts: dict[str, int], curve: dict[str, int],
+                sampling: SamplingConfig, seed: int, tmp: Path, sub: str, prompt_ids: dict[str, int]) -> list[dict]:
+    """Images of one member state (`rest`: its layers beyond the loaded ones); leaves `pipe` as found.
+    A fine-tuned state with snapshots also gets its source prompts at each snapshot."""
+    rows: list[dict] = []
+    ft_dir = rest[-1] if rest and parse_state(state).kind in ("base_ft", "edited_ft") else None
+    for step in finetune_snapshots(ft_dir) if ft_dir else []:
+        undo = apply_undoable(pipe, family, rest[:-1])
+        apply_layer(pipe, family, ft_dir, snapshot=step)
+        images, jobs = _generate_counts(pipe, family, curve, sampling, seed)
+        rows += [{**r, "step": step, "state": state} for r in _write_images(tmp, f"{sub}step{step}", images, jobs,
+                                                                            prompt_ids)]
+        undo()
+    undo = apply_undoable(pipe, family, rest)
+    images, jobs = _generate_counts(pipe, family, counts, sampling, seed)
+    rows += [{**r, "step": FINAL, "state": state} for r in _write_images(tmp, f"{sub}final", images, jobs, prompt_ids)]
+    undo()
+    return rows
+
+
+def run_generation(model_dir: Path, family_name: str, group: str, members: dict[str, list[Path]], prompt_set: str,
                    cases: list[EditCase],
                    quality: QualityConfig, n_per_prompt: int, n_source: int, sampling: SamplingConfig, seed: int,
                    device: str, out: Path, precision: str = "auto", subject_prompts: tuple[str, ...] = ()) -> None:
+    """The images of every member state of a group (`members`: state -> its layers), with the
+    layers they share loaded once; each member's own images go to `<seed>/` when the group has
+    several."""
     stats = RunStats("generate")
-    kind = parse_state(state).kind
-    snapshots = finetune_snapshots(layers[-1]) if kind in ("base_ft", "edited_ft") else []
-    family, pipe = load_model_state(model_dir, family_name, layers[:-1] if snapshots else layers, device, precision)
+    prefix = common_prefix(list(members.values()))
+    family, pipe = load_model_state(model_dir, family_name, prefix, device, precision)
     counts = state_prompts(cases, quality, n_per_prompt, n_source, subject_prompts)
     prompt_ids = {p: i for i, p in enumerate(counts)}
+    # Curves need many points more than tight ones: n_per_prompt images per snapshot.
+    curve = {c.source.prompt: n_per_prompt for c in cases}
     rows: list[dict] = []
     with atomic_dir(out) as tmp:
-        if snapshots:
-            start = save_weights(pipe, family)
-            # Curves need many points more than tight ones: n_per_prompt images per snapshot.
-            curve = {c.source.prompt: n_per_prompt for c in cases}
-            for step in snapshots:
-                apply_layer(pipe, family, layers[-1], snapshot=step)
-                images, jobs = _generate_counts(pipe, family, curve, sampling, seed)
-                rows += [{**r, "step": step} for r in _write_images(tmp, f"step{step}", images, jobs, prompt_ids)]
-                restore_weights(pipe, start)
-            apply_layer(pipe, family, layers[-1])
-        images, jobs = _generate_counts(pipe, family, counts, sampling, seed)
-        rows += [{**r, "step": FINAL} for r in _write_images(tmp, "final", images, jobs, prompt_ids)]
+        for state, layers in members.items():
+            sub = "" if state == group else f"seed{parse_state(state).parts['seed']}/"
+            rows += member_rows(pipe, family, state, layers[len(prefix):], counts, curve, sampling, seed, tmp, sub,
+                                prompt_ids)
         manifest = pd.DataFrame(rows).assign(
-            state=state, prompt_set=prompt_set, steps=sampling.steps, guidance=sampling.guidance,
+            group=group, prompt_set=prompt_set, steps=sampling.steps, guidance=sampling.guidance,
             scheduler=type(pipe.scheduler).__name__, height=sampling.height, width=sampling.width)
         manifest.to_parquet(tmp / "manifest.parquet", index=False)
         stats.extra.update(images=len(manifest), images_per_s=round(len(manifest) / max(stats.elapsed(), 1e-9), 2))
         (tmp / "generate.json").write_text(json.dumps(stats.as_dict(), indent=2) + "\n")
-    log.info("generated %d images of %d prompts for %s", len(rows), len(counts), state)
+    log.info("generated %d images of %d prompts for %d state(s) of %s", len(rows), len(counts), len(members), group)
 
 
 def read_manifest(gen_dir: Path) -> pd.DataFrame:

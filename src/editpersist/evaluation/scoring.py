@@ -125,8 +125,9 @@ def score_batch(batch: ImageBatch, cases: dict[str, list[EditCase]], captions: l
                            reader_attr=-1, judge_attr=-1,
                            judge_hit=judge.prefer_first_features(batch.features[idx], [subject.description],
                                                                  [subject.class_prompt])))
-    for caption in captions:
-        idx = np.flatnonzero(final & (m["prompt"].to_numpy() == caption))
+    # One generation job may hold several states (the seeds of a fine-tune): quality images per state.
+    for state, caption in ((s, c) for s in m["state"].unique() for c in captions):
+        idx = np.flatnonzero(final & (m["prompt"].to_numpy() == caption) & (m["state"].to_numpy() == state))
         idx = idx[np.argsort(m["index"].to_numpy()[idx])][:n_quality]
         feats = batch.features[idx]
         clip = 100.0 * (feats @ judge.text_features([caption]).T).squeeze(1).clamp(min=0).numpy()
