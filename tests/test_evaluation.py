@@ -156,7 +156,8 @@ def test_persistence_rows_use_the_base_ft_control_and_give_the_effect():
                                         "relation", "metric", "base", "edited", "base_ft", "edited_ft", "retention",
                                         "ci_low", "ci_high", "n_images"]
     assert list(frame.columns[17:]) == ["effect", "effect_ci_low", "effect_ci_high", "n_seeds",
-                                        "replicates_dropped", "note"]
+                                        "replicates_dropped", "note", "ft_fidelity"]
+    assert np.isnan(eff["ft_fidelity"])  # these synthetic states have no subject images
 
 
 def test_retention_of_an_edit_that_barely_moved_is_not_stated():
@@ -368,7 +369,7 @@ def _summary_row(model, finetuner, retention, editor="uce", **extra) -> dict:
             "ft_data": "s", "relation": "unrelated", "metric": "efficacy", "base": 0.0, "edited": 1.0, "base_ft": 0.0,
             "edited_ft": retention, "retention": retention, "ci_low": retention - 0.1, "ci_high": retention + 0.1,
             "n_images": 64, "effect": 1.0, "effect_ci_low": 0.9, "effect_ci_high": 1.0, "n_seeds": 2,
-            "replicates_dropped": 0, "note": "", "_replicates": reps, **extra}
+            "replicates_dropped": 0, "note": "", "ft_fidelity": 1.0, "_replicates": reps, **extra}
 
 
 def test_summary_ranks_only_within_a_model_task_and_metric():
@@ -386,6 +387,37 @@ def test_summary_ranks_only_within_a_model_task_and_metric():
     assert "**a / appearance / efficacy**: by finetuner: dora retains least (0.10" in text
     assert "**b / appearance / efficacy**: by finetuner: lora retains least (0.10" in text
     assert "the intervals are apart" in text and "fine-tune seeds (2 per cell)" in text
+
+
+def test_cells_whose_fine_tune_did_not_learn_are_named_and_left_out_of_statements():
+    from editpersist.evaluation.summary import write_summary
+
+    rows = [_summary_row("a", "lora", 0.9), _summary_row("a", "dora", 0.1, ft_fidelity=0.3),
+            _summary_row("a", "full", 0.5)]
+    empty = pd.DataFrame(columns=["model", "task", "agreement", "n_images"])
+    text = write_summary(rows, empty, "reader", 200, min_ft_fidelity=0.8)
+    assert "1 cells are left out of every statement below" in text and "a/uce/appearance/e/dora (0.30)" in text
+    assert "full retains least (0.50" in text and "dora retains least" not in text
+    assert "2 of 2 cells have an established effect" in text
+    assert "dora retains least (0.10" in write_summary(rows, empty, "reader", 200, min_ft_fidelity=0.0)
+
+
+def test_ft_fidelity_is_the_lower_of_base_ft_and_edited_ft_pooled_over_seeds():
+    cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(0, 1))
+    states = {"base": 0.0, EDITED: 1.0, **{_ft(s, k): 0.5 for s in ("base", EDITED) for k in (0, 1)}}
+    scores = _scores(states)
+    fidelity = {_ft("base", 0): 1.0, _ft("base", 1): 0.75, _ft(EDITED, 0): 0.5, _ft(EDITED, 1): 1.0}
+    subject = []
+    for state, rate in fidelity.items():
+        for i in range(8):
+            subject.append({"state": state, "step": -1, "case": "", "task": "subject", "role": "subject",
+                            "prompt": "a sks square", "index": i, "reader_hit": float(i < rate * 8),
+                            "judge_hit": np.nan, "reader_attr": -1, "judge_attr": -1, "clip_score": np.nan,
+                            "feature": -1})
+    scores.table = pd.concat([scores.table, pd.DataFrame(subject)], ignore_index=True)
+    scores.__post_init__()
+    row = persistence_rows(scores, cell)[0]
+    assert row["ft_fidelity"] == pytest.approx(min((1.0 + 0.75) / 2, (0.5 + 1.0) / 2))
 
 
 def test_summary_counts_cells_without_an_established_effect():

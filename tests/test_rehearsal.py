@@ -109,18 +109,21 @@ def test_rehearsal_runs_the_paper_grid_from_nothing_to_the_report(tmp_path):
     by_key = {(c.task, c.name): c for task_cases in cases.values() for c in task_cases}
     for key, rows in table.groupby(keys, sort=False):
         assert tuple(rows["metric"]) == metrics_of_case(by_key[(key[2], key[3])]), key
-    # NaN only where the README says: retention and its interval where the edit moved nothing.
-    for col in ("base", "edited", "base_ft", "edited_ft", "n_images"):
+    # NaN only where the README says: retention and its interval where the edit's effect is not
+    # established (then the note says why); the effect and its seeds are always there.
+    for col in ("base", "edited", "base_ft", "edited_ft", "n_images", "effect", "n_seeds", "replicates_dropped"):
         assert table[col].notna().all(), col
-    no_effect = table["edited"] == table["base"]
+    unstated = table["note"].fillna("").str.contains("not established|no interval")
     for col in ("retention", "ci_low", "ci_high"):
-        assert (table[col].isna() == no_effect).all(), col
+        assert (table[col].isna() == unstated).all(), col
+    assert (table["n_seeds"] == table["finetuner"].map({"lora": 2}).fillna(1)).all()  # LoRA runs two seeds
 
     reedit, transfer = pd.read_csv(wd / "results/reedit.csv"), pd.read_csv(wd / "results/transfer.csv")
     assert set(reedit["finetuner"]) == {"dora"} and set(reedit["model"]) == {"sd", "sdxl", "flux"}
     assert set(transfer["finetuner"]) == {"lora"} and set(transfer["model"]) == {"sd", "sdxl", "flux"}
     assert len(pd.read_csv(wd / "results/curves.csv")) == 3 * len(cells)  # step 0, the snapshot, the end
-    assert (pd.read_csv(wd / "results/weights.csv")["module"] == "(all)").sum() == len(cells)
+    weights = pd.read_csv(wd / "results/weights.csv")
+    assert (weights["module"] == "(all)").sum() == sum(len(c.seeds) for c in cells)  # one per cell and seed
     assert "## Every cell" in (wd / "results/summary.md").read_text()
     # The debias edit ran its judge-metered loop; ReFACT edited FLUX (its T5 site).
     sidecar = json.loads((wd / "results/states/sd/edit/uce/debias/001-attendant.json").read_text())

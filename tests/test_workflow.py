@@ -73,13 +73,14 @@ def _check_study_outputs(wd: Path) -> None:
     assert list(table.columns) == ["model", "family", "editor", "task", "edit", "finetuner", "ft_data", "relation",
                                    "metric", "base", "edited", "base_ft", "edited_ft", "retention", "ci_low",
                                    "ci_high", "n_images", "effect", "effect_ci_low", "effect_ci_high", "n_seeds",
-                                   "replicates_dropped", "note"]
+                                   "replicates_dropped", "note", "ft_fidelity"]
     cells = table[["model", "editor", "task", "edit", "finetuner", "ft_data"]].drop_duplicates()
     assert len(cells) == 2 * 1 * 1 * 2  # models x editors x edits x fine-tuners (one subject)
     assert set(table["metric"]) == {"efficacy", "generality", "specificity", "clip_score", "fid", "kid"}
     for col in ("base", "edited", "base_ft", "edited_ft", "n_images", "effect", "n_seeds", "replicates_dropped"):
         assert table[col].notna().all(), col
     assert (table["n_seeds"] == table["finetuner"].map({"lora": 2, "dreambooth": 1})).all()
+    assert table["ft_fidelity"].between(0, 1).all()
     assert np.allclose(table["effect"], table["edited"] - table["base"], rtol=1e-5, atol=1e-6)  # CSV keeps 6 digits
     # A retention is stated exactly where the effect is established, and a note says why not elsewhere.
     assert (table["retention"].isna() == table["note"].fillna("").str.contains("not established|no interval")).all()

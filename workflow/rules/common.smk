@@ -129,8 +129,10 @@ def subject_prompts(wildcards):
 def group_layers(wildcards):
     """Each member state of a group (one per fine-tune seed) with the paths of its layers."""
     seeds = seeds_of(group_finetuner(wildcards.group))
-    return {state: [f"results/states/{wildcards.model}/{layer}" for layer in state_layers(state)]
-            for state in group_members(wildcards.group, seeds)}
+    return {
+        state: [f"results/states/{wildcards.model}/{layer}" for layer in state_layers(state)]
+        for state in group_members(wildcards.group, seeds)
+    }
 
 
 def group_layer_inputs(wildcards):

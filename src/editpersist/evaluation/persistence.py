@@ -27,7 +27,7 @@ log = logging.getLogger("editpersist")
 
 COLUMNS = ["model", "family", "editor", "task", "edit", "finetuner", "ft_data", "relation", "metric", "base",
            "edited", "base_ft", "edited_ft", "retention", "ci_low", "ci_high", "n_images",
-           "effect", "effect_ci_low", "effect_ci_high", "n_seeds", "replicates_dropped", "note"]
+           "effect", "effect_ci_low", "effect_ci_high", "n_seeds", "replicates_dropped", "note", "ft_fidelity"]
 
 
 @dataclass
@@ -193,6 +193,14 @@ def effect_problem(metric: str, effect: float, low: float, high: float, threshol
     return ""
 
 
+def subject_fidelity(scores: ModelScores, states: list[str]) -> float:
+    """Share of a fine-tuned state's images of "a sks <class>" that show the subject, pooled over
+    its seeds (NaN where the subject prompt was not generated)."""
+    if not all(scores.has_role(s, "subject") for s in states):
+        return float("nan")
+    return scores.estimate(tuple(states), None, "subject_fidelity").value
+
+
 def ratio_row(scores: ModelScores, cell: Cell, metric: str, numerators: list[str], min_effect: float | dict = 0.0,
               step: int = -1, roles: tuple[str, ...] | None = None) -> dict:
     """The edit's effect (edited - base) and (numerator - base_ft) / effect for one metric, with
@@ -218,6 +226,9 @@ def ratio_row(scores: ModelScores, cell: Cell, metric: str, numerators: list[str
             "ratio": ratio, "ci_low": low, "ci_high": high, "n_images": num.n_images, "n_seeds": num.n_seeds,
             "effect": effect, "effect_ci_low": effect_low, "effect_ci_high": effect_high,
             "replicates_dropped": n_dropped, "note": "; ".join(n for n in notes if n),
+            # A fine-tune that did not learn its subject says little about persistence.
+            "ft_fidelity": float(np.minimum(subject_fidelity(scores, numerators),
+                                            subject_fidelity(scores, cell.grid.base_fts))),
             "replicates": reps if not problem else np.full_like(reps, np.nan)}
 
 
@@ -226,7 +237,7 @@ def cell_keys(cell: Cell) -> dict:
             "edit": cell.case.name, "finetuner": cell.finetuner, "ft_data": cell.subject, "relation": cell.relation}
 
 
-EFFECT_KEYS = ("effect", "effect_ci_low", "effect_ci_high", "n_seeds", "replicates_dropped", "note")
+EFFECT_KEYS = ("effect", "effect_ci_low", "effect_ci_high", "n_seeds", "replicates_dropped", "note", "ft_fidelity")
 
 
 def persistence_rows(scores: ModelScores, cell: Cell, min_effect: float | dict = 0.0) -> list[dict]:
@@ -276,7 +287,8 @@ def reedit_rows(scores: ModelScores, cell: Cell, min_effect: float | dict = 0.0)
         eft = scores.estimate(tuple(cell.grid.edited_fts), metric_case(metric, cell.case), metric).value
         out.append({**cell_keys(cell), "metric": metric, "edited": r["edited"], "edited_ft": eft,
                     "reedited": r["value"], "restored": r["ratio"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
-                    "n_images": r["n_images"], "n_seeds": r["n_seeds"], "note": r["note"]})
+                    "n_images": r["n_images"], "n_seeds": r["n_seeds"], "note": r["note"],
+                    "ft_fidelity": r["ft_fidelity"]})
     return out
 
 
@@ -288,7 +300,8 @@ def transfer_rows(scores: ModelScores, cell: Cell, min_effect: float | dict = 0.
         own = ratio_row(scores, cell, metric, cell.grid.edited_fts, min_effect)
         out.append({**cell_keys(cell), "metric": metric, "transfer": r["value"], "retention_transfer": r["ratio"],
                     "ci_low": r["ci_low"], "ci_high": r["ci_high"], "retention_own_ft": own["ratio"],
-                    "n_images": r["n_images"], "n_seeds": r["n_seeds"], "note": r["note"]})
+                    "n_images": r["n_images"], "n_seeds": r["n_seeds"], "note": r["note"],
+                    "ft_fidelity": r["ft_fidelity"]})
     return out
 
 

@@ -80,6 +80,7 @@ class StudySpec:
     reedit: tuple[str, ...]  # fine-tuners whose edited_ft states are re-edited
     transfer: tuple[str, ...]  # adapter fine-tuners applied to edited models
     min_effect: float | dict = 0.0  # evaluation.min_effect
+    min_ft_fidelity: float = 0.0  # evaluation.min_ft_fidelity
 
 
 def build_cells(spec: StudySpec, cases: dict[str, list[EditCase]]) -> list[Cell]:
@@ -126,7 +127,7 @@ def run_study(scores: dict[str, ModelScores], spec: StudySpec, cases: dict[str, 
     scorer = next(iter(scores.values())).scorer
     samples = next(iter(scores.values())).samples
     with atomic_path(summary_path) as tmp:
-        tmp.write_text(write_summary(rows, validity, scorer, samples, finetune_quality))
+        tmp.write_text(write_summary(rows, validity, scorer, samples, finetune_quality, spec.min_ft_fidelity))
     log.info("persistence table: %d rows over %d cells", len(rows), len(cells))
     return frames
 

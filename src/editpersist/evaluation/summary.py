@@ -93,7 +93,7 @@ def stratum_lines(by_ft: pd.DataFrame, by_editor: pd.DataFrame) -> list[str]:
     return lines or ["- No stratum has two fine-tuners or editors with established effects to rank."]
 
 
-def finetune_quality_lines(fq: pd.DataFrame, threshold: float = 0.8) -> list[str]:
+def finetune_quality_lines(fq: pd.DataFrame, threshold: float) -> list[str]:
     if fq is None or not len(fq):
         return []
     weak = fq[fq["subject_fidelity"] < threshold]
@@ -111,12 +111,30 @@ def finetune_quality_lines(fq: pd.DataFrame, threshold: float = 0.8) -> list[str
 def cell_table(prim: list[dict]) -> pd.DataFrame:
     keys = ("model", "editor", "task", "edit", "finetuner", "ft_data", "relation", "metric", "base", "edited",
             "edited_ft", "effect", "effect_ci_low", "effect_ci_high", "retention", "ci_low", "ci_high", "n_seeds",
-            "note")
+            "ft_fidelity", "note")
     return pd.DataFrame([{k: r[k] for k in keys} for r in prim])
 
 
+def learned(row: dict, min_ft_fidelity: float) -> bool:
+    """Did the cell's fine-tunes learn their subject? (Unknown fidelity counts as learned.)"""
+    return not row["ft_fidelity"] < min_ft_fidelity
+
+
+def unlearned_lines(prim: list[dict], min_ft_fidelity: float) -> list[str]:
+    weak = [r for r in prim if not learned(r, min_ft_fidelity)]
+    if not weak:
+        return []
+    names = ", ".join(f"{r['model']}/{r['editor']}/{r['task']}/{r['edit']}/{r['finetuner']} ({r['ft_fidelity']:.2f})"
+                      for r in weak)
+    return [f"- {len(weak)} cells are left out of every statement below because a fine-tune of theirs did not learn "
+            f"its subject (ft_fidelity, the lower of base_ft's and edited_ft's, under `evaluation.min_ft_fidelity` "
+            f"{min_ft_fidelity:g}): {names}."]
+
+
 def write_summary(rows: list[dict], validity: pd.DataFrame, scorer: str, samples: int,
-                  finetune_quality: pd.DataFrame | None = None) -> str:
+                  finetune_quality: pd.DataFrame | None = None, min_ft_fidelity: float = 0.0) -> str:
+    all_prim = primary_rows(rows)
+    rows = [r for r in rows if learned(r, min_ft_fidelity)]
     prim = primary_rows(rows)
     took = [r for r in prim if established(r)]
     by_ft, by_editor = stratified_ranking(rows, "finetuner"), stratified_ranking(rows, "editor")
@@ -130,7 +148,7 @@ def write_summary(rows: list[dict], validity: pd.DataFrame, scorer: str, samples
             f"seeds ({' or '.join(map(str, seeds))} per cell), prompts and images ({samples} replicates); images "
             f"scored by the {scorer}. Retention is stated only where the edit's effect (edited - base) is "
             "established: its interval excludes 0 and it reaches `evaluation.min_effect`. Means and rankings are "
-            "stated only within one model, task and metric.", "",
+            "stated only within one model, task and metric.", "", *unlearned_lines(all_prim, min_ft_fidelity),
             f"- {len(took)} of {len(prim)} cells have an established effect on their primary metric."]
     persisted = [r for r in took if r["ci_low"] >= 0.8]
     erased = [r for r in took if r["ci_high"] <= 0.2]
@@ -139,8 +157,8 @@ def write_summary(rows: list[dict], validity: pd.DataFrame, scorer: str, samples
     text += ["", "## Rankings within each model, task and primary metric", "", *stratum_lines(prim_ft, prim_editor),
              "", "## Mean retention by fine-tuner, per stratum (every metric)", "", markdown_table(by_ft), "",
              "## Mean retention by editor, per stratum (every metric)", "", markdown_table(by_editor), "",
-             "## Every cell (primary metric)", "", markdown_table(cell_table(prim)), ""]
-    text += finetune_quality_lines(finetune_quality)
+             "## Every cell (primary metric)", "", markdown_table(cell_table(all_prim)), ""]
+    text += finetune_quality_lines(finetune_quality, min_ft_fidelity)
     if len(validity):
         text += ["## Judge validity", "",
                  "How often the CLIP judge's decision agrees with the toy world's attribute reader on the same "
