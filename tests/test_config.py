@@ -35,6 +35,15 @@ def _with(path, value):
     (("toy", "n_eval_per_pair"), 0),
     (("toy", "vae", "typo"), 1),
     (("device",), "tpu"),
+    # A full or DreamBooth fine-tune stores absolute denoiser weights: as a "transfer" it would
+    # overwrite the edit, so only adapters may be transferred.
+    (("evaluation", "transfer"), ["full"]),
+    (("evaluation", "transfer"), ["dreambooth"]),
+    (("finetuners", "lora", "seeds"), []),
+    (("finetuners", "lora", "seeds"), [0, 0]),
+    (("finetuners", "lora", "seed"), 0),
+    (("evaluation", "min_effect"), {"efficacy": -0.1}),
+    (("evaluation", "min_ft_fidelity"), 1.5),
 ])
 def test_schema_rejects_bad_values(path, value):
     with pytest.raises(jsonschema.ValidationError):

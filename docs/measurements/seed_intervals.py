@@ -5,7 +5,8 @@ Run from the repository root after `make run`:
 For every cell it recomputes the primary-metric row from the study's own scores twice: with all
 of the cell's fine-tune seeds (what results/persistence.csv holds) and with its first seed alone
 (what a one-seed study would have printed from the same images), and compares the interval
-widths of the cells whose effect is established. Writes results/seed_intervals.json.
+widths of the cells whose effect is established. It also checks, for every state, that the
+KID's bootstrap interval contains its estimate. Writes results/seed_intervals.json.
 """
 import json
 from dataclasses import replace
@@ -18,6 +19,7 @@ from editpersist.evaluation.persistence import persistence_rows
 from editpersist.evaluation.prompts import PRIMARY
 from editpersist.evaluation.study import StudySpec, build_cells, image_counts, load_model_scores
 from editpersist.grid import study_cells
+from editpersist.metrics.bootstrap import percentile_interval
 from editpersist.tasks import load_cases
 
 
@@ -42,11 +44,27 @@ def main() -> None:
             for label, r in rows.items():
                 widths[label].append(r["ci_high"] - r["ci_low"])
     n_seeds = sorted({len(c["seeds"]) for c in spec.cells})
+    ratio = np.array(widths["all_seeds"]) / np.maximum(widths["first_seed"], 1e-12)
     out = {"cells": len(widths["all_seeds"]), "seeds": n_seeds,
            **{f"median_width_{k}": float(np.median(v)) for k, v in widths.items()},
-           "median_ratio": float(np.median(np.array(widths["all_seeds"]) / np.maximum(widths["first_seed"], 1e-12)))}
+           "width_ratio_quartiles": [float(q) for q in np.percentile(ratio, [25, 50, 75])],
+           "kid_interval_contains_estimate": kid_intervals(scores)}
     Path("results/seed_intervals.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
+
+
+def kid_intervals(scores) -> dict:
+    """For every state: is its KID estimate inside its own bootstrap interval?"""
+    inside, states = 0, 0
+    for model_scores in scores.values():
+        for state in sorted(model_scores.states()):
+            if not model_scores.has_role(state, "quality"):
+                continue
+            est = model_scores.estimate(state, None, "kid")
+            low, high = percentile_interval(est.replicates)
+            inside += int(low <= est.value <= high)
+            states += 1
+    return {"states": states, "inside": inside}
 
 
 if __name__ == "__main__":
