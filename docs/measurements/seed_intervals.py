@@ -44,10 +44,12 @@ def main() -> None:
             for label, r in rows.items():
                 widths[label].append(r["ci_high"] - r["ci_low"])
     n_seeds = sorted({len(c["seeds"]) for c in spec.cells})
-    ratio = np.array(widths["all_seeds"]) / np.maximum(widths["first_seed"], 1e-12)
-    out = {"cells": len(widths["all_seeds"]), "seeds": n_seeds,
-           **{f"median_width_{k}": float(np.median(v)) for k, v in widths.items()},
-           "width_ratio_quartiles": [float(q) for q in np.percentile(ratio, [25, 50, 75])],
+    both = np.array([widths["all_seeds"], widths["first_seed"]])
+    # Saturated cells (retention 1 in every replicate of both) have width 0 either way.
+    moving = both[:, both.max(0) > 0]
+    out = {"cells": both.shape[1], "seeds": n_seeds, "cells_with_nonzero_width": moving.shape[1],
+           **{f"mean_width_{k}": float(v.mean()) for k, v in zip(widths, moving)},
+           "widths_all_seeds_vs_first_seed": [[round(float(a), 3), round(float(b), 3)] for a, b in moving.T],
            "kid_interval_contains_estimate": kid_intervals(scores)}
     Path("results/seed_intervals.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))

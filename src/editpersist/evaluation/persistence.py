@@ -60,6 +60,7 @@ class ModelScores:
     image_counts: dict[str, int] | None = None
     _groups: dict = field(default_factory=dict)
     _cache: dict = field(default_factory=dict)
+    _warned: bool = False
 
     def __post_init__(self):
         self._groups = {k: g for k, g in self.table.groupby(["state", "step", "case", "role"], sort=False)}
@@ -143,8 +144,10 @@ class ModelScores:
         dim = self.features.shape[1]
         if n_images >= 2 * dim:
             return ""
-        log.warning("FID from %d images of %d-d features: the covariance is poorly estimated below %d images, "
-                    "FID is biased upward; compare KID", n_images, dim, 2 * dim)
+        if not self._warned:  # once per model; every such row carries the note
+            log.warning("FID from %d images of %d-d features: the covariance is poorly estimated below %d images, "
+                        "FID is biased upward; compare KID", n_images, dim, 2 * dim)
+            self._warned = True
         return f"fid from {n_images} images < 2 x {dim} feature dims: biased upward"
 
 

@@ -77,9 +77,11 @@ def ranking_sentence(group: pd.DataFrame, by: str) -> str | None:
     if len(group) < 2:
         return None
     low, high = group.iloc[0], group.iloc[-1]
-    apart = "the intervals are apart" if low["ci_high"] < high["ci_low"] else "the intervals overlap: no order is established"
-    return (f"by {by}: {low[by]} retains least ({_interval(low)}, {low['cells']} cells), {high[by]} most "
-            f"({_interval(high)}, {high['cells']} cells); {apart}")
+    if low["ci_high"] < high["ci_low"]:
+        return (f"by {by}: {low[by]} retains least ({_interval(low)}, {low['cells']} cells), {high[by]} most "
+                f"({_interval(high)}, {high['cells']} cells); the intervals are apart")
+    return (f"by {by}: {low[by]} ({_interval(low)}, {low['cells']} cells) to {high[by]} ({_interval(high)}, "
+            f"{high['cells']} cells): the intervals overlap, no order is established")
 
 
 def stratum_lines(by_ft: pd.DataFrame, by_editor: pd.DataFrame) -> list[str]:
