@@ -9,7 +9,7 @@ from editpersist.errors import InputError
 from editpersist.evaluation.persistence import COLUMNS, Cell, ModelScores, persistence_rows, table_frame
 from editpersist.evaluation.prompts import QualityConfig, case_key
 from editpersist.evaluation.weights import update_alignment
-from editpersist.metrics.bootstrap import draw_indices, percentile_interval, resample, retention
+from editpersist.metrics.bootstrap import draw_indices, draw_seeds, percentile_interval, resample, retention
 from editpersist.metrics.fid import FrechetReference
 from editpersist.metrics.task_metrics import debias_gap, fit_references
 from editpersist.states import finetuned_state, parse_state, state_layers
@@ -62,7 +62,7 @@ def test_bootstrap_draws_depend_only_on_shape_and_seed():
     assert a[0].shape == (50, 3) and a[1].shape == (50, 3, 5)
     assert not np.array_equal(a[1], draw_indices((3, 5), 50, seed=2)[1])
     grid = np.arange(15.0).reshape(3, 5)
-    reps = resample(grid, *a)
+    reps = resample(grid[None], *a, draw_seeds(1, 50, seed=1))
     assert reps.shape == (50, 3, 5)
     # every resampled value comes from the prompt row that was drawn
     assert np.all(reps // 5 == a[0][:, :, None])

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 from .editors import EDITOR_MODES
 from .errors import ConfigError
-from .states import finetuned_state, transfer_state
+from .states import group_members
 from .tasks.cases import EditCase
 
 CELL_KEYS = ("model", "editor", "task", "edit", "finetuner", "subject")
@@ -54,21 +54,22 @@ class GridCell:
     def transfer_group(self) -> str:
         return f"{self.start}/transfer/{self.finetuner}/{self.subject}"
 
+    # The member states of each group, one per seed (the state grammar of editpersist.states).
     @property
     def base_fts(self) -> list[str]:
-        return [finetuned_state("base", self.finetuner, self.subject, s) for s in self.seeds]
+        return group_members(self.base_ft_group, self.seeds)
 
     @property
     def edited_fts(self) -> list[str]:
-        return [finetuned_state(self.start, self.finetuner, self.subject, s) for s in self.seeds]
+        return group_members(self.edited_ft_group, self.seeds)
 
     @property
     def reedited(self) -> list[str]:
-        return [f"{s}/reedit" for s in self.edited_fts]
+        return group_members(self.reedit_group, self.seeds)
 
     @property
     def transfers(self) -> list[str]:
-        return [transfer_state(self.start, self.finetuner, self.subject, s) for s in self.seeds]
+        return group_members(self.transfer_group, self.seeds)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "seeds": list(self.seeds)}

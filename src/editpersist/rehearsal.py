@@ -120,13 +120,15 @@ def build_pipeline(family: str, corpus: list[str], out: Path, seed: int = 0) -> 
     with tempfile.TemporaryDirectory() as scratch:
         tok = build_full_clip_tokenizer(Path(scratch) / "clip")
         torch.manual_seed(seed)
-        if family == "flux":
+        if family == "sd":
+            pipe = tiny_sd(tok, sd_scheduler())
+        elif family == "sdxl":
+            pipe = tiny_sdxl(tok, sdxl_scheduler())
+        else:
             t5_tok = build_t5_tokenizer(corpus, Path(scratch) / "t5", vocab_size=T5_VOCAB_SIZE,
                                         normalization="identity")
             t5_tok.model_max_length = T5_MAX_LENGTH
             pipe = tiny_flux(tok, t5_tok, flux_schnell_scheduler())
-        else:
-            pipe = {"sd": lambda: tiny_sd(tok, sd_scheduler()), "sdxl": lambda: tiny_sdxl(tok, sdxl_scheduler())}[family]()
         with atomic_dir(out) as tmp:
             pipe.save_pretrained(tmp)
 

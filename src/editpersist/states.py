@@ -67,19 +67,9 @@ class StateName:
         return out
 
 
-def tune_name(finetuner: str, subject: str, seed: int) -> str:
-    """The fine-tune segment of a state name."""
-    return f"{finetuner}/{subject}/seed{seed}"
-
-
 def finetuned_state(start: str, finetuner: str, subject: str, seed: int) -> str:
     """base_ft (start "base") or edited_ft (start an edited state) of one fine-tune seed."""
-    return f"{start}/ft/{tune_name(finetuner, subject, seed)}"
-
-
-def transfer_state(edited: str, finetuner: str, subject: str, seed: int) -> str:
-    """The edited state with the adapter of base_ft (same fine-tuner, subject and seed) applied."""
-    return f"{edited}/transfer/{tune_name(finetuner, subject, seed)}"
+    return f"{start}/ft/{finetuner}/{subject}/seed{seed}"
 
 
 def parse_state(name: str) -> StateName:
@@ -128,16 +118,10 @@ def group_members(group: str, seeds) -> list[str]:
     return [f"{m.group(4)}/transfer/{m.group(5)}/seed{k}" for k in seeds]
 
 
-def group_finetuner(group: str) -> str | None:
-    """The fine-tuner of a group of fine-tuned (or transfer) states; None for base and edited."""
+def group_tune(group: str) -> tuple[str, str] | None:
+    """(fine-tuner, subject) of a group of fine-tuned (or transfer) states; None for base and edited."""
     m = re.fullmatch(_GROUP_PARTS, group)
-    return None if m is None else (m.group(2) or m.group(5)).split("/")[0]
-
-
-def state_group(name: str) -> str:
-    """The group of a state: its name without the fine-tune seed."""
-    parse_state(name)
-    return re.sub(rf"/{SEED}(?=/reedit$|$)", "", name)
+    return None if m is None else tuple((m.group(2) or m.group(5)).split("/"))
 
 
 def layer_target(layer: str) -> str:

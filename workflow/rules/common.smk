@@ -5,7 +5,7 @@ from pathlib import Path
 from editpersist import grid
 from editpersist.config import exit_on_error, is_built
 from editpersist.finetuners.subjects import make_subject
-from editpersist.states import GROUP, group_finetuner, group_members, layer_target, parse_state, state_layers
+from editpersist.states import GROUP, group_members, group_tune, layer_target, state_layers
 from editpersist.tasks import load_cases
 
 TOY = "resources/toy"
@@ -50,15 +50,18 @@ def job_runtime(toy_min, real_min, per_seed=False):
     times the fine-tune seeds the job covers."""
 
     def runtime(wildcards, attempt):
-        seeds = len(seeds_of(wildcards.get("finetuner"))) if per_seed else 1
+        seeds = len(job_seeds(wildcards)) if per_seed else 1
         return attempt * seeds * (toy_min if wildcards.model in BUILT_MODELS else real_min)
 
     return runtime
 
 
-def seeds_of(finetuner):
-    """A fine-tuner's seeds (one, for states without a fine-tune)."""
-    return config["finetuners"][finetuner].get("seeds", [0]) if finetuner else [0]
+def job_seeds(wildcards):
+    """The fine-tune seeds one job covers: its fine-tuner's (a `finetuner` wildcard, or the one
+    a state group names); one for the base and edited states."""
+    tune = group_tune(wildcards.group) if "group" in wildcards.keys() else None
+    finetuner = wildcards.get("finetuner") or (tune[0] if tune else None)
+    return list(grid.finetune_seeds(config, finetuner)) if finetuner else [0]
 
 
 # ---- inputs ------------------------------------------------------------------------------
@@ -122,16 +125,15 @@ def reader_input(wildcards):
 
 def subject_prompts(wildcards):
     """A fine-tuned state is also asked for its subject ("a sks square"): did the fine-tune take?"""
-    subject = parse_state(group_members(wildcards.group, [0])[0]).parts.get("subject")
-    return [make_subject(SUBJECTS[subject]).instance_prompt] if subject else []
+    tune = group_tune(wildcards.group)
+    return [make_subject(SUBJECTS[tune[1]]).instance_prompt] if tune else []
 
 
 def group_layers(wildcards):
     """Each member state of a group (one per fine-tune seed) with the paths of its layers."""
-    seeds = seeds_of(group_finetuner(wildcards.group))
     return {
         state: [f"results/states/{wildcards.model}/{layer}" for layer in state_layers(state)]
-        for state in group_members(wildcards.group, seeds)
+        for state in group_members(wildcards.group, job_seeds(wildcards))
     }
 
 

@@ -139,7 +139,7 @@ rule figures:
         cells=study_cells(),
         tasks=config["tasks"],
         # The image grids show each fine-tuner's first seed.
-        finetuners={name: ft.get("seeds", [0])[0] for name, ft in config["finetuners"].items()},
+        finetuners={name: grid.finetune_seeds(config, name)[0] for name in config["finetuners"]},
         k=EVAL["grid_images"],
     script:
         "../scripts/figures.py"

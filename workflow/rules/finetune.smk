@@ -62,7 +62,7 @@ rule finetune:
         gpu=gpus,
     params:
         family=lambda wc: MODELS[wc.model]["family"],
-        seeds=lambda wc: seeds_of(wc.finetuner),
+        seeds=job_seeds,
         cfg=lambda wc: {k: v for k, v in config["finetuners"][wc.finetuner].items() if k != "seeds"},
         data_seed=config["seed"],
         subject=lambda wc: SUBJECTS[wc.subject],

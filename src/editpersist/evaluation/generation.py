@@ -79,35 +79,35 @@ def common_prefix(layer_lists: list[list[Path]]) -> list[Path]:
     return prefix
 
 
-def apply_undoable(pipe, family, layers: list[Path]):
-    """Apply layers on top of the loaded state; returns the function that undoes them (fine-tune
-    layers are undone by restoring the tunable weights, deltas by their own originals)."""
-    saved = save_weights(pipe, family)
+def apply_undoable(pipe, family, layers: list[Path], loaded: dict):
+    """Apply layers on top of the loaded state; returns the function that undoes them (deltas by
+    their own originals, fine-tune layers by restoring `loaded`, the tunable weights as loaded)."""
     originals = [apply_layer(pipe, family, layer) for layer in layers]
 
     def undo():
         for orig in reversed(originals):
             if orig is not None:
                 restore(pipe, orig)
-        restore_weights(pipe, saved)
+        restore_weights(pipe, loaded)
 
     return undo
 
 
-def member_rows(pipe, family, state: str, rest: list[Path], counts: dict[str, int], curve: dict[str, int],
-                sampling: SamplingConfig, seed: int, tmp: Path, sub: str, prompt_ids: dict[str, int]) -> list[dict]:
-    """Images of one member state (`rest`: its layers beyond the loaded ones); leaves `pipe` as found.
-    A fine-tuned state with snapshots also gets its source prompts at each snapshot."""
+def member_rows(pipe, family, loaded: dict, state: str, rest: list[Path], counts: dict[str, int],
+                curve: dict[str, int], sampling: SamplingConfig, seed: int, tmp: Path, sub: str,
+                prompt_ids: dict[str, int]) -> list[dict]:
+    """Images of one member state (`rest`: its layers beyond the loaded ones); leaves `pipe` as
+    loaded. A fine-tuned state with snapshots also gets its source prompts at each snapshot."""
     rows: list[dict] = []
     ft_dir = rest[-1] if rest and parse_state(state).kind in ("base_ft", "edited_ft") else None
     for step in finetune_snapshots(ft_dir) if ft_dir else []:
-        undo = apply_undoable(pipe, family, rest[:-1])
+        undo = apply_undoable(pipe, family, rest[:-1], loaded)
         apply_layer(pipe, family, ft_dir, snapshot=step)
         images, jobs = _generate_counts(pipe, family, curve, sampling, seed)
         rows += [{**r, "step": step, "state": state} for r in _write_images(tmp, f"{sub}step{step}", images, jobs,
                                                                             prompt_ids)]
         undo()
-    undo = apply_undoable(pipe, family, rest)
+    undo = apply_undoable(pipe, family, rest, loaded)
     images, jobs = _generate_counts(pipe, family, counts, sampling, seed)
     rows += [{**r, "step": FINAL, "state": state} for r in _write_images(tmp, f"{sub}final", images, jobs, prompt_ids)]
     undo()
@@ -124,6 +124,7 @@ def run_generation(model_dir: Path, family_name: str, group: str, members: dict[
     stats = RunStats("generate")
     prefix = common_prefix(list(members.values()))
     family, pipe = load_model_state(model_dir, family_name, prefix, device, precision)
+    loaded = save_weights(pipe, family)  # every member's layers are undone back to these
     counts = state_prompts(cases, quality, n_per_prompt, n_source, subject_prompts)
     prompt_ids = {p: i for i, p in enumerate(counts)}
     # Curves need many points more than tight ones: n_per_prompt images per snapshot.
@@ -132,8 +133,8 @@ def run_generation(model_dir: Path, family_name: str, group: str, members: dict[
     with atomic_dir(out) as tmp:
         for state, layers in members.items():
             sub = "" if state == group else f"seed{parse_state(state).parts['seed']}/"
-            rows += member_rows(pipe, family, state, layers[len(prefix):], counts, curve, sampling, seed, tmp, sub,
-                                prompt_ids)
+            rows += member_rows(pipe, family, loaded, state, layers[len(prefix):], counts, curve, sampling, seed,
+                                tmp, sub, prompt_ids)
         manifest = pd.DataFrame(rows).assign(
             group=group, prompt_set=prompt_set, steps=sampling.steps, guidance=sampling.guidance,
             scheduler=type(pipe.scheduler).__name__, height=sampling.height, width=sampling.width)

@@ -59,20 +59,29 @@ class ModelScores:
     seed: int
     image_counts: dict[str, int] | None = None
     _groups: dict = field(default_factory=dict)
+    _roles: set = field(default_factory=set)  # (state, step, role) with scored images
+    _steps: dict = field(default_factory=dict)  # state -> its snapshot steps, ascending
     _cache: dict = field(default_factory=dict)
     _warned: bool = False
 
     def __post_init__(self):
+        # Indexed once: every row of every table asks these, so none may scan the table.
         self._groups = {k: g for k, g in self.table.groupby(["state", "step", "case", "role"], sort=False)}
+        self._roles = {(state, step, role) for state, step, _, role in self._groups}
+        self._steps = {}
+        for state, step, _ in sorted(self._roles):
+            steps = self._steps.setdefault(state, [])
+            if step >= 0 and (not steps or steps[-1] != step):
+                steps.append(int(step))
 
     def states(self) -> set[str]:
-        return set(self.table["state"].unique())
+        return set(self._steps)
 
     def has_role(self, state: str, role: str, step: int = -1) -> bool:
-        return any(k[0] == state and k[1] == step and k[3] == role for k in self._groups)
+        return (state, step, role) in self._roles
 
     def steps(self, state: str) -> list[int]:
-        return sorted(int(s) for s in self.table.loc[self.table["state"] == state, "step"].unique() if s >= 0)
+        return self._steps.get(state, [])
 
     def _values(self, rows: pd.DataFrame, metric: str) -> np.ndarray:
         kind = METRICS[metric].kind
@@ -228,7 +237,7 @@ def ratio_row(scores: ModelScores, cell: Cell, metric: str, numerators: list[str
     return {"base": base.value, "edited": edited.value, "base_ft": base_ft.value, "value": num.value,
             "ratio": ratio, "ci_low": low, "ci_high": high, "n_images": num.n_images, "n_seeds": num.n_seeds,
             "effect": effect, "effect_ci_low": effect_low, "effect_ci_high": effect_high,
-            "replicates_dropped": n_dropped, "note": "; ".join(n for n in notes if n),
+            "replicates_dropped": n_dropped, "note": "; ".join(n for n in notes if n), "established": not problem,
             # A fine-tune that did not learn its subject says little about persistence.
             "ft_fidelity": float(np.minimum(subject_fidelity(scores, numerators),
                                             subject_fidelity(scores, cell.grid.base_fts))),
@@ -264,9 +273,9 @@ def curve_rows(scores: ModelScores, cell: Cell, total_steps: int, min_effect: fl
     metric = PRIMARY[cell.case.task]
     final = ratio_row(scores, cell, metric, cell.grid.edited_fts, min_effect, roles=("source",))
     # Step 0 is the edited model itself: retention 1 by definition, where the edit did something.
-    start = float("nan") if final["note"].startswith("edit effect") else 1.0
+    start = 1.0 if final["established"] else float("nan")
     rows = [{**cell_keys(cell), "metric": metric, "step": 0, "retention": start, "ci_low": start, "ci_high": start,
-             "note": "" if start == 1.0 else final["note"]}]
+             "note": "" if final["established"] else final["note"]}]
     states = cell.grid.base_fts + cell.grid.edited_fts
     for step in sorted(set().union(*(scores.steps(s) for s in states))):
         missing = [s for s in states if step not in scores.steps(s)]

@@ -45,9 +45,9 @@ def retention_heatmap(table: pd.DataFrame, out: Path) -> None:
     plt = _pyplot()
 
     panels = heatmap_panels(table)
-    n_rows = len(next(iter(panels.values()))) if panels else 1
-    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(3.2 * len(panels) + 2, 0.5 * n_rows + 2.2),
-                             squeeze=False, sharey=True)
+    n_rows = len(next(iter(panels.values())))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 2, 0.5 * n_rows + 2.2), squeeze=False,
+                             sharey=True)
     for ax, (task, piv) in zip(axes[0], panels.items()):
         sub = table[table["task"] == task]
         im = ax.imshow(piv.to_numpy(dtype=float), vmin=0, vmax=1, cmap="viridis", aspect="auto")

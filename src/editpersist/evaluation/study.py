@@ -89,7 +89,7 @@ def build_cells(spec: StudySpec, cases: dict[str, list[EditCase]]) -> list[Cell]
     for c in spec.cells:
         case = by_key[(c["task"], c["edit"])]
         out.append(Cell(c["model"], spec.models[c["model"]], c["editor"], case, c["finetuner"], c["subject"],
-                        relation(make_subject(spec.subjects[c["subject"]]), case), tuple(c.get("seeds", (0,)))))
+                        relation(make_subject(spec.subjects[c["subject"]]), case), tuple(c["seeds"])))
     return out
 
 

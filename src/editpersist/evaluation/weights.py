@@ -48,13 +48,12 @@ def _tuned(pipe, family, ft_dir: Path, keys) -> dict[str, torch.Tensor]:
     return tuned
 
 
-def edit_ft_alignment(pipe, family, edit_path: Path, ft_dir: Path, control_dir: Path) -> list[dict]:
+def edit_ft_alignment(pipe, family, delta: EditDelta, ft_dir: Path, control: dict[str, torch.Tensor]) -> list[dict]:
     """Per-module rows and one '(all)' row for one (edit, fine-tune) pair and its control
-    (`control_dir`: the unedited model's fine-tune of the same seed); leaves `pipe` as found."""
-    delta = EditDelta.load(edit_path)
+    (`control`: the edited modules' weights after the unedited model's fine-tune of the same
+    seed); leaves `pipe` as found."""
     keys = list(delta.tensors)
     base = _current(pipe, keys)
-    control = _tuned(pipe, family, control_dir, keys)
     originals = apply_delta(pipe, delta)
     edited = _current(pipe, keys)
     tuned = _tuned(pipe, family, ft_dir, keys)
@@ -73,20 +72,27 @@ def edit_ft_alignment(pipe, family, edit_path: Path, ft_dir: Path, control_dir: 
 def weight_diagnostics(model_dir: Path, family_name: str, pairs: list[dict], states_dir: Path,
                        device: str) -> pd.DataFrame:
     """`pairs`: {editor, task, edit, finetuner, subject, seeds}, one row set per seed; the base is
-    loaded once for all of them."""
+    loaded once for all of them. Pairs are visited control by control, so each control (a base
+    fine-tune, shared by every edit) is applied once for the modules its edits touch."""
     from tqdm.auto import tqdm
 
     family, pipe = load_model_state(model_dir, family_name, [], device)
-    rows = []
+    jobs = sorted(((p, seed) for p in pairs for seed in p["seeds"]), key=lambda j: (j[0]["finetuner"],
+                                                                                   j[0]["subject"], j[1]))
+    rows, control_dir, control = [], None, {}
     with torch.no_grad():
-        for p in tqdm(pairs, desc="weights", mininterval=5.0):
+        for p, seed in tqdm(jobs, desc="weights", mininterval=5.0):
             edited = f"edit/{p['editor']}/{p['task']}/{p['edit']}"
-            for seed in p.get("seeds", [0]):
-                ft, control = (states_dir / finetuned_state(start, p["finetuner"], p["subject"], seed)
-                               for start in (edited, "base"))
-                keys = {k: v for k, v in p.items() if k != "seeds"}
-                for r in edit_ft_alignment(pipe, family, states_dir / f"{edited}.safetensors", ft, control):
-                    rows.append({**keys, "seed": seed, **r})
+            delta = EditDelta.load(states_dir / f"{edited}.safetensors")
+            this_control = states_dir / finetuned_state("base", p["finetuner"], p["subject"], seed)
+            keys = set(delta.tensors)
+            if this_control != control_dir:
+                control_dir, control = this_control, {}
+            if not keys <= control.keys():
+                control.update(_tuned(pipe, family, control_dir, keys - control.keys()))
+            ft = states_dir / finetuned_state(edited, p["finetuner"], p["subject"], seed)
+            for r in edit_ft_alignment(pipe, family, delta, ft, control):
+                rows.append({**{k: v for k, v in p.items() if k != "seeds"}, "seed": seed, **r})
     frame = pd.DataFrame(rows)
     log.info("weight diagnostic: %d pairs, median share removed %.3f", len(pairs),
              float(np.nanmedian(frame.loc[frame["module"] == "(all)", "share_removed"])) if len(frame) else np.nan)

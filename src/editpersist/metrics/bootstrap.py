@@ -30,18 +30,14 @@ def draw_indices(shape: tuple[int, int], samples: int, seed: int) -> tuple[np.nd
 def draw_seeds(n_seeds: int, samples: int, seed: int) -> np.ndarray:
     """Fine-tune seed indices [B, S] of `samples` replicates; depends only on its arguments, and
     its stream is separate from `draw_indices`'s (so one seed is the plain two-stage bootstrap)."""
-    if n_seeds == 1:
-        return np.zeros((samples, 1), dtype=np.int64)
     rng = np.random.default_rng([seed, n_seeds, 7919])
     return rng.integers(0, n_seeds, size=(samples, n_seeds))
 
 
-def resample(grid: np.ndarray, rows: np.ndarray, cols: np.ndarray, seeds: np.ndarray | None = None) -> np.ndarray:
-    """The replicates of a grid [P, N] or of a seed stack [S, P, N] (+ any trailing dims of the
-    grid): shape [B, P, N], or [B, S * P, N] with the drawn seeds' rows one after another."""
-    if seeds is None:
-        return grid[rows[:, :, None], cols]
-    out = grid[seeds[:, :, None, None], rows[:, None, :, None], cols[:, None, :, :]]  # [B, S, P, N]
+def resample(stack: np.ndarray, rows: np.ndarray, cols: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """The replicates of a seed stack [S, P, N] (+ any trailing dims): shape [B, S * P, N], the
+    drawn seeds' prompt rows one after another."""
+    out = stack[seeds[:, :, None, None], rows[:, None, :, None], cols[:, None, :, :]]  # [B, S, P, N]
     return out.reshape(out.shape[0], -1, *out.shape[3:])
 
 

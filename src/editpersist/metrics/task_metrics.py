@@ -63,8 +63,7 @@ def attribute_shares(counts: np.ndarray) -> np.ndarray:
     meter reads the same), so the metric scores them too: an image with neither attribute (a
     triangle drawn red) is not evidence for or against balance."""
     total = counts.sum(-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, counts / np.where(total > 0, total, 1), 0.0)
+    return counts / np.where(total > 0, total, 1)
 
 
 def debias_gap(attr: np.ndarray, desired: np.ndarray) -> np.ndarray:
