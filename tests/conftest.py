@@ -35,48 +35,30 @@ def tokenizer_dirs(tmp_path_factory) -> dict[str, Path]:
     return {"clip": root / "clip", "t5": root / "t5"}
 
 
-def build_tiny_sd(out: Path, tokenizer_dir: Path) -> Path:
-    from transformers import CLIPTokenizer
-
-    from editpersist.rehearsal import tiny_sd
-    from editpersist.toy.diffusion import sd_schedulers
-
-    torch.manual_seed(0)
-    tiny_sd(CLIPTokenizer.from_pretrained(tokenizer_dir), sd_schedulers()[1]).save_pretrained(out)
-    return out
-
-
-def build_tiny_sdxl(out: Path, tokenizer_dir: Path) -> Path:
-    from transformers import CLIPTokenizer
-
-    from editpersist.rehearsal import tiny_sdxl
-    from editpersist.toy.diffusion import sd_schedulers
-
-    torch.manual_seed(0)
-    tiny_sdxl(CLIPTokenizer.from_pretrained(tokenizer_dir), sd_schedulers()[1]).save_pretrained(out)
-    return out
-
-
-def build_tiny_flux(out: Path, tokenizer_dirs: dict[str, Path]) -> Path:
+def build_tiny(name: str, out: Path, tokenizer_dirs: dict[str, Path], scheduler) -> Path:
+    """The family's random miniature (ModelFamily.tiny_pipeline) with the toy world's tokenizers."""
     from transformers import CLIPTokenizer, T5Tokenizer
 
-    from editpersist.rehearsal import tiny_flux
-    from editpersist.toy.diffusion import flux_scheduler
+    from editpersist.families import get_family
 
+    family = get_family(name)
+    load = {"clip": CLIPTokenizer, "t5": T5Tokenizer}
+    tokenizers = {component: load[kind].from_pretrained(tokenizer_dirs[kind])
+                  for component, kind in zip(family.tokenizers, family.tokenizer_kinds)}
     torch.manual_seed(0)
-    tok = CLIPTokenizer.from_pretrained(tokenizer_dirs["clip"])
-    t5_tok = T5Tokenizer.from_pretrained(tokenizer_dirs["t5"])
-    tiny_flux(tok, t5_tok, flux_scheduler()).save_pretrained(out)
+    family.tiny_pipeline(tokenizers, scheduler).save_pretrained(out)
     return out
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dirs(tmp_path_factory, tokenizer_dirs) -> dict[str, Path]:
+    from editpersist.toy.diffusion import flux_scheduler, sd_schedulers
+
     root = tmp_path_factory.mktemp("models")
     return {
-        "sd": build_tiny_sd(root / "sd", tokenizer_dirs["clip"]),
-        "sdxl": build_tiny_sdxl(root / "sdxl", tokenizer_dirs["clip"]),
-        "flux": build_tiny_flux(root / "flux", tokenizer_dirs),
+        "sd": build_tiny("sd", root / "sd", tokenizer_dirs, sd_schedulers()[1]),
+        "sdxl": build_tiny("sdxl", root / "sdxl", tokenizer_dirs, sd_schedulers()[1]),
+        "flux": build_tiny("flux", root / "flux", tokenizer_dirs, flux_scheduler()),
     }
 
 

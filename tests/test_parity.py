@@ -194,11 +194,11 @@ def reference_refact(pipe, layer, templates, source, target, original, C, lr, ma
 
 @pytest.mark.parametrize("steps", [3, 40])
 def test_refact_equals_the_official_procedure(sd64, tmp_path, steps):
-    from editpersist.editors.refact import ReFACT, ReFACTConfig, compute_and_cache_stats, refact_sites
+    from editpersist.editors.refact import ReFACT, ReFACTConfig, compute_and_cache_stats
 
     family = get_family("sd")
     layer, templates = 0, ("a photo of {}", "a drawing of {}", "{} and a circle")
-    compute_and_cache_stats(sd64, refact_sites("sd", layer), CORPUS, tmp_path)
+    compute_and_cache_stats(sd64, get_family("sd").refact_sites(layer), CORPUS, tmp_path)
     from safetensors.torch import load_file
 
     C = load_file(next(tmp_path.glob("*.safetensors")))["C"].double()

@@ -11,7 +11,6 @@ from editpersist.editors.refact import (
     compute_u,
     pooled,
     rank_one_update,
-    refact_sites,
     subject_last_index,
     tokenize,
 )
@@ -54,10 +53,10 @@ def test_refact_edit_hits_its_target(tiny_model_dirs, tmp_path, caplog, name, cr
     family = get_family(name)
     pipe = family.load(tiny_model_dirs[name])
     # Layer 0: the output of the last layer at the subject cannot reach the EOS-pooled state.
-    compute_and_cache_stats(pipe, refact_sites(name, 0), CORPUS, tmp_path)
+    compute_and_cache_stats(pipe, get_family(name).refact_sites(0), CORPUS, tmp_path)
     cfg = ReFACTConfig(layer=0, templates=("{}", "a photo of {}", "a drawing of {}"), max_steps=100)
     delta = ReFACT(cfg, tmp_path).edit(pipe, family, [EditRequest("a circle", "a blue circle")])
-    sites = refact_sites(name, 0)
+    sites = get_family(name).refact_sites(0)
     assert sorted(delta.tensors) == sorted(f"{s.component}.{s.module}.weight" for s in sites)
     for info in delta.sidecar["optimisation"]:
         assert info["delta_norm"] <= 4 * info["v0_norm"] + 1e-4
@@ -98,12 +97,13 @@ def test_flux_clip_layer_also_edits_the_pooled_clip_encoder(tiny_model_dirs, tmp
     pipe = family.load(tiny_model_dirs["flux"])
     cfg = refact_config({"layers": {"flux": 0, "flux_clip": 1}, "templates": ["{}", "a photo of {}"], "max_steps": 5},
                         "flux", "appearance")
-    sites = cfg.sites("flux")
+    sites = cfg.sites(get_family("flux"))
     assert [s.component for s in sites] == ["text_encoder_2", "text_encoder"]
     assert sites[1].module == "encoder.layers.1.mlp.fc2"
     # Only FLUX reads the key; the other families ignore it.
-    assert refact_config({"layers": {"sd": 0, "flux_clip": 1}, "templates": ["{}"]}, "sd", "role").sites("sd") == \
-        refact_sites("sd", 0)
+    sd = get_family("sd")
+    assert refact_config({"layers": {"sd": 0, "flux_clip": 1}, "templates": ["{}"]}, "sd", "role").sites(sd) == \
+        sd.refact_sites(0)
     stats = compute_and_cache_stats(pipe, sites, CORPUS, tmp_path)
     assert len(stats) == 2 and all(p.is_file() for p in stats)
     delta = ReFACT(cfg, tmp_path).edit(pipe, family, [EditRequest("a circle", "a blue circle")])
@@ -121,7 +121,7 @@ def test_refact_reads_the_text_states_generation_sees(tiny_model_dirs, name):
     family = get_family(name)
     pipe = family.load(tiny_model_dirs[name])
     prompts = ["a circle", "a photo of a blue square"]
-    site = refact_sites(name, 0)[0]
+    site = get_family(name).refact_sites(0)[0]
     encoder, tok = getattr(pipe, site.component), getattr(pipe, site.tokenizer)
     with torch.no_grad():
         ours = _run(encoder, tokenize(tok, prompts)).last_hidden_state

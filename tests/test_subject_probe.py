@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from editpersist.editors.refact import refact_sites, subject_last_index, tokenize
+from editpersist.editors.refact import subject_last_index, tokenize
 from editpersist.editors.subject_probe import (
     layer_count,
     transplant_all,
@@ -28,10 +28,10 @@ def _block_output(encoder, block, ids) -> torch.Tensor:
 def test_transplant_replaces_exactly_the_subject_state(tiny_model_dirs, name):
     family = get_family(name)
     pipe = family.load(tiny_model_dirs[name])
-    assert layer_count(pipe, name) >= 1
-    sites = transplant_sites(pipe, name, "a king", "a triangle", 0)
-    assert len(sites) == len(refact_sites(name, 0))
-    site = refact_sites(name, 0)[0]
+    assert layer_count(pipe, family) >= 1
+    sites = transplant_sites(pipe, family, "a king", "a triangle", 0)
+    assert len(sites) == len(family.refact_sites(0))
+    site = family.refact_sites(0)[0]
     encoder, tok = getattr(pipe, site.component), getattr(pipe, site.tokenizer)
     block, position, state = sites[0]
     assert position == subject_last_index(tok, "a king", "king")
@@ -55,8 +55,8 @@ def test_transplant_reaches_the_encoder_output(tiny_model_dirs):
     which is what the pipeline's cross-attention reads at that position."""
     family = get_family("sd")
     pipe = family.load(tiny_model_dirs["sd"])
-    last = layer_count(pipe, "sd") - 1
-    sites = transplant_sites(pipe, "sd", "a king", "a triangle", last)
+    last = layer_count(pipe, family) - 1
+    sites = transplant_sites(pipe, family, "a king", "a triangle", last)
     with transplant_all(sites), torch.no_grad():
         out = pipe.text_encoder(tokenize(pipe.tokenizer, ["a king"]).input_ids).last_hidden_state
     ref = pipe.text_encoder(tokenize(pipe.tokenizer, ["a triangle"]).input_ids).last_hidden_state

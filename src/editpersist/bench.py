@@ -201,7 +201,7 @@ def refact_bench() -> dict:
             cfg = refact_config({**base_cfg, "layers": {"sd": layer}}, "sd", "appearance")
             stats = Path(tmp) / name
             t = time.perf_counter()
-            compute_and_cache_stats(pipe, cfg.sites("sd"), refact_corpus(base_cfg, 0), stats)
+            compute_and_cache_stats(pipe, cfg.sites(family), refact_corpus(base_cfg, 0), stats)
             out[f"{name}_stats_s"] = round(time.perf_counter() - t, 2)
             t = time.perf_counter()
             ReFACT(cfg, stats).edit(pipe, family, list(case.requests))

@@ -10,7 +10,8 @@ config/paper.yaml):
 
 t_step is one denoising step with classifier-free guidance (two network evaluations) at
 the model's resolution, batch 1, on an H100: published A100 figures divided by
-A100_TO_H100. Every constant below says where it comes from; the ones marked "assumed"
+A100_TO_H100. The per-model figures (step time, native resolution, load time, checkpoint
+bytes) are each family's `costs` (editpersist.families). Every constant says where it comes from; the ones marked "assumed"
 are this file's estimates, to be replaced by measured figures (`python -m
 editpersist.bench finetune/generation` on the GPU machine).
 """
@@ -19,15 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .families import get_family
 from .grid import GridCell, finetune_groups, finetune_states
 from .states import parse_state
 
-# fal-ai/stable-diffusion-benchmarks (README), A100 80G SXM, diffusers + torch 2.1 SDPA, fp16,
-# 50 steps with CFG, batch 1: SD1.5 512x512 1.591 s/image, SDXL 1024x1024 5.933 s/image.
-A100_STEP_S = {"sd": 1.591 / 50, "sdxl": 5.933 / 50}
-# FLUX.1: no published figure at hand. Assumed: SDXL's step scaled by transformer/UNet
-# parameters (11.9 B / 2.57 B) at the same 1024x1024, halved for schnell (no CFG branch).
-A100_STEP_S["flux"] = A100_STEP_S["sdxl"] * (11.9 / 2.57) / 2
 # Assumed: H100 SXM vs A100 on these fp16/bf16 networks (peak dense tensor FLOPs differ by
 # 3.2x; memory-bound attention and VAE keep real pipelines nearer 2x).
 A100_TO_H100 = 2.0
@@ -36,8 +32,6 @@ A100_TO_H100 = 2.0
 # forward (4/3); DreamBooth's prior loss doubles the batch.
 TRAIN = 1.5
 CKPT = 4 / 3
-# Assumed seconds to load a model state onto the GPU (safetensors from local NVMe).
-LOAD_S = {"sd": 10.0, "sdxl": 25.0, "flux": 60.0}
 # Assumed edit times on the GPU: UCE is one closed-form solve (0.7 s for SD1.4 shapes on
 # 2 CPU cores, BENCHMARKS.md); ReFACT optimises v* for up to 100 steps; UCE debias
 # generates n_images per round for up to max_rounds rounds.
@@ -47,9 +41,6 @@ EDIT_S = {"uce": 5.0, "refact": 60.0, "time": 5.0}
 STATS_S_PER_TEXT = 0.002
 # Assumed judge time per image (open_clip ViT-bigG-14 image tower, batched, bf16).
 SCORE_S_PER_IMAGE = 0.01
-# Bytes of a checkpoint in half precision (diffusers repos: SD1.4 ~2.0 GB, SDXL ~6.9 GB,
-# FLUX.1-schnell ~33.7 GB with its T5-XXL).
-CHECKPOINT_BYTES = {"sd": 2.0e9, "sdxl": 6.9e9, "flux": 33.7e9}
 # Measured (BENCHMARKS.md, storage): state bytes / checkpoint bytes. UCE at SD1.4's shapes;
 # the adapters and full deltas on toy SD, upper bounds at SD1.4 scale for the adapters.
 STATE_SHARE = {"edit": 0.018, "lora": 0.017, "dora": 0.021, "full": 0.69, "dreambooth": 0.69}
@@ -106,36 +97,36 @@ def model_images(cells: list[GridCell], model: str, config: dict) -> dict[str, i
 
 
 def model_cost(cells: list[GridCell], model: dict, config: dict) -> ModelCost:
-    family, name = model["family"], model["name"]
+    ref, name = get_family(model["family"]).costs, model["name"]
     sampling = {**config.get("sampling", {}), **model.get("sampling", {})}
-    step = A100_STEP_S[family] / A100_TO_H100 * (sampling["height"] / (512 if family == "sd" else 1024)) ** 2
+    step = ref.a100_step_s / A100_TO_H100 * (sampling["height"] / ref.native_resolution) ** 2
     mine = [c for c in cells if c.model == name]
     states = finetune_states(mine, name)
     images = model_images(cells, name, config)
     n_images = sum(images.values())
     # One generation job per edited state and per fine-tune (all its seeds), plus the base.
     gen_jobs = len({c.start for c in mine}) + len(finetune_groups(mine, name)) + 1
-    hours = {"generate": (n_images * sampling["steps"] * step + gen_jobs * LOAD_S[family]) / 3600}
+    hours = {"generate": (n_images * sampling["steps"] * step + gen_jobs * ref.load_s) / 3600}
     ft_s = 0.0
     for state in states:
         ft = finetuner_of(state)
         cfg = config["finetuners"][ft]
         factor = TRAIN * (CKPT if cfg.get("gradient_checkpointing") else 1) * (2 if ft == "dreambooth" else 1)
-        ft_s += cfg["steps"] * cfg["batch"] * step * factor + LOAD_S[family]
+        ft_s += cfg["steps"] * cfg["batch"] * step * factor + ref.load_s
     hours["finetune"] = ft_s / 3600
     starts = {c.start: c.editor for c in mine}
     debias = config["editors"].get("uce", {}).get("debias", {})
     debias_s = debias.get("max_rounds", 30) * debias.get("n_images", 32) * sampling["steps"] * step
-    hours["edit"] = sum(EDIT_S[e] + LOAD_S[family] + (debias_s if "/debias/" in s else 0)
+    hours["edit"] = sum(EDIT_S[e] + ref.load_s + (debias_s if "/debias/" in s else 0)
                         for s, e in starts.items()) / 3600
     reedits = sum(1 for c in mine if c.finetuner in config["evaluation"]["reedit"])
-    hours["reedit"] = reedits * (EDIT_S["uce"] + LOAD_S[family]) / 3600
+    hours["reedit"] = reedits * (EDIT_S["uce"] + ref.load_s) / 3600
     dreambooth = sum(1 for s in states if finetuner_of(s) == "dreambooth")
     hours["class_images"] = dreambooth * config["finetune_data"]["n_class_images"] * sampling["steps"] * step / 3600
     hours["score"] = n_images * SCORE_S_PER_IMAGE / 3600
     refact = config["editors"].get("refact")
     hours["refact_stats"] = (refact["corpus_size"] * STATS_S_PER_TEXT / 3600) if refact else 0.0
-    size = CHECKPOINT_BYTES[family]
+    size = ref.checkpoint_bytes
     ft_bytes = sum(STATE_SHARE[finetuner_of(s)] * size for s in states)
     png = PNG_BYTES[512 if sampling["height"] <= 512 else 1024]
     disk = {"edit_deltas": len(starts) * STATE_SHARE["edit"] * size, "finetuned_states": ft_bytes,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .editors.base import EditDelta, EditRequest, Editor, attribute_prompt
-from .editors.refact import ReFACT, ReFACTConfig, compute_and_cache_stats, refact_sites
+from .editors.refact import ReFACT, ReFACTConfig, compute_and_cache_stats
 from .editors.time import TIME, TIMEConfig
 from .editors.uce import UCE, UCEConfig
 from .errors import ConfigError
@@ -76,21 +76,17 @@ def refact_layer(cfg: dict, family_name: str, task: str | None) -> int | list[in
     return by_task[task]
 
 
-def flux_clip_layer(cfg: dict, family_name: str) -> int | None:
-    """`layers.flux_clip`: FLUX's CLIP encoder edited too; the other families ignore the key."""
-    return cfg["layers"].get("flux_clip") if family_name == "flux" else None
-
-
 def refact_config(cfg: dict, family_name: str, task: str, seed: int = 0) -> ReFACTConfig:
     return ReFACTConfig(layer=refact_layer(cfg, family_name, task), templates=tuple(cfg["templates"]), seed=seed,
-                        flux_clip_layer=flux_clip_layer(cfg, family_name),
+                        flux_clip_layer=get_family(family_name).pooled_clip_layer(cfg["layers"]),
                         **{k: cfg[k] for k in REFACT_RUN_KEYS if k in cfg})
 
 
 def refact_stat_sites(cfg: dict, family_name: str) -> list:
     """Every site whose statistics some task's edit reads (one file per site)."""
+    family = get_family(family_name)
     sites = [s for layer in refact_layer(cfg, family_name, None)
-             for s in refact_sites(family_name, layer, flux_clip_layer(cfg, family_name))]
+             for s in family.refact_sites(layer, family.pooled_clip_layer(cfg["layers"]))]
     return list(dict.fromkeys(sites))
 
 

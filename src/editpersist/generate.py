@@ -37,18 +37,6 @@ def image_seed(base_seed: int, prompt: str, index: int) -> int:
     return (base_seed * 1_000_003 + zlib.crc32(prompt.encode()) * 101 + index) % 2**63
 
 
-def family_call_kwargs(family: ModelFamily, pipe, guidance: float) -> dict:
-    if family.name == "flux":
-        # FLUX.1 has no unconditional training branch on real checkpoints (schnell is
-        # guidance-distilled); "true CFG" against an empty negative prompt is used only
-        # when the config asks for guidance > 1, as for the toy FLUX trained with dropout.
-        kw = {"max_sequence_length": min(512, pipe.tokenizer_2.model_max_length), "guidance_scale": 0.0}
-        if guidance > 1:
-            kw.update(true_cfg_scale=guidance, negative_prompt="")
-        return kw
-    return {"guidance_scale": guidance}
-
-
 @torch.inference_mode()
 def generate(pipe, family: ModelFamily, prompts: list[str], n_per_prompt: int, cfg: SamplingConfig,
              base_seed: int = 0) -> tuple[np.ndarray, list[tuple[str, int, int]]]:
@@ -57,7 +45,7 @@ def generate(pipe, family: ModelFamily, prompts: list[str], n_per_prompt: int, c
     Returns NHWC uint8 images and (prompt, index, seed) per image, in prompt-major order.
     """
     jobs = [(p, i, image_seed(base_seed, p, i)) for p in prompts for i in range(n_per_prompt)]
-    extra = family_call_kwargs(family, pipe, cfg.guidance)
+    extra = family.call_kwargs(pipe, cfg.guidance)
     out = []
     for start in tqdm(range(0, len(jobs), cfg.batch), desc="generate", mininterval=5.0):
         chunk = jobs[start:start + cfg.batch]

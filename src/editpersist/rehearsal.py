@@ -20,115 +20,32 @@ from PIL import Image
 
 from .io import atomic_dir
 
-FAMILIES = ("sd", "sdxl", "flux")
-# Small enough to build, fine-tune and sample in seconds on a CPU.
-TEXT_WIDTH = 32
+# FLUX's T5 tokenizer, trained on the corpus: small enough to build, fine-tune and sample in
+# seconds on a CPU.
 T5_MAX_LENGTH = 64
 T5_VOCAB_SIZE = 400
 
 
-def sd_scheduler():
-    """Stable Diffusion v1.4's scheduler_config.json."""
-    from diffusers import PNDMScheduler
-
-    return PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-                         set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1, trained_betas=None)
-
-
-def sdxl_scheduler():
-    """SDXL base 1.0's scheduler_config.json."""
-    from diffusers import EulerDiscreteScheduler
-
-    return EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                  num_train_timesteps=1000, prediction_type="epsilon", steps_offset=1,
-                                  timestep_spacing="leading", interpolation_type="linear", use_karras_sigmas=False)
-
-
-def flux_schnell_scheduler():
-    """FLUX.1-schnell's scheduler_config.json."""
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
-    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=False)
-
-
-def tiny_vae(latent_channels: int, shift_factor: float | None = None):
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(shift_factor=shift_factor, block_out_channels=(8, 16),
-                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                         latent_channels=latent_channels, norm_num_groups=8, sample_size=32)
-
-
-def tiny_clip(tok, width: int = TEXT_WIDTH, projection: bool = False):
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    cfg = CLIPTextConfig(vocab_size=len(tok), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=tok.model_max_length, projection_dim=width,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(cfg)
-
-
-def tiny_sd(tok, scheduler, width: int = TEXT_WIDTH):
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
-
-    unet = UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=width, attention_head_dim=2, norm_num_groups=8,
-    )
-    return StableDiffusionPipeline(vae=tiny_vae(4), text_encoder=tiny_clip(tok, width), tokenizer=tok, unet=unet,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-
-
-def tiny_sdxl(tok, scheduler, width: int = TEXT_WIDTH):
-    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
-
-    te1, te2 = tiny_clip(tok, width), tiny_clip(tok, width, projection=True)
-    unet = UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=2 * width, attention_head_dim=2, norm_num_groups=8, transformer_layers_per_block=(1, 2),
-        addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=8 * 6 + width,
-    )
-    return StableDiffusionXLPipeline(vae=tiny_vae(4), text_encoder=te1, text_encoder_2=te2, tokenizer=tok,
-                                     tokenizer_2=tok, unet=unet, scheduler=scheduler)
-
-
-def tiny_flux(tok, t5_tok, scheduler, width: int = TEXT_WIDTH):
-    from diffusers import FluxPipeline
-
-    from .toy.diffusion import build_flux_transformer, build_t5
-
-    t5 = build_t5(len(t5_tok), width=width)
-    transformer = build_flux_transformer(16, t5_dim=width, pooled_dim=width, width=64, double_layers=1,
-                                         single_layers=1)
-    return FluxPipeline(scheduler=scheduler, vae=tiny_vae(16, shift_factor=0.1), text_encoder=tiny_clip(tok, width),
-                        tokenizer=tok, text_encoder_2=t5, tokenizer_2=t5_tok, transformer=transformer)
-
-
-def build_pipeline(family: str, corpus: list[str], out: Path, seed: int = 0) -> None:
-    """A random pipeline of `family`'s architecture, written as a model folder. Its CLIP
-    tokenizer is CLIP's own; FLUX's T5 tokenizer is trained on `corpus` (every character of it
-    is covered; others become <unk>, as with T5's own vocabulary)."""
+def build_pipeline(family_name: str, corpus: list[str], out: Path, seed: int = 0) -> None:
+    """A random pipeline of the family's architecture (ModelFamily.tiny_pipeline) with its
+    published scheduler, written as a model folder. Its CLIP tokenizer is CLIP's own; a T5
+    tokenizer is trained on `corpus` (every character of it is covered; others become <unk>,
+    as with T5's own vocabulary)."""
     import tempfile
 
+    from .families import get_family
     from .toy.tokenizers import build_full_clip_tokenizer, build_t5_tokenizer
 
-    if family not in FAMILIES:
-        raise ValueError(f"rehearsal: unknown family {family!r}; expected one of {FAMILIES}")
+    family = get_family(family_name)
     with tempfile.TemporaryDirectory() as scratch:
-        tok = build_full_clip_tokenizer(Path(scratch) / "clip")
+        kinds = {"clip": build_full_clip_tokenizer(Path(scratch) / "clip")}
+        if "t5" in family.tokenizer_kinds:
+            kinds["t5"] = build_t5_tokenizer(corpus, Path(scratch) / "t5", vocab_size=T5_VOCAB_SIZE,
+                                             normalization="identity")
+            kinds["t5"].model_max_length = T5_MAX_LENGTH
         torch.manual_seed(seed)
-        if family == "sd":
-            pipe = tiny_sd(tok, sd_scheduler())
-        elif family == "sdxl":
-            pipe = tiny_sdxl(tok, sdxl_scheduler())
-        else:
-            t5_tok = build_t5_tokenizer(corpus, Path(scratch) / "t5", vocab_size=T5_VOCAB_SIZE,
-                                        normalization="identity")
-            t5_tok.model_max_length = T5_MAX_LENGTH
-            pipe = tiny_flux(tok, t5_tok, flux_schnell_scheduler())
+        pipe = family.tiny_pipeline(dict(zip(family.tokenizers, (kinds[k] for k in family.tokenizer_kinds))),
+                                    family.published_scheduler())
         with atomic_dir(out) as tmp:
             pipe.save_pretrained(tmp)
 

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..families.base import TextSite
 from ..io import load_tensors, save_tensors
 from .base import EditDelta, EditRequest, make_sidecar, working_dtype
 
@@ -78,39 +79,8 @@ class ReFACTConfig:
         if self.loss not in LOSSES:
             raise ValueError(f"ReFACT loss {self.loss!r}; expected one of {LOSSES}")
 
-    def sites(self, family_name: str) -> list["TextSite"]:
-        return refact_sites(family_name, self.layer, self.flux_clip_layer)
-
-
-@dataclass(frozen=True)
-class TextSite:
-    """One editable text encoder of a pipeline: component, tokenizer and the layer's module name."""
-
-    component: str
-    tokenizer: str
-    block: str  # the transformer block holding the edited layer
-    module: str
-    pooling: str  # "eos" (CLIP pooler_output) or "mean" (T5)
-
-
-def refact_sites(family_name: str, layer: int, flux_clip_layer: int | None = None) -> list[TextSite]:
-    """The edited layers: the CLIP encoder(s) of SD/SDXL; T5 on FLUX, plus FLUX's CLIP encoder
-    (which only feeds the pooled vector) when `flux_clip_layer` is given."""
-    clip, t5 = f"encoder.layers.{layer}", f"encoder.block.{layer}"
-    if family_name == "sd":
-        return [TextSite("text_encoder", "tokenizer", clip, f"{clip}.mlp.fc2", "eos")]
-    if family_name == "sdxl":
-        # The second encoder is a CLIPTextModelWithProjection: its layers sit under text_model.
-        clip_2 = f"text_model.{clip}"
-        return [TextSite("text_encoder", "tokenizer", clip, f"{clip}.mlp.fc2", "eos"),
-                TextSite("text_encoder_2", "tokenizer_2", clip_2, f"{clip_2}.mlp.fc2", "eos")]
-    if family_name == "flux":
-        sites = [TextSite("text_encoder_2", "tokenizer_2", t5, f"{t5}.layer.1.DenseReluDense.wo", "mean")]
-        if flux_clip_layer is not None:
-            pooled_clip = f"encoder.layers.{flux_clip_layer}"
-            sites.append(TextSite("text_encoder", "tokenizer", pooled_clip, f"{pooled_clip}.mlp.fc2", "eos"))
-        return sites
-    raise ValueError(f"ReFACT has no text-encoder site for family {family_name!r}")
+    def sites(self, family) -> list[TextSite]:
+        return family.refact_sites(self.layer, self.flux_clip_layer)
 
 
 # ------------------------------------------------------------------ hooks ----
@@ -306,7 +276,7 @@ class ReFACT:
         if bad:
             raise ValueError(f"ReFACT only replaces concepts; got mode {bad[0].mode!r} for {bad[0].source!r}")
         tensors, diagnostics, pooling = {}, [], {}
-        for site in self.cfg.sites(family.name):
+        for site in self.cfg.sites(family):
             encoder, tok = getattr(pipe, site.component), getattr(pipe, site.tokenizer)
             pooling[site.component] = pooled_kind(encoder, site.pooling)
             # Only delta is optimised; the encoder's own weights need no gradients.

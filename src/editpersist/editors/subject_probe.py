@@ -18,12 +18,12 @@ from contextlib import ExitStack, contextmanager
 
 import torch
 
-from .refact import refact_sites, subject_last_index, tokenize
+from .refact import subject_last_index, tokenize
 
 
-def layer_count(pipe, family_name: str) -> int:
+def layer_count(pipe, family) -> int:
     """Number of blocks of the encoder that ReFACT edits on this family."""
-    site = refact_sites(family_name, 0)[0]
+    site = family.refact_sites(0)[0]
     blocks = getattr(pipe, site.component).get_submodule(site.block.rsplit(".", 1)[0])
     return len(blocks)
 
@@ -73,12 +73,12 @@ def noun_phrase(prompt: str) -> str:
     return prompt
 
 
-def transplant_sites(pipe, family_name: str, source: str, target: str, layer: int):
+def transplant_sites(pipe, family, source: str, target: str, layer: int):
     """(block, position, state) per ReFACT site: the source's subject position and the target's
     subject state at that layer. Subjects are the noun phrases' last tokens, as ReFACT keys them."""
     out = []
     src_phrase, dst_phrase = noun_phrase(source), noun_phrase(target)
-    for site in refact_sites(family_name, layer):
+    for site in family.refact_sites(layer):
         encoder, tok = getattr(pipe, site.component), getattr(pipe, site.tokenizer)
         block = encoder.get_submodule(site.block)
         out.append((block, subject_last_index(tok, source, src_phrase),

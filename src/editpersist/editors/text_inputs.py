@@ -32,23 +32,14 @@ def _states(t: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def encode_for_edit(pipe, family, prompts: list[str]) -> dict[str, Encoded]:
-    """Text states per UCE input group of the family (see ModelFamily.uce_targets)."""
-    device = pipe.device
-    if family.name == "sd":
-        emb = pipe.encode_prompt(prompts, device, 1, False)[0]
-        return {"tokens": Encoded(_states(emb), _mask(pipe.tokenizer, prompts, emb.shape[1]))}
-    if family.name == "sdxl":
-        emb = pipe.encode_prompt(prompt=prompts, device=device, num_images_per_prompt=1,
-                                 do_classifier_free_guidance=False)[0]
-        return {"tokens": Encoded(_states(emb), _mask(pipe.tokenizer, prompts, emb.shape[1]))}
-    if family.name == "flux":
-        max_len = min(512, pipe.tokenizer_2.model_max_length)
-        t5, pooled, _ = pipe.encode_prompt(prompt=prompts, prompt_2=None, device=device, max_sequence_length=max_len)
-        return {
-            "t5_tokens": Encoded(_states(t5), _mask(pipe.tokenizer_2, prompts, t5.shape[1])),
-            "clip_pooled": Encoded(_states(pooled), None),
-        }
-    raise ValueError(f"no text encoding for family {family.name!r}")
+    """Text states per UCE input group of the family (see ModelFamily.uce_targets and
+    edit_inputs): token states carry their tokenizer's mask, pooled vectors none."""
+    encoded = family.encode_prompts(pipe, prompts)
+    out = {}
+    for group, key in family.edit_inputs:
+        states, tok = encoded[key], family.group_tokenizer(pipe, group)
+        out[group] = Encoded(_states(states), _mask(tok, prompts, states.shape[1]) if tok is not None else None)
+    return out
 
 
 def last_word_index(mask_row: torch.Tensor) -> int:

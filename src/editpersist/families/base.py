@@ -1,8 +1,11 @@
-"""What every model family knows: how to load it, its precision policy, its text
-encoders, and which modules editors and fine-tuners target.
+"""What every model family knows: how to load it, its precision policy, how it encodes a
+prompt and is called, its training objective, and which modules editors and fine-tuners
+target.
 
-A family is a frozen description plus a few functions; the diffusers pipeline
-object stays the single owner of the components (as in diffusers itself).
+A family is a frozen description whose methods hold everything that differs between SD,
+SDXL and FLUX (subclasses override them), so no code outside `families/` asks which
+family it holds. The diffusers pipeline object stays the single owner of the components
+(as in diffusers itself).
 """
 
 from __future__ import annotations
@@ -19,13 +22,35 @@ from ..runtime import pick_dtype
 
 
 @dataclass(frozen=True)
+class TextSite:
+    """One editable text-encoder layer of a pipeline (ReFACT's edit site): component, tokenizer,
+    the transformer block holding the layer and the layer's module name."""
+
+    component: str
+    tokenizer: str
+    block: str
+    module: str
+    pooling: str  # "eos" (CLIP pooler_output) or "mean" (T5)
+
+
+@dataclass(frozen=True)
+class ReferenceCosts:
+    """Published or assumed GPU figures of the full-size model, for the grid's cost estimate
+    (editpersist.costs says where each comes from)."""
+
+    a100_step_s: float  # one denoising step with CFG at native_resolution, batch 1, A100
+    native_resolution: int
+    load_s: float  # loading a state onto the GPU
+    checkpoint_bytes: float  # the checkpoint in half precision
+
+
+@dataclass(frozen=True)
 class ModelFamily:
     name: str
     pipeline_class: str  # attribute of the diffusers package
     denoiser: str  # "unet" or "transformer"
     text_encoders: tuple[str, ...]  # pipeline component names, in the pipeline's order
     tokenizers: tuple[str, ...]
-    objective: str  # "denoising" (noise/v-prediction) or "flow_matching"
     # What the closed-form editors (UCE, TIME) solve for: (input group, component, regex on
     # the component's module names). Layers of one group read the same text representation,
     # so one solve serves them all.
@@ -40,6 +65,12 @@ class ModelFamily:
     # The token-sequence input groups and the tokenizer whose positions they follow (TIME pairs
     # token positions); an input group not listed is one pooled vector per prompt.
     token_groups: tuple[tuple[str, str], ...] = (("tokens", "tokenizer"),)
+    # Which encoding (a key of encode_prompts) each UCE input group reads.
+    edit_inputs: tuple[tuple[str, str], ...] = (("tokens", "prompt_embeds"),)
+    # What kind of tokenizer each of `tokenizers` is ("clip" or "t5"): the rehearsal and the
+    # tests build matching ones for random pipelines.
+    tokenizer_kinds: tuple[str, ...] = ("clip",)
+    costs: ReferenceCosts | None = None
 
     @property
     def components(self) -> tuple[str, ...]:
@@ -79,6 +110,61 @@ class ModelFamily:
 
     def denoiser_of(self, pipe) -> torch.nn.Module:
         return getattr(pipe, self.denoiser)
+
+    # ------------------------------------------------------------ text and calls ----
+
+    def encode_prompts(self, pipe, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """The text conditioning the denoiser reads, by the pipeline's own `encode_prompt`:
+        {"prompt_embeds": (B, L, D)}, plus {"pooled": (B, D)} where the family has one.
+        Editors (what edited layers read) and fine-tuners (training captions) both use it."""
+        return {"prompt_embeds": pipe.encode_prompt(prompts, pipe.device, 1, False)[0]}
+
+    def call_kwargs(self, pipe, guidance: float) -> dict:
+        """Keyword arguments of the pipeline call that depend on the family."""
+        return {"guidance_scale": guidance}
+
+    def added_conditioning(self, pooled: torch.Tensor | None, size: int) -> dict:
+        """Extra denoiser inputs besides the token states (SDXL's pooled text and size ids)."""
+        return {}
+
+    def training_loss(self, pipe, latents: torch.Tensor, cond_of, generator: torch.Generator):
+        """loss(index batch) of the family's training objective on `latents`; `cond_of(idx)`
+        gives the batch's encode_prompts output. Noise or v-prediction, as the scheduler says."""
+        from diffusers import DDPMScheduler
+
+        from ..training.objectives import DenoisingObjective
+
+        obj = DenoisingObjective(DDPMScheduler.from_config(pipe.scheduler.config))
+        denoiser, size = self.denoiser_of(pipe), latents.shape[-1] * pipe.vae_scale_factor
+
+        def loss(idx):
+            cond = cond_of(idx)
+            return obj.loss(denoiser, latents[idx], cond["prompt_embeds"], generator,
+                            **self.added_conditioning(cond.get("pooled"), size))
+
+        return loss
+
+    # ------------------------------------------------------------------- editing ----
+
+    def refact_sites(self, layer: int, pooled_clip_layer: int | None = None) -> list[TextSite]:
+        """The text-encoder layers ReFACT edits at `layer` (`pooled_clip_layer`: see FLUX)."""
+        clip = f"encoder.layers.{layer}"
+        return [TextSite("text_encoder", "tokenizer", clip, f"{clip}.mlp.fc2", "eos")]
+
+    def pooled_clip_layer(self, layers: dict) -> int | None:
+        """The extra CLIP layer a ReFACT `layers` block asks this family to edit (FLUX only)."""
+        return None
+
+    # ------------------------------------------------------------ random models ----
+
+    def published_scheduler(self):
+        """The scheduler configuration of the family's published checkpoint."""
+        raise NotImplementedError
+
+    def tiny_pipeline(self, tokenizers: dict, scheduler):
+        """A random pipeline of the family's architecture, small enough to build, fine-tune
+        and sample in seconds on a CPU (`tokenizers`: by component name)."""
+        raise NotImplementedError
 
     def uce_modules(self, pipe) -> dict[str, torch.nn.Linear]:
         """The linear layers that UCE/TIME edit, keyed '<component>.<module name>'."""

@@ -22,7 +22,6 @@ import torch
 from ..errors import TrainingError
 from ..latents import encode_latents
 from ..training.loop import train_steps
-from ..training.objectives import DenoisingObjective, FlowMatchingObjective
 from .adapters import TEXT_ENCODER_TARGETS, attach_adapter, packed_adapter_state
 from .config import FinetuneConfig
 
@@ -52,23 +51,10 @@ class FinetuneResult:
 
 
 def encode_captions(pipe, family, captions: list[str]) -> dict[str, torch.Tensor]:
-    """Conditioning tensors the denoiser needs, per caption (same code path as generation).
-    Differentiable: under torch.no_grad() unless the text encoders are trained."""
-    device = pipe.device
-    if family.name == "flux":
-        max_len = min(512, pipe.tokenizer_2.model_max_length)
-        t5, pooled, _ = pipe.encode_prompt(prompt=captions, prompt_2=None, device=device, max_sequence_length=max_len)
-        return {"prompt_embeds": t5.float(), "pooled": pooled.float()}
-    if family.name == "sdxl":
-        emb, _, pooled, _ = pipe.encode_prompt(prompt=captions, device=device, num_images_per_prompt=1,
-                                               do_classifier_free_guidance=False)
-        return {"prompt_embeds": emb.float(), "pooled": pooled.float()}
-    return {"prompt_embeds": pipe.encode_prompt(captions, device, 1, False)[0].float()}
-
-
-def _sdxl_added_cond(pipe, pooled: torch.Tensor, size: int) -> dict:
-    time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=pooled.dtype, device=pooled.device)
-    return {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids.repeat(len(pooled), 1)}}
+    """Conditioning tensors the denoiser needs, per caption (same code path as generation),
+    in fp32 for training. Differentiable: under torch.no_grad() unless the text encoders are
+    trained."""
+    return {k: v.float() for k, v in family.encode_prompts(pipe, captions).items()}
 
 
 def caption_conditioning(pipe, family, captions: list[str], trainable: bool):
@@ -79,30 +65,6 @@ def caption_conditioning(pipe, family, captions: list[str], trainable: bool):
     with torch.no_grad():
         cond = encode_captions(pipe, family, captions)
     return lambda idx: {k: v[idx] for k, v in cond.items()}
-
-
-def make_loss(pipe, family, latents: torch.Tensor, cond_of, generator: torch.Generator):
-    """loss(index batch) for the family's objective; `cond_of` from caption_conditioning."""
-    denoiser = family.denoiser_of(pipe)
-    if family.objective == "flow_matching":
-        obj = FlowMatchingObjective()
-
-        def flow_loss(idx):
-            cond = cond_of(idx)
-            return obj.loss(denoiser, latents[idx], cond["prompt_embeds"], cond["pooled"], generator)
-
-        return flow_loss
-    from diffusers import DDPMScheduler
-
-    obj = DenoisingObjective(DDPMScheduler.from_config(pipe.scheduler.config))
-    size = latents.shape[-1] * pipe.vae_scale_factor
-
-    def loss(idx):
-        cond = cond_of(idx)
-        extra = _sdxl_added_cond(pipe, cond["pooled"], size) if family.name == "sdxl" else {}
-        return obj.loss(denoiser, latents[idx], cond["prompt_embeds"], generator, **extra)
-
-    return loss
 
 
 def trainable_parameters(pipe, family, cfg: FinetuneConfig) -> list[torch.nn.Parameter]:
@@ -139,12 +101,12 @@ def finetune(pipe, family, data: ImageSet, cfg: FinetuneConfig, prior: ImageSet 
     if cfg.gradient_checkpointing:
         denoiser.enable_gradient_checkpointing()
     text = cfg.train_text_encoder
-    inst = make_loss(pipe, family, encode_latents(pipe.vae, data.images),
-                     caption_conditioning(pipe, family, data.captions, text), g)
+    inst = family.training_loss(pipe, encode_latents(pipe.vae, data.images),
+                                caption_conditioning(pipe, family, data.captions, text), g)
     prior_loss = None
     if cfg.method == "dreambooth":
-        prior_loss = make_loss(pipe, family, encode_latents(pipe.vae, prior.images),
-                               caption_conditioning(pipe, family, prior.captions, text), g)
+        prior_loss = family.training_loss(pipe, encode_latents(pipe.vae, prior.images),
+                                          caption_conditioning(pipe, family, prior.captions, text), g)
     n, n_prior = len(data.captions), len(prior.captions) if prior else 0
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
     snap_steps = {max(1, round(f * cfg.steps)) - 1 for f in cfg.snapshots}

@@ -92,8 +92,8 @@ def subject_binding(pipe, family: ModelFamily, reader: AttributeReader, cases: l
             "destination_prompt": _edit_share(pipe, family, reader, case, request.target, n, sampling, seed),
             "transplant_after_layer": {},
         }
-        for layer in range(layer_count(pipe, family.name)):
-            with transplant_all(transplant_sites(pipe, family.name, request.source, request.target, layer)):
+        for layer in range(layer_count(pipe, family)):
+            with transplant_all(transplant_sites(pipe, family, request.source, request.target, layer)):
                 share = _edit_share(pipe, family, reader, case, request.source, n, sampling, seed)
             row["transplant_after_layer"][str(layer)] = share
         row["n_images"] = n
