@@ -238,6 +238,27 @@ def test_curves_keep_a_snapshot_step_one_state_lacks_as_a_noted_gap():
     assert rows[3]["retention"] == pytest.approx(0.5)
 
 
+def test_curves_pair_the_seeds_that_have_snapshots_end_point_included():
+    """Fine-tunes keep snapshots on their first seed only: the curve reads seed 0's pair at every
+    point. Seed 1 lost the edit, so a curve whose end pooled both seeds would end at 0.5."""
+    from editpersist.evaluation.persistence import curve_rows
+
+    states = {"base": 0.0, EDITED: 1.0, _ft("base", 0): 0.0, _ft("base", 1): 0.0, _ft(EDITED, 0): 1.0,
+              _ft(EDITED, 1): 0.0}
+    scores = _scores(states)
+    seed0 = scores.table[(scores.table["role"] == "source")
+                         & scores.table["state"].isin([_ft("base", 0), _ft(EDITED, 0)])]
+    half = seed0.assign(step=50, reader_hit=np.where(seed0["state"] == _ft(EDITED, 0), seed0["index"] % 2, 0.0))
+    scores.table = pd.concat([scores.table, half], ignore_index=True)
+    scores.__post_init__()
+    cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(0, 1))
+    rows = curve_rows(scores, cell, total_steps=200)
+    assert [(r["step"], r["n_seeds"]) for r in rows] == [(0, 1), (50, 1), (200, 1)]
+    assert rows[1]["retention"] == pytest.approx(0.5) and rows[2]["retention"] == 1.0
+    # The table's own row pools both seeds.
+    assert persistence_rows(scores, cell)[0]["retention"] == pytest.approx(0.5)
+
+
 def test_a_prompt_with_too_few_images_is_refused_and_extra_images_are_not_read():
     states = {"base": 0.5}
     full = _scores(states, counts={"source": 64, "positive": 16, "negative": 16, "quality": 8, "snapshot": 16})
@@ -482,8 +503,9 @@ def test_one_job_for_several_seeds_gives_each_seed_the_images_it_would_get_alone
         run_generation(members={state: layers}, out=tmp_path / state.replace("/", "_"), **common)
         alone = read_manifest(tmp_path / state.replace("/", "_"))
         mine = both[both["state"] == state]
-        assert len(mine) == len(alone) and (mine["step"] == 1).any()
-        for step in (1, -1):
+        # Snapshots exist on the first seed only; the second member follows them.
+        assert len(mine) == len(alone) and (mine["step"] == 1).any() == state.endswith("seed0")
+        for step in sorted(set(mine["step"])):
             a = mine[mine["step"] == step].sort_values(["prompt", "index"])
             b = alone[alone["step"] == step].sort_values(["prompt", "index"])
             np.testing.assert_array_equal(load_images(tmp_path / "both", a["path"].tolist()),
@@ -525,3 +547,19 @@ def test_snapshot_images_leave_the_final_state_untouched(tiny_model_dirs, tmp_pa
         finals.append(load_images(tmp_path / out, m.loc[m["step"] == -1, "path"].tolist()))
     assert (read_manifest(tmp_path / "with")["step"] == 1).any()
     np.testing.assert_array_equal(finals[0], finals[1])
+
+
+def test_packed_batches_give_each_prompt_the_images_it_gets_alone(tiny_model_dirs):
+    """generate_counts fills batches across prompts of different image counts; an image depends
+    only on its (prompt, index) seed, so each prompt's images equal those generated alone."""
+    from editpersist.families import get_family
+    from editpersist.generate import SamplingConfig, generate, generate_counts
+
+    family = get_family("sd")
+    pipe = family.load(tiny_model_dirs["sd"])
+    cfg = SamplingConfig(steps=2, guidance=2.0, batch=4)
+    packed, jobs = generate_counts(pipe, family, {"a king": 3, "a red circle": 4, "a square": 1}, cfg, base_seed=5)
+    assert [(p, i) for p, i, _ in jobs] == [("a king", 0), ("a king", 1), ("a king", 2), *[("a red circle", i)
+                                            for i in range(4)], ("a square", 0)]
+    alone, _ = generate(pipe, family, ["a red circle"], 4, cfg, base_seed=5)
+    np.testing.assert_array_equal(packed[3:7], alone)

@@ -52,6 +52,9 @@ def test_tiny_toy_world_builds_end_to_end_and_reruns_nothing(tiny_study):
             assert (ft / f"lora/sks-square/seed{seed}/pytorch_lora_weights.safetensors").is_file()
             record = json.loads((ft / f"lora/sks-square/seed{seed}/finetune.json").read_text())
             assert record["steps"] == 2 and len(record["loss_curve"]) == 2 and record["config"]["seed"] == seed
+            # Snapshots (for the curves) on the first seed only.
+            assert [p.name for p in (ft / f"lora/sks-square/seed{seed}").glob("snapshot_*")] == \
+                (["snapshot_1.safetensors"] if seed == 0 else [])
         assert sorted(p.name for p in (ft / "dreambooth/sks-square").glob("seed*")) == ["seed0"]
         assert (ft / "dreambooth/sks-square/seed0/delta.safetensors").is_file()
         assert (ft / "dreambooth/sks-square/seed0/snapshot_1.safetensors").is_file()
@@ -90,6 +93,7 @@ def _check_study_outputs(wd: Path) -> None:
     assert (wd / "results/summary.md").read_text().startswith("# editpersist summary")
     curves = pd.read_csv(wd / "results/curves.csv")
     assert set(curves.loc[curves["finetuner"] == "dreambooth", "step"]) == {0, 1, 2}  # start, snapshot, end
+    assert set(curves.loc[curves["finetuner"] == "lora", "n_seeds"]) == {1}  # the seed with snapshots
     assert set(pd.read_csv(wd / "results/reedit.csv")["finetuner"]) == {"lora"}
     assert set(pd.read_csv(wd / "results/transfer.csv")["finetuner"]) == {"lora"}
     assert set(pd.read_csv(wd / "results/judge_validity.csv")["task"]) == {"appearance", "subject"}

@@ -12,9 +12,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import jsonschema
 import yaml
-from jsonschema.exceptions import best_match
 
 from .errors import ConfigError, EditPersistError
 
@@ -50,6 +48,10 @@ def _allowed_keys(schema: dict) -> list[str]:
 
 def schema_problem(config: dict, schema: dict) -> str | None:
     """The most relevant schema violation as one line, or None."""
+    # Imported here: jsonschema costs every job ~0.5 s at import, and only config checks need it.
+    import jsonschema
+    from jsonschema.exceptions import best_match
+
     error = best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
     if error is None:
         return None

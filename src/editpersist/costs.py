@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .families import get_family
-from .grid import GridCell, finetune_groups, finetune_states
+from .grid import GridCell, finetune_groups, finetune_seeds, finetune_states
 from .states import parse_state
 
 # Assumed: H100 SXM vs A100 on these fp16/bf16 networks (peak dense tensor FLOPs differ by
@@ -83,13 +83,15 @@ def model_images(cells: list[GridCell], model: str, config: dict) -> dict[str, i
     out = {"base": all_cases + quality_images(ev), "base_ft": 0, "edited": 0, "edited_ft": 0, "reedit": 0,
            "transfer": 0}
     n = ev["images_per_prompt"]
+    # Snapshots (source prompts at each) are kept on a fine-tune's first seed only.
     for state in finetune_states(mine, model):
         ft = finetuner_of(state)
-        if state.startswith("base/"):  # every case; the subject prompt; source prompts at each snapshot
-            out["base_ft"] += all_cases + quality_images(ev) + n + n_snap[ft] * sources * n
+        if state.startswith("base/"):  # every case; the subject prompt; snapshots
+            first = int(parse_state(state).parts["seed"]) == finetune_seeds(config, ft)[0]
+            out["base_ft"] += all_cases + quality_images(ev) + n + (n_snap[ft] * sources * n if first else 0)
     for c in mine:  # each state once per fine-tune seed
         per = images_per_case(c.task, ev) + quality_images(ev)
-        out["edited_ft"] += len(c.seeds) * (per + n + n_snap[c.finetuner] * PROBES[c.task][0] * n)
+        out["edited_ft"] += len(c.seeds) * (per + n) + n_snap[c.finetuner] * PROBES[c.task][0] * n
         out["reedit"] += len(c.seeds) * per if c.finetuner in ev["reedit"] else 0
         out["transfer"] += len(c.seeds) * per if c.finetuner in ev["transfer"] else 0
     out["edited"] = sum(images_per_case(t, ev) + quality_images(ev) for t, _ in cases)

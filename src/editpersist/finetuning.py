@@ -79,9 +79,12 @@ def run_finetune_seeds(model_dir: Path, family_name: str, start_delta: Path | No
                        device: str, out: Path, seeds: list[int], data_seed: int = 0) -> None:
     """One fine-tune per seed, each in `out/seed<k>/` (the directory appears only when all are
     done). The model is reloaded per seed: undoing an injected adapter in place is not worth
-    the risk of a seed starting from another's weights."""
+    the risk of a seed starting from another's weights. Snapshots are kept on the first seed
+    only: they feed the persistence-over-steps curves, which need many points more than tight
+    ones, and each snapshot costs a generation of the source prompts."""
     with atomic_dir(out) as tmp:
         for seed in seeds:
             log.info("fine-tune seed %d of %s", seed, seeds)
-            run_finetune(model_dir, family_name, start_delta, replace(cfg, seed=seed), subject, n_images, resolution,
+            seed_cfg = replace(cfg, seed=seed, snapshots=cfg.snapshots if seed == seeds[0] else ())
+            run_finetune(model_dir, family_name, start_delta, seed_cfg, subject, n_images, resolution,
                          class_images, device, tmp / f"seed{seed}", data_seed=data_seed)

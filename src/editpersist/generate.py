@@ -37,14 +37,21 @@ def image_seed(base_seed: int, prompt: str, index: int) -> int:
     return (base_seed * 1_000_003 + zlib.crc32(prompt.encode()) * 101 + index) % 2**63
 
 
-@torch.inference_mode()
 def generate(pipe, family: ModelFamily, prompts: list[str], n_per_prompt: int, cfg: SamplingConfig,
              base_seed: int = 0) -> tuple[np.ndarray, list[tuple[str, int, int]]]:
-    """Generate n_per_prompt images for each prompt.
+    """Generate n_per_prompt images for each prompt (see generate_counts)."""
+    return generate_counts(pipe, family, {p: n_per_prompt for p in prompts}, cfg, base_seed)
+
+
+@torch.inference_mode()
+def generate_counts(pipe, family: ModelFamily, counts: dict[str, int], cfg: SamplingConfig,
+                    base_seed: int = 0) -> tuple[np.ndarray, list[tuple[str, int, int]]]:
+    """Generate counts[prompt] images of each prompt, in full batches of cfg.batch across prompts
+    (a prompt's few images share a batch with others: small batches are slow on a CPU).
 
     Returns NHWC uint8 images and (prompt, index, seed) per image, in prompt-major order.
     """
-    jobs = [(p, i, image_seed(base_seed, p, i)) for p in prompts for i in range(n_per_prompt)]
+    jobs = [(p, i, image_seed(base_seed, p, i)) for p, n in counts.items() for i in range(n)]
     extra = family.call_kwargs(pipe, cfg.guidance)
     out = []
     for start in tqdm(range(0, len(jobs), cfg.batch), desc="generate", mininterval=5.0):

@@ -18,7 +18,7 @@ import pandas as pd
 from PIL import Image
 
 from ..errors import InputError
-from ..generate import SamplingConfig, generate
+from ..generate import SamplingConfig, generate_counts
 from ..io import atomic_dir
 from ..runtime import RunStats
 from ..editors.base import restore
@@ -44,17 +44,6 @@ def state_prompts(cases: list[EditCase], quality: QualityConfig, n_per_prompt: i
             n = n_source if role == "source" else n_per_prompt
             counts[probe.prompt] = max(counts.get(probe.prompt, 0), n)
     return counts
-
-
-def _generate_counts(pipe, family, counts: dict[str, int], sampling: SamplingConfig, seed: int):
-    """Generate prompts grouped by image count (each group batched together)."""
-    images, jobs = [], []
-    for n in sorted(set(counts.values()), reverse=True):
-        group_images, group_jobs = generate(pipe, family, [p for p, k in counts.items() if k == n], n, sampling,
-                                            base_seed=seed)
-        images.append(group_images)
-        jobs += group_jobs
-    return np.concatenate(images), jobs
 
 
 def _write_images(tmp: Path, sub: str, images: np.ndarray, jobs: list[tuple[str, int, int]],
@@ -103,12 +92,12 @@ def member_rows(pipe, family, loaded: dict, state: str, rest: list[Path], counts
     for step in finetune_snapshots(ft_dir) if ft_dir else []:
         undo = apply_undoable(pipe, family, rest[:-1], loaded)
         apply_layer(pipe, family, ft_dir, snapshot=step)
-        images, jobs = _generate_counts(pipe, family, curve, sampling, seed)
+        images, jobs = generate_counts(pipe, family, curve, sampling, seed)
         rows += [{**r, "step": step, "state": state} for r in _write_images(tmp, f"{sub}step{step}", images, jobs,
                                                                             prompt_ids)]
         undo()
     undo = apply_undoable(pipe, family, rest, loaded)
-    images, jobs = _generate_counts(pipe, family, counts, sampling, seed)
+    images, jobs = generate_counts(pipe, family, counts, sampling, seed)
     rows += [{**r, "step": FINAL, "state": state} for r in _write_images(tmp, f"{sub}final", images, jobs, prompt_ids)]
     undo()
     return rows

@@ -214,13 +214,15 @@ def subject_fidelity(scores: ModelScores, states: list[str]) -> float:
 
 
 def ratio_row(scores: ModelScores, cell: Cell, metric: str, numerators: list[str], min_effect: float | dict = 0.0,
-              step: int = -1, roles: tuple[str, ...] | None = None) -> dict:
+              step: int = -1, roles: tuple[str, ...] | None = None, base_fts: list[str] | None = None) -> dict:
     """The edit's effect (edited - base) and (numerator - base_ft) / effect for one metric, with
-    intervals; the numerator and base_ft (one state per fine-tune seed) at step `step` (-1: the
-    end). The ratio is given only where the effect is established (`note` says why not)."""
+    intervals; the numerator and base_ft (one state per fine-tune seed, `base_fts` default: the
+    cell's) at step `step` (-1: the end). The ratio is given only where the effect is
+    established (`note` says why not)."""
     case = metric_case(metric, cell.case)
+    base_fts = cell.grid.base_fts if base_fts is None else base_fts
     base, edited = (scores.estimate(s, case, metric, -1, roles) for s in ("base", cell.edited))
-    base_ft = scores.estimate(tuple(cell.grid.base_fts), case, metric, step, roles)
+    base_ft = scores.estimate(tuple(base_fts), case, metric, step, roles)
     num = scores.estimate(tuple(numerators), case, metric, step, roles)
     effect_reps = edited.replicates - base.replicates
     effect_low, effect_high = percentile_interval(effect_reps)
@@ -240,7 +242,7 @@ def ratio_row(scores: ModelScores, cell: Cell, metric: str, numerators: list[str
             "replicates_dropped": n_dropped, "note": "; ".join(n for n in notes if n), "established": not problem,
             # A fine-tune that did not learn its subject says little about persistence.
             "ft_fidelity": float(np.minimum(subject_fidelity(scores, numerators),
-                                            subject_fidelity(scores, cell.grid.base_fts))),
+                                            subject_fidelity(scores, base_fts))),
             "replicates": reps if not problem else np.full_like(reps, np.nan)}
 
 
@@ -268,26 +270,34 @@ def curve_rows(scores: ModelScores, cell: Cell, total_steps: int, min_effect: fl
 
     Snapshots are generated for the case's source prompt only (the cost of a curve is then one
     prompt per snapshot), so every point of a curve, the end included, reads that prompt; for
-    efficacy this is the table's own definition. A snapshot step some seed's base_ft or edited_ft
-    lacks gets a row with no value and a note, not silence."""
+    efficacy this is the table's own definition. Fine-tunes keep snapshots on their first seed
+    only (a curve needs many points more than tight ones), so a curve pairs the seeds that have
+    snapshots, end point included, and says how many (`n_seeds`); without snapshots it is every
+    seed's. A snapshot step some paired state lacks gets a row with no value and a note, not
+    silence."""
     metric = PRIMARY[cell.case.task]
-    final = ratio_row(scores, cell, metric, cell.grid.edited_fts, min_effect, roles=("source",))
+    pairs = [(b, e) for b, e in zip(cell.grid.base_fts, cell.grid.edited_fts) if scores.steps(b) or scores.steps(e)]
+    base_fts, edited_fts = map(list, zip(*pairs)) if pairs else (cell.grid.base_fts, cell.grid.edited_fts)
+
+    def row(step: int, r: dict) -> dict:
+        return {**cell_keys(cell), "metric": metric, "step": step, "retention": r["ratio"], "ci_low": r["ci_low"],
+                "ci_high": r["ci_high"], "n_seeds": len(edited_fts), "note": r["note"]}
+
+    final = ratio_row(scores, cell, metric, edited_fts, min_effect, roles=("source",), base_fts=base_fts)
     # Step 0 is the edited model itself: retention 1 by definition, where the edit did something.
     start = 1.0 if final["established"] else float("nan")
-    rows = [{**cell_keys(cell), "metric": metric, "step": 0, "retention": start, "ci_low": start, "ci_high": start,
-             "note": "" if final["established"] else final["note"]}]
-    states = cell.grid.base_fts + cell.grid.edited_fts
+    rows = [row(0, {"ratio": start, "ci_low": start, "ci_high": start,
+                    "note": "" if final["established"] else final["note"]})]
+    states = base_fts + edited_fts
     for step in sorted(set().union(*(scores.steps(s) for s in states))):
         missing = [s for s in states if step not in scores.steps(s)]
         if missing:
-            rows.append({**cell_keys(cell), "metric": metric, "step": step, "retention": float("nan"),
-                         "ci_low": float("nan"), "ci_high": float("nan"), "note": f"no snapshot in {missing[0]}"})
+            nan = float("nan")
+            rows.append(row(step, {"ratio": nan, "ci_low": nan, "ci_high": nan, "note": f"no snapshot in {missing[0]}"}))
             continue
-        r = ratio_row(scores, cell, metric, cell.grid.edited_fts, min_effect, step=step, roles=("source",))
-        rows.append({**cell_keys(cell), "metric": metric, "step": step, "retention": r["ratio"],
-                     "ci_low": r["ci_low"], "ci_high": r["ci_high"], "note": r["note"]})
-    rows.append({**cell_keys(cell), "metric": metric, "step": total_steps, "retention": final["ratio"],
-                 "ci_low": final["ci_low"], "ci_high": final["ci_high"], "note": final["note"]})
+        rows.append(row(step, ratio_row(scores, cell, metric, edited_fts, min_effect, step=step, roles=("source",),
+                                        base_fts=base_fts)))
+    rows.append(row(total_steps, final))
     return rows
 
 
