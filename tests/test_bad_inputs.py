@@ -102,7 +102,7 @@ def test_truncated_edit_delta_names_the_file(tmp_path, tiny_model_dirs):
 def test_lora_of_another_architecture_names_the_file(tmp_path, tiny_model_dirs):
     from editpersist.finetuners.config import FinetuneConfig
     from editpersist.finetuners.subjects import ToySubject
-    from editpersist.finetuning import run_finetune
+    from editpersist.stages.finetune import run_finetune
     from editpersist.states import load_model_state
 
     lora = tmp_path / "sd-lora"
@@ -170,7 +170,7 @@ def test_out_of_memory_names_the_knobs(tiny_model_dirs, monkeypatch):
 
     from editpersist.errors import TrainingError
     from editpersist.families import get_family
-    from editpersist.finetuners import trainer
+    from editpersist.finetuners import core
     from editpersist.finetuners.config import FinetuneConfig
     from editpersist.finetuners.subjects import ToySubject
 

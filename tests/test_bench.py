@@ -2,7 +2,7 @@
 
 import torch
 
-from editpersist.bench import stage_times, stages_table, uce_per_layer
+from editpersist.bench.runs import stage_times, stages_table, uce_per_layer
 from editpersist.editors.closed_form import apply_transform, shared_transform
 
 

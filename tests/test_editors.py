@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from editpersist.editors import UCE, UCEConfig
-from editpersist.editors.base import EditDelta, EditRequest, apply_delta, restore
+from editpersist.editors.base import EditDelta, apply_delta, restore
+from editpersist.tasks.requests import EditRequest
 from editpersist.editors.closed_form import apply_transform, shared_transform, solve_general
 from editpersist.editors.text_inputs import Encoded, key_rows, last_word_index, paired_rows
 from editpersist.editors.time import TIME
@@ -144,8 +145,8 @@ def test_uce_debias_halves_its_step_when_it_overshoots_and_keeps_the_best_round(
 def test_reader_meter_reads_colours_from_its_own_seeds(tiny_model_dirs, monkeypatch):
     """The meter's images are those of the debias_meter seed stream, bit for bit, never the
     evaluation's; its shares are the reader's reading of exactly those images."""
-    from editpersist import editing
-    from editpersist.generate import SamplingConfig, generate, image_seed, stream_seed
+    from editpersist.stages import edit as editing
+    from editpersist.sampling import SamplingConfig, generate, image_seed, stream_seed
     from editpersist.toy.reader import read_colors
 
     family = get_family("sd")
@@ -171,7 +172,7 @@ def test_reader_meter_reads_colours_from_its_own_seeds(tiny_model_dirs, monkeypa
 
 def test_uce_delta_is_under_two_percent_of_an_sd14_shaped_model():
     """Sizes from SD 1.4's real configs, instantiated on the meta device (no memory, no download)."""
-    from editpersist.families.reference_shapes import sd14_uce_parameters
+    from editpersist.bench.reference_shapes import sd14_uce_parameters
 
     edited, full = sd14_uce_parameters()
     assert 1.0e9 < full < 1.1e9  # SD 1.4: ~1.07 B parameters

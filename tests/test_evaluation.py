@@ -284,8 +284,8 @@ def test_generation_manifest_seeds_snapshots_and_scoring(tiny_model_dirs, tmp_pa
     from editpersist.evaluation.scoring import score_model
     from editpersist.finetuners.config import FinetuneConfig
     from editpersist.finetuners.subjects import ToySubject
-    from editpersist.finetuning import run_finetune
-    from editpersist.generate import SamplingConfig
+    from editpersist.stages.finetune import run_finetune
+    from editpersist.sampling import SamplingConfig
     from editpersist.judges.clip import ClipJudge
     from editpersist.toy.judge import train_judge
     from editpersist.toy.reader import train_reader
@@ -365,11 +365,11 @@ def test_weight_diagnostic_sees_a_fine_tune_that_undoes_the_edit_and_its_control
 
 
 def test_reedit_solves_from_the_fine_tuned_weights(tiny_model_dirs, tmp_path):
-    from editpersist.editing import run_edit
+    from editpersist.stages.edit import run_edit
     from editpersist.finetuners.config import FinetuneConfig
     from editpersist.finetuners.subjects import ToySubject
-    from editpersist.finetuning import run_finetune
-    from editpersist.generate import SamplingConfig
+    from editpersist.stages.finetune import run_finetune
+    from editpersist.sampling import SamplingConfig
 
     ft_dir = tmp_path / "ft"
     run_finetune(tiny_model_dirs["sd"], "sd", None, FinetuneConfig("lora", steps=2, lr=5e-2, batch=2),
@@ -480,8 +480,8 @@ def test_one_job_for_several_seeds_gives_each_seed_the_images_it_would_get_alone
     from editpersist.families import get_family
     from editpersist.finetuners.config import FinetuneConfig
     from editpersist.finetuners.subjects import ToySubject
-    from editpersist.finetuning import run_finetune_seeds
-    from editpersist.generate import SamplingConfig
+    from editpersist.stages.finetune import run_finetune_seeds
+    from editpersist.sampling import SamplingConfig
 
     pipe = get_family("sd").load(tiny_model_dirs["sd"])
     key = next(f"unet.{n}" for n, _ in pipe.unet.named_parameters() if n.endswith("attn2.to_k.weight"))
@@ -525,8 +525,8 @@ def test_snapshot_images_leave_the_final_state_untouched(tiny_model_dirs, tmp_pa
     from editpersist.evaluation.generation import load_images, read_manifest, run_generation
     from editpersist.finetuners.config import FinetuneConfig
     from editpersist.finetuners.subjects import ToySubject
-    from editpersist.finetuning import run_finetune
-    from editpersist.generate import SamplingConfig
+    from editpersist.stages.finetune import run_finetune
+    from editpersist.sampling import SamplingConfig
 
     ft_dir = tmp_path / "ft"
     cfg = FinetuneConfig("lora", steps=2, lr=5e-2, batch=2, snapshots=(0.5,), train_text_encoder=True)
@@ -553,7 +553,7 @@ def test_packed_batches_give_each_prompt_the_images_it_gets_alone(tiny_model_dir
     """generate_counts fills batches across prompts of different image counts; an image depends
     only on its (prompt, index) seed, so each prompt's images equal those generated alone."""
     from editpersist.families import get_family
-    from editpersist.generate import SamplingConfig, generate, generate_counts
+    from editpersist.sampling import SamplingConfig, generate, generate_counts
 
     family = get_family("sd")
     pipe = family.load(tiny_model_dirs["sd"])

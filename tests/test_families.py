@@ -6,7 +6,7 @@ import torch
 
 from editpersist.errors import ConfigError, InputError
 from editpersist.families import FAMILIES, get_family
-from editpersist.generate import SamplingConfig, generate
+from editpersist.sampling import SamplingConfig, generate
 
 
 # The pipeline call each family's generation must amount to, written out here by hand.
@@ -16,7 +16,7 @@ HAND_CALL = {"sd": {"guidance_scale": 2.0}, "sdxl": {"guidance_scale": 2.0},
 
 @pytest.mark.parametrize("name", ["sd", "sdxl", "flux"])
 def test_generation_is_the_plain_pipeline_call_with_per_image_seeds(tiny_model_dirs, name):
-    from editpersist.generate import image_seed
+    from editpersist.sampling import image_seed
 
     family = get_family(name)
     pipe = family.load(tiny_model_dirs[name], device="cpu")

@@ -5,8 +5,8 @@ import torch
 from editpersist.families import get_family
 from editpersist.finetuners.adapters import save_adapter
 from editpersist.finetuners.config import FinetuneConfig
-from editpersist.finetuners.trainer import ImageSet, finetune
-from editpersist.generate import SamplingConfig, generate
+from editpersist.finetuners.core import ImageSet, finetune
+from editpersist.sampling import SamplingConfig, generate
 from editpersist.toy.render import render_samples
 from editpersist.toy.world import Sample
 
@@ -114,7 +114,7 @@ def test_unknown_method_is_rejected():
 
 
 def test_benchmark_reports_step_time_and_memory(tiny_model_dirs):
-    from editpersist.bench import _one, table
+    from editpersist.bench.runs import _one, table
 
     r = _one(str(tiny_model_dirs["sd"]), "sd", "dora", steps=2, warmup=1, batch=2)
     assert r["step_ms"] > 0 and r["peak_rss_mb"] > 0 and r["trainable_params"] > 0
@@ -122,7 +122,7 @@ def test_benchmark_reports_step_time_and_memory(tiny_model_dirs):
 
 
 def _text_out(pipe, family):
-    from editpersist.finetuners.trainer import encode_captions
+    from editpersist.finetuners.core import encode_captions
 
     with torch.no_grad():
         cond = encode_captions(pipe, family, ["a sks square"])

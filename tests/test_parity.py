@@ -7,7 +7,7 @@ SD pipeline. Nothing here imports the editors' internals except to call the edit
 import pytest
 import torch
 
-from editpersist.editors.base import EditRequest
+from editpersist.tasks.requests import EditRequest
 from editpersist.families import get_family
 
 CORPUS = ["a red circle", "a photo of a blue square", "a green triangle on a yellow cross", "a drawing of a king",

@@ -4,7 +4,7 @@ from PIL import Image
 
 from editpersist.judges.clip import ClipJudge
 from editpersist.toy.judge import train_judge
-from editpersist.toy.quality import fresh_pair_samples, reader_accuracy
+from editpersist.evaluation.toy_quality import fresh_pair_samples, reader_accuracy
 from editpersist.toy.reader import NONE, AttributeReader, read_colors, train_reader
 from editpersist.toy.render import render_samples
 from editpersist.toy.world import BACKGROUND, WorldSpec, sample_captions

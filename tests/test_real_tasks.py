@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from editpersist.editors.base import attribute_prompt
+from editpersist.tasks.requests import attribute_prompt
 from editpersist.errors import InputError
 from editpersist.evaluation.persistence import Cell, ModelScores, persistence_rows
 from editpersist.evaluation.prompts import case_key, case_probes

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from editpersist.editors.base import EditRequest, apply_delta
+from editpersist.editors.base import apply_delta
+from editpersist.tasks.requests import EditRequest
 from editpersist.editors.refact import (
     ReFACT,
     ReFACTConfig,
@@ -37,7 +38,7 @@ def test_rank_one_update_moves_only_the_key_direction():
 def test_phrases_and_positions(tokenizer_dirs):
     from transformers import CLIPTokenizer, T5Tokenizer
 
-    from editpersist.editors.subject_probe import noun_phrase
+    from editpersist.evaluation.subject_probe import noun_phrase
 
     assert noun_phrase("a blue circle") == "blue circle"
     clip = CLIPTokenizer.from_pretrained(tokenizer_dirs["clip"])
@@ -91,7 +92,7 @@ def embed(encoder, tok, site, prompts):
 
 
 def test_flux_clip_layer_also_edits_the_pooled_clip_encoder(tiny_model_dirs, tmp_path):
-    from editpersist.editing import refact_config
+    from editpersist.stages.edit import refact_config
 
     family = get_family("flux")
     pipe = family.load(tiny_model_dirs["flux"])

@@ -37,7 +37,7 @@ def test_rehearsal_clip_tokenizer_gives_open_clip_ids(tmp_path):
 @pytest.mark.parametrize("family", ["sd", "sdxl", "flux"])
 def test_rehearsal_models_are_model_folders_of_the_real_architecture(tmp_path, family):
     from editpersist.families import get_family
-    from editpersist.generate import SamplingConfig, generate
+    from editpersist.sampling import SamplingConfig, generate
     from editpersist.rehearsal import build_pipeline
 
     corpus = ["A banana", "weird and disturbing portrait \U0001faa6 of todd", "image of attendant"]

@@ -8,7 +8,7 @@ import yaml
 
 from editpersist.evaluation.prompts import QualityConfig, case_probes, quality_captions
 from editpersist.finetuners.subjects import make_subject
-from editpersist.generate import image_seed, stream_seed
+from editpersist.sampling import image_seed, stream_seed
 from editpersist.tasks import load_cases
 
 ROOT = Path(__file__).resolve().parents[1]

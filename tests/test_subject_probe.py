@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from editpersist.editors.refact import subject_last_index, tokenize
-from editpersist.editors.subject_probe import (
+from editpersist.evaluation.subject_probe import (
     layer_count,
     transplant_all,
     transplant_sites,

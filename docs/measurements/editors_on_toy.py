@@ -17,12 +17,12 @@ import numpy as np
 import torch
 import yaml
 
-from editpersist.editing import refact_config, refact_corpus, refact_stat_sites
+from editpersist.stages.edit import refact_config, refact_corpus, refact_stat_sites
 from editpersist.editors.base import apply_delta
 from editpersist.editors.refact import ReFACT, compute_and_cache_stats
 from editpersist.editors.time import TIME, TIMEConfig
 from editpersist.families import get_family
-from editpersist.generate import SamplingConfig, generate
+from editpersist.sampling import SamplingConfig, generate
 from editpersist.metrics.reader_metrics import edited_hits, kept_hits
 from editpersist.tasks.toy import toy_cases
 from editpersist.toy.reader import AttributeReader

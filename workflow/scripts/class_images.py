@@ -1,8 +1,8 @@
 from pathlib import Path
 
 from editpersist.finetuners.subjects import make_subject
-from editpersist.finetuning import make_class_images
-from editpersist.generate import SamplingConfig
+from editpersist.stages.finetune import make_class_images
+from editpersist.sampling import SamplingConfig
 from editpersist.runtime import pick_device
 from editpersist.workflow import run
 

@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from editpersist.editing import run_edit
-from editpersist.generate import SamplingConfig
+from editpersist.stages.edit import run_edit
+from editpersist.sampling import SamplingConfig
 from editpersist.runtime import pick_device
 from editpersist.tasks import find_case
 from editpersist.workflow import run

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from editpersist.evaluation.generation import run_generation
 from editpersist.evaluation.prompts import QualityConfig, prompt_set
-from editpersist.generate import SamplingConfig
+from editpersist.sampling import SamplingConfig
 from editpersist.runtime import pick_device
 from editpersist.tasks import load_cases
 from editpersist.workflow import run

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from editpersist.editing import run_refact_stats
+from editpersist.stages.edit import run_refact_stats
 from editpersist.runtime import pick_device
 from editpersist.workflow import run
 

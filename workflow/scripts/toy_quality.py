@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from editpersist.toy.report import write_quality
+from editpersist.evaluation.toy_report import write_quality
 from editpersist.workflow import run
 
 run(snakemake, lambda sm: write_quality(

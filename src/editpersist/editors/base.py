@@ -18,45 +18,13 @@ import torch
 
 from ..errors import InputError
 from ..io import atomic_path, load_tensors, save_tensors
-
-
-@dataclass(frozen=True)
-class EditRequest:
-    """One edit. `mode`: 'replace' (source -> target), 'erase' (source -> guide),
-    or 'debias' (source balanced over `attributes` with `ratios`; an attribute is written next
-    to `concept`, the noun it describes: 'a doctor at work' -> 'a female doctor at work')."""
-
-    source: str
-    target: str = ""
-    mode: str = "replace"
-    preserve: tuple[str, ...] = ()
-    attributes: tuple[str, ...] = ()
-    ratios: tuple[float, ...] = ()
-    concept: str = ""
-    # What the source shows before the edit, when the dataset names it apart from the source
-    # (RoAD: "Canada's Prime Minister" shows "Justin Trudeau"); ReFACT contrasts the target with it.
-    original: str = ""
+from ..tasks.requests import EditRequest
 
 
 def working_dtype(*tensors: torch.Tensor) -> torch.dtype:
     """What editors compute in: float32 (also for half-precision models), float64 for float64
     inputs (the parity tests compare with the official procedures in float64)."""
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
-
-
-def attribute_prompt(attribute: str, prompt: str, concept: str) -> str:
-    """`prompt` with `attribute` written before the first whole-word occurrence of `concept`
-    (one or more words): ('female', 'a doctor at work', 'doctor') -> 'a female doctor at work'.
-    UCE's official encoding is the bare attribute ('female'): pass concept ''."""
-    if not concept:
-        return attribute
-    words = prompt.split()
-    plain = [w.lower().strip(".,;:!?'\"") for w in words]
-    want = concept.lower().split()
-    for i in range(len(words) - len(want) + 1):
-        if plain[i:i + len(want)] == want:
-            return " ".join(words[:i] + [attribute] + words[i:])
-    raise InputError(f"debias prompt {prompt!r} does not name its concept {concept!r}")
 
 
 @dataclass

@@ -46,7 +46,8 @@ import torch.nn.functional as F
 from ..errors import InputError
 from ..families.base import TextSite
 from ..io import load_tensors, save_tensors
-from .base import EditDelta, EditRequest, make_sidecar, working_dtype
+from ..tasks.requests import EditRequest
+from .base import EditDelta, make_sidecar, working_dtype
 
 log = logging.getLogger("editpersist")
 

@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .base import EditDelta, EditRequest, make_sidecar
+from ..tasks.requests import EditRequest
+from .base import EditDelta, make_sidecar
 from .closed_form import apply_transform, shared_transform
 from .text_inputs import encode_for_edit
 

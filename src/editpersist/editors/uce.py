@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from ..metrics.task_metrics import attribute_shares
-from .base import EditDelta, EditRequest, apply_delta, attribute_prompt, make_sidecar, restore
+from ..tasks.requests import EditRequest, attribute_prompt
+from .base import EditDelta, apply_delta, make_sidecar, restore
 from .closed_form import apply_transform, shared_transform
 from .text_inputs import Encoded, encode_for_edit, key_rows, paired_rows
 

@@ -18,7 +18,7 @@ import pandas as pd
 from PIL import Image
 
 from ..errors import InputError
-from ..generate import SamplingConfig, generate_counts
+from ..sampling import SamplingConfig, generate_counts
 from ..io import atomic_dir
 from ..runtime import RunStats
 from ..editors.base import restore

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..editors.base import attribute_prompt
+from ..tasks.requests import attribute_prompt
 from ..errors import ConfigError
 from ..judges.clip import ClipJudge
 from ..metrics.reader_metrics import edited_hits, kept_hits, matches, text_attributes

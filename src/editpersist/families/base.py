@@ -36,7 +36,7 @@ class TextSite:
 @dataclass(frozen=True)
 class ReferenceCosts:
     """Published or assumed GPU figures of the full-size model, for the grid's cost estimate
-    (editpersist.costs says where each comes from)."""
+    (editpersist.bench.costs says where each comes from)."""
 
     a100_step_s: float  # one denoising step with CFG at native_resolution, batch 1, A100
     native_resolution: int

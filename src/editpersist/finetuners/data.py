@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputError
-from .trainer import ImageSet
+from .core import ImageSet
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 

@@ -20,7 +20,7 @@ from ..tasks.cases import EditCase
 from ..toy.render import render_samples
 from ..toy.world import Sample
 from .data import load_image_folder
-from .trainer import ImageSet
+from .core import ImageSet
 
 RARE_TOKEN = "sks"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..downloads import verify
-from ..editors.base import EditRequest
+from .requests import EditRequest
 from ..config import planning_note
 from ..errors import ConfigError, InputError
 from .cases import TASKS, EditCase, Probe

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..editors.base import EditRequest
+from .requests import EditRequest
 
 TASKS = ("appearance", "role", "debias", "unsafe")
 

@@ -12,7 +12,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Iterator
 
-from ..editors.base import EditRequest, attribute_prompt
+from .requests import EditRequest, attribute_prompt
 from ..errors import InputError
 from .cases import EditCase, Probe
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..editors.base import EditRequest
+from .requests import EditRequest
 from ..toy.world import FORBIDDEN_SHAPE, SHAPES, TEMPLATES, WorldSpec
 from .cases import EditCase, Probe
 

@@ -18,7 +18,7 @@ from contextlib import ExitStack, contextmanager
 
 import torch
 
-from .refact import subject_last_index, tokenize
+from ..editors.refact import subject_last_index, tokenize
 
 
 def layer_count(pipe, family) -> int:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..editors.subject_probe import layer_count, transplant_all, transplant_sites
+from .subject_probe import layer_count, transplant_all, transplant_sites
 from ..families.base import ModelFamily
-from ..generate import SamplingConfig, generate
+from ..sampling import SamplingConfig, generate
 from ..judges.clip import ClipJudge
 from ..metrics.reader_metrics import edited_hits
 from ..tasks.cases import EditCase
-from .reader import AttributeReader
-from .render import render_samples
-from .world import COLORS, SHAPES, Sample, WorldSpec, describe
+from ..toy.reader import AttributeReader
+from ..toy.render import render_samples
+from ..toy.world import COLORS, SHAPES, Sample, WorldSpec, describe
 
 
 def fresh_pair_samples(n: int, rng: np.random.Generator) -> list[Sample]:
@@ -81,7 +81,7 @@ def _edit_share(pipe, family: ModelFamily, reader: AttributeReader, case: EditCa
 def subject_binding(pipe, family: ModelFamily, reader: AttributeReader, cases: list[EditCase], n: int,
                     sampling: SamplingConfig, seed: int) -> dict:
     """Per replace-edit case: the share of the source prompt's images that show the edit when the
-    destination's subject state is transplanted after each layer (see editors/subject_probe.py),
+    destination's subject state is transplanted after each layer (see evaluation/subject_probe.py),
     beside the unedited source (the floor) and the destination prompt itself (the ceiling)."""
     out = {}
     for case in cases:

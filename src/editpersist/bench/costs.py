@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .families import get_family
-from .grid import GridCell, finetune_groups, finetune_seeds, finetune_states
-from .states import parse_state
+from ..families import get_family
+from ..grid import GridCell, finetune_groups, finetune_seeds, finetune_states
+from ..states import parse_state
 
 # Assumed: H100 SXM vs A100 on these fp16/bf16 networks (peak dense tensor FLOPs differ by
 # 3.2x; memory-bound attention and VAE keep real pipelines nearer 2x).

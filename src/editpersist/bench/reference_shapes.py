@@ -30,7 +30,7 @@ def sd14_components(vocab_size: int = 49408, device: str = "cpu"):
 
 def sd14_uce_parameters() -> tuple[int, int]:
     """(parameters UCE edits, parameters of the whole model) at SD 1.4's shapes."""
-    from . import get_family
+    from ..families import get_family
 
     unet, text, vae = sd14_components(device="meta")
 

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .finetuners.adapters import write_adapter
-from .finetuners.config import FinetuneConfig
-from .finetuners.subjects import FolderSubject, ToySubject
-from .finetuners.trainer import ImageSet, finetune, trained_tensors
-from .generate import SamplingConfig, generate, stream_seed
-from .io import atomic_dir, atomic_path, save_tensors
-from .runtime import RunStats
-from .states import load_model_state
+from ..errors import InputError
+from ..finetuners.adapters import write_adapter
+from ..finetuners.config import FinetuneConfig
+from ..finetuners.subjects import FolderSubject, ToySubject
+from ..finetuners.core import ImageSet, finetune, trained_tensors
+from ..sampling import SamplingConfig, generate, stream_seed
+from ..io import atomic_dir, atomic_path, save_tensors
+from ..runtime import RunStats
+from ..states import load_model_state
 
 log = logging.getLogger("editpersist")
 

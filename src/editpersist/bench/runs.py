@@ -22,9 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-from .io import write_json
+from ..io import write_json
 
-ROOT = Path(__file__).resolve().parents[2]  # the repository: Snakefile, config/
+ROOT = Path(__file__).resolve().parents[3]  # the repository: Snakefile, config/
 
 MODELS = {"toy-sd": "sd", "toy-flux": "flux"}
 METHODS = ("lora", "dora", "full")
@@ -33,11 +33,11 @@ METHODS = ("lora", "dora", "full")
 def _one(model_dir: str, family_name: str, method: str, steps: int, warmup: int, batch: int) -> dict:
     import torch
 
-    from .families import get_family
-    from .finetuners.config import FinetuneConfig
-    from .finetuners.subjects import ToySubject
-    from .finetuners.trainer import finetune
-    from .runtime import peak_cuda_mb, peak_rss_mb, pick_device
+    from ..families import get_family
+    from ..finetuners.config import FinetuneConfig
+    from ..finetuners.subjects import ToySubject
+    from ..finetuners.core import finetune
+    from ..runtime import peak_cuda_mb, peak_rss_mb, pick_device
 
     torch.set_num_threads(2)
     device = pick_device("auto")
@@ -98,11 +98,11 @@ def uce_bench(reps: int = 3) -> dict:
     batched all-layer solve against the per-layer loop."""
     import torch
 
-    from .editors.closed_form import apply_transform, shared_transform
-    from .editors.uce import UCE, UCEConfig
-    from .families import get_family
-    from .families.reference_shapes import sd14_pipeline
-    from .tasks.toy import toy_cases
+    from ..editors.closed_form import apply_transform, shared_transform
+    from ..editors.uce import UCE, UCEConfig
+    from ..families import get_family
+    from .reference_shapes import sd14_pipeline
+    from ..tasks.toy import toy_cases
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -133,8 +133,8 @@ def generation_bench(model_dir: str = "resources/toy/models/toy-sd", n: int = 64
     """Images/s of toy SD generation batched (the workflow's way) against one prompt at a time."""
     import torch
 
-    from .families import get_family
-    from .generate import SamplingConfig, generate
+    from ..families import get_family
+    from ..sampling import SamplingConfig, generate
 
     torch.set_num_threads(2)
     family = get_family("sd")
@@ -168,7 +168,7 @@ def storage_bench(states: Path = Path("results/states/toy-sd"), model_dir: Path 
             rows[name] = path.stat().st_size
     out = {"toy_sd": {k: {"bytes": v, "share_of_full": round(v / full, 4)} for k, v in rows.items()}}
     # SD 1.4 at its real shapes (fp16 on disk, as its published checkpoint): computed from shapes.
-    from .families.reference_shapes import sd14_uce_parameters
+    from .reference_shapes import sd14_uce_parameters
 
     edited, total = sd14_uce_parameters()
     out["sd14_fp16"] = {"full_checkpoint_bytes": 2 * total, "uce_edit_delta_bytes": 2 * edited,
@@ -183,11 +183,11 @@ def refact_bench() -> dict:
 
     import torch
 
-    from .editing import refact_config, refact_corpus
-    from .editors.refact import ReFACT, compute_and_cache_stats
-    from .families import get_family
-    from .families.reference_shapes import sd14_pipeline
-    from .tasks.toy import toy_cases
+    from ..stages.edit import refact_config, refact_corpus
+    from ..editors.refact import ReFACT, compute_and_cache_stats
+    from ..families import get_family
+    from .reference_shapes import sd14_pipeline
+    from ..tasks.toy import toy_cases
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -299,8 +299,9 @@ def plan_bench(config: Path = Path("config/paper.yaml"), profile: Path = Path("p
     shared work, and the cost model's GPU-hours and disk on one H100."""
     import yaml
 
-    from . import costs, grid
-    from .tasks import load_cases
+    from .. import grid
+    from . import costs
+    from ..tasks import load_cases
 
     wall, counts = dry_run_jobs(config, profile)
     cfg = yaml.safe_load(config.read_text())
@@ -325,7 +326,7 @@ def bad_config_bench(corpus: Path = Path("tests/data/bad_configs.yaml"),
 
     import yaml
 
-    from .config import with_overrides
+    from ..config import with_overrides
 
     out = {}
     for case in yaml.safe_load(corpus.read_text()):
@@ -368,6 +369,3 @@ def main(argv: list[str] | None = None) -> None:
         return
     print(table(finetune_bench(a.models, a.steps, a.warmup, a.batch, a.out)))
 
-
-if __name__ == "__main__":
-    main()

@@ -7,17 +7,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .editors.base import EditDelta, EditRequest, Editor, attribute_prompt
-from .editors.refact import ReFACT, ReFACTConfig, compute_and_cache_stats
-from .editors.time import TIME, TIMEConfig
-from .editors.uce import UCE, UCEConfig
-from .errors import ConfigError
-from .families import get_family
-from .generate import SamplingConfig, generate, stream_seed
-from .judges.clip import ClipJudge
-from .states import load_model_state
-from .tasks.cases import EditCase
-from .toy.reader import read_colors
+from ..editors.base import EditDelta, Editor
+from ..tasks.requests import EditRequest, attribute_prompt
+from ..editors.refact import ReFACT, ReFACTConfig, compute_and_cache_stats
+from ..editors.time import TIME, TIMEConfig
+from ..editors.uce import UCE, UCEConfig
+from ..errors import ConfigError
+from ..families import get_family
+from ..sampling import SamplingConfig, generate, stream_seed
+from ..judges.clip import ClipJudge
+from ..states import load_model_state
+from ..tasks.cases import EditCase
+from ..toy.reader import read_colors
 
 log = logging.getLogger("editpersist")
 
@@ -93,7 +94,7 @@ def refact_stat_sites(cfg: dict, family_name: str) -> list:
 def refact_corpus(cfg: dict, seed: int) -> list[str]:
     """Texts for ReFACT's layer statistics: the toy captions, or a file with one text per line."""
     if cfg["corpus"] == "toy":
-        from .toy.world import WorldSpec, sample_captions
+        from ..toy.world import WorldSpec, sample_captions
 
         return [s.caption for s in sample_captions(WorldSpec(), cfg["corpus_size"], np.random.default_rng([seed, 3]))]
     path = Path(cfg["corpus"])
@@ -106,7 +107,7 @@ def refact_corpus(cfg: dict, seed: int) -> list[str]:
 
 
 def run_refact_stats(model_dir: Path, family_name: str, cfg: dict, seed: int, device: str, out: Path) -> None:
-    from .io import atomic_dir
+    from ..io import atomic_dir
 
     family = get_family(family_name)
     pipe = family.load(model_dir, device=device)

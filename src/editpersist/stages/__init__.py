@@ -1,0 +1,1 @@
+"""The stages that make model states: editing and fine-tuning (each called by a workflow script)."""

@@ -1,0 +1,40 @@
+"""What an edit asks for, as plain data (no tensors): editors read it, tasks produce it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """One edit. `mode`: 'replace' (source -> target), 'erase' (source -> guide),
+    or 'debias' (source balanced over `attributes` with `ratios`; an attribute is written next
+    to `concept`, the noun it describes: 'a doctor at work' -> 'a female doctor at work')."""
+
+    source: str
+    target: str = ""
+    mode: str = "replace"
+    preserve: tuple[str, ...] = ()
+    attributes: tuple[str, ...] = ()
+    ratios: tuple[float, ...] = ()
+    concept: str = ""
+    # What the source shows before the edit, when the dataset names it apart from the source
+    # (RoAD: "Canada's Prime Minister" shows "Justin Trudeau"); ReFACT contrasts the target with it.
+    original: str = ""
+
+
+def attribute_prompt(attribute: str, prompt: str, concept: str) -> str:
+    """`prompt` with `attribute` written before the first whole-word occurrence of `concept`
+    (one or more words): ('female', 'a doctor at work', 'doctor') -> 'a female doctor at work'.
+    UCE's official encoding is the bare attribute ('female'): pass concept ''."""
+    if not concept:
+        return attribute
+    words = prompt.split()
+    plain = [w.lower().strip(".,;:!?'\"") for w in words]
+    want = concept.lower().split()
+    for i in range(len(words) - len(want) + 1):
+        if plain[i:i + len(want)] == want:
+            return " ".join(words[:i] + [attribute] + words[i:])
+    raise InputError(f"debias prompt {prompt!r} does not name its concept {concept!r}")
