@@ -119,3 +119,21 @@ def test_every_design_citation_names_a_section_of_docs_design():
     assert cited, "no citation found: the pattern is wrong"
     missing = {n: files for n, files in cited.items() if n not in design_sections()}
     assert missing == {}
+
+
+def test_the_config_schema_names_exactly_the_registered_editors_and_finetuners():
+    """The registries (editors.EDITORS, finetuners.methods.FINETUNERS) are the one list of
+    methods; the schema, which a user's config is checked against, must name the same ones."""
+    import yaml
+
+    from editpersist.editors import EDITORS
+    from editpersist.finetuners.methods import FINETUNERS
+
+    schema = yaml.safe_load((ROOT / "config" / "config.schema.yaml").read_text())["properties"]
+    assert set(schema["editors"]["properties"]) == set(EDITORS)
+    (pattern,) = schema["finetuners"]["patternProperties"]
+    assert set(re.fullmatch(r"\^\((.*)\)\$", pattern).group(1).split("|")) == set(FINETUNERS)
+    evaluation = schema["evaluation"]["properties"]
+    assert set(evaluation["reedit"]["items"]["enum"]) == set(FINETUNERS)
+    # Only an adapter is a difference that can be applied to another state (see FinetuneMethod).
+    assert set(evaluation["transfer"]["items"]["enum"]) == {n for n, m in FINETUNERS.items() if m.adapter}

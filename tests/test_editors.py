@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from editpersist.editors import UCE, UCEConfig
+from editpersist.editors.uce import UCE, UCEConfig
 from editpersist.editors.base import EditDelta, apply_delta, restore
 from editpersist.tasks.requests import EditRequest
 from editpersist.editors.closed_form import apply_transform, shared_transform, solve_general

@@ -92,7 +92,7 @@ def embed(encoder, tok, site, prompts):
 
 
 def test_flux_clip_layer_also_edits_the_pooled_clip_encoder(tiny_model_dirs, tmp_path):
-    from editpersist.stages.edit import refact_config
+    from editpersist.editors.refact import refact_config
 
     family = get_family("flux")
     pipe = family.load(tiny_model_dirs["flux"])

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import yaml
 
-from editpersist.stages.edit import refact_config, refact_corpus, refact_stat_sites
+from editpersist.editors.refact import refact_config, refact_corpus, refact_stat_sites
 from editpersist.editors.base import apply_delta
 from editpersist.editors.refact import ReFACT, compute_and_cache_stats
 from editpersist.editors.time import TIME, TIMEConfig

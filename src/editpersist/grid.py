@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .editors import EDITOR_MODES
+from .editors import EDITORS
 from .errors import ConfigError
 from .states import group_members
 from .tasks.cases import EditCase
@@ -77,7 +77,7 @@ class GridCell:
 
 def editor_fits(editor: str, case: EditCase) -> bool:
     """TIME and ReFACT only replace concepts: they have no erase or debias mode."""
-    return all(r.mode in EDITOR_MODES[editor] for r in case.requests)
+    return all(r.mode in EDITORS[editor].modes for r in case.requests)
 
 
 def is_excluded(cell: GridCell, rules: list[dict]) -> bool:

@@ -4,6 +4,8 @@ from pathlib import Path
 
 from editpersist import grid
 from editpersist.config import exit_on_error, is_built
+from editpersist.editors import EDITORS
+from editpersist.finetuners.methods import FINETUNERS
 from editpersist.finetuners.subjects import make_subject
 from editpersist.states import GROUP, group_members, group_tune, layer_target, state_layers
 from editpersist.tasks import load_cases
@@ -13,6 +15,9 @@ REHEARSAL = "resources/rehearsal"
 TOY_STATS = f"{TOY}/stats"
 TOY_MODELS = {m["name"]: m for m in config["models"] if m["path"].startswith(f"{TOY}/models/")}
 MODELS = {m["name"]: m for m in config["models"]}
+# Wildcard constraints from the registries: a new editor or fine-tuner needs no rule edit.
+EDITOR_NAMES = "|".join(EDITORS)
+FINETUNER_NAMES = "|".join(FINETUNERS)
 # Models the workflow builds itself (toy world, rehearsal): small, CPU-sized jobs.
 BUILT_MODELS = {name for name, m in MODELS.items() if is_built(m["path"])}
 CASES = exit_on_error(load_cases, config["tasks"], planning=PLANNING)
@@ -109,13 +114,13 @@ def start_delta(wildcards):
 
 
 def class_images_input(wildcards):
-    if wildcards.finetuner != "dreambooth":
+    if not FINETUNERS[wildcards.finetuner].prior_preservation:
         return []
     return f"results/states/{wildcards.model}/{wildcards.start}/class_images/{wildcards.subject}.npz"
 
 
 def refact_stats_input(wildcards):
-    return f"results/states/{wildcards.model}/refact_stats" if wildcards.editor == "refact" else []
+    return f"results/states/{wildcards.model}/refact_stats" if EDITORS[wildcards.editor].layer_statistics else []
 
 
 def reader_input(wildcards):

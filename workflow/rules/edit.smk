@@ -3,7 +3,7 @@
 
 wildcard_constraints:
     model="[A-Za-z0-9][A-Za-z0-9-]*",
-    editor="uce|time|refact",
+    editor=EDITOR_NAMES,
     task="appearance|role|debias|unsafe",
     edit="[A-Za-z0-9][A-Za-z0-9-]*",
 
@@ -83,7 +83,7 @@ rule reedit:
     benchmark:
         "benchmarks/reedit/{model}/{editor}/{task}/{edit}/{finetuner}/{subject}/seed{ftseed}.tsv"
     wildcard_constraints:
-        finetuner="lora|dora|full|dreambooth",
+        finetuner=FINETUNER_NAMES,
         subject=NAME,
         ftseed="[0-9]+",
     conda:

@@ -51,7 +51,7 @@ rule finetune:
         "benchmarks/finetune/{model}/{start}/{finetuner}/{subject}.tsv"
     wildcard_constraints:
         start=START,
-        finetuner="lora|dora|full|dreambooth",
+        finetuner=FINETUNER_NAMES,
         subject=NAME,
     conda:
         "../../envs/editpersist.yaml"

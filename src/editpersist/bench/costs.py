@@ -20,7 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..editors import EDITORS
 from ..families import get_family
+from ..finetuners.methods import FINETUNERS
 from ..grid import GridCell, finetune_groups, finetune_seeds, finetune_states
 from ..states import parse_state
 
@@ -32,18 +34,15 @@ A100_TO_H100 = 2.0
 # forward (4/3); DreamBooth's prior loss doubles the batch.
 TRAIN = 1.5
 CKPT = 4 / 3
-# Assumed edit times on the GPU: UCE is one closed-form solve (0.7 s for SD1.4 shapes on
-# 2 CPU cores, BENCHMARKS.md); ReFACT optimises v* for up to 100 steps; UCE debias
-# generates n_images per round for up to max_rounds rounds.
-EDIT_S = {"uce": 5.0, "refact": 60.0, "time": 5.0}
 # ReFACT's layer statistics: one forward pass of the text encoder per corpus text (assumed
 # 2 ms for 100,000 texts at batch 256).
 STATS_S_PER_TEXT = 0.002
 # Assumed judge time per image (open_clip ViT-bigG-14 image tower, batched, bf16).
 SCORE_S_PER_IMAGE = 0.01
-# Measured (BENCHMARKS.md, storage): state bytes / checkpoint bytes. UCE at SD1.4's shapes;
-# the adapters and full deltas on toy SD, upper bounds at SD1.4 scale for the adapters.
-STATE_SHARE = {"edit": 0.018, "lora": 0.017, "dora": 0.021, "full": 0.69, "dreambooth": 0.69}
+# Measured (BENCHMARKS.md, storage): edit delta bytes / checkpoint bytes, UCE at SD1.4's shapes.
+# A fine-tune's share is its method's (FinetuneMethod.state_share), an edit's time its editor's
+# (EditorMethod.reference_gpu_s).
+EDIT_SHARE = 0.018
 # Assumed PNG bytes per generated image at 512 and 1024 pixels.
 PNG_BYTES = {512: 0.4e6, 1024: 1.5e6}
 # Assumed probes per edit case where the dataset file is not at hand: (source, others).
@@ -113,24 +112,25 @@ def model_cost(cells: list[GridCell], model: dict, config: dict) -> ModelCost:
     for state in states:
         ft = finetuner_of(state)
         cfg = config["finetuners"][ft]
-        factor = TRAIN * (CKPT if cfg.get("gradient_checkpointing") else 1) * (2 if ft == "dreambooth" else 1)
+        factor = TRAIN * (CKPT if cfg.get("gradient_checkpointing") else 1) * (2 if FINETUNERS[ft].prior_preservation else 1)
         ft_s += cfg["steps"] * cfg["batch"] * step * factor + ref.load_s
     hours["finetune"] = ft_s / 3600
     starts = {c.start: c.editor for c in mine}
     debias = config["editors"].get("uce", {}).get("debias", {})
     debias_s = debias.get("max_rounds", 30) * debias.get("n_images", 32) * sampling["steps"] * step
-    hours["edit"] = sum(EDIT_S[e] + ref.load_s + (debias_s if "/debias/" in s else 0)
+    hours["edit"] = sum(EDITORS[e].reference_gpu_s + ref.load_s + (debias_s if "/debias/" in s else 0)
                         for s, e in starts.items()) / 3600
-    reedits = sum(1 for c in mine if c.finetuner in config["evaluation"]["reedit"])
-    hours["reedit"] = reedits * (EDIT_S["uce"] + ref.load_s) / 3600
-    dreambooth = sum(1 for s in states if finetuner_of(s) == "dreambooth")
+    # One re-edit job per fine-tune group: a load, then the cell's editor once per seed.
+    hours["reedit"] = sum(len(c.seeds) * EDITORS[c.editor].reference_gpu_s + ref.load_s
+                          for c in mine if c.finetuner in config["evaluation"]["reedit"]) / 3600
+    dreambooth = sum(1 for s in states if FINETUNERS[finetuner_of(s)].prior_preservation)
     hours["class_images"] = dreambooth * config["finetune_data"]["n_class_images"] * sampling["steps"] * step / 3600
     hours["score"] = n_images * SCORE_S_PER_IMAGE / 3600
     refact = config["editors"].get("refact")
     hours["refact_stats"] = (refact["corpus_size"] * STATS_S_PER_TEXT / 3600) if refact else 0.0
     size = ref.checkpoint_bytes
-    ft_bytes = sum(STATE_SHARE[finetuner_of(s)] * size for s in states)
+    ft_bytes = sum(FINETUNERS[finetuner_of(s)].state_share * size for s in states)
     png = PNG_BYTES[512 if sampling["height"] <= 512 else 1024]
-    disk = {"edit_deltas": len(starts) * STATE_SHARE["edit"] * size, "finetuned_states": ft_bytes,
+    disk = {"edit_deltas": len(starts) * EDIT_SHARE * size, "finetuned_states": ft_bytes,
             "images": n_images * png}
     return ModelCost(hours, n_images, disk)

@@ -22,12 +22,14 @@ import sys
 import time
 from pathlib import Path
 
+from ..finetuners.methods import FINETUNERS
 from ..io import write_json
 
 ROOT = Path(__file__).resolve().parents[3]  # the repository: Snakefile, config/
 
 MODELS = {"toy-sd": "sd", "toy-flux": "flux"}
-METHODS = ("lora", "dora", "full")
+# DreamBooth's step is full fine-tuning's at twice the batch: not measured apart.
+METHODS = tuple(name for name, m in FINETUNERS.items() if not m.prior_preservation)
 
 
 def _one(model_dir: str, family_name: str, method: str, steps: int, warmup: int, batch: int) -> dict:
@@ -183,7 +185,7 @@ def refact_bench() -> dict:
 
     import torch
 
-    from ..stages.edit import refact_config, refact_corpus
+    from ..editors.refact import refact_config, refact_corpus
     from ..editors.refact import ReFACT, compute_and_cache_stats
     from ..families import get_family
     from .reference_shapes import sd14_pipeline

@@ -1,10 +1,11 @@
-"""Editors: UCE and TIME (closed form on cross-attention), ReFACT (rank-one on the text encoder)."""
+"""Editors: UCE and TIME (closed form on cross-attention), ReFACT (rank-one on the text encoder).
 
-from .refact import ReFACT, ReFACTConfig
-from .time import TIME, TIMEConfig
-from .uce import UCE, UCEConfig
+Each editor is one module with its config dataclass, its class and its `METHOD` (supported
+modes, how its config block builds it); EDITORS is the one registry the config schema, the
+workflow's wildcards, the grid and the benchmarks read. Adding an editor: docs/adding_an_editor.md.
+"""
 
-# Which edit modes each editor supports: TIME and ReFACT only replace concepts.
-EDITOR_MODES = {"uce": ("replace", "erase", "debias"), "time": ("replace",), "refact": ("replace",)}
+from . import refact, time, uce
+from .base import EditorMethod
 
-__all__ = ["UCE", "UCEConfig", "TIME", "TIMEConfig", "ReFACT", "ReFACTConfig", "EDITOR_MODES"]
+EDITORS: dict[str, EditorMethod] = {m.name: m for m in (uce.METHOD, time.METHOD, refact.METHOD)}

@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 
@@ -88,6 +88,31 @@ class Editor(Protocol):
     name: str
 
     def edit(self, pipe, family, requests: list[EditRequest]) -> EditDelta: ...
+
+
+@dataclass(frozen=True)
+class EditContext:
+    """What building an editor may use besides its config block."""
+
+    family: Any  # the ModelFamily of the edited model
+    task: str
+    seed: int = 0
+    ratio_meter: Callable | None = None  # debias: attribute shares of the current model's images
+    stats_dir: Path | None = None  # ReFACT: the refact_stats rule's layer statistics
+
+
+@dataclass(frozen=True)
+class EditorMethod:
+    """One editor as the study knows it: its config key, the edit modes it supports and how its
+    config block becomes an editor (in the editor's own module). `editors.EDITORS` lists them;
+    the config schema, the workflow's wildcards and the grid read that registry."""
+
+    name: str
+    modes: tuple[str, ...]
+    build: Callable[[dict, EditContext], Editor]
+    # Assumed GPU seconds of one edit at real scale, for the grid's cost model (bench/costs.py).
+    reference_gpu_s: float
+    layer_statistics: bool = False  # reads the refact_stats rule's output
 
 
 def make_sidecar(editor: str, hparams: dict, modules: list[str], requests: list[EditRequest], started: float) -> dict:

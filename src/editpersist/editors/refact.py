@@ -40,14 +40,16 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
+from ..families import get_family
 from ..families.base import TextSite
 from ..io import load_tensors, save_tensors
 from ..tasks.requests import EditRequest
-from .base import EditDelta, make_sidecar, working_dtype
+from .base import EditContext, EditDelta, EditorMethod, make_sidecar, working_dtype
 
 log = logging.getLogger("editpersist")
 
@@ -82,6 +84,57 @@ class ReFACTConfig:
 
     def sites(self, family) -> list[TextSite]:
         return family.refact_sites(self.layer, self.flux_clip_layer)
+
+
+# ------------------------------------------------------- from the config ----
+
+REFACT_RUN_KEYS = ("lr", "max_steps", "stop_prob", "max_norm_factor", "weight_decay", "loss", "ridge")
+
+
+def refact_layer(cfg: dict, family_name: str, task: str | None) -> int | list[int]:
+    """The edited layer of a family for a task: `layers.<family>` is a number (every task) or
+    {task: layer} (ReFACT's SD 1.4 runs: appearance 9, role 7). Without a task, every layer
+    the family uses (what the statistics rule must cover)."""
+    if family_name not in cfg["layers"]:
+        raise ConfigError(f"editors.refact.layers: no layer given for family {family_name!r}")
+    by_task = cfg["layers"][family_name]
+    if isinstance(by_task, int):
+        return by_task if task is not None else [by_task]
+    if task is None:
+        return sorted(set(by_task.values()))
+    if task not in by_task:
+        raise ConfigError(f"editors.refact.layers.{family_name}: no layer given for task {task!r}")
+    return by_task[task]
+
+
+def refact_config(cfg: dict, family_name: str, task: str, seed: int = 0) -> ReFACTConfig:
+    """The editor's configuration from its `editors.refact` block, for one family and task."""
+    return ReFACTConfig(layer=refact_layer(cfg, family_name, task), templates=tuple(cfg["templates"]), seed=seed,
+                        flux_clip_layer=get_family(family_name).pooled_clip_layer(cfg["layers"]),
+                        **{k: cfg[k] for k in REFACT_RUN_KEYS if k in cfg})
+
+
+def refact_stat_sites(cfg: dict, family_name: str) -> list:
+    """Every site whose statistics some task's edit reads (one file per site)."""
+    family = get_family(family_name)
+    sites = [s for layer in refact_layer(cfg, family_name, None)
+             for s in family.refact_sites(layer, family.pooled_clip_layer(cfg["layers"]))]
+    return list(dict.fromkeys(sites))
+
+
+def refact_corpus(cfg: dict, seed: int) -> list[str]:
+    """Texts for ReFACT's layer statistics: the toy captions, or a file with one text per line."""
+    if cfg["corpus"] == "toy":
+        from ..toy.world import WorldSpec, sample_captions
+
+        return [s.caption for s in sample_captions(WorldSpec(), cfg["corpus_size"], np.random.default_rng([seed, 3]))]
+    path = Path(cfg["corpus"])
+    if not path.is_file():
+        raise ConfigError(f"editors.refact.corpus: file {path} not found")
+    texts = [t.strip() for t in path.read_text().splitlines() if t.strip()][: cfg["corpus_size"]]
+    if not texts:
+        raise ConfigError(f"editors.refact.corpus: {path} has no texts")
+    return texts
 
 
 # ------------------------------------------------------------------ hooks ----
@@ -264,6 +317,10 @@ def compute_and_cache_stats(pipe, sites: list[TextSite], corpus: list[str], stat
     return paths
 
 
+def build(block: dict, ctx: EditContext) -> "ReFACT":
+    return ReFACT(refact_config(block, ctx.family.name, ctx.task, ctx.seed), ctx.stats_dir)
+
+
 class ReFACT:
     name = "refact"
 
@@ -342,3 +399,7 @@ def prompts_at_subject(tok, templates: tuple[str, ...], subject: str) -> tuple[l
             raise InputError(f"ReFACT template prompt {p!r}: the subject ends at token {i}, past the text encoder's "
                              f"{length} tokens; use shorter editors.refact.templates")
     return prompts, positions
+
+
+# Optimises v* for up to max_steps (100) steps: assumed 60 s on a GPU, statistics costed apart.
+METHOD = EditorMethod("refact", modes=("replace",), build=build, reference_gpu_s=60.0, layer_statistics=True)

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..tasks.requests import EditRequest
-from .base import EditDelta, make_sidecar
+from .base import EditContext, EditDelta, EditorMethod, make_sidecar
 from .closed_form import apply_transform, shared_transform
 from .text_inputs import encode_for_edit
 
@@ -138,3 +138,11 @@ class TIME:
                       if self.cfg.edit_keys or ".to_k" not in k}
             tensors.update(apply_transform(chosen, T))
         return EditDelta(tensors, make_sidecar(self.name, asdict(self.cfg), sorted(tensors), requests, started))
+
+
+def build(block: dict, ctx: EditContext) -> TIME:
+    return TIME(TIMEConfig(**block))
+
+
+# A closed-form solve like UCE's (assumed 5 s on a GPU).
+METHOD = EditorMethod("time", modes=("replace",), build=build, reference_gpu_s=5.0)

@@ -24,7 +24,7 @@ import torch
 
 from ..metrics.task_metrics import attribute_shares
 from ..tasks.requests import EditRequest, attribute_prompt
-from .base import EditDelta, apply_delta, make_sidecar, restore
+from .base import EditContext, EditDelta, EditorMethod, apply_delta, make_sidecar, restore
 from .closed_form import apply_transform, shared_transform
 from .text_inputs import Encoded, encode_for_edit, key_rows, paired_rows
 
@@ -55,6 +55,14 @@ class UCEConfig:
     def __post_init__(self):
         if self.debias_encoding not in ("inserted", "bare"):
             raise ValueError(f"debias encoding {self.debias_encoding!r}; expected 'inserted' or 'bare'")
+
+
+def build(block: dict, ctx: EditContext) -> "UCE":
+    """The `editors.uce` block: the solve's keys, and `debias` (the loop's tolerance, rounds, step
+    and encoding become debias_*; its n_images and meter configure the meter, ctx.ratio_meter)."""
+    params = {k: v for k, v in block.items() if k != "debias"}
+    loop = {f"debias_{k}": v for k, v in block.get("debias", {}).items() if k not in ("n_images", "meter")}
+    return UCE(UCEConfig(**params, **loop), ratio_meter=ctx.ratio_meter)
 
 
 class UCE:
@@ -169,3 +177,8 @@ class UCE:
                 break
             tensors = self.solve(pipe, family, requests, encoded, idx, deltas)
         return best[1], rounds
+
+
+# One closed-form solve: 0.7 s at SD1.4's shapes on 2 CPU cores (BENCHMARKS.md), assumed 5 s on a
+# GPU with loading the layers; the debias loop's generations are costed apart.
+METHOD = EditorMethod("uce", modes=("replace", "erase", "debias"), build=build, reference_gpu_s=5.0)

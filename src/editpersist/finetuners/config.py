@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-METHODS = ("lora", "dora", "full", "dreambooth")
+from .methods import FINETUNERS, FinetuneMethod
 
 
 @dataclass(frozen=True)
@@ -25,11 +25,15 @@ class FinetuneConfig:
     train_text_encoder: bool = False
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"unknown fine-tuning method {self.method!r}; expected one of {METHODS}")
+        if self.method not in FINETUNERS:
+            raise ValueError(f"unknown fine-tuning method {self.method!r}; expected one of {sorted(FINETUNERS)}")
         if self.train_text_encoder and not self.uses_adapter:
             raise ValueError(f"train_text_encoder is for lora/dora adapters, not {self.method!r}")
 
     @property
+    def spec(self) -> FinetuneMethod:
+        return FINETUNERS[self.method]
+
+    @property
     def uses_adapter(self) -> bool:
-        return self.method in ("lora", "dora")
+        return self.spec.adapter

@@ -72,11 +72,11 @@ def trainable_parameters(pipe, family, cfg: FinetuneConfig) -> list[torch.nn.Par
     for name in family.text_encoders + ("vae",):
         getattr(pipe, name).requires_grad_(False)
     if cfg.uses_adapter:
-        params = attach_adapter(denoiser, family.lora_targets, cfg.rank, cfg.alpha, dora=cfg.method == "dora")
+        params = attach_adapter(denoiser, family.lora_targets, cfg.rank, cfg.alpha, dora=cfg.spec.dora)
         if cfg.train_text_encoder:
             for name in family.lora_text_encoders:
                 params += attach_adapter(getattr(pipe, name), TEXT_ENCODER_TARGETS, cfg.rank, cfg.alpha,
-                                         dora=cfg.method == "dora")
+                                         dora=cfg.spec.dora)
         return params
     denoiser.requires_grad_(True)
     return list(denoiser.parameters())
@@ -92,7 +92,7 @@ def trained_tensors(pipe, family, cfg: FinetuneConfig) -> dict[str, torch.Tensor
 
 def finetune(pipe, family, data: ImageSet, cfg: FinetuneConfig, prior: ImageSet | None = None) -> FinetuneResult:
     """Fine-tune pipe's denoiser in place on `data` (plus `prior` for DreamBooth)."""
-    if cfg.method == "dreambooth" and prior is None:
+    if cfg.spec.prior_preservation and prior is None:
         raise ValueError("dreambooth needs class images for prior preservation")
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
@@ -104,7 +104,7 @@ def finetune(pipe, family, data: ImageSet, cfg: FinetuneConfig, prior: ImageSet 
     inst = family.training_loss(pipe, encode_latents(pipe.vae, data.images),
                                 caption_conditioning(pipe, family, data.captions, text), g)
     prior_loss = None
-    if cfg.method == "dreambooth":
+    if cfg.spec.prior_preservation:
         prior_loss = family.training_loss(pipe, encode_latents(pipe.vae, prior.images),
                                           caption_conditioning(pipe, family, prior.captions, text), g)
     n, n_prior = len(data.captions), len(prior.captions) if prior else 0

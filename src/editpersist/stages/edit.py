@@ -7,17 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..editors.base import EditDelta, Editor
-from ..tasks.requests import EditRequest, attribute_prompt
-from ..editors.refact import ReFACT, ReFACTConfig, compute_and_cache_stats
-from ..editors.time import TIME, TIMEConfig
-from ..editors.uce import UCE, UCEConfig
+from ..editors import EDITORS
+from ..editors.base import EditContext, EditDelta, Editor
+from ..editors.refact import compute_and_cache_stats, refact_corpus, refact_stat_sites
 from ..errors import ConfigError
 from ..families import get_family
-from ..sampling import SamplingConfig, generate, stream_seed
 from ..judges.clip import ClipJudge
+from ..sampling import SamplingConfig, generate, stream_seed
 from ..states import load_model_state
 from ..tasks.cases import EditCase
+from ..tasks.requests import EditRequest, attribute_prompt
 from ..toy.reader import read_colors
 
 log = logging.getLogger("editpersist")
@@ -58,54 +57,6 @@ def debias_meter(editor_cfg: dict, judge_dir: str | None, family, sampling: Samp
     return ratio_meter(family, sampling, n, seed, judge_classifier(ClipJudge.load(judge_dir, device=device)))
 
 
-REFACT_RUN_KEYS = ("lr", "max_steps", "stop_prob", "max_norm_factor", "weight_decay", "loss", "ridge")
-
-
-def refact_layer(cfg: dict, family_name: str, task: str | None) -> int | list[int]:
-    """The edited layer of a family for a task: `layers.<family>` is a number (every task) or
-    {task: layer} (ReFACT's SD 1.4 runs: appearance 9, role 7). Without a task, every layer
-    the family uses (what the statistics rule must cover)."""
-    if family_name not in cfg["layers"]:
-        raise ConfigError(f"editors.refact.layers: no layer given for family {family_name!r}")
-    by_task = cfg["layers"][family_name]
-    if isinstance(by_task, int):
-        return by_task if task is not None else [by_task]
-    if task is None:
-        return sorted(set(by_task.values()))
-    if task not in by_task:
-        raise ConfigError(f"editors.refact.layers.{family_name}: no layer given for task {task!r}")
-    return by_task[task]
-
-
-def refact_config(cfg: dict, family_name: str, task: str, seed: int = 0) -> ReFACTConfig:
-    return ReFACTConfig(layer=refact_layer(cfg, family_name, task), templates=tuple(cfg["templates"]), seed=seed,
-                        flux_clip_layer=get_family(family_name).pooled_clip_layer(cfg["layers"]),
-                        **{k: cfg[k] for k in REFACT_RUN_KEYS if k in cfg})
-
-
-def refact_stat_sites(cfg: dict, family_name: str) -> list:
-    """Every site whose statistics some task's edit reads (one file per site)."""
-    family = get_family(family_name)
-    sites = [s for layer in refact_layer(cfg, family_name, None)
-             for s in family.refact_sites(layer, family.pooled_clip_layer(cfg["layers"]))]
-    return list(dict.fromkeys(sites))
-
-
-def refact_corpus(cfg: dict, seed: int) -> list[str]:
-    """Texts for ReFACT's layer statistics: the toy captions, or a file with one text per line."""
-    if cfg["corpus"] == "toy":
-        from ..toy.world import WorldSpec, sample_captions
-
-        return [s.caption for s in sample_captions(WorldSpec(), cfg["corpus_size"], np.random.default_rng([seed, 3]))]
-    path = Path(cfg["corpus"])
-    if not path.is_file():
-        raise ConfigError(f"editors.refact.corpus: file {path} not found")
-    texts = [t.strip() for t in path.read_text().splitlines() if t.strip()][: cfg["corpus_size"]]
-    if not texts:
-        raise ConfigError(f"editors.refact.corpus: {path} has no texts")
-    return texts
-
-
 def run_refact_stats(model_dir: Path, family_name: str, cfg: dict, seed: int, device: str, out: Path) -> None:
     from ..io import atomic_dir
 
@@ -116,18 +67,11 @@ def run_refact_stats(model_dir: Path, family_name: str, cfg: dict, seed: int, de
         compute_and_cache_stats(pipe, sites, refact_corpus(cfg, seed), tmp)
 
 
-def build_editor(name: str, cfg: dict, family_name: str, task: str, ratio_meter=None, stats_dir: Path | None = None,
-                 seed: int = 0) -> Editor:
-    if name == "refact":
-        return ReFACT(refact_config(cfg, family_name, task, seed), stats_dir)
-    if name == "uce":
-        params = {k: v for k, v in cfg.items() if k != "debias"}
-        # n_images and meter configure the meter (debias_meter), not the solve.
-        loop = {f"debias_{k}": v for k, v in cfg.get("debias", {}).items() if k not in ("n_images", "meter")}
-        return UCE(UCEConfig(**params, **loop), ratio_meter=ratio_meter)
-    if name == "time":
-        return TIME(TIMEConfig(**cfg))
-    raise ConfigError(f"editors: unknown editor {name!r}; expected one of ['refact', 'time', 'uce']")
+def build_editor(name: str, block: dict, ctx: EditContext) -> Editor:
+    """The registered editor `name` built from its config block (editors.EDITORS)."""
+    if name not in EDITORS:
+        raise ConfigError(f"editors: unknown editor {name!r}; expected one of {sorted(EDITORS)}")
+    return EDITORS[name].build(block, ctx)
 
 
 def run_edit(model_dir: Path, family_name: str, editor_name: str, editor_cfg: dict, case: EditCase,
@@ -138,7 +82,7 @@ def run_edit(model_dir: Path, family_name: str, editor_name: str, editor_cfg: di
     meter = None
     if any(r.mode == "debias" for r in case.requests):
         meter = debias_meter(editor_cfg, judge_dir, family, sampling, seed, device)
-    editor = build_editor(editor_name, editor_cfg, family_name, case.task, meter, stats_dir, seed)
+    editor = build_editor(editor_name, editor_cfg, EditContext(family, case.task, seed, meter, stats_dir))
     delta = editor.edit(pipe, family, list(case.requests))
     delta.sidecar.update(task=case.task, edit=case.name, model_dir=str(model_dir), family=family_name)
     delta.save(out)
