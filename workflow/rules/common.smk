@@ -5,10 +5,11 @@ from pathlib import Path
 from editpersist import grid
 from editpersist.config import exit_on_error, is_built
 from editpersist.editors import EDITORS
+from editpersist.evaluation.prompts import prompt_set
 from editpersist.finetuners.methods import FINETUNERS
 from editpersist.finetuners.subjects import make_subject
 from editpersist.states import GROUP, group_members, group_tune, layer_target, state_layers
-from editpersist.tasks import load_cases
+from editpersist.tasks import case_named, load_cases
 
 TOY = "resources/toy"
 REHEARSAL = "resources/rehearsal"
@@ -70,6 +71,12 @@ def job_seeds(wildcards):
 
 
 # ---- inputs ------------------------------------------------------------------------------
+
+
+def edit_case(wildcards):
+    """The job's edit case, from the cases parsed once above. In a one-element list: Snakemake
+    tracks a parameter for reruns (--rerun-triggers params) by repr only inside builtin containers."""
+    return [case_named(CASES, wildcards.task, wildcards.edit)]
 
 
 def model_input(wildcards):

@@ -56,7 +56,7 @@ rule edit:
     params:
         family=lambda wc: MODELS[wc.model]["family"],
         editor_cfg=lambda wc: config["editors"][wc.editor],
-        tasks=config["tasks"],
+        case=edit_case,
         judge=config["judge"]["model"],
         sampling=lambda wc: sampling_of(wc.model),
         seed=config["seed"],
@@ -66,9 +66,9 @@ rule edit:
         "../scripts/edit.py"
 
 
-rule reedit:
-    # The same edit applied again to a fine-tuned edited model: is the edit restored, and
-    # at what cost? The delta holds new values on top of the fine-tuned state.
+# The same edit applied again to a fine-tuned edited model: is the edit restored, and at what
+# cost? The delta holds new values on top of the fine-tuned state (edit's body, its own files).
+use rule edit as reedit with:
     input:
         model=model_input,
         delta="results/states/{model}/edit/{editor}/{task}/{edit}.safetensors",
@@ -86,22 +86,10 @@ rule reedit:
         finetuner=FINETUNER_NAMES,
         subject=NAME,
         ftseed="[0-9]+",
-    conda:
-        "../../envs/editpersist.yaml"
-    threads: 1
     resources:
         mem_mb=job_mem_mb(64000),
         runtime=job_runtime(30, 120),
         gpu=gpus,
     params:
-        family=lambda wc: MODELS[wc.model]["family"],
-        editor_cfg=lambda wc: config["editors"][wc.editor],
-        tasks=config["tasks"],
-        judge=config["judge"]["model"],
-        sampling=lambda wc: sampling_of(wc.model),
-        seed=config["seed"],
-        device=config["device"],
         # The fine-tuned state of this seed: the edit, then its seed's fine-tune directory.
         layers=lambda wc, input: [input.delta, f"{input.finetunes}/seed{wc.ftseed}"],
-    script:
-        "../scripts/edit.py"

@@ -24,7 +24,7 @@ rule score:
         runtime=job_runtime(60, 120),
         gpu=gpus,
     params:
-        tasks=config["tasks"],
+        cases=CASES,
         quality=EVAL["quality"],
         subjects=SUBJECTS,
         unsafe_detector=EVAL["unsafe_detector"],
@@ -64,7 +64,7 @@ rule persistence:
         cells=study_cells(),
         subjects=SUBJECTS,
         steps={name: ft["steps"] for name, ft in config["finetuners"].items()},
-        tasks=config["tasks"],
+        cases=CASES,
         evaluation=EVAL,
     script:
         "../scripts/persistence.py"
@@ -137,7 +137,7 @@ rule figures:
         runtime=lambda wc, attempt: 30 * attempt,
     params:
         cells=study_cells(),
-        tasks=config["tasks"],
+        cases=CASES,
         # The image grids show each fine-tuner's first seed.
         finetuners={name: grid.finetune_seeds(config, name)[0] for name in config["finetuners"]},
         k=EVAL["grid_images"],

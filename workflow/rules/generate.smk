@@ -27,7 +27,7 @@ rule generate:
     params:
         family=lambda wc: MODELS[wc.model]["family"],
         members=group_layers,
-        tasks=config["tasks"],
+        cases=lambda wc: prompt_set(wc.prompt_set, CASES),
         quality=EVAL["quality"],
         n=EVAL["images_per_prompt"],
         n_source=EVAL["images_per_source"],

@@ -3,13 +3,12 @@ from pathlib import Path
 from editpersist.stages.edit import run_edit
 from editpersist.sampling import SamplingConfig
 from editpersist.runtime import pick_device
-from editpersist.tasks import find_case
 from editpersist.workflow import run
 
 # Serves both `edit` (from the base) and `reedit` (from a fine-tuned edited state: params.layers).
 run(snakemake, lambda sm: run_edit(
     model_dir=Path(sm.input.model), family_name=sm.params.family, editor_name=sm.wildcards.editor,
-    editor_cfg=dict(sm.params.editor_cfg), case=find_case(sm.params.tasks, sm.wildcards.task, sm.wildcards.edit),
+    editor_cfg=dict(sm.params.editor_cfg), case=sm.params.case[0],
     judge_dir=sm.params.judge, sampling=SamplingConfig(**sm.params.sampling), seed=sm.params.seed,
     device=pick_device(sm.params.device), out=Path(sm.output.delta),
     stats_dir=Path(sm.input.stats) if sm.input.stats else None,

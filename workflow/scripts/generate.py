@@ -1,17 +1,16 @@
 from pathlib import Path
 
 from editpersist.evaluation.generation import run_generation
-from editpersist.evaluation.prompts import QualityConfig, prompt_set
+from editpersist.evaluation.prompts import QualityConfig
 from editpersist.sampling import SamplingConfig
 from editpersist.runtime import pick_device
-from editpersist.tasks import load_cases
 from editpersist.workflow import run
 
 run(snakemake, lambda sm: run_generation(
     model_dir=Path(sm.input.model), family_name=sm.params.family, group=sm.wildcards.group,
     members={state: [Path(p) for p in layers] for state, layers in sm.params.members.items()},
     prompt_set=sm.wildcards.prompt_set,
-    cases=prompt_set(sm.wildcards.prompt_set, load_cases(sm.params.tasks)), quality=QualityConfig(**sm.params.quality),
+    cases=list(sm.params.cases), quality=QualityConfig(**sm.params.quality),
     n_per_prompt=sm.params.n, n_source=sm.params.n_source, sampling=SamplingConfig(**sm.params.sampling), seed=sm.params.seed,
     device=pick_device(sm.params.device), out=Path(sm.output.images), precision=sm.params.precision,
     subject_prompts=tuple(sm.params.subject_prompts)))

@@ -1,7 +1,6 @@
 from pathlib import Path
 
 from editpersist.evaluation.study import StudySpec, image_counts, load_model_scores, run_study
-from editpersist.tasks import load_cases
 from editpersist.workflow import run
 
 
@@ -15,7 +14,7 @@ def job(sm):
     spec = StudySpec(models=dict(sm.params.models), cells=list(sm.params.cells), subjects=dict(sm.params.subjects),
                      finetune_steps=dict(sm.params.steps), reedit=tuple(ev["reedit"]), transfer=tuple(ev["transfer"]), min_effect=ev["min_effect"],
                      min_ft_fidelity=ev["min_ft_fidelity"])
-    run_study(scores, spec, load_cases(sm.params.tasks), Path(sm.output.table).parent, Path(sm.output.summary))
+    run_study(scores, spec, dict(sm.params.cases), Path(sm.output.table).parent, Path(sm.output.summary))
 
 
 run(snakemake, job)

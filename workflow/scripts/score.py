@@ -4,11 +4,10 @@ from editpersist.evaluation.prompts import QualityConfig
 from editpersist.evaluation.study import run_scoring
 from editpersist.finetuners.subjects import make_subject
 from editpersist.runtime import pick_device
-from editpersist.tasks import load_cases
 from editpersist.workflow import run
 
 run(snakemake, lambda sm: run_scoring(
-    gen_dirs=[Path(p) for p in sm.input.images], cases=load_cases(sm.params.tasks),
+    gen_dirs=[Path(p) for p in sm.input.images], cases=dict(sm.params.cases),
     quality=QualityConfig(**sm.params.quality), judge_model=sm.params.judge["model"],
     judge_pretrained=sm.params.judge.get("pretrained"), reader_dir=Path(sm.input.reader) if sm.input.reader else None,
     seed=sm.params.seed, device=pick_device(sm.params.device), out_table=Path(sm.output.table),

@@ -77,8 +77,9 @@ def load_cases(tasks_cfg: dict, planning: bool = False) -> dict[str, list[EditCa
     return out
 
 
-def find_case(tasks_cfg: dict, task: str, name: str) -> EditCase:
-    for case in load_cases(tasks_cfg).get(task, []):
+def case_named(cases: dict[str, list[EditCase]], task: str, name: str) -> EditCase:
+    """The case `name` of `task` among loaded cases (load_cases)."""
+    for case in cases.get(task, []):
         if case.name == name:
             return case
     raise ConfigError(f"tasks.{task}: no edit named {name!r}")
