@@ -12,7 +12,7 @@ from editpersist.evaluation.weights import update_alignment
 from editpersist.metrics.bootstrap import draw_indices, draw_seeds, percentile_interval, resample, retention
 from editpersist.metrics.fid import FrechetReference
 from editpersist.metrics.task_metrics import debias_gap, fit_references
-from editpersist.states import finetuned_state, parse_state, state_layers
+from editpersist.states import finetuned_state, layer_target, parse_state, state_layers
 from editpersist.tasks.toy import toy_cases
 
 APPEARANCE = toy_cases()["appearance"][0]
@@ -36,6 +36,12 @@ def test_state_names_parse_into_kinds_and_layers():
     for name, (kind, layers) in cases.items():
         assert parse_state(name).kind == kind, name
         assert state_layers(name) == layers, name
+    # The workflow outputs holding them: one directory per fine-tune (and per fine-tune's
+    # re-edits) for all its seeds, one file per edit.
+    layers = state_layers(f"{EDITED}/ft/dora/sks-square/seed1/reedit")
+    assert [layer_target(layer) for layer in layers] == [
+        f"{EDITED}.safetensors", f"{EDITED}/ft/dora/sks-square", "reedit/uce/appearance/circle-to-blue/dora/sks-square"]
+    assert layer_target(f"results/states/toy-sd/{layers[2]}") == f"results/states/toy-sd/{layer_target(layers[2])}"
     assert parse_state(f"{EDITED}/ft/dora/sks-square/seed12").parts == {
         "editor": "uce", "task": "appearance", "edit": "circle-to-blue", "finetuner": "dora", "subject": "sks-square",
         "seed": "12"}

@@ -126,12 +126,15 @@ def group_tune(group: str) -> tuple[str, str] | None:
 
 def layer_target(layer: str) -> str:
     """The workflow output that holds a layer: a fine-tune of one seed lives in the directory of
-    its fine-tune's seeds; edit and re-edit deltas are their own files."""
+    its fine-tune's seeds, and so does the re-edit of one seed; an edit delta is its own file."""
+    if re.search(r"(^|/)reedit/", layer):
+        return re.sub(rf"/{SEED}\.safetensors$", "", layer)
     return re.sub(rf"/{SEED}$", "", layer) if "/ft/" in layer and not layer.endswith(".safetensors") else layer
 
 
 def reedit_path(s: StateName) -> str:
-    """Where a re-edit delta lives (beside, not inside, the fine-tune directory it builds on)."""
+    """Where a re-edit delta lives (beside, not inside, the fine-tune directory it builds on; the
+    re-edits of every seed of a fine-tune share a directory)."""
     p = s.parts
     return f"reedit/{p['editor']}/{p['task']}/{p['edit']}/{s.finetune}.safetensors"
 

@@ -61,13 +61,13 @@ rule edit:
         sampling=lambda wc: sampling_of(wc.model),
         seed=config["seed"],
         device=config["device"],
-        layers=[],
     script:
         "../scripts/edit.py"
 
 
-# The same edit applied again to a fine-tuned edited model: is the edit restored, and at what
-# cost? The delta holds new values on top of the fine-tuned state (edit's body, its own files).
+# The same edit applied again to a fine-tuned edited model, for every seed of the fine-tune in
+# one job: is the edit restored, and at what cost? Each delta holds new values on top of its
+# seed's fine-tuned state (edit's body, its own files).
 use rule edit as reedit with:
     input:
         model=model_input,
@@ -76,20 +76,17 @@ use rule edit as reedit with:
         judge=judge_input,
         stats=refact_stats_input,
     output:
-        delta="results/states/{model}/reedit/{editor}/{task}/{edit}/{finetuner}/{subject}/seed{ftseed}.safetensors",
-        sidecar="results/states/{model}/reedit/{editor}/{task}/{edit}/{finetuner}/{subject}/seed{ftseed}.json",
+        reedits=directory("results/states/{model}/reedit/{editor}/{task}/{edit}/{finetuner}/{subject}"),
     log:
-        "logs/reedit/{model}/{editor}/{task}/{edit}/{finetuner}/{subject}/seed{ftseed}.log",
+        "logs/reedit/{model}/{editor}/{task}/{edit}/{finetuner}/{subject}.log",
     benchmark:
-        "benchmarks/reedit/{model}/{editor}/{task}/{edit}/{finetuner}/{subject}/seed{ftseed}.tsv"
+        "benchmarks/reedit/{model}/{editor}/{task}/{edit}/{finetuner}/{subject}.tsv"
     wildcard_constraints:
         finetuner=FINETUNER_NAMES,
         subject=NAME,
-        ftseed="[0-9]+",
     resources:
         mem_mb=job_mem_mb(64000),
-        runtime=job_runtime(30, 120),
+        runtime=job_runtime(30, 120, per_seed=True),
         gpu=gpus,
     params:
-        # The fine-tuned state of this seed: the edit, then its seed's fine-tune directory.
-        layers=lambda wc, input: [input.delta, f"{input.finetunes}/seed{wc.ftseed}"],
+        seeds=job_seeds,

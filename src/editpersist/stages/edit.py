@@ -12,6 +12,7 @@ from ..editors.base import EditContext, EditDelta, Editor
 from ..editors.refact import compute_and_cache_stats, refact_corpus, refact_stat_sites
 from ..errors import ConfigError
 from ..families import get_family
+from ..io import atomic_dir
 from ..judges.clip import ClipJudge
 from ..sampling import SamplingConfig, generate, stream_seed
 from ..states import load_model_state
@@ -58,8 +59,6 @@ def debias_meter(editor_cfg: dict, judge_dir: str | None, family, sampling: Samp
 
 
 def run_refact_stats(model_dir: Path, family_name: str, cfg: dict, seed: int, device: str, out: Path) -> None:
-    from ..io import atomic_dir
-
     family = get_family(family_name)
     pipe = family.load(model_dir, device=device)
     sites = refact_stat_sites(cfg, family_name)
@@ -89,3 +88,13 @@ def run_edit(model_dir: Path, family_name: str, editor_name: str, editor_cfg: di
     log.info("%s %s/%s: %d tensors in %.2f s", editor_name, case.task, case.name, len(delta.tensors),
              delta.sidecar["wall_s"])
     return delta
+
+
+def run_reedits(edit_delta: Path, finetunes: Path, seeds: list[int], out: Path, **edit_args) -> None:
+    """The same edit applied again to the fine-tuned state of every seed of a fine-tune, each
+    delta in `out/seed<k>.safetensors` (the directory appears only when all are done). One job
+    per fine-tune, as for training and generation: the libraries load once, not once per seed."""
+    with atomic_dir(out) as tmp:
+        for seed in seeds:
+            log.info("re-edit of fine-tune seed %d of %s", seed, seeds)
+            run_edit(out=tmp / f"seed{seed}.safetensors", layers=[edit_delta, finetunes / f"seed{seed}"], **edit_args)
