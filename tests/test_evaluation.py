@@ -390,6 +390,31 @@ def test_reedit_solves_from_the_fine_tuned_weights(tiny_model_dirs, tmp_path):
     assert any(not torch.equal(first.tensors[k], again.tensors[k]) for k in first.tensors)
 
 
+def test_one_reedit_job_gives_each_seed_the_delta_it_gets_alone(tiny_model_dirs, tmp_path):
+    """run_reedits re-edits every seed of a fine-tune in one job; each seed's delta must be the
+    one a job of its own computes (from the edit and that seed's fine-tune, not another's)."""
+    from editpersist.editors.base import EditDelta
+    from editpersist.finetuners.config import FinetuneConfig
+    from editpersist.finetuners.subjects import ToySubject
+    from editpersist.sampling import SamplingConfig
+    from editpersist.stages.edit import run_edit, run_reedits
+    from editpersist.stages.finetune import run_finetune_seeds
+
+    cfg = {"lam": 0.5, "s_e": 1.0, "s_p": 1.0, "token_mode": "aligned", "guide": ""}
+    common = dict(model_dir=tiny_model_dirs["sd"], family_name="sd", editor_name="uce", editor_cfg=cfg,
+                  case=APPEARANCE, judge_dir=None, sampling=SamplingConfig(steps=2), seed=0, device="cpu")
+    edit = tmp_path / "edit.safetensors"
+    run_edit(out=edit, **common)
+    run_finetune_seeds(tiny_model_dirs["sd"], "sd", edit, FinetuneConfig("lora", steps=2, lr=5e-2, batch=2),
+                       ToySubject("sks-square", "square", "purple"), 4, 32, None, "cpu", tmp_path / "ft", seeds=[0, 1])
+    run_reedits(edit, tmp_path / "ft", [0, 1], tmp_path / "reedits", **common)
+    deltas = [EditDelta.load(tmp_path / f"reedits/seed{k}.safetensors").tensors for k in (0, 1)]
+    for k in (0, 1):
+        alone = run_edit(out=tmp_path / f"alone{k}.safetensors", layers=[edit, tmp_path / f"ft/seed{k}"], **common)
+        assert all(torch.equal(deltas[k][name], alone.tensors[name]) for name in alone.tensors)
+    assert any(not torch.equal(deltas[0][name], deltas[1][name]) for name in deltas[0])
+
+
 def _summary_row(model, finetuner, retention, editor="uce", **extra) -> dict:
     reps = np.full(200, np.nan) if np.isnan(retention) else np.random.default_rng(0).normal(retention, 0.05, 200)
     return {"model": model, "editor": editor, "task": "appearance", "edit": "e", "finetuner": finetuner,
