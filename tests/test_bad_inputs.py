@@ -177,12 +177,12 @@ def test_out_of_memory_names_the_knobs(tiny_model_dirs, monkeypatch):
     def no_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(trainer, "train_steps", no_memory)
+    monkeypatch.setattr(core, "train_steps", no_memory)
     family = get_family("sd")
     pipe = family.load(tiny_model_dirs["sd"])
     with pytest.raises(TrainingError) as err:
-        trainer.finetune(pipe, family, ToySubject("s", "square", "purple").images(2, 0),
-                         FinetuneConfig("full", steps=1, lr=1e-4, batch=2))
+        core.finetune(pipe, family, ToySubject("s", "square", "purple").images(2, 0),
+                      FinetuneConfig("full", steps=1, lr=1e-4, batch=2))
     message = str(err.value)
     for knob in ("finetuners.full.batch", "sampling height/width", "finetuners.full.gradient_checkpointing",
                  "finetuners.full.precision"):
