@@ -97,13 +97,13 @@ def test_flux_clip_layer_also_edits_the_pooled_clip_encoder(tiny_model_dirs, tmp
     family = get_family("flux")
     pipe = family.load(tiny_model_dirs["flux"])
     cfg = refact_config({"layers": {"flux": 0, "flux_clip": 1}, "templates": ["{}", "a photo of {}"], "max_steps": 5},
-                        "flux", "appearance")
-    sites = cfg.sites(get_family("flux"))
+                        family, "appearance")
+    sites = cfg.sites(family)
     assert [s.component for s in sites] == ["text_encoder_2", "text_encoder"]
     assert sites[1].module == "encoder.layers.1.mlp.fc2"
     # Only FLUX reads the key; the other families ignore it.
     sd = get_family("sd")
-    assert refact_config({"layers": {"sd": 0, "flux_clip": 1}, "templates": ["{}"]}, "sd", "role").sites(sd) == \
+    assert refact_config({"layers": {"sd": 0, "flux_clip": 1}, "templates": ["{}"]}, sd, "role").sites(sd) == \
         sd.refact_sites(0)
     stats = compute_and_cache_stats(pipe, sites, CORPUS, tmp_path)
     assert len(stats) == 2 and all(p.is_file() for p in stats)

@@ -41,11 +41,11 @@ def measure(pipe, family, case, reader) -> dict:
             "specificity": float(np.mean(kept))}
 
 
-def variants(editor: str, family_name: str, task: str, stats: Path):
+def variants(editor: str, family, task: str, stats: Path):
     """(label, editor) pairs to run."""
     if editor == "time":
         return [(f"augment={a}", TIME(TIMEConfig(augment=a))) for a in (False, True)]
-    return [("toy config", ReFACT(refact_config(REFACT_CFG, family_name, task), stats))]
+    return [("toy config", ReFACT(refact_config(REFACT_CFG, family, task), stats))]
 
 
 def main(editor: str, models: list[str]) -> None:
@@ -56,11 +56,11 @@ def main(editor: str, models: list[str]) -> None:
         with tempfile.TemporaryDirectory() as stats:
             if editor == "refact":
                 pipe = family.load(f"resources/toy/models/{model}")
-                compute_and_cache_stats(pipe, refact_stat_sites(REFACT_CFG, family_name), refact_corpus(REFACT_CFG, 0),
+                compute_and_cache_stats(pipe, refact_stat_sites(REFACT_CFG, family), refact_corpus(REFACT_CFG, 0),
                                         Path(stats))
             for task in ("appearance", "role"):
                 case = cases[task][0]
-                for label, edit in variants(editor, family_name, task, Path(stats)):
+                for label, edit in variants(editor, family, task, Path(stats)):
                     pipe = family.load(f"resources/toy/models/{model}")
                     row = {"base": measure(pipe, family, case, reader)}
                     delta = edit.edit(pipe, family, list(case.requests))

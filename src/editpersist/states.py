@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .editors.base import EditDelta, apply_delta
+from .editors.base import EditDelta, apply_delta, restore
 from .errors import InputError
 from .io import load_tensors
 
@@ -200,6 +200,20 @@ def restore_weights(pipe, saved: dict[str, dict[str, torch.Tensor]]) -> None:
     """Undo fine-tune layers applied since `save_weights` (fused adapters leave plain modules)."""
     for component, state in saved.items():
         getattr(pipe, component).load_state_dict(state)
+
+
+def apply_undoable(pipe, family, layers: list[Path], loaded: dict):
+    """Apply layers on top of the loaded state; returns the function that undoes them (deltas by
+    their own originals, fine-tune layers by restoring `loaded`, the tunable weights as loaded)."""
+    originals = [apply_layer(pipe, family, layer) for layer in layers]
+
+    def undo():
+        for orig in reversed(originals):
+            if orig is not None:
+                restore(pipe, orig)
+        restore_weights(pipe, loaded)
+
+    return undo
 
 
 def load_model_state(model_dir: Path, family_name: str, layers: list[Path], device: str,

@@ -1,9 +1,9 @@
 from pathlib import Path
 
 from editpersist.finetuners.subjects import make_subject
-from editpersist.stages.finetune import make_class_images
-from editpersist.sampling import SamplingConfig
 from editpersist.runtime import pick_device
+from editpersist.sampling import SamplingConfig
+from editpersist.stages.finetune import make_class_images
 from editpersist.workflow import run
 
 run(snakemake, lambda sm: make_class_images(

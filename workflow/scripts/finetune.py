@@ -2,8 +2,8 @@ from pathlib import Path
 
 from editpersist.finetuners.config import FinetuneConfig
 from editpersist.finetuners.subjects import make_subject
-from editpersist.stages.finetune import run_finetune_seeds
 from editpersist.runtime import pick_device
+from editpersist.stages.finetune import run_finetune_seeds
 from editpersist.workflow import run
 
 

@@ -2,8 +2,8 @@ from pathlib import Path
 
 from editpersist.evaluation.generation import run_generation
 from editpersist.evaluation.prompts import QualityConfig
-from editpersist.sampling import SamplingConfig
 from editpersist.runtime import pick_device
+from editpersist.sampling import SamplingConfig
 from editpersist.workflow import run
 
 run(snakemake, lambda sm: run_generation(

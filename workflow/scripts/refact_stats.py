@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from editpersist.stages.edit import run_refact_stats
 from editpersist.runtime import pick_device
+from editpersist.stages.edit import run_refact_stats
 from editpersist.workflow import run
 
 run(snakemake, lambda sm: run_refact_stats(

@@ -11,8 +11,8 @@ config/paper.yaml):
 t_step is one denoising step with classifier-free guidance (two network evaluations) at
 the model's resolution, batch 1, on an H100: published A100 figures divided by
 A100_TO_H100. The per-model figures (step time, native resolution, load time, checkpoint
-bytes) are each family's `costs` (editpersist.families). Every constant says where it comes from; the ones marked "assumed"
-are this file's estimates, to be replaced by measured figures (`python -m
+bytes) are each family's `costs` (editpersist.families). Every constant says where it comes
+from; the ones marked "assumed" are estimates, to be replaced by measured figures (`python -m
 editpersist.bench finetune/generation` on the GPU machine).
 """
 
@@ -112,7 +112,8 @@ def model_cost(cells: list[GridCell], model: dict, config: dict) -> ModelCost:
     for state in states:
         ft = finetuner_of(state)
         cfg = config["finetuners"][ft]
-        factor = TRAIN * (CKPT if cfg.get("gradient_checkpointing") else 1) * (2 if FINETUNERS[ft].prior_preservation else 1)
+        prior = 2 if FINETUNERS[ft].prior_preservation else 1
+        factor = TRAIN * (CKPT if cfg.get("gradient_checkpointing") else 1) * prior
         ft_s += cfg["steps"] * cfg["batch"] * step * factor + ref.load_s
     hours["finetune"] = ft_s / 3600
     starts = {c.start: c.editor for c in mine}

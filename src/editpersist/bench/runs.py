@@ -200,7 +200,7 @@ def refact_bench() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         toy = family.load("resources/toy/models/toy-sd")
         for name, pipe, layer in (("toy_sd", toy, 1), ("sd14", sd14_pipeline(), 9)):
-            cfg = refact_config({**base_cfg, "layers": {"sd": layer}}, "sd", "appearance")
+            cfg = refact_config({**base_cfg, "layers": {"sd": layer}}, family, "appearance")
             stats = Path(tmp) / name
             t = time.perf_counter()
             compute_and_cache_stats(pipe, cfg.sites(family), refact_corpus(base_cfg, 0), stats)

@@ -45,7 +45,6 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, InputError
-from ..families import get_family
 from ..families.base import TextSite
 from ..io import load_tensors, save_tensors
 from ..tasks.requests import EditRequest
@@ -107,17 +106,16 @@ def refact_layer(cfg: dict, family_name: str, task: str | None) -> int | list[in
     return by_task[task]
 
 
-def refact_config(cfg: dict, family_name: str, task: str, seed: int = 0) -> ReFACTConfig:
+def refact_config(cfg: dict, family, task: str, seed: int = 0) -> ReFACTConfig:
     """The editor's configuration from its `editors.refact` block, for one family and task."""
-    return ReFACTConfig(layer=refact_layer(cfg, family_name, task), templates=tuple(cfg["templates"]), seed=seed,
-                        flux_clip_layer=get_family(family_name).pooled_clip_layer(cfg["layers"]),
+    return ReFACTConfig(layer=refact_layer(cfg, family.name, task), templates=tuple(cfg["templates"]), seed=seed,
+                        flux_clip_layer=family.pooled_clip_layer(cfg["layers"]),
                         **{k: cfg[k] for k in REFACT_RUN_KEYS if k in cfg})
 
 
-def refact_stat_sites(cfg: dict, family_name: str) -> list:
+def refact_stat_sites(cfg: dict, family) -> list[TextSite]:
     """Every site whose statistics some task's edit reads (one file per site)."""
-    family = get_family(family_name)
-    sites = [s for layer in refact_layer(cfg, family_name, None)
+    sites = [s for layer in refact_layer(cfg, family.name, None)
              for s in family.refact_sites(layer, family.pooled_clip_layer(cfg["layers"]))]
     return list(dict.fromkeys(sites))
 
@@ -318,7 +316,7 @@ def compute_and_cache_stats(pipe, sites: list[TextSite], corpus: list[str], stat
 
 
 def build(block: dict, ctx: EditContext) -> "ReFACT":
-    return ReFACT(refact_config(block, ctx.family.name, ctx.task, ctx.seed), ctx.stats_dir)
+    return ReFACT(refact_config(block, ctx.family, ctx.task, ctx.seed), ctx.stats_dir)
 
 
 class ReFACT:

@@ -36,7 +36,7 @@ def encode_for_edit(pipe, family, prompts: list[str]) -> dict[str, Encoded]:
     edit_inputs): token states carry their tokenizer's mask, pooled vectors none."""
     encoded = family.encode_prompts(pipe, prompts)
     out = {}
-    for group, key in family.edit_inputs:
+    for group, key, _ in family.edit_inputs:
         states, tok = encoded[key], family.group_tokenizer(pipe, group)
         out[group] = Encoded(_states(states), _mask(tok, prompts, states.shape[1]) if tok is not None else None)
     return out

@@ -18,11 +18,10 @@ import pandas as pd
 from PIL import Image
 
 from ..errors import InputError
-from ..sampling import SamplingConfig, generate_counts
 from ..io import atomic_dir
 from ..runtime import RunStats
-from ..editors.base import restore
-from ..states import apply_layer, finetune_snapshots, load_model_state, parse_state, restore_weights, save_weights
+from ..sampling import SamplingConfig, generate_counts
+from ..states import apply_layer, apply_undoable, finetune_snapshots, load_model_state, parse_state, save_weights
 from ..tasks.cases import EditCase
 from .prompts import QualityConfig, case_probes, quality_captions
 
@@ -66,20 +65,6 @@ def common_prefix(layer_lists: list[list[Path]]) -> list[Path]:
             break
         prefix.append(layers[0])
     return prefix
-
-
-def apply_undoable(pipe, family, layers: list[Path], loaded: dict):
-    """Apply layers on top of the loaded state; returns the function that undoes them (deltas by
-    their own originals, fine-tune layers by restoring `loaded`, the tunable weights as loaded)."""
-    originals = [apply_layer(pipe, family, layer) for layer in layers]
-
-    def undo():
-        for orig in reversed(originals):
-            if orig is not None:
-                restore(pipe, orig)
-        restore_weights(pipe, loaded)
-
-    return undo
 
 
 def member_rows(pipe, family, loaded: dict, state: str, rest: list[Path], counts: dict[str, int],

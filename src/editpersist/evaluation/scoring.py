@@ -24,11 +24,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..tasks.requests import attribute_prompt
 from ..errors import ConfigError
 from ..judges.clip import ClipJudge
 from ..metrics.reader_metrics import edited_hits, kept_hits, matches, text_attributes
 from ..tasks.cases import EditCase, Probe
+from ..tasks.requests import attribute_prompt
 from .generation import load_images, read_manifest
 from .prompts import QualityConfig, case_key, case_probes, prompt_set, quality_captions
 

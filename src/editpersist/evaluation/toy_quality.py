@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .subject_probe import layer_count, transplant_all, transplant_sites
 from ..families.base import ModelFamily
-from ..sampling import SamplingConfig, generate
 from ..judges.clip import ClipJudge
 from ..metrics.reader_metrics import edited_hits
+from ..sampling import SamplingConfig, generate
 from ..tasks.cases import EditCase
 from ..toy.reader import AttributeReader
 from ..toy.render import render_samples
 from ..toy.world import COLORS, SHAPES, Sample, WorldSpec, describe
+from .subject_probe import layer_count, transplant_all, transplant_sites
 
 
 def fresh_pair_samples(n: int, rng: np.random.Generator) -> list[Sample]:

@@ -7,14 +7,14 @@ import logging
 from pathlib import Path
 
 from ..families import get_family
-from ..sampling import SamplingConfig
 from ..images import grid, save_png
 from ..io import write_json
 from ..judges.clip import ClipJudge
+from ..sampling import SamplingConfig
 from ..tasks.toy import toy_cases
-from .toy_quality import judge_two_way_accuracy, prompt_fidelity, reader_accuracy, subject_binding
 from ..toy.reader import AttributeReader
 from ..toy.world import WorldSpec
+from .toy_quality import judge_two_way_accuracy, prompt_fidelity, reader_accuracy, subject_binding
 
 log = logging.getLogger("editpersist")
 

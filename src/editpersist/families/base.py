@@ -62,11 +62,10 @@ class ModelFamily:
     lora_text_encoders: tuple[str, ...] = ("text_encoder",)
     # Half precision used on GPU: SD 1.x/2.x are commonly run in fp16, SDXL and FLUX in bf16.
     gpu_precision: str = "bf16"
-    # The token-sequence input groups and the tokenizer whose positions they follow (TIME pairs
-    # token positions); an input group not listed is one pooled vector per prompt.
-    token_groups: tuple[tuple[str, str], ...] = (("tokens", "tokenizer"),)
-    # Which encoding (a key of encode_prompts) each UCE input group reads.
-    edit_inputs: tuple[tuple[str, str], ...] = (("tokens", "prompt_embeds"),)
+    # Each input group of uce_targets: (group, the encode_prompts key it reads, the tokenizer
+    # whose positions its token sequence follows, or None for one pooled vector per prompt;
+    # TIME pairs token positions, UCE masks padding by it).
+    edit_inputs: tuple[tuple[str, str, str | None], ...] = (("tokens", "prompt_embeds", "tokenizer"),)
     # What kind of tokenizer each of `tokenizers` is ("clip" or "t5"): the rehearsal and the
     # tests build matching ones for random pipelines.
     tokenizer_kinds: tuple[str, ...] = ("clip",)
@@ -172,7 +171,7 @@ class ModelFamily:
 
     def group_tokenizer(self, pipe, group: str):
         """The tokenizer of a token-sequence input group, or None for a pooled one."""
-        name = dict(self.token_groups).get(group)
+        name = {g: tok for g, _, tok in self.edit_inputs}[group]
         return getattr(pipe, name) if name else None
 
     def uce_groups(self, pipe) -> dict[str, dict[str, torch.nn.Linear]]:

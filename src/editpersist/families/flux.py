@@ -89,8 +89,7 @@ FAMILY = FluxFamily(
         ("t5_tokens", "transformer", r"context_embedder"),
         ("clip_pooled", "transformer", r"time_text_embed\.text_embedder\.linear_1"),
     ),
-    token_groups=(("t5_tokens", "tokenizer_2"),),
-    edit_inputs=(("t5_tokens", "prompt_embeds"), ("clip_pooled", "pooled")),
+    edit_inputs=(("t5_tokens", "prompt_embeds", "tokenizer_2"), ("clip_pooled", "pooled", None)),
     lora_targets=(
         "to_q", "to_k", "to_v", "to_out.0",
         "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",

@@ -15,7 +15,7 @@ from ..families import get_family
 from ..io import atomic_dir
 from ..judges.clip import ClipJudge
 from ..sampling import SamplingConfig, generate, stream_seed
-from ..states import load_model_state
+from ..states import apply_undoable, load_model_state, save_weights
 from ..tasks.cases import EditCase
 from ..tasks.requests import EditRequest, attribute_prompt
 from ..toy.reader import read_colors
@@ -61,7 +61,7 @@ def debias_meter(editor_cfg: dict, judge_dir: str | None, family, sampling: Samp
 def run_refact_stats(model_dir: Path, family_name: str, cfg: dict, seed: int, device: str, out: Path) -> None:
     family = get_family(family_name)
     pipe = family.load(model_dir, device=device)
-    sites = refact_stat_sites(cfg, family_name)
+    sites = refact_stat_sites(cfg, family)
     with atomic_dir(out) as tmp:
         compute_and_cache_stats(pipe, sites, refact_corpus(cfg, seed), tmp)
 
@@ -73,28 +73,46 @@ def build_editor(name: str, block: dict, ctx: EditContext) -> Editor:
     return EDITORS[name].build(block, ctx)
 
 
+def case_editor(editor_name: str, editor_cfg: dict, family, case: EditCase, judge_dir: str | None,
+                sampling: SamplingConfig, seed: int, device: str, stats_dir: Path | None) -> Editor:
+    """The editor of one case, with the debias meter when the case balances attributes."""
+    meter = None
+    if any(r.mode == "debias" for r in case.requests):
+        meter = debias_meter(editor_cfg, judge_dir, family, sampling, seed, device)
+    return build_editor(editor_name, editor_cfg, EditContext(family, case.task, seed, meter, stats_dir))
+
+
+def edit_and_save(pipe, family, editor: Editor, case: EditCase, model_dir: Path, out: Path) -> EditDelta:
+    delta = editor.edit(pipe, family, list(case.requests))
+    delta.sidecar.update(task=case.task, edit=case.name, model_dir=str(model_dir), family=family.name)
+    delta.save(out)
+    log.info("%s %s/%s: %d tensors in %.2f s", editor.name, case.task, case.name, len(delta.tensors),
+             delta.sidecar["wall_s"])
+    return delta
+
+
 def run_edit(model_dir: Path, family_name: str, editor_name: str, editor_cfg: dict, case: EditCase,
              judge_dir: str | None, sampling: SamplingConfig, seed: int, device: str, out: Path,
              stats_dir: Path | None = None, layers: list[Path] = ()) -> EditDelta:
     """Edit a model state (the base, or with `layers` a fine-tuned state: re-editing)."""
     family, pipe = load_model_state(model_dir, family_name, list(layers), device)
-    meter = None
-    if any(r.mode == "debias" for r in case.requests):
-        meter = debias_meter(editor_cfg, judge_dir, family, sampling, seed, device)
-    editor = build_editor(editor_name, editor_cfg, EditContext(family, case.task, seed, meter, stats_dir))
-    delta = editor.edit(pipe, family, list(case.requests))
-    delta.sidecar.update(task=case.task, edit=case.name, model_dir=str(model_dir), family=family_name)
-    delta.save(out)
-    log.info("%s %s/%s: %d tensors in %.2f s", editor_name, case.task, case.name, len(delta.tensors),
-             delta.sidecar["wall_s"])
-    return delta
+    editor = case_editor(editor_name, editor_cfg, family, case, judge_dir, sampling, seed, device, stats_dir)
+    return edit_and_save(pipe, family, editor, case, model_dir, out)
 
 
-def run_reedits(edit_delta: Path, finetunes: Path, seeds: list[int], out: Path, **edit_args) -> None:
+def run_reedits(edit_delta: Path, finetunes: Path, seeds: list[int], out: Path, model_dir: Path, family_name: str,
+                editor_name: str, editor_cfg: dict, case: EditCase, judge_dir: str | None, sampling: SamplingConfig,
+                seed: int, device: str, stats_dir: Path | None = None) -> None:
     """The same edit applied again to the fine-tuned state of every seed of a fine-tune, each
-    delta in `out/seed<k>.safetensors` (the directory appears only when all are done). One job
-    per fine-tune, as for training and generation: the libraries load once, not once per seed."""
+    delta in `out/seed<k>.safetensors` (the directory appears only when all are done). The
+    edited model, the editor and its meter are made once; each seed's fine-tune is applied,
+    edited and undone in turn (generation undoes member states the same way)."""
+    family, pipe = load_model_state(model_dir, family_name, [edit_delta], device)
+    loaded = save_weights(pipe, family)
+    editor = case_editor(editor_name, editor_cfg, family, case, judge_dir, sampling, seed, device, stats_dir)
     with atomic_dir(out) as tmp:
-        for seed in seeds:
-            log.info("re-edit of fine-tune seed %d of %s", seed, seeds)
-            run_edit(out=tmp / f"seed{seed}.safetensors", layers=[edit_delta, finetunes / f"seed{seed}"], **edit_args)
+        for ft_seed in seeds:
+            log.info("re-edit of fine-tune seed %d of %s", ft_seed, seeds)
+            undo = apply_undoable(pipe, family, [finetunes / f"seed{ft_seed}"], loaded)
+            edit_and_save(pipe, family, editor, case, model_dir, tmp / f"seed{ft_seed}.safetensors")
+            undo()
