@@ -57,7 +57,7 @@ rule finetune:
         "../../envs/editpersist.yaml"
     threads: 1
     resources:
-        mem_mb=job_mem_mb(64000),
+        mem_mb=job_mem_mb(96000),
         runtime=job_runtime(60, 240, per_seed=True),
         gpu=gpus,
     params:
