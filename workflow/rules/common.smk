@@ -70,13 +70,55 @@ def job_seeds(wildcards):
     return list(grid.finetune_seeds(config, finetuner)) if finetuner else [0]
 
 
+# ---- job records ---------------------------------------------------------------------------
+# What a model job reads from the study, in one dict per job: the job's name-keyed slice of
+# what was parsed once above (the rules pass no raw config block). One callable per rule, not
+# one per field: planning the paper grid evaluates each for every one of its 13,050 jobs. A
+# dict, because Snakemake tracks a parameter for reruns (--rerun-triggers params) by repr only
+# inside builtin containers.
+
+
+def model_record(wildcards):
+    return {"family": MODELS[wildcards.model]["family"], "sampling": sampling_of(wildcards.model)}
+
+
+def edit_job(wildcards):
+    return {
+        **model_record(wildcards),
+        "editor_cfg": config["editors"][wildcards.editor],
+        "case": case_named(CASES, wildcards.task, wildcards.edit),
+    }
+
+
+def reedit_job(wildcards):
+    return {**edit_job(wildcards), "seeds": job_seeds(wildcards)}
+
+
+def class_images_job(wildcards):
+    return {**model_record(wildcards), "subject": SUBJECTS[wildcards.subject]}
+
+
+def finetune_job(wildcards):
+    cfg = {k: v for k, v in config["finetuners"][wildcards.finetuner].items() if k != "seeds"}
+    return {
+        "family": MODELS[wildcards.model]["family"],
+        "seeds": job_seeds(wildcards),
+        "cfg": cfg,
+        "subject": SUBJECTS[wildcards.subject],
+        "resolution": sampling_of(wildcards.model).get("height", 32),
+    }
+
+
+def generate_job(wildcards):
+    return {
+        **model_record(wildcards),
+        "members": group_layers(wildcards),
+        "cases": prompt_set(wildcards.prompt_set, CASES),
+        "subject_prompts": subject_prompts(wildcards),
+    }
+
+
 # ---- inputs ------------------------------------------------------------------------------
-
-
-def edit_case(wildcards):
-    """The job's edit case, from the cases parsed once above. In a one-element list: Snakemake
-    tracks a parameter for reruns (--rerun-triggers params) by repr only inside builtin containers."""
-    return [case_named(CASES, wildcards.task, wildcards.edit)]
 
 
 def model_input(wildcards):

@@ -54,11 +54,8 @@ rule edit:
         runtime=job_runtime(30, 240),
         gpu=gpus,
     params:
-        family=lambda wc: MODELS[wc.model]["family"],
-        editor_cfg=lambda wc: config["editors"][wc.editor],
-        case=edit_case,
+        job=edit_job,
         judge=config["judge"]["model"],
-        sampling=lambda wc: sampling_of(wc.model),
         seed=config["seed"],
         device=config["device"],
     script:
@@ -89,4 +86,4 @@ use rule edit as reedit with:
         runtime=job_runtime(30, 120, per_seed=True),
         gpu=gpus,
     params:
-        seeds=job_seeds,
+        job=reedit_job,

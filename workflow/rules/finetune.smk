@@ -26,10 +26,8 @@ rule class_images:
         runtime=job_runtime(30, 60),
         gpu=gpus,
     params:
-        family=lambda wc: MODELS[wc.model]["family"],
-        subject=lambda wc: SUBJECTS[wc.subject],
+        job=class_images_job,
         n=config["finetune_data"]["n_class_images"],
-        sampling=lambda wc: sampling_of(wc.model),
         seed=config["seed"],
         device=config["device"],
     script:
@@ -61,13 +59,9 @@ rule finetune:
         runtime=job_runtime(60, 240, per_seed=True),
         gpu=gpus,
     params:
-        family=lambda wc: MODELS[wc.model]["family"],
-        seeds=job_seeds,
-        cfg=lambda wc: {k: v for k, v in config["finetuners"][wc.finetuner].items() if k != "seeds"},
+        job=finetune_job,
         data_seed=config["seed"],
-        subject=lambda wc: SUBJECTS[wc.subject],
         n_images=config["finetune_data"]["n_images"],
-        resolution=lambda wc: sampling_of(wc.model).get("height", 32),
         device=config["device"],
     script:
         "../scripts/finetune.py"

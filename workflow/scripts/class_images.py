@@ -6,7 +6,13 @@ from editpersist.sampling import SamplingConfig
 from editpersist.stages.finetune import make_class_images
 from editpersist.workflow import run
 
-run(snakemake, lambda sm: make_class_images(
-    Path(sm.input.model), sm.params.family, Path(sm.input.delta) if sm.input.delta else None,
-    make_subject(sm.params.subject), sm.params.n, SamplingConfig(**sm.params.sampling), sm.params.seed,
-    pick_device(sm.params.device), Path(sm.output.images)))
+
+def job(sm):
+    rec = sm.params.job
+    make_class_images(
+        Path(sm.input.model), rec["family"], Path(sm.input.delta) if sm.input.delta else None,
+        make_subject(rec["subject"]), sm.params.n, SamplingConfig(**rec["sampling"]), sm.params.seed,
+        pick_device(sm.params.device), Path(sm.output.images))
+
+
+run(snakemake, job)

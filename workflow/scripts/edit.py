@@ -8,12 +8,13 @@ from editpersist.workflow import run
 
 def job(sm):
     """`edit` edits the base; `reedit` edits again the fine-tuned state of each seed of a fine-tune."""
-    args = dict(model_dir=Path(sm.input.model), family_name=sm.params.family, editor_name=sm.wildcards.editor,
-                editor_cfg=dict(sm.params.editor_cfg), case=sm.params.case[0], judge_dir=sm.params.judge,
-                sampling=SamplingConfig(**sm.params.sampling), seed=sm.params.seed, device=pick_device(sm.params.device),
+    rec = sm.params.job
+    args = dict(model_dir=Path(sm.input.model), family_name=rec["family"], editor_name=sm.wildcards.editor,
+                editor_cfg=dict(rec["editor_cfg"]), case=rec["case"], judge_dir=sm.params.judge,
+                sampling=SamplingConfig(**rec["sampling"]), seed=sm.params.seed, device=pick_device(sm.params.device),
                 stats_dir=Path(sm.input.stats) if sm.input.stats else None)
     if sm.rule == "reedit":
-        run_reedits(Path(sm.input.delta), Path(sm.input.finetunes), list(sm.params.seeds), Path(sm.output.reedits),
+        run_reedits(Path(sm.input.delta), Path(sm.input.finetunes), list(rec["seeds"]), Path(sm.output.reedits),
                     **args)
     else:
         run_edit(out=Path(sm.output.delta), **args)
