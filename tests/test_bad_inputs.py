@@ -81,6 +81,18 @@ def test_truncated_model_weights_name_the_file(tmp_path, tiny_model_dirs):
         load_model_state(model, "sd", [], "cpu")
 
 
+def test_truncated_model_index_names_the_file(tmp_path, tiny_model_dirs):
+    import shutil
+
+    from editpersist.states import load_model_state
+
+    model = tmp_path / "sd"
+    shutil.copytree(tiny_model_dirs["sd"], model)
+    _truncated(model / "model_index.json")
+    with pytest.raises(InputError, match=r"sd/model_index\.json: not valid JSON"):
+        load_model_state(model, "sd", [], "cpu")
+
+
 def test_truncated_edit_delta_names_the_file(tmp_path, tiny_model_dirs):
     import torch
 

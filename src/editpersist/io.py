@@ -46,6 +46,16 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file's content, naming the file if it is not valid JSON."""
+    from .errors import InputError
+
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from e
+
+
 def _json_default(o: Any) -> Any:
     if hasattr(o, "item"):
         return o.item()

@@ -17,7 +17,7 @@ from typing import Any, Callable, Protocol
 import torch
 
 from ..errors import InputError
-from ..io import atomic_path, load_tensors, save_tensors
+from ..io import atomic_path, load_tensors, read_json, save_tensors
 from ..tasks.requests import EditRequest
 
 
@@ -43,11 +43,7 @@ class EditDelta:
         side = sidecar_path(path)
         if not side.is_file():
             raise InputError(f"{side}: missing sidecar of edit delta {path}")
-        try:
-            sidecar = json.loads(side.read_text())
-        except json.JSONDecodeError as e:
-            raise InputError(f"{side}: not valid JSON ({e})") from e
-        return cls(load_tensors(path), sidecar)
+        return cls(load_tensors(path), read_json(side))
 
 
 def sidecar_path(path: Path) -> Path:

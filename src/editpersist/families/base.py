@@ -10,7 +10,6 @@ family it holds. The diffusers pipeline object stays the single owner of the com
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
+from ..io import read_json
 from ..runtime import pick_dtype
 
 
@@ -194,10 +194,7 @@ def check_model_dir(path: Path, family: ModelFamily) -> None:
     index = path / "model_index.json"
     if not index.is_file():
         raise InputError(f"{path}: missing model_index.json; not a diffusers pipeline directory")
-    try:
-        declared = json.loads(index.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{index}: not valid JSON ({e})") from e
+    declared = read_json(index)
     if declared.get("_class_name") != family.pipeline_class:
         raise InputError(
             f"{index}: pipeline class {declared.get('_class_name')!r} is not "
