@@ -24,7 +24,7 @@ rule refact_stats:
     resources:
         mem_mb=job_mem_mb(64000),
         runtime=job_runtime(30, 120),
-        gpu=gpus,
+        gpu=GPUS,
     params:
         family=lambda wc: MODELS[wc.model]["family"],
         cfg=config["editors"].get("refact"),
@@ -52,7 +52,7 @@ rule edit:
     resources:
         mem_mb=job_mem_mb(64000),
         runtime=job_runtime(30, 240),
-        gpu=gpus,
+        gpu=GPUS,
     params:
         job=edit_job,
         judge=config["judge"]["model"],
@@ -84,6 +84,6 @@ use rule edit as reedit with:
     resources:
         mem_mb=job_mem_mb(64000),
         runtime=job_runtime(30, 120, per_seed=True),
-        gpu=gpus,
+        gpu=GPUS,
     params:
         job=reedit_job,

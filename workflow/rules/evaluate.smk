@@ -22,7 +22,7 @@ rule score:
     resources:
         mem_mb=job_mem_mb(32000),
         runtime=job_runtime(60, 120),
-        gpu=gpus,
+        gpu=GPUS,
     params:
         cases=CASES,
         quality=EVAL["quality"],

@@ -24,7 +24,7 @@ rule class_images:
     resources:
         mem_mb=job_mem_mb(64000),
         runtime=job_runtime(30, 60),
-        gpu=gpus,
+        gpu=GPUS,
     params:
         job=class_images_job,
         n=config["finetune_data"]["n_class_images"],
@@ -57,7 +57,7 @@ rule finetune:
     resources:
         mem_mb=job_mem_mb(96000),
         runtime=job_runtime(60, 240, per_seed=True),
-        gpu=gpus,
+        gpu=GPUS,
     params:
         job=finetune_job,
         data_seed=config["seed"],

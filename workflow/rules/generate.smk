@@ -23,7 +23,7 @@ rule generate:
     resources:
         mem_mb=job_mem_mb(64000),
         runtime=job_runtime(30, 120, per_seed=True),
-        gpu=gpus,
+        gpu=GPUS,
     params:
         job=generate_job,
         quality=EVAL["quality"],
