@@ -15,7 +15,9 @@ two losses and leaves the denoiser as built:
   original gives, so the denoiser still reads what it was trained on.
 Then it measures subject_binding (the probe of results/toy/quality.json) and prompt fidelity.
 For FLUX it also asks where the denoiser reads the colour: T5 states and pooled CLIP vector of
-"a circle" and "a blue circle" swapped one at a time. Writes results/subject_routing_<family>.json.
+"a circle" and "a blue circle" swapped one at a time; with --clip it routes FLUX's CLIP tower
+too and transplants at a CLIP layer as well as a T5 layer (ReFACT's `flux_clip` site).
+Writes results/subject_routing_<family>[_clip].json.
 """
 import argparse
 import copy
@@ -27,8 +29,8 @@ import numpy as np
 import torch
 
 from editpersist.editors.refact import subject_last_index, tokenize
-from editpersist.evaluation.subject_probe import noun_phrase
-from editpersist.evaluation.toy_quality import prompt_fidelity, subject_binding
+from editpersist.evaluation.subject_probe import noun_phrase, subject_state, transplant_all
+from editpersist.evaluation.toy_quality import _edit_share, prompt_fidelity, subject_binding
 from editpersist.families import get_family
 from editpersist.sampling import SamplingConfig
 from editpersist.tasks.toy import toy_cases
@@ -153,6 +155,27 @@ def flux_colour_source(pipe, reader, n: int = 16) -> dict:
             "t5_source_pooled_destination": blue(src_t5, dst_pooled), "n_images": n}
 
 
+def binding_with_clip(pipe, family, reader, cases, n: int, sampling: SamplingConfig, clip_layers: int) -> dict:
+    """subject_binding with the T5 site and the pooled CLIP site transplanted together."""
+    out = {}
+    for case in cases:
+        (request,) = case.requests
+        src, dst = request.source, request.target
+        row = {}
+        for layer in range(len(pipe.text_encoder_2.encoder.block)):
+            for clip_layer in range(clip_layers):
+                sites = []
+                for site in family.refact_sites(layer, clip_layer):
+                    encoder, tok = getattr(pipe, site.component), getattr(pipe, site.tokenizer)
+                    block = encoder.get_submodule(site.block)
+                    sites.append((block, subject_last_index(tok, src, noun_phrase(src)),
+                                  subject_state(encoder, tok, block, dst, noun_phrase(dst))))
+                with transplant_all(sites):
+                    row[f"t5 {layer} clip {clip_layer}"] = _edit_share(pipe, family, reader, case, src, n, sampling, 0)
+        out[case.name] = row
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--family", choices=sorted(MODELS), default="sd")
@@ -161,6 +184,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--images", type=int, default=32)
+    p.add_argument("--clip", action="store_true", help="flux: route the CLIP tower too")
     a = p.parse_args()
     torch.manual_seed(0)
     spec, family = WorldSpec(), get_family(a.family)
@@ -174,17 +198,24 @@ def main() -> None:
     if a.family == "flux":
         result["colour_source_before"] = flux_colour_source(pipe, reader)
     teacher, result["log"] = route(student, tok, blocks, spec, a.steps, a.weight, a.batch, a.lr, seed=0)
+    if a.clip:
+        clip_blocks = pipe.text_encoder.encoder.layers
+        _, result["clip_log"] = route(pipe.text_encoder, pipe.tokenizer, clip_blocks, spec, a.steps, a.weight,
+                                      a.batch, a.lr, seed=1)
     result["train_s"] = round(time.time() - start, 1)
     result["gap_after"] = gaps_per_layer(student, teacher, tok, blocks, spec)
     sampling = SamplingConfig(steps=20, guidance=5.0)
     cases = toy_cases(spec)
     result["subject_binding"] = subject_binding(pipe, family, reader, cases["appearance"] + cases["role"], a.images,
                                                 sampling, 0)
+    if a.clip:
+        result["binding_with_clip"] = binding_with_clip(pipe, family, reader, cases["appearance"] + cases["role"],
+                                                        a.images, sampling, len(clip_blocks) - 1)
     figures, _ = prompt_fidelity(pipe, family, reader, spec, 8, sampling, 0)
     result["prompt_fidelity"] = {k: v for k, v in figures.items() if k != "per_pair"}
-    out = Path(f"results/subject_routing_{a.family}.json")
+    out = Path(f"results/subject_routing_{a.family}{'_clip' if a.clip else ''}.json")
     out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "log"}, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if not k.endswith("log")}, indent=1))
 
 
 if __name__ == "__main__":
