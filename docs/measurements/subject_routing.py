@@ -16,8 +16,11 @@ two losses and leaves the denoiser as built:
 Then it measures subject_binding (the probe of results/toy/quality.json) and prompt fidelity.
 For FLUX it also asks where the denoiser reads the colour: T5 states and pooled CLIP vector of
 "a circle" and "a blue circle" swapped one at a time; with --clip it routes FLUX's CLIP tower
-too and transplants at a CLIP layer as well as a T5 layer (ReFACT's `flux_clip` site).
-Writes results/subject_routing_<family>[_clip].json.
+too and transplants at a CLIP layer as well as a T5 layer (ReFACT's `flux_clip` site); with
+--drop-pooled P it first pre-trains a new toy FLUX (T5 and transformer, the toy config's steps)
+whose pooled vector is replaced by the empty prompt's with probability P, so that the
+transformer must read the prompt from T5 (the built world's recipe with P = 0).
+Writes results/subject_routing_<family>[_clip][_dropP].json.
 """
 import argparse
 import copy
@@ -155,6 +158,43 @@ def flux_colour_source(pipe, reader, n: int = 16) -> dict:
             "t5_source_pooled_destination": blue(src_t5, dst_pooled), "n_images": n}
 
 
+def pretrain_flux_reading_t5(pipe, p_drop: float, seed: int = 0) -> None:
+    """Replace the pipeline's T5 and transformer by ones pre-trained with the pooled vector dropped."""
+    import yaml
+    from diffusers import AutoencoderKL
+
+    from editpersist.latents import encode_latents
+    from editpersist.toy import diffusion
+    from editpersist.toy.build import load_dataset
+    from editpersist.training.loop import train_steps
+    from editpersist.training.objectives import FlowMatchingObjective
+
+    cfg = yaml.safe_load(open("config/config.yaml"))["toy"]["flux"]
+    torch.manual_seed(seed)
+    samples, images = load_dataset(Path("resources/toy/data/train.npz"))
+    latents = encode_latents(AutoencoderKL.from_pretrained("resources/toy/vae/flux").eval(), images)
+    t5 = diffusion.build_t5(len(pipe.tokenizer_2))
+    transformer = diffusion.build_flux_transformer(pipe.vae.config.latent_channels, t5.config.d_model,
+                                                   pipe.text_encoder.config.hidden_size)
+    captions, cap_idx = diffusion._caption_index(samples)
+    _, pooled = diffusion.encode_prompts_clip(pipe.text_encoder, pipe.tokenizer, captions)
+    ids = diffusion.t5_ids(pipe.tokenizer_2, captions, pipe.tokenizer_2.model_max_length)
+    objective, g = FlowMatchingObjective(), torch.Generator().manual_seed(seed)
+
+    def loss(step: int) -> torch.Tensor:
+        idx = torch.randint(0, len(samples), (cfg["batch"],), generator=g)
+        c = cap_idx[idx].clone()
+        c[torch.rand(cfg["batch"], generator=g) < 0.1] = 0
+        pooled_c = c.clone()
+        pooled_c[torch.rand(cfg["batch"], generator=g) < p_drop] = 0  # captions[0] is ""
+        return objective.loss(transformer, latents[idx], t5(ids[c]).last_hidden_state, pooled[pooled_c], g)
+
+    transformer.train(), t5.train()
+    train_steps(list(transformer.parameters()) + list(t5.parameters()), loss, cfg["steps"], cfg["lr"], warmup=100,
+                desc="toy-flux-t5")
+    pipe.transformer, pipe.text_encoder_2 = transformer.eval(), t5.eval()
+
+
 def binding_with_clip(pipe, family, reader, cases, n: int, sampling: SamplingConfig, clip_layers: int) -> dict:
     """subject_binding with the T5 site and the pooled CLIP site transplanted together."""
     out = {}
@@ -185,13 +225,16 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--images", type=int, default=32)
     p.add_argument("--clip", action="store_true", help="flux: route the CLIP tower too")
+    p.add_argument("--drop-pooled", type=float, default=None, help="flux: pre-train anew with this pooled dropout")
     a = p.parse_args()
     torch.manual_seed(0)
     spec, family = WorldSpec(), get_family(a.family)
     pipe = family.load(MODELS[a.family], device="cpu")
     reader = AttributeReader.load("resources/toy/reader")
-    tok, student, blocks = routed_encoder(pipe, a.family)
     start = time.time()
+    if a.drop_pooled is not None:
+        pretrain_flux_reading_t5(pipe, a.drop_pooled)
+    tok, student, blocks = routed_encoder(pipe, a.family)
     frozen = copy.deepcopy(student).eval()
     result = {"family": a.family, "steps": a.steps, "weight": a.weight,
               "gap_before": gaps_per_layer(student, frozen, tok, blocks, spec)}
@@ -213,7 +256,8 @@ def main() -> None:
                                                         a.images, sampling, len(clip_blocks) - 1)
     figures, _ = prompt_fidelity(pipe, family, reader, spec, 8, sampling, 0)
     result["prompt_fidelity"] = {k: v for k, v in figures.items() if k != "per_pair"}
-    out = Path(f"results/subject_routing_{a.family}{'_clip' if a.clip else ''}.json")
+    drop = "" if a.drop_pooled is None else f"_drop{a.drop_pooled}"
+    out = Path(f"results/subject_routing_{a.family}{'_clip' if a.clip else ''}{drop}.json")
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: v for k, v in result.items() if not k.endswith("log")}, indent=1))
 
