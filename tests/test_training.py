@@ -51,3 +51,37 @@ def test_non_finite_loss_stops_with_step_number():
 
     with pytest.raises(TrainingError, match="loss is nan at step 3"):
         train_steps([w], loss, 10, 1e-2, desc="nan-test")
+
+
+def test_flux_pretraining_gives_the_empty_prompts_pooled_vector_at_the_drop_rate(tiny_model_dirs, monkeypatch):
+    from editpersist.families import get_family
+    from editpersist.toy import diffusion
+    from editpersist.toy.world import Sample
+
+    pipe = get_family("flux").load(tiny_model_dirs["flux"])
+    samples = [Sample(f"a {c} {s}", c, s) for c, s in (("red", "circle"), ("blue", "square"), ("green", "cross"))]
+    captions, _ = diffusion._caption_index(samples)
+    _, pooled_of = diffusion.encode_prompts_clip(pipe.text_encoder, pipe.tokenizer, captions)
+    seen = []
+
+    def record(self, transformer, latents, prompt_embeds, pooled, generator):
+        seen.append(pooled.detach().clone())
+        return prompt_embeds.sum() * 0
+
+    monkeypatch.setattr(diffusion.FlowMatchingObjective, "loss", record)
+
+    def pooled_rows(p_drop: float) -> torch.Tensor:
+        seen.clear()
+        cfg = diffusion.PretrainConfig(steps=20, batch=8, lr=1e-4, p_uncond=0.0, p_drop_pooled=p_drop)
+        diffusion.pretrain_flux(pipe.transformer, pipe.text_encoder_2, pipe.tokenizer_2, pipe.text_encoder,
+                                pipe.tokenizer, torch.zeros(len(samples), 1), samples, cfg,
+                                max_len=pipe.tokenizer_2.model_max_length)
+        return torch.cat(seen)
+
+    def share_empty(rows: torch.Tensor) -> float:
+        return float(torch.isclose(rows, pooled_of[0]).all(dim=1).float().mean())
+
+    # 160 rows each: captions' own vectors without dropout, the empty prompt's at about the rate.
+    assert share_empty(pooled_rows(0.0)) == 0.0
+    assert share_empty(pooled_rows(1.0)) == 1.0
+    assert 0.35 < share_empty(pooled_rows(0.5)) < 0.65

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from editpersist.editors.refact import subject_last_index, tokenize
-from editpersist.evaluation.subject_probe import noun_phrase, subject_state, transplant_all
-from editpersist.evaluation.toy_quality import _edit_share, prompt_fidelity, subject_binding
+from editpersist.evaluation.subject_probe import _hidden, layer_count, noun_phrase, transplant_all, transplant_sites
+from editpersist.evaluation.toy_quality import edit_share, prompt_fidelity, subject_binding
 from editpersist.families import get_family
 from editpersist.sampling import SamplingConfig
 from editpersist.tasks.toy import toy_cases
@@ -43,11 +43,10 @@ from editpersist.toy.world import COLORS, SHAPES, TEMPLATES, WorldSpec, describe
 MODELS = {"sd": "resources/toy/models/toy-sd", "flux": "resources/toy/models/toy-flux"}
 
 
-def routed_encoder(pipe, family_name: str):
-    """(tokenizer, encoder, its blocks): the encoder whose states the probe transplants."""
-    if family_name == "sd":
-        return pipe.tokenizer, pipe.text_encoder, pipe.text_encoder.encoder.layers
-    return pipe.tokenizer_2, pipe.text_encoder_2, pipe.text_encoder_2.encoder.block
+def site_encoder(pipe, site):
+    """(tokenizer, encoder, its blocks) of a ReFACT site: the encoder whose states the probe transplants."""
+    encoder = getattr(pipe, site.component)
+    return getattr(pipe, site.tokenizer), encoder, encoder.get_submodule(site.block.rsplit(".", 1)[0])
 
 
 def phrase_pair(spec: WorldSpec, rng: np.random.Generator) -> tuple[str, str]:
@@ -61,10 +60,6 @@ def phrase_pair(spec: WorldSpec, rng: np.random.Generator) -> tuple[str, str]:
     a, b = nouns[rng.integers(len(nouns))], nouns[rng.integers(len(nouns))]
     color = colors[rng.integers(len(colors))] if rng.random() < 0.5 else None
     return describe(None, a, template), describe(None if (color, b) in spec.held_out_pairs else color, b, template)
-
-
-def _hidden(output):
-    return output[0] if isinstance(output, tuple) else output
 
 
 def subject_positions(tok, prompts: list[str]) -> torch.Tensor:
@@ -142,9 +137,8 @@ def gaps_per_layer(student, teacher, tok, blocks, spec: WorldSpec) -> list[float
 def flux_colour_source(pipe, reader, n: int = 16) -> dict:
     """Share of blue images with T5 states and pooled vector taken from "a circle" (red) or "a blue circle"."""
     def encode(prompt):
-        embeds, pooled, _ = pipe.encode_prompt(prompt=[prompt], prompt_2=[prompt],
-                                               max_sequence_length=pipe.tokenizer_2.model_max_length)
-        return embeds, pooled
+        encoded = get_family("flux").encode_prompts(pipe, [prompt])
+        return encoded["prompt_embeds"], encoded["pooled"]
 
     def blue(embeds, pooled):
         images = pipe(prompt_embeds=embeds.repeat(n, 1, 1), pooled_prompt_embeds=pooled.repeat(n, 1),
@@ -159,15 +153,14 @@ def flux_colour_source(pipe, reader, n: int = 16) -> dict:
 
 
 def pretrain_flux_reading_t5(pipe, p_drop: float, seed: int = 0) -> None:
-    """Replace the pipeline's T5 and transformer by ones pre-trained with the pooled vector dropped."""
+    """Replace the pipeline's T5 and transformer by ones pre-trained as the toy world builds them,
+    but with the pooled vector dropped with probability `p_drop`."""
     import yaml
     from diffusers import AutoencoderKL
 
     from editpersist.latents import encode_latents
     from editpersist.toy import diffusion
     from editpersist.toy.build import load_dataset
-    from editpersist.training.loop import train_steps
-    from editpersist.training.objectives import FlowMatchingObjective
 
     cfg = yaml.safe_load(open("config/config.yaml"))["toy"]["flux"]
     torch.manual_seed(seed)
@@ -176,23 +169,11 @@ def pretrain_flux_reading_t5(pipe, p_drop: float, seed: int = 0) -> None:
     t5 = diffusion.build_t5(len(pipe.tokenizer_2))
     transformer = diffusion.build_flux_transformer(pipe.vae.config.latent_channels, t5.config.d_model,
                                                    pipe.text_encoder.config.hidden_size)
-    captions, cap_idx = diffusion._caption_index(samples)
-    _, pooled = diffusion.encode_prompts_clip(pipe.text_encoder, pipe.tokenizer, captions)
-    ids = diffusion.t5_ids(pipe.tokenizer_2, captions, pipe.tokenizer_2.model_max_length)
-    objective, g = FlowMatchingObjective(), torch.Generator().manual_seed(seed)
-
-    def loss(step: int) -> torch.Tensor:
-        idx = torch.randint(0, len(samples), (cfg["batch"],), generator=g)
-        c = cap_idx[idx].clone()
-        c[torch.rand(cfg["batch"], generator=g) < 0.1] = 0
-        pooled_c = c.clone()
-        pooled_c[torch.rand(cfg["batch"], generator=g) < p_drop] = 0  # captions[0] is ""
-        return objective.loss(transformer, latents[idx], t5(ids[c]).last_hidden_state, pooled[pooled_c], g)
-
-    transformer.train(), t5.train()
-    train_steps(list(transformer.parameters()) + list(t5.parameters()), loss, cfg["steps"], cfg["lr"], warmup=100,
-                desc="toy-flux-t5")
-    pipe.transformer, pipe.text_encoder_2 = transformer.eval(), t5.eval()
+    diffusion.pretrain_flux(transformer, t5, pipe.tokenizer_2, pipe.text_encoder, pipe.tokenizer, latents, samples,
+                            diffusion.PretrainConfig(cfg["steps"], cfg["batch"], cfg["lr"], seed=seed,
+                                                     p_drop_pooled=p_drop),
+                            max_len=pipe.tokenizer_2.model_max_length)
+    pipe.transformer, pipe.text_encoder_2 = transformer, t5
 
 
 def binding_with_clip(pipe, family, reader, cases, n: int, sampling: SamplingConfig, clip_layers: int) -> dict:
@@ -200,18 +181,12 @@ def binding_with_clip(pipe, family, reader, cases, n: int, sampling: SamplingCon
     out = {}
     for case in cases:
         (request,) = case.requests
-        src, dst = request.source, request.target
         row = {}
-        for layer in range(len(pipe.text_encoder_2.encoder.block)):
+        for layer in range(layer_count(pipe, family)):
             for clip_layer in range(clip_layers):
-                sites = []
-                for site in family.refact_sites(layer, clip_layer):
-                    encoder, tok = getattr(pipe, site.component), getattr(pipe, site.tokenizer)
-                    block = encoder.get_submodule(site.block)
-                    sites.append((block, subject_last_index(tok, src, noun_phrase(src)),
-                                  subject_state(encoder, tok, block, dst, noun_phrase(dst))))
-                with transplant_all(sites):
-                    row[f"t5 {layer} clip {clip_layer}"] = _edit_share(pipe, family, reader, case, src, n, sampling, 0)
+                with transplant_all(transplant_sites(pipe, family, request.source, request.target, layer, clip_layer)):
+                    share = edit_share(pipe, family, reader, case, request.source, n, sampling, 0)
+                row[f"t5 {layer} clip {clip_layer}"] = share
         out[case.name] = row
     return out
 
@@ -234,7 +209,7 @@ def main() -> None:
     start = time.time()
     if a.drop_pooled is not None:
         pretrain_flux_reading_t5(pipe, a.drop_pooled)
-    tok, student, blocks = routed_encoder(pipe, a.family)
+    tok, student, blocks = site_encoder(pipe, family.refact_sites(0)[0])
     frozen = copy.deepcopy(student).eval()
     result = {"family": a.family, "steps": a.steps, "weight": a.weight,
               "gap_before": gaps_per_layer(student, frozen, tok, blocks, spec)}
@@ -242,9 +217,8 @@ def main() -> None:
         result["colour_source_before"] = flux_colour_source(pipe, reader)
     teacher, result["log"] = route(student, tok, blocks, spec, a.steps, a.weight, a.batch, a.lr, seed=0)
     if a.clip:
-        clip_blocks = pipe.text_encoder.encoder.layers
-        _, result["clip_log"] = route(pipe.text_encoder, pipe.tokenizer, clip_blocks, spec, a.steps, a.weight,
-                                      a.batch, a.lr, seed=1)
+        clip_tok, clip, clip_blocks = site_encoder(pipe, family.refact_sites(0, 0)[1])
+        _, result["clip_log"] = route(clip, clip_tok, clip_blocks, spec, a.steps, a.weight, a.batch, a.lr, seed=1)
     result["train_s"] = round(time.time() - start, 1)
     result["gap_after"] = gaps_per_layer(student, teacher, tok, blocks, spec)
     sampling = SamplingConfig(steps=20, guidance=5.0)

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from .errors import InputError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -48,8 +50,6 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def read_json(path: str | os.PathLike) -> Any:
     """A JSON file's content, naming the file if it is not valid JSON."""
-    from .errors import InputError
-
     try:
         return json.loads(Path(path).read_text())
     except json.JSONDecodeError as e:
@@ -74,8 +74,6 @@ def save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str
 def load_tensors(path: str | os.PathLike) -> dict:
     """Load a safetensors file, naming the file if it is missing or corrupt."""
     from safetensors.torch import load_file
-
-    from .errors import InputError
 
     path = Path(path)
     if not path.is_file():

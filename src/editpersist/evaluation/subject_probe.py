@@ -73,12 +73,13 @@ def noun_phrase(prompt: str) -> str:
     return prompt
 
 
-def transplant_sites(pipe, family, source: str, target: str, layer: int):
+def transplant_sites(pipe, family, source: str, target: str, layer: int, pooled_clip_layer: int | None = None):
     """(block, position, state) per ReFACT site: the source's subject position and the target's
-    subject state at that layer. Subjects are the noun phrases' last tokens, as ReFACT keys them."""
+    subject state at that layer (and FLUX's pooled CLIP site at `pooled_clip_layer`, as ReFACT's
+    `flux_clip`). Subjects are the noun phrases' last tokens, as ReFACT keys them."""
     out = []
     src_phrase, dst_phrase = noun_phrase(source), noun_phrase(target)
-    for site in family.refact_sites(layer):
+    for site in family.refact_sites(layer, pooled_clip_layer):
         encoder, tok = getattr(pipe, site.component), getattr(pipe, site.tokenizer)
         block = encoder.get_submodule(site.block)
         out.append((block, subject_last_index(tok, source, src_phrase),

@@ -35,6 +35,9 @@ class PretrainConfig:
     lr: float
     p_uncond: float = 0.1
     seed: int = 0
+    # FLUX only: the pooled vector is the empty prompt's with this probability, so that the
+    # transformer must read the prompt from the T5 states (real FLUX reads mostly T5).
+    p_drop_pooled: float = 0.0
 
 
 # ---------------------------------------------------------------- SD ---------
@@ -168,8 +171,12 @@ def pretrain_flux(transformer, t5: T5EncoderModel, t5_tokenizer, clip_encoder, c
         idx = torch.randint(0, len(samples), (cfg.batch,), generator=g)
         c = cap_idx[idx].clone()
         c[torch.rand(cfg.batch, generator=g) < cfg.p_uncond] = 0
+        pooled_c = c
+        if cfg.p_drop_pooled > 0:  # no draw otherwise: the built toy FLUX stays bit-identical
+            pooled_c = c.clone()
+            pooled_c[torch.rand(cfg.batch, generator=g) < cfg.p_drop_pooled] = 0
         prompt_embeds = t5(ids[c]).last_hidden_state
-        return objective.loss(transformer, latents[idx], prompt_embeds, pooled[c], g)
+        return objective.loss(transformer, latents[idx], prompt_embeds, pooled[pooled_c], g)
 
     transformer.train()
     t5.train()
