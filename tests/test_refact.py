@@ -12,10 +12,9 @@ from editpersist.editors.refact import (
     compute_u,
     pooled,
     rank_one_update,
-    subject_last_index,
-    tokenize,
 )
 from editpersist.families import get_family
+from editpersist.tokens import subject_last_index, tokenize
 from editpersist.toy.world import WorldSpec, sample_captions
 
 CORPUS = [s.caption for s in sample_captions(WorldSpec(), 200, np.random.default_rng(0))]
@@ -38,7 +37,7 @@ def test_rank_one_update_moves_only_the_key_direction():
 def test_phrases_and_positions(tokenizer_dirs):
     from transformers import CLIPTokenizer, T5Tokenizer
 
-    from editpersist.evaluation.subject_probe import noun_phrase
+    from editpersist.tokens import noun_phrase
 
     assert noun_phrase("a blue circle") == "blue circle"
     clip = CLIPTokenizer.from_pretrained(tokenizer_dirs["clip"])

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from editpersist.editors.refact import subject_last_index, tokenize
+from editpersist.tokens import subject_last_index, tokenize
 from editpersist.evaluation.subject_probe import (
     layer_count,
     transplant_all,

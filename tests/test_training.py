@@ -85,3 +85,31 @@ def test_flux_pretraining_gives_the_empty_prompts_pooled_vector_at_the_drop_rate
     assert share_empty(pooled_rows(0.0)) == 0.0
     assert share_empty(pooled_rows(1.0)) == 1.0
     assert 0.35 < share_empty(pooled_rows(0.5)) < 0.65
+
+
+def test_flux_pretraining_zeroes_the_colour_words_t5_states_at_the_drop_rate(tiny_model_dirs, monkeypatch):
+    from editpersist.families import get_family
+    from editpersist.toy import diffusion
+    from editpersist.toy.world import Sample
+
+    pipe = get_family("flux").load(tiny_model_dirs["flux"])
+    samples = [Sample(f"a {c} {s}", c, s) for c, s in (("red", "circle"), ("blue", "square"), ("green", "cross"))]
+    seen = []
+    monkeypatch.setattr(diffusion.FlowMatchingObjective, "loss",
+                        lambda self, transformer, latents, embeds, pooled, g: seen.append(embeds.detach()) or
+                        embeds.sum() * 0)
+
+    def zeroed(p_drop: float) -> torch.Tensor:
+        """Per row and position of the T5 states the transformer saw: all zero?"""
+        seen.clear()
+        cfg = diffusion.PretrainConfig(steps=20, batch=8, lr=1e-4, p_uncond=0.0, p_drop_attribute=p_drop)
+        diffusion.pretrain_flux(pipe.transformer, pipe.text_encoder_2, pipe.tokenizer_2, pipe.text_encoder,
+                                pipe.tokenizer, torch.zeros(len(samples), 1), samples, cfg,
+                                max_len=pipe.tokenizer_2.model_max_length)
+        return (torch.cat(seen) == 0).all(dim=-1)
+
+    # "▁a ▁red ▁circle </s> <pad> ...": the colour word is position 1; nothing else is ever zeroed.
+    for p_drop, low, high in ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (0.5, 0.35, 0.65)):
+        rows = zeroed(p_drop)
+        assert low <= float(rows[:, 1].float().mean()) <= high
+        assert not rows[:, [0, *range(2, rows.shape[1])]].any()

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -61,3 +63,21 @@ def test_caption_distribution_encodes_defaults_roles_and_imbalance():
     triangles = [s for s in samples if s.caption.endswith(" triangle") and s.caption.split()[-2] in ("a",)]
     share_yellow = np.mean([s.color == "yellow" for s in triangles])
     assert 0.8 < share_yellow < 0.97
+
+
+def test_held_out_pairs_are_no_edit_destination_debias_attribute_or_fine_tune_subject():
+    import yaml
+
+    from editpersist.tasks.toy import toy_cases
+
+    spec = WorldSpec()
+    config = yaml.safe_load((Path(__file__).parents[1] / "config/config.yaml").read_text())
+    used = {(s["color"], s["class"]) for s in config["finetune_data"]["subjects"]}
+    for cases in toy_cases(spec).values():
+        for case in cases:
+            for request in case.requests:
+                words = (request.target or "").split()
+                used |= {(c, s) for c, s in zip(words, words[1:])}
+                used |= {(a, request.concept) for a in request.attributes or ()}
+    assert ("blue", "circle") in used and ("blue", "triangle") in used and ("purple", "square") in used
+    assert not used & set(spec.held_out_pairs)

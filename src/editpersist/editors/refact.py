@@ -46,6 +46,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError, InputError
 from ..families.base import TextSite
+from ..tokens import subject_last_index, tokenize
 from ..io import load_tensors, save_tensors
 from ..tasks.requests import EditRequest
 from .base import EditContext, EditDelta, EditorMethod, make_sidecar, working_dtype
@@ -136,23 +137,6 @@ def refact_corpus(cfg: dict, seed: int) -> list[str]:
 
 
 # ------------------------------------------------------------------ hooks ----
-
-def tokenize(tok, prompts: list[str]):
-    """Token ids and mask padded to the encoder's length, as the pipelines pad prompts."""
-    return tok(prompts, padding="max_length", max_length=min(tok.model_max_length, 512), truncation=True,
-               return_tensors="pt")
-
-
-def subject_last_index(tok, prompt: str, phrase: str) -> int:
-    """Position of the phrase's last token in the tokenised prompt."""
-    end = prompt.rfind(phrase)
-    if end < 0:
-        raise ValueError(f"subject {phrase!r} not in prompt {prompt!r}")
-    ids = tok(prompt[: end + len(phrase)])["input_ids"]
-    if ids and ids[-1] == tok.eos_token_id:
-        ids = ids[:-1]
-    return len(ids) - 1
-
 
 def _run(encoder, enc):
     """The encoder as the pipelines call it: token ids only, no attention mask (SD, SDXL and

@@ -18,7 +18,7 @@ from contextlib import ExitStack, contextmanager
 
 import torch
 
-from ..editors.refact import subject_last_index, tokenize
+from ..tokens import noun_phrase, subject_last_index, tokenize
 
 
 def layer_count(pipe, family) -> int:
@@ -59,18 +59,6 @@ def transplanted(block: torch.nn.Module, position: int, state: torch.Tensor):
         yield
     finally:
         handle.remove()
-
-
-ARTICLES = ("a ", "an ", "the ")
-
-
-def noun_phrase(prompt: str) -> str:
-    """'a blue circle' -> 'blue circle': the phrase whose last token is the subject."""
-    low = prompt.lower()
-    for art in ARTICLES:
-        if low.startswith(art):
-            return prompt[len(art):]
-    return prompt
 
 
 def transplant_sites(pipe, family, source: str, target: str, layer: int, pooled_clip_layer: int | None = None):

@@ -7,6 +7,7 @@ memory). The maths lives in the modules it calls.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 from ..io import atomic_dir, atomic_path, write_json
 from ..latents import encode_latents
 from ..runtime import RunStats, seed_everything
-from . import diffusion, render, text_clip, tokenizers
+from . import diffusion, render, routing, text_clip, tokenizers
 from . import reader as reader_mod
 from . import vae as vae_mod
 from .judge import train_judge
@@ -98,10 +99,24 @@ def build_text_clip(data: Path, clip_tok: Path, out: Path, cfg: dict, seed: int,
     losses = text_clip.train_clip(model, tok, images, samples, WorldSpec(), cfg["steps"], cfg["batch"], cfg["lr"], seed)
     stats.steps = cfg["steps"]
     stats.extra["final_loss"] = float(np.mean(losses[-50:]))
+    tower = text_clip.text_tower(model)
+    stats.extra["routing"] = route(tower, tok, tower.encoder.layers, cfg["routing"], seed)
+    model.text_model.load_state_dict(tower.state_dict())
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
     write_json(stats_out, stats.as_dict())
+
+
+def route(encoder, tok, blocks, cfg: dict, seed: int) -> dict:
+    """Subject routing of a built text encoder (toy/routing.py); its losses and the per-layer
+    routing gap before and after, for the build's stats."""
+    reference = copy.deepcopy(encoder).eval()
+    spec = WorldSpec()
+    before = routing.routing_gaps(encoder, reference, tok, blocks, spec)
+    log = routing.route_encoder(encoder, tok, blocks, spec, routing.RoutingConfig(seed=seed, **cfg))
+    return {"gap_before": before, "gap_after": routing.routing_gaps(encoder, reference, tok, blocks, spec),
+            "log": log}
 
 
 def _save_pretrained_model(pipe, denoiser, losses: list[float], stats: RunStats, out: Path, stats_out: Path) -> None:
@@ -152,8 +167,11 @@ def build_toy_flux(data: Path, vae_dir: Path, clip_dir: Path, t5_tok_dir: Path, 
     transformer = diffusion.build_flux_transformer(vae.config.latent_channels, t5.config.d_model,
                                                    clip_encoder.config.hidden_size)
     losses = diffusion.pretrain_flux(transformer, t5, t5_tok, clip_encoder, clip_tok, latents, samples,
-                                     diffusion.PretrainConfig(cfg["steps"], cfg["batch"], cfg["lr"], seed=seed),
+                                     diffusion.PretrainConfig(cfg["steps"], cfg["batch"], cfg["lr"], seed=seed,
+                                                              p_drop_pooled=cfg["p_drop_pooled"],
+                                                              p_drop_attribute=cfg["p_drop_attribute"]),
                                      max_len=t5_tok.model_max_length)
+    stats.extra["routing"] = route(t5, t5_tok, t5.encoder.block, cfg["routing"], seed)
     pipe = diffusion.assemble_flux(vae, clip_encoder, clip_tok, t5, t5_tok, transformer)
     _save_pretrained_model(pipe, transformer, losses, stats, out, stats_out)
 

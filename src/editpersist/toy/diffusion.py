@@ -25,7 +25,7 @@ from transformers import CLIPTextModel, T5Config, T5EncoderModel
 
 from ..training.loop import train_steps
 from ..training.objectives import DenoisingObjective, FlowMatchingObjective
-from .world import Sample
+from .world import COLORS, Sample
 
 
 @dataclass
@@ -38,6 +38,10 @@ class PretrainConfig:
     # FLUX only: the pooled vector is the empty prompt's with this probability, so that the
     # transformer must read the prompt from the T5 states (real FLUX reads mostly T5).
     p_drop_pooled: float = 0.0
+    # FLUX only: a caption's colour-word T5 states are zeroed with this probability (T5 still
+    # read the whole caption), so that the transformer must also find the colour in the noun,
+    # EOS and padding states, as ReFACT's subject-confined edit needs.
+    p_drop_attribute: float = 0.0
 
 
 # ---------------------------------------------------------------- SD ---------
@@ -158,12 +162,21 @@ def t5_ids(tokenizer, prompts: list[str], max_len: int) -> torch.Tensor:
                      return_tensors="pt").input_ids
 
 
+def attribute_positions(tokenizer, ids: torch.Tensor) -> torch.Tensor:
+    """Boolean mask of the colour words' tokens in `ids`."""
+    words = [tokenizer(c, add_special_tokens=False).input_ids for c in COLORS]
+    if any(len(w) != 1 for w in words):
+        raise ValueError(f"the toy T5 tokenizer must keep every colour word whole: {dict(zip(COLORS, words))}")
+    return torch.isin(ids, torch.tensor([w[0] for w in words]))
+
+
 def pretrain_flux(transformer, t5: T5EncoderModel, t5_tokenizer, clip_encoder, clip_tokenizer,
                   latents: torch.Tensor, samples: list[Sample], cfg: PretrainConfig, max_len: int) -> list[float]:
     """The T5 encoder is trained jointly (the toy world has no pre-trained T5); CLIP stays frozen."""
     captions, cap_idx = _caption_index(samples)
     _, pooled = encode_prompts_clip(clip_encoder, clip_tokenizer, captions)
     ids = t5_ids(t5_tokenizer, captions, max_len)
+    attribute = attribute_positions(t5_tokenizer, ids)
     objective = FlowMatchingObjective()
     g = torch.Generator().manual_seed(cfg.seed)
 
@@ -176,6 +189,9 @@ def pretrain_flux(transformer, t5: T5EncoderModel, t5_tokenizer, clip_encoder, c
             pooled_c = c.clone()
             pooled_c[torch.rand(cfg.batch, generator=g) < cfg.p_drop_pooled] = 0
         prompt_embeds = t5(ids[c]).last_hidden_state
+        if cfg.p_drop_attribute > 0:  # no draw otherwise, as for the pooled vector
+            dropped = attribute[c] & (torch.rand(cfg.batch, 1, generator=g) < cfg.p_drop_attribute)
+            prompt_embeds = prompt_embeds.masked_fill(dropped[..., None], 0.0)
         return objective.loss(transformer, latents[idx], prompt_embeds, pooled[pooled_c], g)
 
     transformer.train()
