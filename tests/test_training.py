@@ -87,29 +87,37 @@ def test_flux_pretraining_gives_the_empty_prompts_pooled_vector_at_the_drop_rate
     assert 0.35 < share_empty(pooled_rows(0.5)) < 0.65
 
 
-def test_flux_pretraining_zeroes_the_colour_words_t5_states_at_the_drop_rate(tiny_model_dirs, monkeypatch):
+@pytest.mark.parametrize("family_name", ["sd", "flux"])
+def test_pretraining_zeroes_the_colour_words_text_states_at_the_drop_rate(tiny_model_dirs, monkeypatch, family_name):
     from editpersist.families import get_family
     from editpersist.toy import diffusion
     from editpersist.toy.world import Sample
 
-    pipe = get_family("flux").load(tiny_model_dirs["flux"])
+    pipe = get_family(family_name).load(tiny_model_dirs[family_name])
     samples = [Sample(f"a {c} {s}", c, s) for c, s in (("red", "circle"), ("blue", "square"), ("green", "cross"))]
     seen = []
-    monkeypatch.setattr(diffusion.FlowMatchingObjective, "loss",
-                        lambda self, transformer, latents, embeds, pooled, g: seen.append(embeds.detach()) or
-                        embeds.sum() * 0)
+    record = lambda self, model, latents, embeds, *rest, **kw: seen.append(embeds.detach()) or \
+        next(model.parameters()).sum() * 0
+    monkeypatch.setattr(diffusion.FlowMatchingObjective, "loss", record)
+    monkeypatch.setattr(diffusion.DenoisingObjective, "loss", record)
 
     def zeroed(p_drop: float) -> torch.Tensor:
-        """Per row and position of the T5 states the transformer saw: all zero?"""
+        """Per row and position of the text states the denoiser saw: all zero?"""
         seen.clear()
         cfg = diffusion.PretrainConfig(steps=20, batch=8, lr=1e-4, p_uncond=0.0, p_drop_attribute=p_drop)
-        diffusion.pretrain_flux(pipe.transformer, pipe.text_encoder_2, pipe.tokenizer_2, pipe.text_encoder,
-                                pipe.tokenizer, torch.zeros(len(samples), 1), samples, cfg,
-                                max_len=pipe.tokenizer_2.model_max_length)
+        if family_name == "sd":
+            diffusion.pretrain_sd(pipe.unet, diffusion.sd_schedulers()[0], pipe.text_encoder, pipe.tokenizer,
+                                  torch.zeros(len(samples), 1), samples, cfg)
+        else:
+            diffusion.pretrain_flux(pipe.transformer, pipe.text_encoder_2, pipe.tokenizer_2, pipe.text_encoder,
+                                    pipe.tokenizer, torch.zeros(len(samples), 1), samples, cfg,
+                                    max_len=pipe.tokenizer_2.model_max_length)
         return (torch.cat(seen) == 0).all(dim=-1)
 
-    # "▁a ▁red ▁circle </s> <pad> ...": the colour word is position 1; nothing else is ever zeroed.
+    # The colour word is position 1 of T5's "▁a ▁red ▁circle </s> ..." and 2 of CLIP's
+    # "<bos> a red circle <eos> ..."; nothing else is ever zeroed.
+    colour = {"sd": 2, "flux": 1}[family_name]
     for p_drop, low, high in ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (0.5, 0.35, 0.65)):
         rows = zeroed(p_drop)
-        assert low <= float(rows[:, 1].float().mean()) <= high
-        assert not rows[:, [0, *range(2, rows.shape[1])]].any()
+        assert low <= float(rows[:, colour].float().mean()) <= high
+        assert not rows[:, [i for i in range(rows.shape[1]) if i != colour]].any()

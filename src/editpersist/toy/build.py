@@ -145,7 +145,8 @@ def build_toy_sd(data: Path, vae_dir: Path, clip_dir: Path, out: Path, cfg: dict
                                    latent_size=latents.shape[-1])
     train_sched, sample_sched = diffusion.sd_schedulers()
     losses = diffusion.pretrain_sd(unet, train_sched, encoder, tok, latents, samples,
-                                   diffusion.PretrainConfig(cfg["steps"], cfg["batch"], cfg["lr"], seed=seed))
+                                   diffusion.PretrainConfig(cfg["steps"], cfg["batch"], cfg["lr"], seed=seed,
+                                                            p_drop_attribute=cfg["p_drop_attribute"]))
     pipe = diffusion.assemble_sd(vae, encoder, tok, unet, sample_sched)
     _save_pretrained_model(pipe, unet, losses, stats, out, stats_out)
 

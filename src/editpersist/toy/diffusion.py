@@ -38,9 +38,9 @@ class PretrainConfig:
     # FLUX only: the pooled vector is the empty prompt's with this probability, so that the
     # transformer must read the prompt from the T5 states (real FLUX reads mostly T5).
     p_drop_pooled: float = 0.0
-    # FLUX only: a caption's colour-word T5 states are zeroed with this probability (T5 still
-    # read the whole caption), so that the transformer must also find the colour in the noun,
-    # EOS and padding states, as ReFACT's subject-confined edit needs.
+    # A caption's colour-word text states are zeroed with this probability (the encoder still
+    # read the whole caption), so that the denoiser must also find the colour in the noun, EOS
+    # and padding states, as ReFACT's subject-confined edit needs.
     p_drop_attribute: float = 0.0
 
 
@@ -80,12 +80,15 @@ def sd_schedulers() -> tuple[DDPMScheduler, DDIMScheduler]:
     return train, sample
 
 
+def tokenize_clip(tokenizer, prompts: list[str]) -> torch.Tensor:
+    return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="pt").input_ids
+
+
 @torch.no_grad()
 def encode_prompts_clip(text_encoder: CLIPTextModel, tokenizer, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token hidden states and pooled outputs, as the pipelines compute them."""
-    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
-                    truncation=True, return_tensors="pt").input_ids
-    out = text_encoder(ids)
+    out = text_encoder(tokenize_clip(tokenizer, prompts))
     return out.last_hidden_state, out.pooler_output
 
 
@@ -96,11 +99,30 @@ def _caption_index(samples: list[Sample]) -> tuple[list[str], torch.Tensor]:
     return uniq, torch.tensor([pos[s.caption] for s in samples])
 
 
+def attribute_positions(tokenizer, ids: torch.Tensor) -> torch.Tensor:
+    """Boolean mask of the colour words' tokens in `ids` (each colour word must be one token)."""
+    words = [tokenizer(c, add_special_tokens=False).input_ids for c in COLORS]
+    if any(len(w) != 1 for w in words):
+        raise ValueError(f"the toy tokenizer must keep every colour word whole: {dict(zip(COLORS, words))}")
+    return torch.isin(ids, torch.tensor([w[0] for w in words]))
+
+
+def drop_attribute_states(embeds: torch.Tensor, attribute: torch.Tensor, p: float,
+                          g: torch.Generator) -> torch.Tensor:
+    """`embeds` with each row's colour-word states zeroed with probability `p` (no draw at 0,
+    so a model built without it stays bit-identical)."""
+    if p == 0:
+        return embeds
+    dropped = attribute & (torch.rand(len(embeds), 1, generator=g) < p)
+    return embeds.masked_fill(dropped[..., None], 0.0)
+
+
 def pretrain_sd(unet, train_sched, text_encoder, tokenizer, latents: torch.Tensor, samples: list[Sample],
                 cfg: PretrainConfig) -> list[float]:
     """latents: scaled VAE latents of the images of `samples`."""
     captions, cap_idx = _caption_index(samples)
     hidden, _ = encode_prompts_clip(text_encoder, tokenizer, captions)
+    attribute = attribute_positions(tokenizer, tokenize_clip(tokenizer, captions))
     objective = DenoisingObjective(train_sched)
     g = torch.Generator().manual_seed(cfg.seed)
 
@@ -108,7 +130,8 @@ def pretrain_sd(unet, train_sched, text_encoder, tokenizer, latents: torch.Tenso
         idx = torch.randint(0, len(samples), (cfg.batch,), generator=g)
         c = cap_idx[idx].clone()
         c[torch.rand(cfg.batch, generator=g) < cfg.p_uncond] = 0
-        return objective.loss(unet, latents[idx], hidden[c], g)
+        return objective.loss(unet, latents[idx], drop_attribute_states(hidden[c], attribute[c], cfg.p_drop_attribute, g),
+                              g)
 
     unet.train()
     losses = train_steps(unet.parameters(), loss, cfg.steps, cfg.lr, warmup=100, desc="toy-sd")
@@ -162,14 +185,6 @@ def t5_ids(tokenizer, prompts: list[str], max_len: int) -> torch.Tensor:
                      return_tensors="pt").input_ids
 
 
-def attribute_positions(tokenizer, ids: torch.Tensor) -> torch.Tensor:
-    """Boolean mask of the colour words' tokens in `ids`."""
-    words = [tokenizer(c, add_special_tokens=False).input_ids for c in COLORS]
-    if any(len(w) != 1 for w in words):
-        raise ValueError(f"the toy T5 tokenizer must keep every colour word whole: {dict(zip(COLORS, words))}")
-    return torch.isin(ids, torch.tensor([w[0] for w in words]))
-
-
 def pretrain_flux(transformer, t5: T5EncoderModel, t5_tokenizer, clip_encoder, clip_tokenizer,
                   latents: torch.Tensor, samples: list[Sample], cfg: PretrainConfig, max_len: int) -> list[float]:
     """The T5 encoder is trained jointly (the toy world has no pre-trained T5); CLIP stays frozen."""
@@ -188,10 +203,7 @@ def pretrain_flux(transformer, t5: T5EncoderModel, t5_tokenizer, clip_encoder, c
         if cfg.p_drop_pooled > 0:  # no draw otherwise: the built toy FLUX stays bit-identical
             pooled_c = c.clone()
             pooled_c[torch.rand(cfg.batch, generator=g) < cfg.p_drop_pooled] = 0
-        prompt_embeds = t5(ids[c]).last_hidden_state
-        if cfg.p_drop_attribute > 0:  # no draw otherwise, as for the pooled vector
-            dropped = attribute[c] & (torch.rand(cfg.batch, 1, generator=g) < cfg.p_drop_attribute)
-            prompt_embeds = prompt_embeds.masked_fill(dropped[..., None], 0.0)
+        prompt_embeds = drop_attribute_states(t5(ids[c]).last_hidden_state, attribute[c], cfg.p_drop_attribute, g)
         return objective.loss(transformer, latents[idx], prompt_embeds, pooled[pooled_c], g)
 
     transformer.train()
