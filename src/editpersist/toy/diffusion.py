@@ -38,7 +38,7 @@ class PretrainConfig:
     # FLUX only: the pooled vector is the empty prompt's with this probability, so that the
     # transformer must read the prompt from the T5 states (real FLUX reads mostly T5).
     p_drop_pooled: float = 0.0
-    # A caption's colour-word text states are zeroed with this probability (the encoder still
+    # A caption's colour-word text states are removed with this probability (the encoder still
     # read the whole caption), so that the denoiser must also find the colour in the noun, EOS
     # and padding states, as ReFACT's subject-confined edit needs.
     p_drop_attribute: float = 0.0
@@ -109,12 +109,19 @@ def attribute_positions(tokenizer, ids: torch.Tensor) -> torch.Tensor:
 
 def drop_attribute_states(embeds: torch.Tensor, attribute: torch.Tensor, p: float,
                           g: torch.Generator) -> torch.Tensor:
-    """`embeds` with each row's colour-word states zeroed with probability `p` (no draw at 0,
-    so a model built without it stays bit-identical)."""
+    """`embeds` with, in each row drawn with probability `p`, the colour word's states removed
+    and the row's last (padding) state repeated at the end. Removed rather than zeroed: a
+    zeroed slot would tell the denoiser that a colour was named, and it would keep reading
+    bare captions ("a circle") by their default colour. No draw at p = 0, so a model built
+    without it stays bit-identical."""
     if p == 0:
         return embeds
     dropped = attribute & (torch.rand(len(embeds), 1, generator=g) < p)
-    return embeds.masked_fill(dropped[..., None], 0.0)
+    length = embeds.shape[1]
+    kept_first = torch.argsort(dropped.int(), dim=1, stable=True)
+    n_kept = (~dropped).sum(1, keepdim=True)
+    index = torch.where(torch.arange(length)[None] < n_kept, kept_first, torch.full_like(kept_first, length - 1))
+    return embeds.gather(1, index[..., None].expand(-1, -1, embeds.shape[-1]))
 
 
 def pretrain_sd(unet, train_sched, text_encoder, tokenizer, latents: torch.Tensor, samples: list[Sample],
