@@ -36,24 +36,25 @@ def test_aligned_positions_skip_only_the_destinations_colour_word():
 
 
 @pytest.mark.parametrize("layer", [0, 1])
-def test_routing_gap_is_the_probes_transplant_against_the_reference(clip_tok, layer):
-    student, teacher = _encoder(clip_tok, 0), _encoder(clip_tok, 1)
-    blocks = student.encoder.layers
+def test_routing_gap_is_the_probes_transplant_against_the_destinations_states(clip_tok, layer):
+    encoder = _encoder(clip_tok, 0)
+    blocks = encoder.encoder.layers
     pairs = [("a circle", "a blue circle"), ("a photo of a king", "a photo of a triangle")]
     expected = []
     for source, destination in pairs:
-        state = subject_state(student, clip_tok, blocks[layer], destination, noun_phrase(destination))
+        state = subject_state(encoder, clip_tok, blocks[layer], destination, noun_phrase(destination))
         position = subject_last_index(clip_tok, source, noun_phrase(source))
-        with torch.no_grad(), transplanted(blocks[layer], position, state):
-            got = student(tokenize(clip_tok, [source]).input_ids).last_hidden_state[0]
-            target = teacher(tokenize(clip_tok, [destination]).input_ids).last_hidden_state[0]
+        with torch.no_grad():
+            target = encoder(tokenize(clip_tok, [destination]).input_ids).last_hidden_state[0]
+            with transplanted(blocks[layer], position, state):
+                got = encoder(tokenize(clip_tok, [source]).input_ids).last_hidden_state[0]
         d = subject_last_index(clip_tok, destination, noun_phrase(destination))
         # By hand: the prefix pairs with itself, then the subject and what follows it.
         keep = [i for i in range(len(target)) if i < position or i >= d]
         src = [i if i < position else i - (d - position) for i in keep]
         expected.append(((got[src] - target[keep]) ** 2).mean())
     with torch.no_grad():
-        gap = routing.routing_gap(student, teacher, clip_tok, blocks, [s for s, _ in pairs], [d for _, d in pairs],
+        gap = routing.routing_gap(encoder, clip_tok, blocks, [s for s, _ in pairs], [d for _, d in pairs],
                                   layer)
     torch.testing.assert_close(gap, torch.stack(expected).mean())
 
@@ -76,11 +77,11 @@ def test_routing_closes_the_gap_and_keeps_the_encoders_states(clip_tok):
     reference = copy.deepcopy(encoder)
     blocks = encoder.encoder.layers
     spec = WorldSpec()
-    before = routing.routing_gaps(encoder, reference, clip_tok, blocks, spec, n=64)
+    before = routing.routing_gaps(encoder, clip_tok, blocks, spec, n=64)
     routing.route_encoder(encoder, clip_tok, blocks, spec, routing.RoutingConfig(steps=60, batch=16, lr=1e-3, weight=3.0))
-    after = routing.routing_gaps(encoder, reference, clip_tok, blocks, spec, n=64)
-    # A random tiny CLIP: 0.048 / 0.051 before, 0.030 / 0.033 after (layers 0 / 1).
-    assert all(a < 0.75 * b for a, b in zip(after, before)), (before, after)
+    after = routing.routing_gaps(encoder, clip_tok, blocks, spec, n=64)
+    # A random tiny CLIP: 0.048 / 0.051 before, 0.013 / 0.016 after (layers 0 / 1).
+    assert all(a < 0.5 * b for a, b in zip(after, before)), (before, after)
     ids = tokenize(clip_tok, ["a red circle", "a photo of a king", ""]).input_ids
     with torch.no_grad():
         drift = ((encoder(ids).last_hidden_state - reference(ids).last_hidden_state) ** 2).mean()

@@ -7,7 +7,6 @@ memory). The maths lives in the modules it calls.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from pathlib import Path
@@ -111,12 +110,10 @@ def build_text_clip(data: Path, clip_tok: Path, out: Path, cfg: dict, seed: int,
 def route(encoder, tok, blocks, cfg: dict, seed: int) -> dict:
     """Subject routing of a built text encoder (toy/routing.py); its losses and the per-layer
     routing gap before and after, for the build's stats."""
-    reference = copy.deepcopy(encoder).eval()
     spec = WorldSpec()
-    before = routing.routing_gaps(encoder, reference, tok, blocks, spec)
+    before = routing.routing_gaps(encoder, tok, blocks, spec)
     log = routing.route_encoder(encoder, tok, blocks, spec, routing.RoutingConfig(seed=seed, **cfg))
-    return {"gap_before": before, "gap_after": routing.routing_gaps(encoder, reference, tok, blocks, spec),
-            "log": log}
+    return {"gap_before": before, "gap_after": routing.routing_gaps(encoder, tok, blocks, spec), "log": log}
 
 
 def _save_pretrained_model(pipe, denoiser, losses: list[float], stats: RunStats, out: Path, stats_out: Path) -> None:

@@ -9,8 +9,10 @@ after the encoder's own training, with two losses:
 - routing: for a pair (source, destination) such as ("a circle", "a blue circle") or
   ("a king", "a triangle"), the destination's subject state after a random layer is
   transplanted into the source, and the source's final states must then match the
-  destination's (the prefix before the noun and everything from the subject on; the
-  destination's colour word has no counterpart and is left out);
+  destination's as the encoder itself gives them (the prefix before the noun and everything
+  from the subject on; the destination's colour word has no counterpart and is left out);
+  its own, not those of the encoder before routing: the denoiser is trained after routing,
+  on the routed encoder's states;
 - preservation: on the world's captions and "", every final state stays what the encoder
   gave before routing, so that the denoiser reads what it always read.
 
@@ -73,19 +75,17 @@ def _hidden(output):
     return output[0] if isinstance(output, tuple) else output
 
 
-def routing_gap(student, teacher, tok, blocks, sources: list[str], destinations: list[str],
-                layer: int) -> torch.Tensor:
+def routing_gap(encoder, tok, blocks, sources: list[str], destinations: list[str], layer: int) -> torch.Tensor:
     """Mean squared gap between the sources' final states with the destinations' subject
-    states (from `student`) transplanted after `layer`, and the destinations' final states
-    from `teacher`, over aligned positions."""
+    states transplanted after `layer` and the destinations' final states, over aligned
+    positions (the destinations' states are targets: no gradient flows through them)."""
     src_pos, dst_pos = subject_positions(tok, sources), subject_positions(tok, destinations)
     rows = torch.arange(len(sources))
     seen = {}
     handle = blocks[layer].register_forward_hook(lambda m, a, o: seen.__setitem__("h", _hidden(o).detach()))
     try:
         with torch.no_grad():
-            student(tokenize(tok, destinations).input_ids)
-            target = teacher(tokenize(tok, destinations).input_ids).last_hidden_state
+            target = encoder(tokenize(tok, destinations).input_ids).last_hidden_state
     finally:
         handle.remove()
     states = seen["h"][rows, dst_pos]
@@ -97,7 +97,7 @@ def routing_gap(student, teacher, tok, blocks, sources: list[str], destinations:
 
     handle = blocks[layer].register_forward_hook(transplant)
     try:
-        got = student(tokenize(tok, sources).input_ids).last_hidden_state
+        got = encoder(tokenize(tok, sources).input_ids).last_hidden_state
     finally:
         handle.remove()
     gaps = []
@@ -109,7 +109,7 @@ def routing_gap(student, teacher, tok, blocks, sources: list[str], destinations:
 
 def route_encoder(encoder, tok, blocks, spec: WorldSpec, cfg: RoutingConfig) -> list[dict]:
     """Train `encoder` in place for subject routing; returns the loss log (every 50 steps)."""
-    teacher = copy.deepcopy(encoder).eval()
+    original = copy.deepcopy(encoder).eval()
     rng = np.random.default_rng(cfg.seed)
     captions = [s.caption for s in sample_captions(spec, 4000, rng)] + [""]
     opt = torch.optim.AdamW(encoder.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -119,12 +119,12 @@ def route_encoder(encoder, tok, blocks, spec: WorldSpec, cfg: RoutingConfig) -> 
         prompts = [captions[i] for i in rng.integers(len(captions), size=cfg.batch)] + [""]
         ids = tokenize(tok, prompts).input_ids
         with torch.no_grad():
-            kept = teacher(ids).last_hidden_state
+            kept = original(ids).last_hidden_state
         preservation = ((encoder(ids).last_hidden_state - kept) ** 2).mean()
         pairs = [phrase_pair(spec, rng) for _ in range(cfg.batch)]
         # After the last block nothing is recomputed, so a transplant there cannot reach EOS.
         layer = int(rng.integers(len(blocks) - 1))
-        gap = routing_gap(encoder, teacher, tok, blocks, [a for a, _ in pairs], [b for _, b in pairs], layer)
+        gap = routing_gap(encoder, tok, blocks, [a for a, _ in pairs], [b for _, b in pairs], layer)
         loss = preservation + cfg.weight * gap
         opt.zero_grad()
         loss.backward()
@@ -136,10 +136,10 @@ def route_encoder(encoder, tok, blocks, spec: WorldSpec, cfg: RoutingConfig) -> 
 
 
 @torch.no_grad()
-def routing_gaps(encoder, reference, tok, blocks, spec: WorldSpec, n: int = 256, seed: int = 123) -> list[float]:
-    """Per layer, the routing gap of `encoder` against `reference` (itself before routing) on
-    fixed pairs: how far a subject transplant is from the destination's states."""
+def routing_gaps(encoder, tok, blocks, spec: WorldSpec, n: int = 256, seed: int = 123) -> list[float]:
+    """Per layer, the routing gap of `encoder` on fixed pairs: how far a subject transplant
+    is from the destination's states."""
     rng = np.random.default_rng(seed)
     pairs = [phrase_pair(spec, rng) for _ in range(n)]
-    return [float(routing_gap(encoder, reference, tok, blocks, [a for a, _ in pairs], [b for _, b in pairs], layer))
+    return [float(routing_gap(encoder, tok, blocks, [a for a, _ in pairs], [b for _, b in pairs], layer))
             for layer in range(len(blocks))]
