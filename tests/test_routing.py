@@ -8,7 +8,8 @@ import pytest
 import torch
 from transformers import CLIPTokenizer, T5Tokenizer
 
-from editpersist.evaluation.subject_probe import subject_state, transplanted
+from editpersist.evaluation.subject_probe import subject_state
+from editpersist.hooks import transplanted
 from editpersist.families.tiny import tiny_clip
 from editpersist.tokens import noun_phrase, subject_last_index, tokenize
 from editpersist.toy import routing

@@ -8,8 +8,8 @@ from editpersist.evaluation.subject_probe import (
     layer_count,
     transplant_all,
     transplant_sites,
-    transplanted,
 )
+from editpersist.hooks import transplanted
 from editpersist.families import get_family
 
 

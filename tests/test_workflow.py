@@ -73,6 +73,9 @@ def _check_study_outputs(wd: Path) -> None:
     import pandas as pd
 
     table = pd.read_csv(wd / "results/persistence.csv")
+    # A row with nothing to note has note "": CSV writes it as an empty cell, which pandas reads
+    # back as missing; restore the text it was, so the table can equal the parquet copy.
+    table["note"] = table["note"].fillna("")
     assert list(table.columns) == ["model", "family", "editor", "task", "edit", "finetuner", "ft_data", "relation",
                                    "metric", "base", "edited", "base_ft", "edited_ft", "retention", "ci_low",
                                    "ci_high", "n_images", "effect", "effect_ci_low", "effect_ci_high", "n_seeds",
@@ -88,7 +91,7 @@ def _check_study_outputs(wd: Path) -> None:
     gap = (table["effect"] - (table["edited"] - table["base"])).abs()
     assert (gap <= 1e-5 * (table["edited"].abs() + table["base"].abs()) + 1e-12).all()
     # A retention is stated exactly where the effect is established, and a note says why not elsewhere.
-    assert (table["retention"].isna() == table["note"].fillna("").str.contains("not established|no interval")).all()
+    assert (table["retention"].isna() == table["note"].str.contains("not established|no interval")).all()
     pd.testing.assert_frame_equal(pd.read_parquet(wd / "results/persistence.parquet"), table, check_dtype=False)
     assert (wd / "results/summary.md").read_text().startswith("# editpersist summary")
     curves = pd.read_csv(wd / "results/curves.csv")

@@ -46,9 +46,9 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError, InputError
 from ..families.base import TextSite
-from ..tokens import subject_last_index, tokenize
 from ..io import load_tensors, save_tensors
 from ..tasks.requests import EditRequest
+from ..tokens import subject_last_index, tokenize
 from .base import EditContext, EditDelta, EditorMethod, make_sidecar, working_dtype
 
 log = logging.getLogger("editpersist")

@@ -18,6 +18,7 @@ from contextlib import ExitStack, contextmanager
 
 import torch
 
+from ..hooks import captured, transplanted
 from ..tokens import noun_phrase, subject_last_index, tokenize
 
 
@@ -28,46 +29,21 @@ def layer_count(pipe, family) -> int:
     return len(blocks)
 
 
-def _hidden(output):
-    return output[0] if isinstance(output, tuple) else output
-
-
 @torch.no_grad()
 def subject_state(encoder, tok, block: torch.nn.Module, prompt: str, phrase: str) -> torch.Tensor:
     """The residual state after `block` at the phrase's last token of `prompt`."""
-    seen = {}
-    handle = block.register_forward_hook(lambda mod, args, out: seen.__setitem__("h", _hidden(out).detach()))
-    try:
+    with captured(block) as seen:
         # No attention mask: the state the pipelines' own encode_prompt computes.
         encoder(tokenize(tok, [prompt]).input_ids.to(encoder.device))
-    finally:
-        handle.remove()
     return seen["h"][0, subject_last_index(tok, prompt, phrase)]
 
 
-@contextmanager
-def transplanted(block: torch.nn.Module, position: int, state: torch.Tensor):
-    """While active, the block's output at `position` is `state` in every prompt it encodes."""
-
-    def hook(mod, args, output):
-        hidden = _hidden(output).clone()
-        hidden[:, position] = state.to(hidden.dtype)
-        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
-
-    handle = block.register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-def transplant_sites(pipe, family, source: str, target: str, layer: int, pooled_clip_layer: int | None = None):
+def transplant_sites(pipe, family, source: str, target: str, layer: int):
     """(block, position, state) per ReFACT site: the source's subject position and the target's
-    subject state at that layer (and FLUX's pooled CLIP site at `pooled_clip_layer`, as ReFACT's
-    `flux_clip`). Subjects are the noun phrases' last tokens, as ReFACT keys them."""
+    subject state at that layer. Subjects are the noun phrases' last tokens, as ReFACT keys them."""
     out = []
     src_phrase, dst_phrase = noun_phrase(source), noun_phrase(target)
-    for site in family.refact_sites(layer, pooled_clip_layer):
+    for site in family.refact_sites(layer):
         encoder, tok = getattr(pipe, site.component), getattr(pipe, site.tokenizer)
         block = encoder.get_submodule(site.block)
         out.append((block, subject_last_index(tok, source, src_phrase),

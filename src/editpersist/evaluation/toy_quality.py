@@ -72,7 +72,7 @@ def prompt_fidelity(pipe, family: ModelFamily, reader: AttributeReader, spec: Wo
     }, images
 
 
-def edit_share(pipe, family: ModelFamily, reader: AttributeReader, case: EditCase, prompt: str, n: int,
+def _edit_share(pipe, family: ModelFamily, reader: AttributeReader, case: EditCase, prompt: str, n: int,
                 sampling: SamplingConfig, seed: int) -> float:
     images, _ = generate(pipe, family, [prompt], n, sampling, base_seed=seed)
     return float(np.mean(edited_hits(case, case.source, reader.read(images))))
@@ -88,13 +88,13 @@ def subject_binding(pipe, family: ModelFamily, reader: AttributeReader, cases: l
         (request,) = case.requests
         row = {
             "source": request.source, "destination": request.target,
-            "unedited": edit_share(pipe, family, reader, case, request.source, n, sampling, seed),
-            "destination_prompt": edit_share(pipe, family, reader, case, request.target, n, sampling, seed),
+            "unedited": _edit_share(pipe, family, reader, case, request.source, n, sampling, seed),
+            "destination_prompt": _edit_share(pipe, family, reader, case, request.target, n, sampling, seed),
             "transplant_after_layer": {},
         }
         for layer in range(layer_count(pipe, family)):
             with transplant_all(transplant_sites(pipe, family, request.source, request.target, layer)):
-                share = edit_share(pipe, family, reader, case, request.source, n, sampling, seed)
+                share = _edit_share(pipe, family, reader, case, request.source, n, sampling, seed)
             row["transplant_after_layer"][str(layer)] = share
         row["n_images"] = n
         out[case.name] = row

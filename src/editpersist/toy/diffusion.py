@@ -23,6 +23,7 @@ from diffusers import (
 )
 from transformers import CLIPTextModel, T5Config, T5EncoderModel
 
+from ..tokens import tokenize
 from ..training.loop import train_steps
 from ..training.objectives import DenoisingObjective, FlowMatchingObjective
 from .world import COLORS, Sample
@@ -80,15 +81,10 @@ def sd_schedulers() -> tuple[DDPMScheduler, DDIMScheduler]:
     return train, sample
 
 
-def tokenize_clip(tokenizer, prompts: list[str]) -> torch.Tensor:
-    return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                     return_tensors="pt").input_ids
-
-
 @torch.no_grad()
 def encode_prompts_clip(text_encoder: CLIPTextModel, tokenizer, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token hidden states and pooled outputs, as the pipelines compute them."""
-    out = text_encoder(tokenize_clip(tokenizer, prompts))
+    out = text_encoder(tokenize(tokenizer, prompts).input_ids)
     return out.last_hidden_state, out.pooler_output
 
 
@@ -129,7 +125,7 @@ def pretrain_sd(unet, train_sched, text_encoder, tokenizer, latents: torch.Tenso
     """latents: scaled VAE latents of the images of `samples`."""
     captions, cap_idx = _caption_index(samples)
     hidden, _ = encode_prompts_clip(text_encoder, tokenizer, captions)
-    attribute = attribute_positions(tokenizer, tokenize_clip(tokenizer, captions))
+    attribute = attribute_positions(tokenizer, tokenize(tokenizer, captions).input_ids)
     objective = DenoisingObjective(train_sched)
     g = torch.Generator().manual_seed(cfg.seed)
 

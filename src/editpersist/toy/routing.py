@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..hooks import captured, transplanted
 from ..tokens import noun_phrase, subject_last_index, tokenize
 from .world import COLORS, SHAPES, TEMPLATES, WorldSpec, describe, sample_captions
 
@@ -71,35 +72,16 @@ def aligned_positions(source_subject: int, destination_subject: int, length: int
     return src, dst
 
 
-def _hidden(output):
-    return output[0] if isinstance(output, tuple) else output
-
-
 def routing_gap(encoder, tok, blocks, sources: list[str], destinations: list[str], layer: int) -> torch.Tensor:
     """Mean squared gap between the sources' final states with the destinations' subject
     states transplanted after `layer` and the destinations' final states, over aligned
     positions (the destinations' states are targets: no gradient flows through them)."""
     src_pos, dst_pos = subject_positions(tok, sources), subject_positions(tok, destinations)
-    rows = torch.arange(len(sources))
-    seen = {}
-    handle = blocks[layer].register_forward_hook(lambda m, a, o: seen.__setitem__("h", _hidden(o).detach()))
-    try:
-        with torch.no_grad():
-            target = encoder(tokenize(tok, destinations).input_ids).last_hidden_state
-    finally:
-        handle.remove()
-    states = seen["h"][rows, dst_pos]
-
-    def transplant(module, args, output):
-        hidden = _hidden(output).clone()
-        hidden[rows, src_pos] = states
-        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
-
-    handle = blocks[layer].register_forward_hook(transplant)
-    try:
+    with torch.no_grad(), captured(blocks[layer]) as seen:
+        target = encoder(tokenize(tok, destinations).input_ids).last_hidden_state
+    states = seen["h"][torch.arange(len(destinations)), dst_pos]
+    with transplanted(blocks[layer], src_pos, states):
         got = encoder(tokenize(tok, sources).input_ids).last_hidden_state
-    finally:
-        handle.remove()
     gaps = []
     for i, (s, d) in enumerate(zip(src_pos.tolist(), dst_pos.tolist())):
         src, dst = aligned_positions(s, d, got.shape[1])
