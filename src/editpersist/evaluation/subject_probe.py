@@ -15,10 +15,11 @@ does; the failure is then the encoder's, not the editor's.
 from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
+from typing import NamedTuple
 
 import torch
 
-from ..hooks import captured, transplanted
+from ..hooks import captured, matching_rows, transplanted
 from ..tokens import noun_phrase, subject_last_index, tokenize
 
 
@@ -38,23 +39,36 @@ def subject_state(encoder, tok, block: torch.nn.Module, prompt: str, phrase: str
     return seen["h"][0, subject_last_index(tok, prompt, phrase)]
 
 
-def transplant_sites(pipe, family, source: str, target: str, layer: int):
-    """(block, position, state) per ReFACT site: the source's subject position and the target's
-    subject state at that layer. Subjects are the noun phrases' last tokens, as ReFACT keys them."""
+class TransplantSite(NamedTuple):
+    encoder: torch.nn.Module
+    source_ids: torch.Tensor  # the source prompt's unpadded token ids, special tokens included
+    block: torch.nn.Module
+    position: int
+    state: torch.Tensor
+
+
+def transplant_sites(pipe, family, source: str, target: str, layer: int) -> list[TransplantSite]:
+    """Per ReFACT site: the source's subject position and the target's subject state at that
+    layer. Subjects are the noun phrases' last tokens, as ReFACT keys them."""
     out = []
     src_phrase, dst_phrase = noun_phrase(source), noun_phrase(target)
     for site in family.refact_sites(layer):
         encoder, tok = getattr(pipe, site.component), getattr(pipe, site.tokenizer)
         block = encoder.get_submodule(site.block)
-        out.append((block, subject_last_index(tok, source, src_phrase),
-                    subject_state(encoder, tok, block, target, dst_phrase)))
+        out.append(TransplantSite(encoder, torch.tensor(tok(source).input_ids), block,
+                                  subject_last_index(tok, source, src_phrase),
+                                  subject_state(encoder, tok, block, target, dst_phrase)))
     return out
 
 
 @contextmanager
-def transplant_all(sites):
-    """Every site's transplant at once (SDXL has two encoders)."""
+def transplant_all(sites: list[TransplantSite]):
+    """Every site's transplant at once (SDXL has two encoders), into the source prompt's
+    encoding only: the pipelines also encode the negative (empty) prompt for guidance, and the
+    destination's subject state put there would steer the images away from the destination,
+    which no edit keyed on the subject does."""
     with ExitStack() as stack:
-        for block, position, state in sites:
-            stack.enter_context(transplanted(block, position, state))
+        for site in sites:
+            rows = stack.enter_context(matching_rows(site.encoder, site.source_ids))
+            stack.enter_context(transplanted(site.block, site.position, site.state, rows))
         yield
