@@ -1,15 +1,16 @@
 """Can an edit confined to the subject's last token change what a model draws?
 
 ReFACT (and ROME before it) edits one MLP layer so that the output at the subject's
-last token becomes v*; everything downstream must read the edit from that token. That
-works when the text encoder binds a phrase's attributes into its last token (real CLIP:
-"blue circle" -> the state of "circle" carries "blue", and the EOS state attends to it).
-This probe measures it without any optimisation: for every layer L it replaces the
-source prompt's subject state after layer L by the destination prompt's subject state
-(a transplant, the best any subject-confined edit could hope for at that layer) and
-counts the generated images that show the destination. If no layer's transplant does,
-no ReFACT edit at any layer can reach the edit's efficacy either, whatever its optimiser
-does; the failure is then the encoder's, not the editor's.
+last token becomes v*; what follows must read the edit from there. That works when the
+text encoder binds a phrase's attributes into its last token (real CLIP: "blue circle" ->
+the state of "circle" carries "blue", and the EOS state attends to it). This probe
+measures it without any optimisation: for every layer L it replaces the source prompt's
+subject state after layer L by the destination prompt's subject state (a transplant) and
+counts the generated images that show the destination. It bounds edits that change the
+subject position alone; a weight edit also acts at every other position whose key
+resembles the subject's, and can take where the transplant does not (toy FLUX's
+appearance edit, README "ReFACT on the toy world"). When no layer's transplant takes, look
+to the encoder before blaming the editor's optimiser.
 """
 
 from __future__ import annotations
