@@ -53,12 +53,14 @@ def transplanted(block: torch.nn.Module, positions: int | torch.Tensor, states: 
 def matching_rows(encoder: torch.nn.Module, ids: torch.Tensor) -> Iterator[Callable[[], torch.Tensor]]:
     """While active, the callable it yields says which rows of the encoder's current batch
     begin with the token ids `ids` (the pipelines pass input ids as the first argument)."""
-    seen = {}
+    seen, n = {}, len(ids)
 
     def pre_hook(mod, args, kwargs):
         x = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
-        n = len(ids)
-        seen["rows"] = (x[:, :n] == ids.to(x.device)).all(1) if x.shape[1] >= n else torch.zeros(len(x), dtype=torch.bool)
+        if x.shape[1] < n:  # too short to hold the prompt: no row matches
+            seen["rows"] = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        else:
+            seen["rows"] = (x[:, :n] == ids.to(x.device)).all(1)
 
     handle = encoder.register_forward_pre_hook(pre_hook, with_kwargs=True)
     try:
