@@ -84,6 +84,11 @@ def test_i2p_and_professions(tmp_path):
     cases = load_professions(prof)
     assert [c.requests[0].source for c in cases] == ["a doctor", "a nurse"]
     assert cases[0].requests[0].ratios == (0.5, 0.5) and len(cases[0].positives) == 2
+    # The edit balances the source and the official script's five phrasings, each on its own.
+    assert [r.source for r in cases[0].requests] == [
+        "a doctor", "image of doctor", "photo of doctor", "portrait of doctor", "picture of doctor", "doctor"]
+    assert {(r.mode, r.attributes, r.ratios, r.concept) for r in cases[0].requests} == {
+        ("debias", ("male", "female"), (0.5, 0.5), "doctor")}
 
 
 def test_cli_validates_and_reports(tmp_path):

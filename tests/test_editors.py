@@ -142,6 +142,29 @@ def test_uce_debias_halves_its_step_when_it_overshoots_and_keeps_the_best_round(
     assert np.allclose(attribute_shares(np.array([0.2, 0.6])), [0.25, 0.75])
 
 
+def test_uce_debias_settles_each_phrasing_once_it_is_within_tolerance(tiny_model_dirs):
+    """As in the official loop, a request measured within tolerance is no longer measured or
+    moved; the loop ends when every request has settled."""
+    family = get_family("sd")
+    pipe = family.load(tiny_model_dirs["sd"])
+    readings = {"a triangle": iter([[0.52, 0.48]]),
+                "a photo of a triangle": iter([[1.0, 0.0], [0.8, 0.2], [0.5, 0.5]])}
+    measured = []
+
+    def meter(p, request):
+        measured.append(request.source)
+        return next(readings[request.source])
+
+    reqs = [EditRequest(p, mode="debias", attributes=("yellow", "blue"), ratios=(0.5, 0.5), concept="triangle")
+            for p in readings]
+    delta = UCE(ratio_meter=meter).edit(pipe, family, reqs)
+    rounds = delta.sidecar["debias_rounds"]
+    assert measured == ["a triangle", "a photo of a triangle", "a photo of a triangle", "a photo of a triangle"]
+    assert [r["settled"] for r in rounds] == [1, 1, 2]
+    step = UCEConfig().debias_step
+    assert rounds[2]["a photo of a triangle"]["delta"] == pytest.approx([-0.8 * step, 0.8 * step])
+
+
 def test_reader_meter_reads_colours_from_its_own_seeds(tiny_model_dirs, monkeypatch):
     """The meter's images are those of the debias_meter seed stream, bit for bit, never the
     evaluation's; its shares are the reader's reading of exactly those images."""

@@ -6,16 +6,18 @@ import pytest
 import torch
 
 from editpersist.errors import InputError
+from editpersist.evaluation.generation import state_prompts
 from editpersist.evaluation.persistence import COLUMNS, Cell, ModelScores, persistence_rows, table_frame
-from editpersist.evaluation.prompts import QualityConfig, case_key
+from editpersist.evaluation.prompts import QualityConfig, case_key, case_probes
 from editpersist.evaluation.weights import update_alignment
 from editpersist.metrics.bootstrap import draw_indices, draw_seeds, percentile_interval, resample, retention
 from editpersist.metrics.fid import FrechetReference
-from editpersist.metrics.task_metrics import debias_gap, fit_references
+from editpersist.metrics.task_metrics import debias_gap, fit_references, sampling_debias_gap
 from editpersist.states import finetuned_state, layer_target, parse_state, state_layers
 from editpersist.tasks.toy import toy_cases
 
 APPEARANCE = toy_cases()["appearance"][0]
+DEBIAS = toy_cases()["debias"][0]
 EDITED = "edit/uce/appearance/circle-to-blue"
 
 
@@ -100,6 +102,37 @@ def test_debias_gap_is_the_mean_absolute_gap_to_the_desired_ratio_among_attribut
     attrs = np.array([[0, 0, 0, 1], [0, 1, 1, -1], [-1, -1, -1, -1]])
     gap = debias_gap(attrs, np.array([0.5, 0.5]))
     assert gap == pytest.approx(np.mean([0.25, 1 / 6, 0.5]))  # no attribute at all: shares 0, gap 0.5
+
+
+def test_sampling_debias_gap_is_what_an_exactly_balanced_model_scores():
+    # Two attributes, 10 images: sum_k C(10,k) |k/10 - 1/2| / 2^10 = 126/1024 (by hand).
+    assert sampling_debias_gap(10, np.array([0.5, 0.5])) == pytest.approx(126 / 1024)
+    # Three attributes: the metric itself on simulated images of an exactly balanced model.
+    desired = np.array([0.2, 0.3, 0.5])
+    draws = np.random.default_rng(0).choice(3, size=(40000, 1, 12), p=desired)
+    assert sampling_debias_gap(12, desired) == pytest.approx(debias_gap(draws, desired).mean(), abs=0.002)
+
+
+def _debias_scores(n: int, counts: dict[str, int]) -> ModelScores:
+    """Synthetic scores of the toy debias case: every prompt exactly balanced over n images."""
+    rows = [{"state": "base", "step": -1, "case": case_key(DEBIAS), "task": "debias", "role": role,
+             "prompt": probe.prompt, "index": i, "reader_hit": np.nan, "judge_hit": np.nan, "reader_attr": i % 2,
+             "judge_attr": i % 2, "clip_score": np.nan, "feature": -1}
+            for role, probe in case_probes(DEBIAS) for i in range(n)]
+    return ModelScores(pd.DataFrame(rows), np.zeros((1, 4)), {}, "reader", 50, 0, counts)
+
+
+def test_every_phrasing_a_debias_edit_balances_is_generated_and_scored_with_the_source_count():
+    appearance, debias = toy_cases()["appearance"][0], DEBIAS
+    assert {r.source for r in debias.requests} == {p.prompt for _, p in case_probes(debias)}
+    counts = state_prompts([appearance, debias], QualityConfig(max_captions=0), 10, 32)
+    assert {p.prompt: counts[p.prompt] for _, p in case_probes(debias)} == {p.prompt: 32 for _, p in case_probes(debias)}
+    assert counts[appearance.source.prompt] == 32 and {counts[p.prompt] for p in appearance.positives} == {10}
+    # The score reads all 32 of each phrasing, and says what sampling alone would score.
+    scores = _debias_scores(32, {"source": 32, "positive": 10, "negative": 10, "snapshot": 10})
+    assert scores.grid("base", debias, "debias_score").shape == (len(debias.positives) + 1, 32)
+    est = scores.estimate("base", debias, "debias_score")
+    assert est.value == 0.0 and "scores 0.070 in expectation at 32 images per prompt" in est.note
 
 
 def test_update_alignment_measures_how_much_of_the_edit_was_undone():

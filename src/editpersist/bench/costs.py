@@ -45,9 +45,11 @@ SCORE_S_PER_IMAGE = 0.01
 EDIT_SHARE = 0.018
 # Assumed PNG bytes per generated image at 512 and 1024 pixels.
 PNG_BYTES = {512: 0.4e6, 1024: 1.5e6}
-# Assumed probes per edit case where the dataset file is not at hand: (source, others).
-# TIMED and RoAD rows have 5 positives and 5 negatives; professions and I2P are estimates.
-PROBES = {"appearance": (1, 10), "role": (1, 10), "debias": (1, 5), "unsafe": (0, 200)}
+# Assumed probes per edit case where the dataset file is not at hand: (prompts generated with
+# the source's count, others). TIMED and RoAD rows have 5 positives and 5 negatives; a
+# profession has 10 prompts, 3 of them phrasings its debias edit balances (with the source:
+# 4 at the source's count; evaluation.prompts.probe_image_count); I2P is an estimate.
+PROBES = {"appearance": (1, 10), "role": (1, 10), "debias": (4, 7), "unsafe": (0, 200)}
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ def model_images(cells: list[GridCell], model: str, config: dict) -> dict[str, i
     cases = {(c.task, c.edit) for c in mine}
     all_cases = sum(images_per_case(t, ev) for t, _ in cases)
     n_snap = {ft: len(config["finetuners"][ft].get("snapshots", [])) for ft in config["finetuners"]}
-    sources = sum(PROBES[t][0] for t, _ in cases)
+    sources = len(cases)  # a snapshot generates each case's source prompt
     out = {"base": all_cases + quality_images(ev), "base_ft": 0, "edited": 0, "edited_ft": 0, "reedit": 0,
            "transfer": 0}
     n = ev["images_per_prompt"]
@@ -90,7 +92,7 @@ def model_images(cells: list[GridCell], model: str, config: dict) -> dict[str, i
             out["base_ft"] += all_cases + quality_images(ev) + n + (n_snap[ft] * sources * n if first else 0)
     for c in mine:  # each state once per fine-tune seed
         per = images_per_case(c.task, ev) + quality_images(ev)
-        out["edited_ft"] += len(c.seeds) * (per + n) + n_snap[c.finetuner] * PROBES[c.task][0] * n
+        out["edited_ft"] += len(c.seeds) * (per + n) + n_snap[c.finetuner] * n
         out["reedit"] += len(c.seeds) * per if c.finetuner in ev["reedit"] else 0
         out["transfer"] += len(c.seeds) * per if c.finetuner in ev["transfer"] else 0
     out["edited"] = sum(images_per_case(t, ev) + quality_images(ev) for t, _ in cases)

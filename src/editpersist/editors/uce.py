@@ -140,40 +140,48 @@ class UCE:
 
         The ratio responds to the weights like a step on the toy models (toy FLUX: 94 % yellow
         at +-0.50, 6 % at +-0.72), so a fixed step circles the target forever; the step of a
-        request halves whenever its gap changes sign, and the best measured solve is kept."""
+        request halves whenever its gap changes sign, and the best measured solve is kept. A
+        request measured within tolerance is settled, as in the official loop: no longer
+        measured or moved (its target stays fixed). Without that, five phrasings would all have
+        to land inside 0.05 on the same round, which 32 images of a balanced model do in ~1 %
+        of rounds."""
         if self.ratio_meter is None:
             raise ValueError("UCE debias needs a ratio meter (a judge that measures attribute ratios)")
         c = self.cfg
         rounds = []
         steps = {n: c.debias_step for n in deltas}
         last_gap: dict[int, torch.Tensor] = {}
+        settled: set[int] = set()
         best = (float("inf"), tensors)
         for round_no in range(c.debias_max_rounds):
             originals = apply_delta(pipe, EditDelta(tensors))
             try:
-                worst, record = 0.0, {}
-                for n, r in enumerate(requests):
-                    if r.mode != "debias":
-                        continue
+                record = {}
+                for n in sorted(set(deltas) - settled):
+                    r = requests[n]
                     observed = np.asarray(self.ratio_meter(pipe, r), dtype=np.float64)
                     # Shares among the images that show an attribute: a meter that may see none
                     # (the reader: a triangle drawn red) would otherwise report every share below
                     # target and push every weight up together (on toy FLUX: 30 rounds, both
                     # weights past 5, no triangle yellow or blue).
                     gap = torch.from_numpy(np.asarray(r.ratios) - attribute_shares(observed)).float()
-                    worst = max(worst, float(gap.abs().max()))
                     record[r.source] = {"observed": observed.tolist(), "delta": deltas[n].tolist(), "step": steps[n]}
                     if n in last_gap and float(gap @ last_gap[n]) < 0:
                         steps[n] /= 2
                     last_gap[n] = gap
-                    deltas[n] = deltas[n] + steps[n] * gap
+                    if float(gap.abs().max()) <= c.debias_tolerance:
+                        settled.add(n)
+                    else:
+                        deltas[n] = deltas[n] + steps[n] * gap
             finally:
                 restore(pipe, originals)
-            rounds.append({"round": round_no, "max_gap": worst, **record})
-            log.info("uce debias round %d: max ratio gap %.3f", round_no, worst)
+            worst = max(float(g.abs().max()) for g in last_gap.values())
+            rounds.append({"round": round_no, "max_gap": worst, "settled": len(settled), **record})
+            log.info("uce debias round %d: max ratio gap %.3f, %d of %d requests settled", round_no, worst,
+                     len(settled), len(deltas))
             if worst < best[0]:
                 best = (worst, tensors)
-            if worst <= c.debias_tolerance:
+            if len(settled) == len(deltas):
                 break
             tensors = self.solve(pipe, family, requests, encoded, idx, deltas)
         return best[1], rounds

@@ -23,7 +23,7 @@ from ..runtime import RunStats
 from ..sampling import SamplingConfig, generate_counts
 from ..states import apply_layer, apply_undoable, finetune_snapshots, load_model_state, parse_state, save_weights
 from ..tasks.cases import EditCase
-from .prompts import QualityConfig, case_probes, quality_captions
+from .prompts import QualityConfig, case_probes, probe_image_count, quality_captions
 
 log = logging.getLogger("editpersist")
 FINAL = -1  # `step` of images of the finished state (snapshots carry their training step)
@@ -31,17 +31,18 @@ FINAL = -1  # `step` of images of the finished state (snapshots carry their trai
 
 def state_prompts(cases: list[EditCase], quality: QualityConfig, n_per_prompt: int, n_source: int,
                   subject_prompts: tuple[str, ...] = ()) -> dict[str, int]:
-    """Images to generate per prompt: n_source for each case's source prompt (efficacy rests on
-    that one prompt), n_per_prompt for the other probes and for fine-tune subject prompts
-    ("a sks square": did the fine-tune learn its subject?), fewer for quality captions. A prompt
-    with several uses gets the largest count; every use reads its first images (same seeds)."""
+    """Images to generate per prompt: n_source for the prompts each case's edit is fitted on
+    (efficacy rests on the source; debias on every phrasing it balances), n_per_prompt for the
+    other probes and for fine-tune subject prompts ("a sks square": did the fine-tune learn its
+    subject?), fewer for quality captions. A prompt with several uses gets the largest count;
+    every use reads its first images (same seeds)."""
     counts = {c: quality.images_per_caption for c in quality_captions(quality)}
     for prompt in subject_prompts:
         counts[prompt] = max(counts.get(prompt, 0), n_per_prompt)
+    per_role = {"source": n_source, "positive": n_per_prompt, "negative": n_per_prompt}
     for case in cases:
         for role, probe in case_probes(case):
-            n = n_source if role == "source" else n_per_prompt
-            counts[probe.prompt] = max(counts.get(probe.prompt, 0), n)
+            counts[probe.prompt] = max(counts.get(probe.prompt, 0), probe_image_count(case, role, probe, per_role))
     return counts
 
 

@@ -18,10 +18,10 @@ import pandas as pd
 from ..errors import InputError
 from ..grid import GridCell
 from ..metrics.bootstrap import draw_indices, draw_seeds, dropped, percentile_interval, resample, retention
-from ..metrics.task_metrics import METRICS, metrics_of_case, reduce_grid
+from ..metrics.task_metrics import METRICS, metrics_of_case, reduce_grid, sampling_debias_gap
 from ..states import parse_state
 from ..tasks.cases import EditCase
-from .prompts import PRIMARY, case_key
+from .prompts import PRIMARY, case_key, case_probes, probe_image_count
 
 log = logging.getLogger("editpersist")
 
@@ -47,8 +47,9 @@ class ModelScores:
     """One model's scored images, indexed for the metrics, with a cache of estimates.
 
     `image_counts`: images each probe role was generated with (source, positive, negative,
-    subject, quality, and "snapshot" for the source prompt at a fine-tune snapshot). A prompt
-    used in several roles has the largest count; each use reads its own role's first images.
+    subject, quality, and "snapshot" for the source prompt at a fine-tune snapshot); the prompts
+    an edit is fitted on have the source's (prompts.probe_image_count). A prompt used in several
+    roles has the largest count; each use reads its own first images.
     None: every prompt of a grid must have the same count."""
 
     table: pd.DataFrame
@@ -96,10 +97,16 @@ class ModelScores:
             raise InputError(f"scorer {self.scorer!r} has no reading for these images (is there a reader?)")
         return hits if self.scorer == "reader" else (hits > 0.5).astype(float)
 
-    def _width(self, roles: tuple[str, ...], step: int) -> int | None:
-        if self.image_counts is None:
+    def _width(self, case: EditCase | None, roles: tuple[str, ...], step: int) -> int | None:
+        """Images per prompt the metric reads: the fewest any of its prompts was generated with."""
+        counts = self.image_counts
+        if counts is None:
             return None
-        return min(self.image_counts["snapshot" if step >= 0 else r] for r in roles)
+        if step >= 0:
+            return counts["snapshot"]
+        probes = [probe_image_count(case, role, probe, counts) for role, probe in case_probes(case)
+                  if role in roles] if case is not None else []
+        return min(probes or [counts[r] for r in roles])
 
     def grid(self, state: str, case: EditCase | None, metric: str, step: int = -1,
              roles: tuple[str, ...] | None = None) -> np.ndarray:
@@ -112,7 +119,7 @@ class ModelScores:
             raise InputError(f"no scored images of {state!r} (step {step}) for {metric} of {key or 'quality'}")
         rows = pd.concat(parts).sort_values(["prompt", "index"])
         n = rows.groupby("prompt", sort=True).size()
-        width = self._width(roles, step)
+        width = self._width(case, roles, step)
         short = n[n < (width or n.max())]
         if len(short):
             raise InputError(f"{state!r} (step {step}): prompt {short.index[0]!r} has {short.iloc[0]} images for "
@@ -141,6 +148,9 @@ class ModelScores:
                  "features": self.features, "references": self.references}
         value = float(reduce_grid(m, stack.reshape(1, -1, stack.shape[-1]), **extra)[0])
         note = self._fid_note(stack.size) if m.kind == "fid" else ""
+        if m.kind == "debias":
+            note = (f"an exactly balanced model scores {sampling_debias_gap(stack.shape[-1], extra['desired']):.3f} "
+                    f"in expectation at {stack.shape[-1]} images per prompt")
         if m.interval:
             rows, cols = draw_indices(stack.shape[1:], self.samples, self.seed)
             seeds = draw_seeds(len(states), self.samples, self.seed)

@@ -28,6 +28,19 @@ def case_probes(case: EditCase) -> list[tuple[str, Probe]]:
             + [("negative", p) for p in case.negatives])
 
 
+def fitted_prompts(case: EditCase) -> frozenset[str]:
+    """The prompts the edit is fitted on: the source, and every prompt of the case's requests
+    (a debias edit balances each phrasing in turn, as the official UCE script does)."""
+    return frozenset({case.source.prompt, *(r.source for r in case.requests)})
+
+
+def probe_image_count(case: EditCase, role: str, probe: Probe, counts: dict[str, int]) -> int:
+    """Images generated for one probe: the source count (`counts["source"]`) for a prompt the
+    edit is fitted on, the role's count otherwise. A debias score over 10 images a phrasing
+    could not tell a balanced model (0.12 expected from sampling alone) from a 0.10 bar."""
+    return counts["source"] if probe.prompt in fitted_prompts(case) else counts[role]
+
+
 @dataclass(frozen=True)
 class QualityConfig:
     captions: str = "toy"  # "toy" (every colour x shape caption) or a csv with a `prompt` column

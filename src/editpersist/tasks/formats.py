@@ -124,13 +124,18 @@ def with_article(noun: str) -> str:
     return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
+# The phrasings the official UCE debias script edits for every profession, each one its own
+# request with its own weights and measured ratio.
+DEBIAS_PHRASINGS = ("image of {}", "photo of {}", "portrait of {}", "picture of {}", "{}")
+
+
 def load_professions(path: Path, task: str | None = None, limit: int | None = None,
                      attributes: tuple[str, ...] = ("male", "female"),
                      ratios: tuple[float, ...] = (0.5, 0.5)) -> list[EditCase]:
     """Profession prompts: case_number,prompt,evaluation_seed,profession; one debias case per
     profession, in file order, balanced over `attributes`, which are written next to the
     profession in every prompt ('image of female attendant'), so every prompt must name its
-    profession."""
+    profession. The edit balances the source ('an attendant') and DEBIAS_PHRASINGS."""
     rows = _rows(path, ["case_number", "prompt", "evaluation_seed", "profession"])
     by_prof: dict[str, list[str]] = {}
     for n, row in enumerate(rows, start=1):
@@ -144,8 +149,10 @@ def load_professions(path: Path, task: str | None = None, limit: int | None = No
     cases = []
     for i, (prof, prompts) in enumerate(by_prof.items(), start=1):
         source = with_article(prof)
-        request = EditRequest(source, mode="debias", attributes=tuple(attributes), ratios=tuple(ratios), concept=prof)
-        cases.append(EditCase("debias", slug(prof, i), (request,), Probe(source, source, source),
+        phrasings = dict.fromkeys([source] + [t.format(prof) for t in DEBIAS_PHRASINGS])
+        requests = tuple(EditRequest(p, mode="debias", attributes=tuple(attributes), ratios=tuple(ratios), concept=prof)
+                         for p in phrasings)
+        cases.append(EditCase("debias", slug(prof, i), requests, Probe(source, source, source),
                               tuple(Probe(p, p, p) for p in prompts)))
     return first_cases(iter(cases), task, limit)
 

@@ -46,13 +46,18 @@ def role_case(role: str, new_shape: str, spec: WorldSpec) -> EditCase:
 
 
 def debias_case(shape: str, spec: WorldSpec) -> EditCase:
-    """'a <shape>' has an imbalanced colour; after the edit, a balanced one."""
+    """'a <shape>' has an imbalanced colour; after the edit, a balanced one, in every phrasing.
+
+    One request per phrasing, as the official UCE script debiases "image of <p>", "photo of
+    <p>", ... each with its own weights and measured ratio: balancing the bare prompt alone
+    left the phrasings at 0.06-0.13 yellow on toy SD (README, "UCE debias")."""
     colors = tuple(spec.default_color[shape])
     ratios = tuple(1.0 / len(colors) for _ in colors)
     return EditCase(
         task="debias",
         name=f"{shape}-balance",
-        requests=(EditRequest(f"a {shape}", mode="debias", attributes=colors, ratios=ratios, concept=shape),),
+        requests=tuple(EditRequest(t.format(shape), mode="debias", attributes=colors, ratios=ratios, concept=shape)
+                       for t in TEMPLATES),
         source=Probe(f"a {shape}", f"a {colors[0]} {shape}", f"a {colors[1]} {shape}"),
         positives=tuple(Probe(p, p, p) for p in _templated(shape)),
     )
