@@ -160,7 +160,7 @@ def build_toy_flux(data: Path, vae_dir: Path, clip_dir: Path, t5_tok_dir: Path, 
     clip_tok = CLIPTokenizer.from_pretrained(clip_dir)
     clip_encoder = text_clip.text_tower(CLIPModel.from_pretrained(clip_dir))
     t5_tok = T5Tokenizer.from_pretrained(t5_tok_dir)
-    t5 = diffusion.build_t5(len(t5_tok))
+    t5 = diffusion.build_t5(len(t5_tok), layers=cfg["t5_layers"])
     latents = encode_latents(vae, images)
     transformer = diffusion.build_flux_transformer(vae.config.latent_channels, t5.config.d_model,
                                                    clip_encoder.config.hidden_size)
