@@ -61,7 +61,12 @@ def test_tiny_toy_world_builds_end_to_end_and_reruns_nothing(tiny_study):
     # The built models load like any real model.
     from editpersist.families import get_family
 
-    assert type(get_family("flux").load(wd / "resources/toy/models/toy-flux")).__name__ == "FluxPipeline"
+    flux = get_family("flux").load(wd / "resources/toy/models/toy-flux")
+    assert type(flux).__name__ == "FluxPipeline"
+    # toy.flux.t5_layers (3 in the tiny config; the library's own default is 2) sets the toy T5,
+    # and the probe transplants after each of its layers.
+    assert len(flux.text_encoder_2.encoder.block) == 3
+    assert len(quality["models"]["toy-flux"]["subject_binding"]["circle-to-blue"]["transplant_after_layer"]) == 3
     _check_study_outputs(wd)
     again = run_snakemake(wd, "-n", "--cores", "2", "--configfile", cfg)
     assert again.returncode == 0
