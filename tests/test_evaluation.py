@@ -7,7 +7,7 @@ import torch
 
 from editpersist.errors import InputError
 from editpersist.evaluation.generation import state_prompts
-from editpersist.evaluation.persistence import COLUMNS, Cell, ModelScores, persistence_rows, table_frame
+from editpersist.evaluation.persistence import COLUMNS, Cell, ModelScores, persistence_rows, ratio_row, table_frame
 from editpersist.evaluation.prompts import QualityConfig, case_key, case_probes
 from editpersist.evaluation.weights import update_alignment
 from editpersist.metrics.bootstrap import draw_indices, draw_seeds, percentile_interval, resample, retention
@@ -113,11 +113,13 @@ def test_sampling_debias_gap_is_what_an_exactly_balanced_model_scores():
     assert sampling_debias_gap(12, desired) == pytest.approx(debias_gap(draws, desired).mean(), abs=0.002)
 
 
-def _debias_scores(n: int, counts: dict[str, int]) -> ModelScores:
-    """Synthetic scores of the toy debias case: every prompt exactly balanced over n images."""
-    rows = [{"state": "base", "step": -1, "case": case_key(DEBIAS), "task": "debias", "role": role,
-             "prompt": probe.prompt, "index": i, "reader_hit": np.nan, "judge_hit": np.nan, "reader_attr": i % 2,
-             "judge_attr": i % 2, "clip_score": np.nan, "feature": -1}
+def _debias_scores(n: int, counts: dict[str, int] | None, patterns: dict[str, tuple[int, ...]] | None = None):
+    """Synthetic scores of the toy debias case: in each state, every prompt's n images show the
+    attributes of its pattern in turn (-1: neither); by default the base, exactly balanced."""
+    rows = [{"state": state, "step": -1, "case": case_key(DEBIAS), "task": "debias", "role": role,
+             "prompt": probe.prompt, "index": i, "reader_hit": np.nan, "judge_hit": np.nan,
+             "reader_attr": pattern[i % len(pattern)], "judge_attr": -1, "clip_score": np.nan, "feature": -1}
+            for state, pattern in (patterns or {"base": (0, 1)}).items()
             for role, probe in case_probes(DEBIAS) for i in range(n)]
     return ModelScores(pd.DataFrame(rows), np.zeros((1, 4)), {}, "reader", 50, 0, counts)
 
@@ -133,6 +135,18 @@ def test_every_phrasing_a_debias_edit_balances_is_generated_and_scored_with_the_
     assert scores.grid("base", debias, "debias_score").shape == (len(debias.positives) + 1, 32)
     est = scores.estimate("base", debias, "debias_score")
     assert est.value == 0.0 and "scores 0.070 in expectation at 32 images per prompt" in est.note
+
+
+def test_a_debias_row_says_how_many_images_its_shares_rest_on():
+    edited = "edit/uce/debias/triangle-balance"
+    scores = _debias_scores(8, None, {"base": (0,), edited: (0, 1, -1, -1), _ft("base"): (0,),
+                                      _ft(edited): (0, -1, -1, -1)})
+    cell = Cell("toy-flux", "flux", "uce", DEBIAS, "lora", "s", "unrelated")
+    row = ratio_row(scores, cell, "debias_score", cell.grid.edited_fts)
+    # Balanced among the 2 of 4 images that show a colour; all yellow among 1 of 4.
+    assert (row["base"], row["edited"], row["value"]) == (0.5, 0.0, 0.5)
+    assert "shares are among the images that show an attribute: 0.50 of the edited model's, 0.25 of this state's" \
+        in row["note"]
 
 
 def test_update_alignment_measures_how_much_of_the_edit_was_undone():

@@ -67,6 +67,12 @@ def attribute_shares(counts: np.ndarray) -> np.ndarray:
     return counts / np.where(total > 0, total, 1)
 
 
+def attribute_coverage(attr: np.ndarray) -> float:
+    """Share of images that show one of the attributes (`attr`: attribute index per image, -1:
+    none): how many images a debias score's shares rest on."""
+    return float(np.mean(np.asarray(attr) >= 0))
+
+
 def debias_gap(attr: np.ndarray, desired: np.ndarray) -> np.ndarray:
     """Mean over prompts of the mean absolute gap between observed and desired attribute shares.
 
