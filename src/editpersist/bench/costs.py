@@ -25,6 +25,7 @@ from ..families import get_family
 from ..finetuners.methods import FINETUNERS
 from ..grid import GridCell, finetune_groups, finetune_seeds, finetune_states
 from ..states import parse_state
+from ..tasks.formats import DEBIAS_PHRASINGS
 
 # Assumed: H100 SXM vs A100 on these fp16/bf16 networks (peak dense tensor FLOPs differ by
 # 3.2x; memory-bound attention and VAE keep real pipelines nearer 2x).
@@ -120,12 +121,16 @@ def model_cost(cells: list[GridCell], model: dict, config: dict) -> ModelCost:
     hours["finetune"] = ft_s / 3600
     starts = {c.start: c.editor for c in mine}
     debias = config["editors"].get("uce", {}).get("debias", {})
-    debias_s = debias.get("max_rounds", 30) * debias.get("n_images", 32) * sampling["steps"] * step
+    # An upper bound: every phrasing a profession's edit balances (the source and the official
+    # five) measured in every round; a settled phrasing is measured no more.
+    phrasings = len(DEBIAS_PHRASINGS) + 1
+    debias_s = debias.get("max_rounds", 30) * phrasings * debias.get("n_images", 32) * sampling["steps"] * step
     hours["edit"] = sum(EDITORS[e].reference_gpu_s + ref.load_s + (debias_s if "/debias/" in s else 0)
                         for s, e in starts.items()) / 3600
-    # One re-edit job per fine-tune group: a load, then the cell's editor once per seed.
-    hours["reedit"] = sum(len(c.seeds) * EDITORS[c.editor].reference_gpu_s + ref.load_s
-                          for c in mine if c.finetuner in config["evaluation"]["reedit"]) / 3600
+    # One re-edit job per fine-tune group: a load, then the cell's editor once per seed (a
+    # debias re-edit runs its loop again).
+    hours["reedit"] = sum(len(c.seeds) * (EDITORS[c.editor].reference_gpu_s + (debias_s if c.task == "debias" else 0))
+                          + ref.load_s for c in mine if c.finetuner in config["evaluation"]["reedit"]) / 3600
     dreambooth = sum(1 for s in states if FINETUNERS[finetuner_of(s)].prior_preservation)
     hours["class_images"] = dreambooth * config["finetune_data"]["n_class_images"] * sampling["steps"] * step / 3600
     hours["score"] = n_images * SCORE_S_PER_IMAGE / 3600
