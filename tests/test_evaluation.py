@@ -130,11 +130,11 @@ def test_every_phrasing_a_debias_edit_balances_is_generated_and_scored_with_the_
     counts = state_prompts([appearance, debias], QualityConfig(max_captions=0), 10, 32)
     assert {p.prompt: counts[p.prompt] for _, p in case_probes(debias)} == {p.prompt: 32 for _, p in case_probes(debias)}
     assert counts[appearance.source.prompt] == 32 and {counts[p.prompt] for p in appearance.positives} == {10}
-    # The score reads all 32 of each phrasing, and says what sampling alone would score.
+    # The score reads all 32 of each phrasing, and knows what sampling alone would score there.
     scores = _debias_scores(32, {"source": 32, "positive": 10, "negative": 10, "snapshot": 10})
     assert scores.grid("base", debias, "debias_score").shape == (len(debias.positives) + 1, 32)
     est = scores.estimate("base", debias, "debias_score")
-    assert est.value == 0.0 and "scores 0.070 in expectation at 32 images per prompt" in est.note
+    assert est.value == 0.0 and est.coverage == 1.0 and est.floor == pytest.approx(sampling_debias_gap(32, [0.5, 0.5]))
 
 
 def test_a_debias_row_says_how_many_images_its_shares_rest_on():
@@ -143,10 +143,11 @@ def test_a_debias_row_says_how_many_images_its_shares_rest_on():
                                       _ft(edited): (0, -1, -1, -1)})
     cell = Cell("toy-flux", "flux", "uce", DEBIAS, "lora", "s", "unrelated")
     row = ratio_row(scores, cell, "debias_score", cell.grid.edited_fts)
-    # Balanced among the 2 of 4 images that show a colour; all yellow among 1 of 4.
+    # Balanced among the 2 of 4 images that show a colour; all yellow among 1 of 4. Sampling
+    # alone, by hand: 4 of 8 images a prompt, sum_k C(4,k) |k/4 - 1/2| / 16 = 3/16; 2 of 8: 1/4.
     assert (row["base"], row["edited"], row["value"]) == (0.5, 0.0, 0.5)
-    assert "shares are among the images that show an attribute: 0.50 of the edited model's, 0.25 of this state's" \
-        in row["note"]
+    assert ("shares are among the images that show an attribute: 0.50 of the edited model's, 0.25 of this state's; "
+            "balanced among those, sampling alone would score 0.188 and 0.250") in row["note"]
 
 
 def test_update_alignment_measures_how_much_of_the_edit_was_undone():

@@ -18,7 +18,7 @@ import pandas as pd
 from ..errors import InputError
 from ..grid import GridCell
 from ..metrics.bootstrap import draw_indices, draw_seeds, dropped, percentile_interval, resample, retention
-from ..metrics.task_metrics import METRICS, attribute_coverage, metrics_of_case, reduce_grid, sampling_debias_gap
+from ..metrics.task_metrics import METRICS, attribute_coverage, metrics_of_case, reduce_grid, sampling_debias_floor
 from ..states import parse_state
 from ..tasks.cases import EditCase
 from .prompts import PRIMARY, case_key, case_probes, probe_image_count
@@ -41,8 +41,10 @@ class Estimate:
     n_seeds: int
     note: str = ""
     # debias_score only: the share of images showing one of the attributes, the images its
-    # shares are taken among (a model that draws 25 of 32 triangles purple is scored on 7).
+    # shares are taken among (a model that draws 25 of 32 triangles purple is scored on 7), and
+    # what a model balanced among those images would score from sampling alone.
     coverage: float = float("nan")
+    floor: float = float("nan")
 
 
 @dataclass
@@ -151,18 +153,16 @@ class ModelScores:
                  "features": self.features, "references": self.references}
         value = float(reduce_grid(m, stack.reshape(1, -1, stack.shape[-1]), **extra)[0])
         note = self._fid_note(stack.size) if m.kind == "fid" else ""
-        coverage = float("nan")
+        coverage = floor = float("nan")
         if m.kind == "debias":
-            note = (f"an exactly balanced model scores {sampling_debias_gap(stack.shape[-1], extra['desired']):.3f} "
-                    f"in expectation at {stack.shape[-1]} images per prompt")
-            coverage = attribute_coverage(stack)
+            coverage, floor = attribute_coverage(stack), sampling_debias_floor(stack, extra["desired"])
         if m.interval:
             rows, cols = draw_indices(stack.shape[1:], self.samples, self.seed)
             seeds = draw_seeds(len(states), self.samples, self.seed)
             reps = reduce_grid(m, resample(stack, rows, cols, seeds), **extra)
         else:
             reps = np.full(self.samples, np.nan)
-        return Estimate(value, reps, stack.size, len(states), note, coverage)
+        return Estimate(value, reps, stack.size, len(states), note, coverage, floor)
 
     def _fid_note(self, n_images: int) -> str:
         dim = self.features.shape[1]
@@ -251,7 +251,8 @@ def ratio_row(scores: ModelScores, cell: Cell, metric: str, numerators: list[str
     notes = [problem, num.note or base.note]
     if METRICS[metric].kind == "debias":
         notes.append(f"shares are among the images that show an attribute: {edited.coverage:.2f} of the edited "
-                     f"model's, {num.coverage:.2f} of this state's")
+                     f"model's, {num.coverage:.2f} of this state's; balanced among those, sampling alone would "
+                     f"score {edited.floor:.3f} and {num.floor:.3f}")
     if n_dropped:
         notes.append(f"{n_dropped} of {len(reps)} replicates had no effect and were dropped")
     return {"base": base.value, "edited": edited.value, "base_ft": base_ft.value, "value": num.value,

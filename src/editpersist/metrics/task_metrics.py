@@ -94,6 +94,15 @@ def sampling_debias_gap(n_images: int, desired: np.ndarray) -> float:
     return float(np.mean(gaps))
 
 
+def sampling_debias_floor(attr: np.ndarray, desired: np.ndarray) -> float:
+    """The debias_gap a model balanced among the images that show an attribute would score from
+    sampling alone, given how many of each prompt's images show one (`attr`: [..., P, N]
+    attribute index per image, -1: none): the mean over prompts of sampling_debias_gap of that
+    number; a prompt with none scores mean(desired), as debias_gap scores it."""
+    shown = (np.asarray(attr) >= 0).sum(-1).reshape(-1)
+    return float(np.mean([sampling_debias_gap(int(n), desired) if n else float(np.mean(desired)) for n in shown]))
+
+
 def fit_references(features: np.ndarray) -> dict:
     """The reference fits the distance metrics compare with, by kind."""
     return {"fid": FrechetReference.fit(features), "kid": KernelReference.fit(features)}
