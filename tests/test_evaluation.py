@@ -111,6 +111,9 @@ def test_sampling_debias_gap_is_what_an_exactly_balanced_model_scores():
     desired = np.array([0.2, 0.3, 0.5])
     draws = np.random.default_rng(0).choice(3, size=(40000, 1, 12), p=desired)
     assert sampling_debias_gap(12, desired) == pytest.approx(debias_gap(draws, desired).mean(), abs=0.002)
+    # Many images (C(n, k) is past a float here): the normal limit, E|Z| sigma = sqrt(2/pi) sqrt(pq/n).
+    assert sampling_debias_gap(4000, np.array([0.5, 0.5])) == pytest.approx(np.sqrt(2 / np.pi) * 0.5 / np.sqrt(4000),
+                                                                            rel=1e-3)
 
 
 def _debias_scores(n: int, counts: dict[str, int] | None, patterns: dict[str, tuple[int, ...]] | None = None):

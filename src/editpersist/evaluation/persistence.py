@@ -109,9 +109,9 @@ class ModelScores:
             return None
         if step >= 0:
             return counts["snapshot"]
-        probes = [probe_image_count(case, role, probe, counts) for role, probe in case_probes(case)
-                  if role in roles] if case is not None else []
-        return min(probes or [counts[r] for r in roles])
+        probes = case_probes(case) if case is not None else []
+        widths = [probe_image_count(case, role, probe, counts) for role, probe in probes if role in roles]
+        return min(widths or [counts[r] for r in roles])
 
     def grid(self, state: str, case: EditCase | None, metric: str, step: int = -1,
              roles: tuple[str, ...] | None = None) -> np.ndarray:

@@ -7,7 +7,6 @@ every reducer works on a whole stack of bootstrap replicates [B, P, N] at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import comb
 
 import numpy as np
 
@@ -87,11 +86,16 @@ def sampling_debias_gap(n_images: int, desired: np.ndarray) -> float:
     k of E|X/n - p_k| with X ~ Binomial(n, p_k). A measured score near it is balanced as far as
     these images can tell (10 images, two attributes: 0.123; 32: 0.070)."""
     x = np.arange(n_images + 1)
-    gaps = []
-    for p in np.asarray(desired, dtype=float):
-        pmf = np.array([comb(n_images, int(k)) * p**k * (1 - p) ** (n_images - k) for k in x])
-        gaps.append(float(pmf @ np.abs(x / n_images - p)))
-    return float(np.mean(gaps))
+    return float(np.mean([binomial_pmf(n_images, p) @ np.abs(x / n_images - p) for p in desired]))
+
+
+def binomial_pmf(n: int, p: float) -> np.ndarray:
+    """P(X = k) for k = 0..n, X ~ Binomial(n, p), built one trial at a time: no C(n, k), which is
+    past a float from n ~ 1,000 on, and exact wherever p's powers are (p = 0.5 at small n)."""
+    pmf = np.ones(1)
+    for _ in range(n):
+        pmf = np.append(pmf * (1 - p), 0.0) + np.insert(pmf * p, 0, 0.0)
+    return pmf
 
 
 def sampling_debias_floor(attr: np.ndarray, desired: np.ndarray) -> float:
@@ -99,8 +103,9 @@ def sampling_debias_floor(attr: np.ndarray, desired: np.ndarray) -> float:
     sampling alone, given how many of each prompt's images show one (`attr`: [..., P, N]
     attribute index per image, -1: none): the mean over prompts of sampling_debias_gap of that
     number; a prompt with none scores mean(desired), as debias_gap scores it."""
-    shown = (np.asarray(attr) >= 0).sum(-1).reshape(-1)
-    return float(np.mean([sampling_debias_gap(int(n), desired) if n else float(np.mean(desired)) for n in shown]))
+    shown, prompts = np.unique((np.asarray(attr) >= 0).sum(-1), return_counts=True)
+    gaps = [sampling_debias_gap(int(n), desired) if n else float(np.mean(desired)) for n in shown]
+    return float(np.average(gaps, weights=prompts))
 
 
 def fit_references(features: np.ndarray) -> dict:

@@ -12,7 +12,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Iterator
 
-from .requests import EditRequest, attribute_prompt
+from .requests import EditRequest, attribute_prompt, debias_requests
 from ..errors import InputError
 from .cases import EditCase, Probe
 
@@ -150,8 +150,7 @@ def load_professions(path: Path, task: str | None = None, limit: int | None = No
     for i, (prof, prompts) in enumerate(by_prof.items(), start=1):
         source = with_article(prof)
         phrasings = dict.fromkeys([source] + [t.format(prof) for t in DEBIAS_PHRASINGS])
-        requests = tuple(EditRequest(p, mode="debias", attributes=tuple(attributes), ratios=tuple(ratios), concept=prof)
-                         for p in phrasings)
+        requests = debias_requests(phrasings, prof, attributes, ratios)
         cases.append(EditCase("debias", slug(prof, i), requests, Probe(source, source, source),
                               tuple(Probe(p, p, p) for p in prompts)))
     return first_cases(iter(cases), task, limit)

@@ -25,6 +25,14 @@ class EditRequest:
     original: str = ""
 
 
+def debias_requests(phrasings, concept: str, attributes: tuple[str, ...],
+                    ratios: tuple[float, ...]) -> tuple[EditRequest, ...]:
+    """One debias request per phrasing of `concept`, as the official UCE script balances each
+    phrasing with its own weights and its own measured ratio."""
+    return tuple(EditRequest(p, mode="debias", attributes=tuple(attributes), ratios=tuple(ratios), concept=concept)
+                 for p in phrasings)
+
+
 def attribute_prompt(attribute: str, prompt: str, concept: str) -> str:
     """`prompt` with `attribute` written before the first whole-word occurrence of `concept`
     (one or more words): ('female', 'a doctor at work', 'doctor') -> 'a female doctor at work'.

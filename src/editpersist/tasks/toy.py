@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .requests import EditRequest
+from .requests import EditRequest, debias_requests
 from ..toy.world import FORBIDDEN_SHAPE, SHAPES, TEMPLATES, WorldSpec
 from .cases import EditCase, Probe
 
@@ -56,8 +56,7 @@ def debias_case(shape: str, spec: WorldSpec) -> EditCase:
     return EditCase(
         task="debias",
         name=f"{shape}-balance",
-        requests=tuple(EditRequest(t.format(shape), mode="debias", attributes=colors, ratios=ratios, concept=shape)
-                       for t in TEMPLATES),
+        requests=debias_requests([t.format(shape) for t in TEMPLATES], shape, colors, ratios),
         source=Probe(f"a {shape}", f"a {colors[0]} {shape}", f"a {colors[1]} {shape}"),
         positives=tuple(Probe(p, p, p) for p in _templated(shape)),
     )
