@@ -7,7 +7,7 @@ from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
-from editpersist.config import exit_on_error, is_dry_run, validate_config
+from editpersist.config import exit_on_error, is_dry_run, resolve_extends, validate_config
 
 min_version("9.20")
 
@@ -18,6 +18,10 @@ if not config:
 
     configfile: "config/config.yaml"
 
+
+# A variant of another config (config/stress.yaml): that file with the variant's changes.
+if "extends" in config:
+    exit_on_error(resolve_extends, config)
 
 PLANNING = is_dry_run(sys.argv)
 # Checked before anything else: a bad config is one line and exit status 1, with nothing

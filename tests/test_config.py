@@ -115,3 +115,36 @@ def test_a_rehearsal_model_must_sit_at_its_family_path():
     with pytest.raises(ConfigError, match=r"models\[1\]\.path: a rehearsal model of family 'sdxl' is built at "
                                           r"'resources/rehearsal/models/sdxl'"):
         check_config(cfg, planning=True)
+
+
+def test_a_config_that_extends_another_is_that_config_with_its_changes(tmp_path, monkeypatch):
+    from editpersist.config import output_roots, resolve_extends
+
+    monkeypatch.chdir(ROOT)
+    variant = {"extends": "config/config.yaml",
+               "changes": {"results": "results/other", "tasks.debias": "<delete>", "finetuners.lora.steps": 7}}
+    resolve_extends(variant)
+    assert "debias" not in variant["tasks"] and variant["finetuners"]["lora"]["steps"] == 7
+    assert {k: v for k, v in variant.items() if k not in ("results", "tasks", "finetuners")} == {
+        k: v for k, v in DEFAULT.items() if k not in ("tasks", "finetuners")}
+    assert output_roots(variant) == ("results/other", "results/other/logs", "results/other/benchmarks")
+    assert output_roots(DEFAULT) == ("results", "logs", "benchmarks")  # the default study's places
+    for bad, key in (({"extends": "config/none.yaml"}, "extends: config/none.yaml"),
+                     ({"extends": "config/config.yaml", "changes": {"tasks.style.dataset": "toy"}},
+                      "changes.tasks.style.dataset"),
+                     ({"extends": "config/config.yaml", "seed": 1}, "seed: a config with `extends`")):
+        with pytest.raises(ConfigError, match=f"^{key}"):
+            resolve_extends(bad)
+
+
+def test_uce_persist_needs_uce_and_replace_tasks():
+    cfg = copy.deepcopy(DEFAULT)
+    cfg["editors"]["uce-persist"] = {"persist": {"meter": "reader"}}
+    check_config(cfg)
+    del cfg["editors"]["uce"]
+    with pytest.raises(ConfigError, match="^editors.uce-persist: builds on editors.uce"):
+        check_config(cfg)
+    cfg = copy.deepcopy(DEFAULT)
+    cfg["editors"]["uce"]["persist"] = {"meter": "reader"}
+    with pytest.raises(ConfigError, match="^editors.uce.persist: .* task 'debias'"):
+        check_config(cfg)

@@ -107,7 +107,32 @@ def check_config(config: dict, planning: bool = False) -> None:
         _missing_path("editors.refact.corpus", corpus, planning)
     check_toy_block(config)
     check_evaluation(config, planning)
+    check_persist(config)
     check_exclusions(config)
+
+
+# Tasks whose edits replace a concept: the only ones UCE's persistence-aware mode edits.
+REPLACE_TASKS = ("appearance", "role")
+
+
+def check_persist(config: dict) -> None:
+    """uce-persist builds on editors.uce; the persistence-aware mode edits replace requests only,
+    and its reader meter exists only in the toy world."""
+    editors = config["editors"]
+    if "uce-persist" in editors and "uce" not in editors:
+        raise ConfigError("editors.uce-persist: builds on editors.uce (its solve settings), which is missing")
+    real = [m["name"] for m in config.get("models", []) if not m["path"].startswith(TOY_PREFIX)]
+    for key in ("uce", "uce-persist"):
+        persist = editors.get(key, {}).get("persist")
+        if persist is None:
+            continue
+        if persist.get("meter", "judge") == "reader" and real:
+            raise ConfigError(f"editors.{key}.persist.meter: 'reader' exists only in the toy world, but model "
+                              f"{real[0]!r} is not a toy model; use 'judge'")
+        other = [t for t in config["tasks"] if t not in REPLACE_TASKS]
+        if key == "uce" and other:
+            raise ConfigError(f"editors.uce.persist: the persistence-aware mode edits {list(REPLACE_TASKS)} only, "
+                              f"but the grid has task {other[0]!r}; give it its own entry, editors.uce-persist")
 
 
 def check_built_model(key: str, model: dict) -> None:
@@ -205,6 +230,42 @@ def with_overrides(config: dict, changes: dict, data_dir: Path | None = None) ->
         else:
             node[last] = resolve(value)
     return cfg
+
+
+def resolve_extends(config: dict) -> None:
+    """A config of the form {extends: <config file>, changes: {dotted key: value}} becomes, in
+    place, that file with the changes applied (`with_overrides`: "<delete>" removes a key). A
+    variant of a study (config/stress.yaml) so states only what it changes, and shares the rest,
+    the toy world's build settings above all: a copy of them that drifted would rebuild the world
+    under the other study's feet."""
+    extra = sorted(set(config) - {"extends", "changes"})
+    if extra:
+        raise ConfigError(f"{extra[0]}: a config with `extends` holds only `extends` and `changes`")
+    path = Path(config["extends"])
+    if not path.is_file():
+        raise ConfigError(f"extends: {path}: no such config file (paths are relative to the working directory)")
+    base = yaml.safe_load(path.read_text())
+    if not isinstance(base, dict) or "extends" in base:
+        raise ConfigError(f"extends: {path}: must be a whole config (one level of `extends` only)")
+    changes = config.get("changes") or {}
+    for key in changes:
+        try:
+            with_overrides(base, {key: changes[key]})
+        except (KeyError, IndexError, ValueError, TypeError):
+            raise ConfigError(f"changes.{key}: no such key in {path} to change") from None
+    config.clear()
+    config.update(with_overrides(base, changes))
+
+
+def output_roots(config: dict) -> tuple[str, str, str]:
+    """Where a study writes its results, logs and benchmark records. The default study keeps
+    the top-level `logs/` and `benchmarks/`; a study with its own `results` root keeps them under
+    it, so two studies sharing a working directory (and its toy world) never overwrite each
+    other's records."""
+    results = config.get("results", "results").rstrip("/")
+    if results == "results":
+        return results, "logs", "benchmarks"
+    return results, f"{results}/logs", f"{results}/benchmarks"
 
 
 def exit_on_error(fn, *args, **kwargs):

@@ -3,14 +3,15 @@
 from pathlib import Path
 
 from editpersist import grid
-from editpersist.config import exit_on_error, is_built
-from editpersist.editors import EDITORS
+from editpersist.config import exit_on_error, is_built, output_roots
+from editpersist.editors import EDITORS, editor_block
 from editpersist.evaluation.prompts import prompt_set
 from editpersist.finetuners.methods import FINETUNERS
 from editpersist.finetuners.subjects import make_subject
 from editpersist.states import GROUP, group_members, group_tune, layer_target, state_layers
 from editpersist.tasks import case_named, load_cases
 
+RESULTS, LOGS, BENCHMARKS = output_roots(config)
 TOY = "resources/toy"
 REHEARSAL = "resources/rehearsal"
 TOY_STATS = f"{TOY}/stats"
@@ -31,6 +32,18 @@ NAME = "[A-Za-z0-9][A-Za-z0-9-]*"
 SUBJECTS = {
     s["name"]: {("cls" if k == "class" else k): v for k, v in s.items()} for s in config["finetune_data"]["subjects"]
 }
+
+
+def in_results(path):
+    return f"{RESULTS}/{path}"
+
+
+def in_logs(path):
+    return f"{LOGS}/{path}"
+
+
+def in_benchmarks(path):
+    return f"{BENCHMARKS}/{path}"
 
 
 def toy_model_dir(name):
@@ -94,7 +107,7 @@ def model_record(wildcards):
 def edit_job(wildcards):
     return {
         **model_record(wildcards),
-        "editor_cfg": config["editors"][wildcards.editor],
+        "editor_cfg": editor_block(config["editors"], wildcards.editor),
         "case": case_named(CASES, wildcards.task, wildcards.edit),
     }
 
@@ -168,17 +181,23 @@ def start_delta(wildcards):
     """The edit delta a state starts from; none for the base model."""
     if wildcards.start == "base":
         return []
-    return f"results/states/{wildcards.model}/{wildcards.start}.safetensors"
+    return f"{RESULTS}/states/{wildcards.model}/{wildcards.start}.safetensors"
 
 
 def class_images_input(wildcards):
     if not FINETUNERS[wildcards.finetuner].prior_preservation:
         return []
-    return f"results/states/{wildcards.model}/{wildcards.start}/class_images/{wildcards.subject}.npz"
+    return f"{RESULTS}/states/{wildcards.model}/{wildcards.start}/class_images/{wildcards.subject}.npz"
 
 
 def refact_stats_input(wildcards):
-    return f"results/states/{wildcards.model}/refact_stats" if EDITORS[wildcards.editor].layer_statistics else []
+    return f"{RESULTS}/states/{wildcards.model}/refact_stats" if EDITORS[wildcards.editor].layer_statistics else []
+
+
+def persist_reader_input(wildcards):
+    """uce-persist's meter on a toy model reads with the attribute reader (its `meter: reader`)."""
+    block = editor_block(config["editors"], wildcards.editor)
+    return reader_input(wildcards) if block.get("persist", {}).get("meter") == "reader" else []
 
 
 def reader_input(wildcards):
@@ -195,7 +214,7 @@ def subject_prompts(wildcards):
 def group_layers(wildcards):
     """Each member state of a group (one per fine-tune seed) with the paths of its layers."""
     return {
-        state: [f"results/states/{wildcards.model}/{layer}" for layer in state_layers(state)]
+        state: [f"{RESULTS}/states/{wildcards.model}/{layer}" for layer in state_layers(state)]
         for state in group_members(wildcards.group, job_seeds(wildcards))
     }
 
@@ -222,11 +241,11 @@ def edit_starts(model):
 
 
 def edit_targets():
-    return [f"results/states/{model}/{start}.safetensors" for model in MODELS for start in edit_starts(model)]
+    return [f"{RESULTS}/states/{model}/{start}.safetensors" for model in MODELS for start in edit_starts(model)]
 
 
 def finetune_targets():
-    return [f"results/states/{model}/{group}" for model in MODELS for group in grid.finetune_groups(CELLS, model)]
+    return [f"{RESULTS}/states/{model}/{group}" for model in MODELS for group in grid.finetune_groups(CELLS, model)]
 
 
 def case_key_of(start):
@@ -236,7 +255,7 @@ def case_key_of(start):
 
 
 def images_dir(model, group, prompt_set):
-    return f"results/images/{model}/{group}/{prompt_set}"
+    return f"{RESULTS}/images/{model}/{group}/{prompt_set}"
 
 
 def generation_targets(model):
@@ -260,7 +279,7 @@ def study_cells():
 
 def study_outputs():
     return [
-        f"results/{name}"
+        f"{RESULTS}/{name}"
         for name in (
             "persistence.csv",
             "persistence.parquet",

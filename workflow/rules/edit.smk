@@ -13,11 +13,11 @@ rule refact_stats:
         model=model_input,
         corpus=corpus_input,
     output:
-        stats=directory("results/states/{model}/refact_stats"),
+        stats=directory(in_results("states/{model}/refact_stats")),
     log:
-        "logs/refact_stats/{model}.log",
+        in_logs("refact_stats/{model}.log"),
     benchmark:
-        "benchmarks/refact_stats/{model}.tsv"
+        in_benchmarks("refact_stats/{model}.tsv")
     conda:
         "../../envs/editpersist.yaml"
     threads: 1
@@ -39,13 +39,14 @@ rule edit:
         model=model_input,
         judge=judge_input,
         stats=refact_stats_input,
+        reader=persist_reader_input,
     output:
-        delta="results/states/{model}/edit/{editor}/{task}/{edit}.safetensors",
-        sidecar="results/states/{model}/edit/{editor}/{task}/{edit}.json",
+        delta=in_results("states/{model}/edit/{editor}/{task}/{edit}.safetensors"),
+        sidecar=in_results("states/{model}/edit/{editor}/{task}/{edit}.json"),
     log:
-        "logs/edit/{model}/{editor}/{task}/{edit}.log",
+        in_logs("edit/{model}/{editor}/{task}/{edit}.log"),
     benchmark:
-        "benchmarks/edit/{model}/{editor}/{task}/{edit}.tsv"
+        in_benchmarks("edit/{model}/{editor}/{task}/{edit}.tsv")
     conda:
         "../../envs/editpersist.yaml"
     threads: 1
@@ -68,16 +69,17 @@ rule edit:
 use rule edit as reedit with:
     input:
         model=model_input,
-        delta="results/states/{model}/edit/{editor}/{task}/{edit}.safetensors",
-        finetunes="results/states/{model}/edit/{editor}/{task}/{edit}/ft/{finetuner}/{subject}",
+        delta=in_results("states/{model}/edit/{editor}/{task}/{edit}.safetensors"),
+        finetunes=in_results("states/{model}/edit/{editor}/{task}/{edit}/ft/{finetuner}/{subject}"),
         judge=judge_input,
         stats=refact_stats_input,
+        reader=persist_reader_input,
     output:
-        reedits=directory("results/states/{model}/reedit/{editor}/{task}/{edit}/{finetuner}/{subject}"),
+        reedits=directory(in_results("states/{model}/reedit/{editor}/{task}/{edit}/{finetuner}/{subject}")),
     log:
-        "logs/reedit/{model}/{editor}/{task}/{edit}/{finetuner}/{subject}.log",
+        in_logs("reedit/{model}/{editor}/{task}/{edit}/{finetuner}/{subject}.log"),
     benchmark:
-        "benchmarks/reedit/{model}/{editor}/{task}/{edit}/{finetuner}/{subject}.tsv"
+        in_benchmarks("reedit/{model}/{editor}/{task}/{edit}/{finetuner}/{subject}.tsv")
     wildcard_constraints:
         finetuner=FINETUNER_NAMES,
         subject=NAME,

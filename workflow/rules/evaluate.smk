@@ -8,12 +8,12 @@ rule score:
         reader=reader_input,
         quality=quality_inputs,
     output:
-        table="results/scores/{model}.parquet",
-        features="results/scores/{model}.features.npz",
+        table=in_results("scores/{model}.parquet"),
+        features=in_results("scores/{model}.features.npz"),
     log:
-        "logs/score/{model}.log",
+        in_logs("score/{model}.log"),
     benchmark:
-        "benchmarks/score/{model}.tsv"
+        in_benchmarks("score/{model}.tsv")
     wildcard_constraints:
         model=NAME,
     conda:
@@ -38,21 +38,21 @@ rule score:
 
 rule persistence:
     input:
-        tables=expand("results/scores/{model}.parquet", model=MODELS),
-        features=expand("results/scores/{model}.features.npz", model=MODELS),
+        tables=expand(in_results("scores/{model}.parquet"), model=MODELS),
+        features=expand(in_results("scores/{model}.features.npz"), model=MODELS),
     output:
-        table="results/persistence.csv",
-        parquet="results/persistence.parquet",
-        curves="results/curves.csv",
-        reedit="results/reedit.csv",
-        transfer="results/transfer.csv",
-        validity="results/judge_validity.csv",
-        finetune_quality="results/finetune_quality.csv",
-        summary=report("results/summary.md", category="Summary", caption="../report/summary.rst"),
+        table=in_results("persistence.csv"),
+        parquet=in_results("persistence.parquet"),
+        curves=in_results("curves.csv"),
+        reedit=in_results("reedit.csv"),
+        transfer=in_results("transfer.csv"),
+        validity=in_results("judge_validity.csv"),
+        finetune_quality=in_results("finetune_quality.csv"),
+        summary=report(in_results("summary.md"), category="Summary", caption="../report/summary.rst"),
     log:
-        "logs/persistence.log",
+        in_logs("persistence.log"),
     benchmark:
-        "benchmarks/persistence.tsv"
+        in_benchmarks("persistence.tsv")
     conda:
         "../../envs/editpersist.yaml"
     threads: 1
@@ -73,14 +73,14 @@ rule persistence:
 rule weights:
     input:
         model=model_input,
-        edits=lambda wc: [f"results/states/{wc.model}/{s}.safetensors" for s in edit_starts(wc.model)],
-        finetunes=lambda wc: [t for t in finetune_targets() if t.startswith(f"results/states/{wc.model}/")],
+        edits=lambda wc: [f"{RESULTS}/states/{wc.model}/{s}.safetensors" for s in edit_starts(wc.model)],
+        finetunes=lambda wc: [t for t in finetune_targets() if t.startswith(f"{RESULTS}/states/{wc.model}/")],
     output:
-        table="results/weights/{model}.csv",
+        table=in_results("weights/{model}.csv"),
     log:
-        "logs/weights/{model}.log",
+        in_logs("weights/{model}.log"),
     benchmark:
-        "benchmarks/weights/{model}.tsv"
+        in_benchmarks("weights/{model}.tsv")
     wildcard_constraints:
         model=NAME,
     conda:
@@ -92,7 +92,7 @@ rule weights:
     params:
         family=lambda wc: MODELS[wc.model]["family"],
         pairs=lambda wc: [c for c in study_cells() if c["model"] == wc.model],
-        states=lambda wc: f"results/states/{wc.model}",
+        states=lambda wc: f"{RESULTS}/states/{wc.model}",
         device=config["device"],
     script:
         "../scripts/weights.py"
@@ -100,35 +100,35 @@ rule weights:
 
 rule figures:
     input:
-        table="results/persistence.csv",
-        curves="results/curves.csv",
-        weights=expand("results/weights/{model}.csv", model=MODELS),
-        scores=expand("results/scores/{model}.parquet", model=MODELS),
+        table=in_results("persistence.csv"),
+        curves=in_results("curves.csv"),
+        weights=expand(in_results("weights/{model}.csv"), model=MODELS),
+        scores=expand(in_results("scores/{model}.parquet"), model=MODELS),
         images=[d for model in MODELS for d in generation_targets(model)],
     output:
         heatmap=report(
-            "results/plots/retention_heatmap.png", category="Retention", caption="../report/retention_heatmap.rst"
+            in_results("plots/retention_heatmap.png"), category="Retention", caption="../report/retention_heatmap.rst"
         ),
         curves=report(
-            "results/plots/retention_curves.png",
+            in_results("plots/retention_curves.png"),
             category="Retention over steps",
             caption="../report/retention_curves.rst",
         ),
         weights=report(
-            "results/plots/weights_vs_retention.png", category="Weight space", caption="../report/weights.rst"
+            in_results("plots/weights_vs_retention.png"), category="Weight space", caption="../report/weights.rst"
         ),
-        weights_table="results/weights.csv",
+        weights_table=in_results("weights.csv"),
         grids=report(
-            directory("results/plots/grids"),
+            directory(in_results("plots/grids")),
             patterns=["{name}.png"],
             category="Image grids",
             caption="../report/grids.rst",
             labels={"grid": "{name}"},
         ),
     log:
-        "logs/figures.log",
+        in_logs("figures.log"),
     benchmark:
-        "benchmarks/figures.tsv"
+        in_benchmarks("figures.tsv")
     conda:
         "../../envs/editpersist.yaml"
     threads: 1

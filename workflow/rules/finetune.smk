@@ -10,11 +10,11 @@ rule class_images:
         model=model_input,
         delta=start_delta,
     output:
-        images="results/states/{model}/{start}/class_images/{subject}.npz",
+        images=in_results("states/{model}/{start}/class_images/{subject}.npz"),
     log:
-        "logs/class_images/{model}/{start}/{subject}.log",
+        in_logs("class_images/{model}/{start}/{subject}.log"),
     benchmark:
-        "benchmarks/class_images/{model}/{start}/{subject}.tsv"
+        in_benchmarks("class_images/{model}/{start}/{subject}.tsv")
     wildcard_constraints:
         start=START,
         subject=NAME,
@@ -42,11 +42,11 @@ rule finetune:
         photos=subject_input,
     output:
         # One directory per fine-tune seed inside (seed<k>/): one job trains every seed.
-        state=directory("results/states/{model}/{start}/ft/{finetuner}/{subject}"),
+        state=directory(in_results("states/{model}/{start}/ft/{finetuner}/{subject}")),
     log:
-        "logs/finetune/{model}/{start}/{finetuner}/{subject}.log",
+        in_logs("finetune/{model}/{start}/{finetuner}/{subject}.log"),
     benchmark:
-        "benchmarks/finetune/{model}/{start}/{finetuner}/{subject}.tsv"
+        in_benchmarks("finetune/{model}/{start}/{finetuner}/{subject}.tsv")
     wildcard_constraints:
         start=START,
         finetuner=FINETUNER_NAMES,

@@ -9,11 +9,11 @@ rule generate:
         model=model_input,
         layers=group_layer_inputs,
     output:
-        images=directory("results/images/{model}/{group}/{prompt_set}"),
+        images=directory(in_results("images/{model}/{group}/{prompt_set}")),
     log:
-        "logs/generate/{model}/{group}/{prompt_set}.log",
+        in_logs("generate/{model}/{group}/{prompt_set}.log"),
     benchmark:
-        "benchmarks/generate/{model}/{group}/{prompt_set}.tsv"
+        in_benchmarks("generate/{model}/{group}/{prompt_set}.tsv")
     wildcard_constraints:
         group=GROUP,
         prompt_set=r"all|[a-z]+\.[A-Za-z0-9][A-Za-z0-9-]*",

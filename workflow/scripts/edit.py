@@ -12,7 +12,7 @@ def job(sm):
     args = dict(model_dir=Path(sm.input.model), family_name=rec["family"], editor_name=sm.wildcards.editor,
                 editor_cfg=dict(rec["editor_cfg"]), case=rec["case"], judge_dir=sm.params.judge,
                 sampling=SamplingConfig(**rec["sampling"]), seed=sm.params.seed, device=pick_device(sm.params.device),
-                stats_dir=Path(sm.input.stats) if sm.input.stats else None)
+                stats_dir=Path(sm.input.stats) if sm.input.stats else None, reader_dir=sm.input.reader or None)
     if sm.rule == "reedit":
         run_reedits(Path(sm.input.delta), Path(sm.input.finetunes), list(rec["seeds"]), Path(sm.output.reedits),
                     **args)

@@ -95,6 +95,8 @@ class EditContext:
     seed: int = 0
     ratio_meter: Callable | None = None  # debias: attribute shares of the current model's images
     stats_dir: Path | None = None  # ReFACT: the refact_stats rule's layer statistics
+    edit_meter: Callable | None = None  # uce-persist: share of the source's images that show the target
+    sampling: Any = None  # uce-persist: the SamplingConfig of its simulated subject's images
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,9 @@ class EditorMethod:
     # Assumed GPU seconds of one edit at real scale, for the grid's cost model (bench/costs.py).
     reference_gpu_s: float
     layer_statistics: bool = False  # reads the refact_stats rule's output
+    # A variant of another editor: its config block is that editor's with these keys added
+    # (`editor_block`), so the study compares the two under the same settings.
+    builds_on: str | None = None
 
 
 def make_sidecar(editor: str, hparams: dict, modules: list[str], requests: list[EditRequest], started: float) -> dict:

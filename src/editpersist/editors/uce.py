@@ -51,15 +51,23 @@ class UCEConfig:
     # official code; without it an aligned-token edit also moves the padding states of "" (see
     # README: fine-tunes of such states lose their subject under CFG).
     preserve_unconditional: bool = False
+    # Replace edits aim at d + margin (d - c) instead of the destination d: the persistence-aware
+    # mode (editors/persist.py) sets it; 0 is the official solve.
+    margin: float = 0.0
 
     def __post_init__(self):
         if self.debias_encoding not in ("inserted", "bare"):
             raise ValueError(f"debias encoding {self.debias_encoding!r}; expected 'inserted' or 'bare'")
 
 
-def build(block: dict, ctx: EditContext) -> "UCE":
+def build(block: dict, ctx: EditContext):
     """The `editors.uce` block: the solve's keys, and `debias` (the loop's tolerance, rounds, step
-    and encoding become debias_*; its n_images and meter configure the meter, ctx.ratio_meter)."""
+    and encoding become debias_*; its n_images and meter configure the meter, ctx.ratio_meter).
+    With a `persist` block, the persistence-aware mode built on this editor (editors/persist.py)."""
+    if "persist" in block:
+        from .persist import build as build_persistent  # persist builds on this module
+
+        return build_persistent(block, ctx)
     params = {k: v for k, v in block.items() if k != "debias"}
     loop = {f"debias_{k}": v for k, v in block.get("debias", {}).items() if k not in ("n_images", "meter")}
     return UCE(UCEConfig(**params, **loop), ratio_meter=ctx.ratio_meter)
@@ -96,7 +104,7 @@ class UCE:
             target = r.target if r.mode == "replace" else self.cfg.guide
             a, b = paired_rows(enc, idx[r.source], enc, idx[target], self.cfg.token_mode)
             srcs.append(a)
-            dsts.append(b)
+            dsts.append(b + self.cfg.margin * (b - a) if r.mode == "replace" else b)
         return torch.cat(srcs), torch.cat(dsts)
 
     def _preserve_rows(self, enc: Encoded, idx: dict[str, int], requests: list[EditRequest]) -> torch.Tensor:

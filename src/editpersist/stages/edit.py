@@ -18,7 +18,8 @@ from ..sampling import SamplingConfig, generate, stream_seed
 from ..states import apply_undoable, load_model_state, save_weights
 from ..tasks.cases import EditCase
 from ..tasks.requests import EditRequest, attribute_prompt
-from ..toy.reader import read_colors
+from ..metrics.reader_metrics import matches, text_attributes
+from ..toy.reader import AttributeReader, read_colors
 
 log = logging.getLogger("editpersist")
 
@@ -34,6 +35,40 @@ def ratio_meter(family, sampling: SamplingConfig, n_images: int, seed: int, clas
         return [float(np.mean(choice == k)) for k in range(len(request.attributes))]
 
     return meter
+
+
+def edit_meter(family, sampling: SamplingConfig, n_images: int, seed: int, shows_target):
+    """The uce-persist meter: share of `n_images` generated images of the request's source prompt
+    that `shows_target(images, request)` (a bool per image) says show the edit's target."""
+
+    def meter(pipe, request: EditRequest) -> float:
+        images, _ = generate(pipe, family, [request.source], n_images, sampling, base_seed=seed)
+        return float(np.mean(shows_target(images, request)))
+
+    return meter
+
+
+def reader_shows_target(reader: AttributeReader):
+    """The toy world's ground truth: the colour and shape the target names, read from the pixels."""
+    return lambda images, r: [matches(read, text_attributes(r.target)) for read in reader.read(images)]
+
+
+def judge_shows_target(judge: ClipJudge):
+    """The judge's two-way choice between the target and what the source showed before."""
+    return lambda images, r: judge.choose(judge.image_features(images), [r.target, r.original or r.source]) == 0
+
+
+def persist_meter(editor_cfg: dict, judge_dir: str | None, reader_dir: str | None, family, sampling: SamplingConfig,
+                  seed: int, device: str):
+    cfg = editor_cfg["persist"]
+    n, seed = cfg.get("meter_images", 32), stream_seed(seed, "persist_meter")
+    if cfg.get("meter", "judge") == "reader":
+        if reader_dir is None:
+            raise ConfigError("editors.uce-persist.persist.meter: 'reader' needs the toy world's attribute reader")
+        return edit_meter(family, sampling, n, seed, reader_shows_target(AttributeReader.load(Path(reader_dir))))
+    if judge_dir is None:
+        raise ConfigError("judge: uce-persist needs a CLIP judge to measure its edit")
+    return edit_meter(family, sampling, n, seed, judge_shows_target(ClipJudge.load(judge_dir, device=device)))
 
 
 def judge_classifier(judge: ClipJudge):
@@ -74,12 +109,17 @@ def build_editor(name: str, block: dict, ctx: EditContext) -> Editor:
 
 
 def case_editor(editor_name: str, editor_cfg: dict, family, case: EditCase, judge_dir: str | None,
-                sampling: SamplingConfig, seed: int, device: str, stats_dir: Path | None) -> Editor:
-    """The editor of one case, with the debias meter when the case balances attributes."""
-    meter = None
+                sampling: SamplingConfig, seed: int, device: str, stats_dir: Path | None,
+                reader_dir: str | None = None) -> Editor:
+    """The editor of one case, with the debias meter when the case balances attributes, and the
+    edit meter when the editor simulates fine-tunes (uce-persist)."""
+    meter = edits = None
     if any(r.mode == "debias" for r in case.requests):
         meter = debias_meter(editor_cfg, judge_dir, family, sampling, seed, device)
-    return build_editor(editor_name, editor_cfg, EditContext(family, case.task, seed, meter, stats_dir))
+    if "persist" in editor_cfg:
+        edits = persist_meter(editor_cfg, judge_dir, reader_dir, family, sampling, seed, device)
+    ctx = EditContext(family, case.task, seed, meter, stats_dir, edit_meter=edits, sampling=sampling)
+    return build_editor(editor_name, editor_cfg, ctx)
 
 
 def edit_and_save(pipe, family, editor: Editor, case: EditCase, model_dir: Path, out: Path) -> EditDelta:
@@ -93,23 +133,25 @@ def edit_and_save(pipe, family, editor: Editor, case: EditCase, model_dir: Path,
 
 def run_edit(model_dir: Path, family_name: str, editor_name: str, editor_cfg: dict, case: EditCase,
              judge_dir: str | None, sampling: SamplingConfig, seed: int, device: str, out: Path,
-             stats_dir: Path | None = None, layers: list[Path] = ()) -> EditDelta:
+             stats_dir: Path | None = None, layers: list[Path] = (), reader_dir: str | None = None) -> EditDelta:
     """Edit a model state (the base, or with `layers` a fine-tuned state: re-editing)."""
     family, pipe = load_model_state(model_dir, family_name, list(layers), device)
-    editor = case_editor(editor_name, editor_cfg, family, case, judge_dir, sampling, seed, device, stats_dir)
+    editor = case_editor(editor_name, editor_cfg, family, case, judge_dir, sampling, seed, device, stats_dir,
+                         reader_dir)
     return edit_and_save(pipe, family, editor, case, model_dir, out)
 
 
 def run_reedits(edit_delta: Path, finetunes: Path, seeds: list[int], out: Path, model_dir: Path, family_name: str,
                 editor_name: str, editor_cfg: dict, case: EditCase, judge_dir: str | None, sampling: SamplingConfig,
-                seed: int, device: str, stats_dir: Path | None = None) -> None:
+                seed: int, device: str, stats_dir: Path | None = None, reader_dir: str | None = None) -> None:
     """The same edit applied again to the fine-tuned state of every seed of a fine-tune, each
     delta in `out/seed<k>.safetensors` (the directory appears only when all are done). The
     edited model, the editor and its meter are made once; each seed's fine-tune is applied,
     edited and undone in turn (generation undoes member states the same way)."""
     family, pipe = load_model_state(model_dir, family_name, [edit_delta], device)
     loaded = save_weights(pipe, family)
-    editor = case_editor(editor_name, editor_cfg, family, case, judge_dir, sampling, seed, device, stats_dir)
+    editor = case_editor(editor_name, editor_cfg, family, case, judge_dir, sampling, seed, device, stats_dir,
+                         reader_dir)
     with atomic_dir(out) as tmp:
         for ft_seed in seeds:
             log.info("re-edit of fine-tune seed %d of %s", ft_seed, seeds)

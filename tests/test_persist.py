@@ -1,0 +1,159 @@
+"""UCE's persistence-aware mode (editors/persist.py) and the stress study that tests it."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from editpersist.config import resolve_extends, validate_config
+from editpersist.editors import EDITORS, editor_block
+from editpersist.editors.base import EditContext, apply_delta, restore
+from editpersist.editors.closed_form import solve_general
+from editpersist.editors.persist import PersistConfig, PersistentUCE, simulation_prompt, with_identifier
+from editpersist.editors.text_inputs import encode_for_edit, paired_rows
+from editpersist.editors.uce import UCE, UCEConfig
+from editpersist.families import get_family
+from editpersist.finetuners.subjects import RARE_TOKEN, make_subject
+from editpersist.grid import study_cells
+from editpersist.sampling import SamplingConfig
+from editpersist.tasks import load_cases
+from editpersist.tasks.requests import EditRequest
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUEST = EditRequest("a circle", "a blue circle", preserve=("a square",))
+
+
+@pytest.fixture
+def stress_config(monkeypatch) -> dict:
+    monkeypatch.chdir(ROOT)  # `extends` is relative to the working directory, as every config path is
+    config = yaml.safe_load((ROOT / "config/stress.yaml").read_text())
+    resolve_extends(config)
+    return config
+
+
+def test_uce_margin_aims_past_the_destination_along_the_edit(tiny_model_dirs):
+    """margin m: every edited layer solves UCE's objective with targets W0 (d + m (d - c)); the
+    reference is the general solve (no shared-transform shortcut), m = 0 is the official solve."""
+    family = get_family("sd")
+    pipe = family.load(tiny_model_dirs["sd"])
+    cfg = UCEConfig(token_mode="aligned", margin=1.5)
+    delta = UCE(cfg).edit(pipe, family, [REQUEST])
+    enc = encode_for_edit(pipe, family, ["a circle", "a blue circle", "a square"])["tokens"]
+    c, d = paired_rows(enc, 0, enc, 1, "aligned")
+    from editpersist.editors.text_inputs import key_rows
+
+    preserve = key_rows(enc, 2, "aligned")
+    for name, layer in family.uce_modules(pipe).items():
+        W0 = layer.weight.detach()
+        want = solve_general(W0, c, (d + 1.5 * (d - c)) @ W0.T, preserve, cfg.lam, cfg.s_e, cfg.s_p)
+        torch.testing.assert_close(delta.tensors[f"{name}.weight"].double(), want, rtol=2e-4, atol=2e-4)
+    plain = UCE(UCEConfig(token_mode="aligned")).edit(pipe, family, [REQUEST])
+    assert all(not torch.allclose(plain.tensors[k], delta.tensors[k]) for k in delta.tensors)
+
+
+class ScriptedPersist(PersistentUCE):
+    """The simulation replaced by scripted (edited, tuned) shares per margin: the selection alone."""
+
+    def __init__(self, script, margins):
+        super().__init__(UCEConfig(token_mode="aligned"), PersistConfig(margins=margins, target=0.9),
+                         meter=lambda pipe, r: 0.0, sampling=SamplingConfig(steps=1, height=16, width=16))
+        self.script = list(script)
+        self.margins_seen = []
+
+    def simulate(self, pipe, family, delta, requests, subject):
+        self.margins_seen.append(delta.sidecar["hyperparameters"]["margin"])
+        return self.script.pop(0)
+
+
+@pytest.mark.parametrize("script,chosen,tried", [
+    ([(1.0, 0.5), (1.0, 0.95), (1.0, 1.0)], 1.0, 2),  # the first margin that reaches the target
+    ([(1.0, 0.2), (1.0, 0.7), (0.9, 0.3)], 1.0, 3),  # none does: the best simulated retention
+])
+def test_persist_keeps_the_first_margin_whose_edit_survives_the_simulated_finetune(tiny_model_dirs, script, chosen,
+                                                                                  tried):
+    family = get_family("sd")
+    pipe = family.load(tiny_model_dirs["sd"])
+    editor = ScriptedPersist(script, (0.5, 1.0, 2.0))
+    delta = editor.edit(pipe, family, [REQUEST])
+    assert editor.margins_seen == [0.5, 1.0, 2.0][:tried]
+    assert delta.sidecar["margin"] == chosen and len(delta.sidecar["persist_trials"]) == tried
+    assert delta.sidecar["editor"] == "uce-persist"
+    # An ordinary UCE delta: the plain solve with that margin, bit for bit.
+    same = UCE(UCEConfig(token_mode="aligned", margin=chosen)).edit(pipe, family, [REQUEST])
+    assert delta.tensors.keys() == same.tensors.keys()
+    assert all(torch.equal(delta.tensors[k], same.tensors[k]) for k in same.tensors)
+
+
+def test_persist_simulation_finetunes_a_copy_and_leaves_the_model_as_it_was(tiny_model_dirs):
+    family = get_family("sd")
+    pipe = family.load(tiny_model_dirs["sd"])
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    seen = []
+
+    def meter(p, request):  # a stand-in judge: reads one denoiser weight that fine-tuning moves
+        seen.append(p.unet.conv_in.weight.detach().clone())
+        return 0.5
+
+    sampling = SamplingConfig(steps=2, guidance=3.0, height=32, width=32)
+    editor = PersistentUCE(UCEConfig(token_mode="aligned"), PersistConfig(margins=(0.5,), steps=3, lr=1e-2, batch=2,
+                                                                          n_images=2, meter_images=1), meter, sampling)
+    delta = editor.edit(pipe, family, [REQUEST])
+    assert delta.sidecar["simulation_subject"] == "a zwx square"
+    # base, edited, after the simulated fine-tune: the fine-tune ran on the edited model...
+    assert torch.equal(seen[0], seen[1]) and not torch.equal(seen[1], seen[2])
+    # ...and the model is bit-identical to before.
+    for k, v in pipe.unet.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_persist_edits_replace_requests_only(tiny_model_dirs):
+    family = get_family("sd")
+    pipe = family.load(tiny_model_dirs["sd"])
+    editor = PersistentUCE(UCEConfig(), PersistConfig(), lambda p, r: 0.0, SamplingConfig())
+    with pytest.raises(ValueError, match="not 'erase'"):
+        editor.edit(pipe, family, [EditRequest("a cross", mode="erase", preserve=("a square",))])
+
+
+def test_uce_persist_builds_on_the_uce_block():
+    editors = {"uce": {"lam": 0.3, "token_mode": "aligned"}, "uce-persist": {"persist": {"margins": [1.0]}}}
+    block = editor_block(editors, "uce-persist")
+    assert block == {"lam": 0.3, "token_mode": "aligned", "persist": {"margins": [1.0]}}
+    ctx = EditContext(get_family("sd"), "appearance", edit_meter=lambda p, r: 0.0, sampling=SamplingConfig())
+    editor = EDITORS["uce-persist"].build(block, ctx)
+    assert editor.uce_cfg.lam == 0.3 and editor.cfg.margins == (1.0,)
+    # The option on UCE's own entry builds the same mode.
+    assert isinstance(EDITORS["uce"].build(block, ctx), PersistentUCE)
+
+
+def test_stress_study_is_the_default_study_with_its_changes(stress_config):
+    config = stress_config
+    default = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    validate_config(config, planning=True)
+    assert config["results"] != "results" and config["toy"] == default["toy"]  # its own tables, the same world
+    assert set(config["editors"]) == {"uce", "uce-persist"} and config["editors"]["uce"] == default["editors"]["uce"]
+
+
+def test_persist_simulates_only_finetunes_the_study_never_runs(stress_config):
+    """The held-out protocol: every simulated fine-tune of a persistence-aware entry differs from
+    every fine-tune the study evaluates, in subject (identifier, and the class it shows), seed and
+    learning rate; its images are the model's own, generated, never the subject's photos."""
+    for name, config in (("stress", stress_config), ("default", yaml.safe_load((ROOT / "config/config.yaml").read_text()))):
+        subjects = [make_subject(dict(s, cls=s.pop("class"))) for s in map(dict, config["finetune_data"]["subjects"])]
+        seeds = {s for ft in config["finetuners"].values() for s in ft.get("seeds", [0])}
+        lrs = {ft["lr"] for ft in config["finetuners"].values()}
+        cases = load_cases(config["tasks"])
+        persistent = [e for e in config["editors"] if "persist" in editor_block(config["editors"], e)]
+        assert persistent or name == "default"
+        for entry in persistent:
+            sim = PersistConfig(**{k: tuple(v) if k == "margins" else v
+                                   for k, v in editor_block(config["editors"], entry)["persist"].items()})
+            assert sim.identifier != RARE_TOKEN, entry
+            assert sim.seed not in seeds and sim.lr not in lrs, entry
+            for cell in study_cells(config, cases):
+                if cell.editor != entry:
+                    continue
+                case = next(c for c in cases[cell.task] if c.name == cell.edit)
+                prompt = with_identifier(simulation_prompt(list(case.requests)), sim.identifier)
+                for s in subjects:
+                    assert prompt != s.instance_prompt and prompt.split()[-1] != s.cls, (entry, cell, s)
