@@ -10,7 +10,7 @@ from editpersist.config import resolve_extends, validate_config
 from editpersist.editors import EDITORS, editor_block
 from editpersist.editors.base import EditContext, apply_delta, restore
 from editpersist.editors.closed_form import solve_general
-from editpersist.editors.persist import PersistConfig, PersistentUCE, simulation_prompt, with_identifier
+from editpersist.editors.persist import PersistConfig, PersistentUCE, shielded, simulation_prompt, with_identifier
 from editpersist.editors.text_inputs import encode_for_edit, paired_rows
 from editpersist.editors.uce import UCE, UCEConfig
 from editpersist.families import get_family
@@ -79,8 +79,9 @@ def test_persist_keeps_the_first_margin_whose_edit_survives_the_simulated_finetu
     assert editor.margins_seen == [0.5, 1.0, 2.0][:tried]
     assert delta.sidecar["margin"] == chosen and len(delta.sidecar["persist_trials"]) == tried
     assert delta.sidecar["editor"] == "uce-persist"
-    # An ordinary UCE delta: the plain solve with that margin, bit for bit.
-    same = UCE(UCEConfig(token_mode="aligned", margin=chosen)).edit(pipe, family, [REQUEST])
+    # An ordinary UCE delta: the plain solve of the shielded request with that margin, bit for bit.
+    shield = PersistConfig().shield
+    same = UCE(UCEConfig(token_mode="aligned", margin=chosen)).edit(pipe, family, [shielded(REQUEST, shield)])
     assert delta.tensors.keys() == same.tensors.keys()
     assert all(torch.equal(delta.tensors[k], same.tensors[k]) for k in same.tensors)
 
@@ -99,12 +100,35 @@ def test_persist_simulation_finetunes_a_copy_and_leaves_the_model_as_it_was(tiny
     editor = PersistentUCE(UCEConfig(token_mode="aligned"), PersistConfig(margins=(0.5,), steps=3, lr=1e-2, batch=2,
                                                                           n_images=2, meter_images=1), meter, sampling)
     delta = editor.edit(pipe, family, [REQUEST])
-    assert delta.sidecar["simulation_subject"] == "a zwx square"
+    assert delta.sidecar["simulation_subject"] == "a zwx circle"  # the source's old look, a new word
     # base, edited, after the simulated fine-tune: the fine-tune ran on the edited model...
     assert torch.equal(seen[0], seen[1]) and not torch.equal(seen[1], seen[2])
     # ...and the model is bit-identical to before.
     for k, v in pipe.unet.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_the_shield_keeps_the_concept_under_other_words_as_it_was(tiny_model_dirs):
+    """A subject of the edited class under a made-up word keeps its unedited keys and values: a
+    fine-tune of it then has no edit to pull back."""
+    from editpersist.editors.text_inputs import key_rows
+
+    family = get_family("sd")
+    pipe = family.load(tiny_model_dirs["sd"])
+    cfg = UCEConfig(token_mode="aligned")
+    request = shielded(REQUEST, ("qbe", "vok"))
+    assert request.preserve == ("a square", "a qbe circle", "a vok circle")
+    enc = encode_for_edit(pipe, family, ["a qbe circle", "a circle"])["tokens"]
+    name, layer = next(iter(family.uce_modules(pipe).items()))
+    W0 = layer.weight.detach()
+
+    def moved(delta, prompt_index):
+        rows = key_rows(enc, prompt_index, "aligned")
+        return float((rows @ (delta.tensors[f"{name}.weight"] - W0).T).norm() / (rows @ W0.T).norm())
+
+    plain, guarded = (UCE(cfg).edit(pipe, family, [r]) for r in (REQUEST, request))
+    assert moved(guarded, 0) < 0.5 * moved(plain, 0)  # the shielded word's rows barely move
+    assert moved(guarded, 1) > 0.5 * moved(plain, 1)  # the edit itself still does
 
 
 def test_persist_edits_replace_requests_only(tiny_model_dirs):
@@ -136,8 +160,8 @@ def test_stress_study_is_the_default_study_with_its_changes(stress_config):
 
 def test_persist_simulates_only_finetunes_the_study_never_runs(stress_config):
     """The held-out protocol: every simulated fine-tune of a persistence-aware entry differs from
-    every fine-tune the study evaluates, in subject (identifier, and the class it shows), seed and
-    learning rate; its images are the model's own, generated, never the subject's photos."""
+    every fine-tune the study evaluates, in subject (its word, and its images: the model's own, never
+    the subject's photos), seed and learning rate; and the shield never lists the study's word."""
     for name, config in (("stress", stress_config), ("default", yaml.safe_load((ROOT / "config/config.yaml").read_text()))):
         subjects = [make_subject(dict(s, cls=s.pop("class"))) for s in map(dict, config["finetune_data"]["subjects"])]
         seeds = {s for ft in config["finetuners"].values() for s in ft.get("seeds", [0])}
@@ -148,7 +172,7 @@ def test_persist_simulates_only_finetunes_the_study_never_runs(stress_config):
         for entry in persistent:
             sim = PersistConfig(**{k: tuple(v) if k == "margins" else v
                                    for k, v in editor_block(config["editors"], entry)["persist"].items()})
-            assert sim.identifier != RARE_TOKEN, entry
+            assert sim.identifier != RARE_TOKEN and RARE_TOKEN not in sim.shield, entry
             assert sim.seed not in seeds and sim.lr not in lrs, entry
             for cell in study_cells(config, cases):
                 if cell.editor != entry:
@@ -156,4 +180,4 @@ def test_persist_simulates_only_finetunes_the_study_never_runs(stress_config):
                 case = next(c for c in cases[cell.task] if c.name == cell.edit)
                 prompt = with_identifier(simulation_prompt(list(case.requests)), sim.identifier)
                 for s in subjects:
-                    assert prompt != s.instance_prompt and prompt.split()[-1] != s.cls, (entry, cell, s)
+                    assert prompt != s.instance_prompt, (entry, cell, s)

@@ -1,18 +1,29 @@
-"""Persistence-aware UCE (`uce-persist`): a UCE edit with a margin, sized by simulated fine-tunes.
+"""Persistence-aware UCE (`uce-persist`): a shielded UCE edit with a margin, sized by simulated
+fine-tunes.
 
-Why a margin. A plain UCE edit moves the edited prompt's keys and values exactly onto the
-destination's (a blue circle's, without the word "blue"): on the toy world that sits at a tipping
-point, and a fine-tune on an unrelated subject tips some seeds back to the old look and leaves
-others alone (toy SD, circle-to-blue, one LoRA run on "a sks square": retention 0.06 with fine-tune
-seed 0, 1.00 with seed 1). The margin aims past the destination along the edit's own direction,
-d + m (d - c), so that the weight change a later fine-tune makes elsewhere has further to go.
+What undoes a UCE edit on the toy world (measured, README "Edits that survive fine-tuning"):
+a fine-tune whose subject is the edited concept under a new word ("a sks circle", drawn green,
+after circle -> blue) redraws the concept itself, in the base model (26 of 32 circles green) and
+in the edited one (plain UCE: 32 of 32 green after LoRA). The fine-tune starts from an edited
+"a sks circle" (the edit reaches it: it is a circle) and has to pull it back, and with it every
+circle. Two changes to the solve answer that:
 
-Why simulate. How much margin an edit needs depends on the model and the edit, and too much costs
-quality. So the editor tries margins from small to large, fine-tunes a copy of each edited model
-(every denoiser weight, as full fine-tuning does), and keeps the first margin whose edit survives
-that fine-tune. The simulation uses only what the editor may know: the model's own images of one
-of the edit's preserve prompts, captioned with a made-up identifier ("a zwx square"), and its own
-seed and learning rate; never the study's fine-tune subjects, seeds or hyperparameters
+* the shield: the edit also preserves "a <word> <concept>" for a few made-up words, so a subject
+  of the concept's class under a new word starts from the unedited look: the fine-tune has
+  nothing to pull back, and leaves the bare concept alone;
+* the margin: the edit aims past the destination along its own direction, d + m (d - c), so the
+  drift a fine-tune causes elsewhere has further to go.
+
+Neither alone kept the edit in those measurements (margin 1: 0.00; shield: 0.00); together,
+margin 1, 0.97. Too much margin costs: margin 2 kept 0.59 there, and on another edit margin 2 was
+needed (toy FLUX king-as-triangle after a fine-tune on squares: 0.41 at margin 1, 0.84 at 2).
+
+So the editor tries margins from small to large and keeps the first whose edit survives a
+simulated fine-tune: a copy of the edited model fine-tuned (every denoiser weight) to draw the
+concept the edit moves away from again, as the model drew it before (its own images of the
+request's `original`, or of its source), under a word of its own that is not in the shield
+("a zwx square"). It uses only what the editor may know: the model's own images, its own seed
+and learning rate, never the study's fine-tune subjects, seeds or hyperparameters
 (tests/test_persist.py reads both configs and fails if they meet).
 
 The result is an ordinary UCE delta (the same layers, one closed-form solve): everything
@@ -47,6 +58,9 @@ class PersistConfig:
     margins: tuple[float, ...] = (0.5, 1.0, 2.0)  # tried in this order; the first that survives is kept
     target: float = 0.9  # simulated retention a margin must reach
     identifier: str = "zwx"  # the simulated subject's made-up word (never the study's "sks")
+    # Made-up words w whose "a w <concept>" the edit preserves (never the study's "sks", nor the
+    # simulation's word: the simulation checks that the shield reaches words it does not list).
+    shield: tuple[str, ...] = ("qbe", "vok", "hta", "lum", "dor", "jix")
     steps: int = 100
     lr: float = 2.0e-4
     batch: int = 8
@@ -60,8 +74,12 @@ class PersistConfig:
             raise ValueError(f"persist.margins {self.margins}: non-negative and increasing")
         if not 0 < self.target <= 1:
             raise ValueError(f"persist.target {self.target}: in (0, 1]")
-        if len(self.identifier.split()) != 1:
-            raise ValueError(f"persist.identifier {self.identifier!r}: one word")
+        if any(len(w.split()) != 1 for w in (self.identifier, *self.shield)):
+            raise ValueError(f"persist.identifier and persist.shield: one word each, not {self.identifier!r}, "
+                             f"{self.shield}")
+        if self.identifier in self.shield:
+            raise ValueError(f"persist.identifier {self.identifier!r} is in the shield: the simulation would "
+                             "test nothing the shield does not list")
         if self.meter not in ("judge", "reader"):
             raise ValueError(f"persist.meter {self.meter!r}: 'judge' or 'reader'")
 
@@ -77,12 +95,15 @@ def with_identifier(prompt: str, identifier: str) -> str:
 
 
 def simulation_prompt(requests: list[EditRequest]) -> str:
-    """What the simulated subject shows: the first preserve prompt of the edit (a concept the edit
-    must leave alone, so the simulation fine-tunes on something the edit did not touch)."""
-    for r in requests:
-        if r.preserve:
-            return r.preserve[0]
-    raise ValueError("uce-persist simulates a fine-tune on a preserve prompt, and the edit has none")
+    """What the simulated subject shows: what the edit moves away from, as the model drew it before
+    the edit (the request's `original`, "a square" for a king drawn as a square; else its source)."""
+    return requests[0].original or requests[0].source
+
+
+def shielded(request: EditRequest, words: tuple[str, ...]) -> EditRequest:
+    """The request with "a <word> <concept>" preserved for every shield word."""
+    extra = tuple(with_identifier(request.source, w) for w in words)
+    return replace(request, preserve=request.preserve + extra)
 
 
 def simulated_subject(pipe, family, requests: list[EditRequest], cfg: PersistConfig, sampling: SamplingConfig,
@@ -144,10 +165,11 @@ class PersistentUCE:
         started = time.perf_counter()
         subject = simulated_subject(pipe, family, requests, self.cfg, self.sampling, self.seed)
         base = mean_share(self.meter, pipe, requests)
+        guarded = [shielded(r, self.cfg.shield) for r in requests]
         trials, chosen = [], None
         for margin in self.cfg.margins:
             t0 = time.perf_counter()
-            delta = UCE(replace(self.uce_cfg, margin=margin)).edit(pipe, family, requests)
+            delta = UCE(replace(self.uce_cfg, margin=margin)).edit(pipe, family, guarded)
             edited, tuned = self.simulate(pipe, family, delta, requests, subject)
             kept = retention_of(base, edited, tuned)
             trials.append({"margin": margin, "base": base, "edited": edited, "simulated": tuned,
@@ -172,7 +194,7 @@ def build(block: dict, ctx: EditContext) -> PersistentUCE:
     if ctx.edit_meter is None or ctx.sampling is None:
         raise ValueError("uce-persist needs an edit meter and the sampling settings")
     params = {k: v for k, v in block.items() if k not in ("debias", "persist")}
-    persist = {k: tuple(v) if k == "margins" else v for k, v in block["persist"].items()}
+    persist = {k: tuple(v) if isinstance(v, list) else v for k, v in block["persist"].items()}
     return PersistentUCE(UCEConfig(**params), PersistConfig(**persist), ctx.edit_meter, ctx.sampling, ctx.seed)
 
 
