@@ -1,30 +1,33 @@
 """Persistence-aware UCE (`uce-persist`): a shielded UCE edit with a margin, sized by simulated
 fine-tunes.
 
-What undoes a UCE edit on the toy world (measured, README "Edits that survive fine-tuning"):
-a fine-tune whose subject is the edited concept under a new word ("a sks circle", drawn green,
-after circle -> blue) redraws the concept itself, in the base model (26 of 32 circles green) and
-in the edited one (plain UCE: 32 of 32 green after LoRA). The fine-tune starts from an edited
-"a sks circle" (the edit reaches it: it is a circle) and has to pull it back, and with it every
-circle. Two changes to the solve answer that:
+What undoes a UCE edit on the toy world (README, "Edits that survive fine-tuning"): a fine-tune
+whose subject is the edited concept under a new word ("a sks circle" drawn green, after
+circle -> blue) redraws the concept itself, in the base model (26 of 32 circles green after a
+LoRA run) and in the edited one (plain UCE: 32 of 32 green). The fine-tune starts from an edited
+"a sks circle" (the edit reaches it: it is a circle), pulls it back, and every circle with it.
+Two changes to the solve answer that:
 
 * the shield: the edit also preserves "a <word> <concept>" for a few made-up words, so a subject
-  of the concept's class under a new word starts from the unedited look: the fine-tune has
-  nothing to pull back, and leaves the bare concept alone;
+  of the concept's class under a new word starts from the unedited look: the fine-tune has no
+  edit to pull back, and leaves the bare concept alone;
 * the margin: the edit aims past the destination along its own direction, d + m (d - c), so the
   drift a fine-tune causes elsewhere has further to go.
 
-Neither alone kept the edit in those measurements (margin 1: 0.00; shield: 0.00); together,
-margin 1, 0.97. Too much margin costs: margin 2 kept 0.59 there, and on another edit margin 2 was
-needed (toy FLUX king-as-triangle after a fine-tune on squares: 0.41 at margin 1, 0.84 at 2).
+In single LoRA runs on toy SD (prototype, fine-tune seed 0), neither alone kept the edit (share of
+blue circles after the fine-tune: margin 1 without the shield 0.00; the shield without a margin
+0.00); together, margin 1 kept 0.97. More margin is not always better (margin 2: 0.59 there), and
+some edits need more (toy FLUX king-as-triangle after a LoRA run on squares: 0.41 at margin 1,
+0.84 at margin 2).
 
 So the editor tries margins from small to large and keeps the first whose edit survives a
-simulated fine-tune: a copy of the edited model fine-tuned (every denoiser weight) to draw the
-concept the edit moves away from again, as the model drew it before (its own images of the
-request's `original`, or of its source), under a word of its own that is not in the shield
-("a zwx square"). It uses only what the editor may know: the model's own images, its own seed
-and learning rate, never the study's fine-tune subjects, seeds or hyperparameters
-(tests/test_persist.py reads both configs and fails if they meet).
+simulated fine-tune: a copy of the edited model fine-tuned (every denoiser weight) on a subject
+of the concept the edit moves away from (the request's `original`, else its source), under a
+word of its own that the shield does not list, drawn in a look the model already draws
+(`look`: its own images of "a yellow square", captioned "a zwx square"). It uses only what the
+editor may know, the model's own images, its own seed and learning rate, never the study's
+fine-tune subjects, seeds or hyperparameters (tests/test_persist.py reads both configs and fails
+if they meet).
 
 The result is an ordinary UCE delta (the same layers, one closed-form solve): everything
 downstream is unchanged. The sidecar records every margin tried and its simulated retention.
@@ -58,6 +61,11 @@ class PersistConfig:
     margins: tuple[float, ...] = (0.5, 1.0, 2.0)  # tried in this order; the first that survives is kept
     target: float = 0.9  # simulated retention a margin must reach
     identifier: str = "zwx"  # the simulated subject's made-up word (never the study's "sks")
+    # How the simulated subject looks: a word the model draws, written before the concept
+    # ("yellow": its own images of "a yellow square", captioned "a zwx square"). A subject that
+    # differs from the concept's usual look is what a DreamBooth fine-tune has to learn, and so
+    # moves weights; "" trains on the concept's usual look, which the model already draws.
+    look: str = ""
     # Made-up words w whose "a w <concept>" the edit preserves (never the study's "sks", nor the
     # simulation's word: the simulation checks that the shield reaches words it does not list).
     shield: tuple[str, ...] = ("qbe", "vok", "hta", "lum", "dor", "jix")
@@ -95,8 +103,8 @@ def with_identifier(prompt: str, identifier: str) -> str:
 
 
 def simulation_prompt(requests: list[EditRequest]) -> str:
-    """What the simulated subject shows: what the edit moves away from, as the model drew it before
-    the edit (the request's `original`, "a square" for a king drawn as a square; else its source)."""
+    """The concept of the simulated subject: what the edit moves away from (the request's
+    `original`, "a square" for a king drawn as a square; else its source)."""
     return requests[0].original or requests[0].source
 
 
@@ -109,7 +117,8 @@ def shielded(request: EditRequest, words: tuple[str, ...]) -> EditRequest:
 def simulated_subject(pipe, family, requests: list[EditRequest], cfg: PersistConfig, sampling: SamplingConfig,
                       seed: int) -> ImageSet:
     prompt = simulation_prompt(requests)
-    images, _ = generate(pipe, family, [prompt], cfg.n_images, sampling, base_seed=stream_seed(seed, "persist"))
+    drawn = with_identifier(prompt, cfg.look) if cfg.look else prompt
+    images, _ = generate(pipe, family, [drawn], cfg.n_images, sampling, base_seed=stream_seed(seed, "persist"))
     return ImageSet(images, [with_identifier(prompt, cfg.identifier)] * cfg.n_images)
 
 
