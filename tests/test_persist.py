@@ -204,3 +204,24 @@ def test_compare_pairs_each_cell_of_two_editors_on_the_primary_metric():
     edited = edited_side_by_side(table, ("a", "b"))
     assert edited.to_dict("records") == [{"model": "m", "task": "role", "metric": "specificity", "a edited": 0.97,
                                           "a effect": "-0.03 [-0.04, -0.02]"}]
+
+
+def test_the_simulated_subject_is_the_models_own_images_of_the_old_concept_in_its_look(monkeypatch):
+    import numpy as np
+
+    from editpersist.editors import persist
+
+    drawn = []
+
+    def fake_generate(pipe, family, prompts, n, sampling, base_seed):
+        drawn.append((tuple(prompts), n, base_seed))
+        return np.zeros((n, 4, 4, 3), np.uint8), []
+
+    monkeypatch.setattr(persist, "generate", fake_generate)
+    role = EditRequest("a king", "a triangle", preserve=("a queen",), original="a square")
+    cfg = PersistConfig(look="yellow", n_images=3)
+    subject = persist.simulated_subject(None, None, [role], cfg, SamplingConfig(), seed=5)
+    assert drawn == [(("a yellow square",), 3, 5 + 3_000_017)]  # the model's own, seeds of their own
+    assert subject.captions == ["a zwx square"] * 3
+    persist.simulated_subject(None, None, [REQUEST], PersistConfig(n_images=2), SamplingConfig(), seed=0)
+    assert drawn[-1][0] == ("a circle",)  # no look: the concept as the model draws it
