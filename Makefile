@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CORES ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install dryrun bench
+.PHONY: run stress test install dryrun bench
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ install: $(STAMP)
 
 run: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/snakemake --cores $(CORES)
+
+# The stress study (config/stress.yaml: plain UCE against uce-persist), on the same toy world.
+stress: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/snakemake --cores $(CORES) --configfile config/stress.yaml
+	HF_HUB_OFFLINE=1 $(BIN)/python -m editpersist.evaluation.compare results/stress/persistence.csv uce uce-persist
 
 dryrun: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/snakemake -n --cores $(CORES)
