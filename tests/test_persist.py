@@ -8,10 +8,10 @@ import yaml
 
 from editpersist.config import resolve_extends, validate_config
 from editpersist.editors import EDITORS, editor_block
-from editpersist.editors.base import EditContext, apply_delta, restore
+from editpersist.editors.base import EditContext
 from editpersist.editors.closed_form import solve_general
 from editpersist.editors.persist import PersistConfig, PersistentUCE, shielded, simulation_prompt, with_identifier
-from editpersist.editors.text_inputs import encode_for_edit, paired_rows
+from editpersist.editors.text_inputs import encode_for_edit, key_rows, paired_rows
 from editpersist.editors.uce import UCE, UCEConfig
 from editpersist.families import get_family
 from editpersist.finetuners.subjects import RARE_TOKEN, make_subject
@@ -41,8 +41,6 @@ def test_uce_margin_aims_past_the_destination_along_the_edit(tiny_model_dirs):
     delta = UCE(cfg).edit(pipe, family, [REQUEST])
     enc = encode_for_edit(pipe, family, ["a circle", "a blue circle", "a square"])["tokens"]
     c, d = paired_rows(enc, 0, enc, 1, "aligned")
-    from editpersist.editors.text_inputs import key_rows
-
     preserve = key_rows(enc, 2, "aligned")
     for name, layer in family.uce_modules(pipe).items():
         W0 = layer.weight.detach()
@@ -111,8 +109,6 @@ def test_persist_simulation_finetunes_a_copy_and_leaves_the_model_as_it_was(tiny
 def test_the_shield_keeps_the_concept_under_other_words_as_it_was(tiny_model_dirs):
     """A subject of the edited class under a made-up word keeps its unedited keys and values: a
     fine-tune of it then has no edit to pull back."""
-    from editpersist.editors.text_inputs import key_rows
-
     family = get_family("sd")
     pipe = family.load(tiny_model_dirs["sd"])
     cfg = UCEConfig(token_mode="aligned")
@@ -170,8 +166,7 @@ def test_persist_simulates_only_finetunes_the_study_never_runs(stress_config):
         persistent = [e for e in config["editors"] if "persist" in editor_block(config["editors"], e)]
         assert persistent or name == "default"
         for entry in persistent:
-            sim = PersistConfig(**{k: tuple(v) if k == "margins" else v
-                                   for k, v in editor_block(config["editors"], entry)["persist"].items()})
+            sim = PersistConfig.from_block(editor_block(config["editors"], entry)["persist"])
             assert sim.identifier != RARE_TOKEN and RARE_TOKEN not in sim.shield, entry
             assert sim.seed not in seeds and sim.lr not in lrs, entry
             for cell in study_cells(config, cases):

@@ -121,7 +121,7 @@ def check_persist(config: dict) -> None:
     editors = config["editors"]
     if "uce-persist" in editors and "uce" not in editors:
         raise ConfigError("editors.uce-persist: builds on editors.uce (its solve settings), which is missing")
-    real = [m["name"] for m in config.get("models", []) if not m["path"].startswith(TOY_PREFIX)]
+    real = real_models(config)
     for key in ("uce", "uce-persist"):
         persist = editors.get(key, {}).get("persist")
         if persist is None:
@@ -153,9 +153,14 @@ def check_toy_block(config: dict) -> None:
         raise ConfigError(f"toy: required, because {uses[0]} is built by the toy world")
 
 
+def real_models(config: dict) -> list[str]:
+    """Names of the models outside the toy world (no attribute reader knows their ground truth)."""
+    return [m["name"] for m in config.get("models", []) if not m["path"].startswith(TOY_PREFIX)]
+
+
 def check_evaluation(config: dict, planning: bool = False) -> None:
     ev = config.get("evaluation", {})
-    real = [m["name"] for m in config.get("models", []) if not m["path"].startswith(TOY_PREFIX)]
+    real = real_models(config)
     if ev.get("scorer", "reader") == "reader" and real:
         raise ConfigError(f"evaluation.scorer: 'reader' exists only in the toy world, but model {real[0]!r} is "
                           "not a toy model; use 'judge'")
@@ -247,14 +252,13 @@ def resolve_extends(config: dict) -> None:
     base = yaml.safe_load(path.read_text())
     if not isinstance(base, dict) or "extends" in base:
         raise ConfigError(f"extends: {path}: must be a whole config (one level of `extends` only)")
-    changes = config.get("changes") or {}
-    for key in changes:
+    for key, value in (config.get("changes") or {}).items():
         try:
-            with_overrides(base, {key: changes[key]})
+            base = with_overrides(base, {key: value})
         except (KeyError, IndexError, ValueError, TypeError):
             raise ConfigError(f"changes.{key}: no such key in {path} to change") from None
     config.clear()
-    config.update(with_overrides(base, changes))
+    config.update(base)
 
 
 def output_roots(config: dict) -> tuple[str, str, str]:

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from .editors.base import EditDelta, apply_delta, restore
+from .families.base import restore_weights
 from .errors import InputError
 from .io import load_tensors
 
@@ -182,24 +183,6 @@ def load_adapter_fused(pipe, family, weights: Path) -> None:
         raise InputError(f"{weights}: not a LoRA for this {family.name} model (none of its keys matches a module)")
     pipe.fuse_lora(components=adapted, adapter_names=["state"], lora_scale=1.0)
     pipe.unload_lora_weights()
-
-
-def tunable_components(family) -> tuple[str, ...]:
-    """The pipeline components a fine-tune layer can change: the denoiser, and the text
-    encoders that take an adapter (`train_text_encoder`)."""
-    return (family.denoiser,) + family.lora_text_encoders
-
-
-def save_weights(pipe, family) -> dict[str, dict[str, torch.Tensor]]:
-    """A copy of every component a fine-tune layer can change, for `restore_weights`."""
-    return {c: {k: v.detach().clone() for k, v in getattr(pipe, c).state_dict().items()}
-            for c in tunable_components(family)}
-
-
-def restore_weights(pipe, saved: dict[str, dict[str, torch.Tensor]]) -> None:
-    """Undo fine-tune layers applied since `save_weights` (fused adapters leave plain modules)."""
-    for component, state in saved.items():
-        getattr(pipe, component).load_state_dict(state)
 
 
 def apply_undoable(pipe, family, layers: list[Path], loaded: dict):

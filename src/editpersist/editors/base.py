@@ -18,6 +18,7 @@ import torch
 
 from ..errors import InputError
 from ..io import atomic_path, load_tensors, read_json, save_tensors
+from ..sampling import SamplingConfig
 from ..tasks.requests import EditRequest
 
 
@@ -96,7 +97,7 @@ class EditContext:
     ratio_meter: Callable | None = None  # debias: attribute shares of the current model's images
     stats_dir: Path | None = None  # ReFACT: the refact_stats rule's layer statistics
     edit_meter: Callable | None = None  # uce-persist: share of the source's images that show the target
-    sampling: Any = None  # uce-persist: the SamplingConfig of its simulated subject's images
+    sampling: SamplingConfig | None = None  # uce-persist: how its simulated subject's images are drawn
 
 
 @dataclass(frozen=True)

@@ -37,14 +37,15 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 import numpy as np
 
+from ..families.base import restore_weights, save_weights
 from ..finetuners.config import FinetuneConfig
 from ..finetuners.core import ImageSet, finetune
+from ..metrics.bootstrap import retention
 from ..sampling import SamplingConfig, generate, stream_seed
 from ..tasks.requests import EditRequest
 from .base import EditContext, EditDelta, EditorMethod, apply_delta, restore
@@ -91,6 +92,11 @@ class PersistConfig:
         if self.meter not in ("judge", "reader"):
             raise ValueError(f"persist.meter {self.meter!r}: 'judge' or 'reader'")
 
+    @classmethod
+    def from_block(cls, block: dict) -> "PersistConfig":
+        """A `persist:` config block (YAML lists become tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in block.items()})
+
     def finetune_config(self) -> FinetuneConfig:
         return FinetuneConfig(method="full", steps=self.steps, lr=self.lr, batch=self.batch, seed=self.seed)
 
@@ -122,24 +128,8 @@ def simulated_subject(pipe, family, requests: list[EditRequest], cfg: PersistCon
     return ImageSet(images, [with_identifier(prompt, cfg.identifier)] * cfg.n_images)
 
 
-@contextmanager
-def denoiser_put_back(pipe, family):
-    """The simulated fine-tune trains every denoiser weight and nothing else: those are put back."""
-    denoiser = family.denoiser_of(pipe)
-    saved = {k: v.detach().clone() for k, v in denoiser.state_dict().items()}
-    try:
-        yield
-    finally:
-        denoiser.load_state_dict(saved)
-
-
 def mean_share(meter: EditMeter, pipe, requests: list[EditRequest]) -> float:
     return float(np.mean([meter(pipe, r) for r in requests]))
-
-
-def retention_of(base: float, edited: float, tuned: float) -> float:
-    """(tuned - base) / (edited - base); 0 where the edit did not take (nothing to retain)."""
-    return (tuned - base) / (edited - base) if edited - base > 0 else 0.0
 
 
 class PersistentUCE:
@@ -158,12 +148,13 @@ class PersistentUCE:
         """The edit's share of target images on the edited model, then after the simulated
         fine-tune; the pipeline is left as it was."""
         originals = apply_delta(pipe, delta)
+        saved = save_weights(pipe, family)
         try:
-            with denoiser_put_back(pipe, family):
-                edited = mean_share(self.meter, pipe, requests)
-                finetune(pipe, family, subject, self.cfg.finetune_config())
-                tuned = mean_share(self.meter, pipe, requests)
+            edited = mean_share(self.meter, pipe, requests)
+            finetune(pipe, family, subject, self.cfg.finetune_config())
+            tuned = mean_share(self.meter, pipe, requests)
         finally:
+            restore_weights(pipe, saved)
             restore(pipe, originals)
         return edited, tuned
 
@@ -180,7 +171,9 @@ class PersistentUCE:
             t0 = time.perf_counter()
             delta = UCE(replace(self.uce_cfg, margin=margin)).edit(pipe, family, guarded)
             edited, tuned = self.simulate(pipe, family, delta, requests, subject)
-            kept = retention_of(base, edited, tuned)
+            # The base is not fine-tuned in the simulation: its share stands for base_ft's. An edit
+            # that did not take has nothing to retain (0, not NaN, so the ladder moves on).
+            kept = float(retention(base, edited, base, tuned)) if edited > base else 0.0
             trials.append({"margin": margin, "base": base, "edited": edited, "simulated": tuned,
                            "retention": kept, "seconds": round(time.perf_counter() - t0, 2)})
             log.info("uce-persist margin %.2f: target share %.2f edited, %.2f after the simulated fine-tune "
@@ -203,8 +196,8 @@ def build(block: dict, ctx: EditContext) -> PersistentUCE:
     if ctx.edit_meter is None or ctx.sampling is None:
         raise ValueError("uce-persist needs an edit meter and the sampling settings")
     params = {k: v for k, v in block.items() if k not in ("debias", "persist")}
-    persist = {k: tuple(v) if isinstance(v, list) else v for k, v in block["persist"].items()}
-    return PersistentUCE(UCEConfig(**params), PersistConfig(**persist), ctx.edit_meter, ctx.sampling, ctx.seed)
+    return PersistentUCE(UCEConfig(**params), PersistConfig.from_block(block["persist"]), ctx.edit_meter, ctx.sampling,
+                         ctx.seed)
 
 
 # A plain UCE solve per margin plus a simulated full fine-tune of `steps` steps and two meter

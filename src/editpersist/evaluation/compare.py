@@ -16,15 +16,10 @@ import sys
 import pandas as pd
 
 from .prompts import PRIMARY
+from .summary import with_interval
 
 CELL = ["model", "task", "edit", "finetuner", "ft_data"]
 EDITED_METRICS = ("specificity", "clip_score", "kid")
-
-
-def with_interval(value: float, low: float, high: float, digits: int = 2) -> str:
-    if pd.isna(value):
-        return "n/a"
-    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def retention_side_by_side(table: pd.DataFrame, editors: tuple[str, str]) -> pd.DataFrame:

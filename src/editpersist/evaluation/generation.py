@@ -21,7 +21,8 @@ from ..errors import InputError
 from ..io import atomic_dir
 from ..runtime import RunStats
 from ..sampling import SamplingConfig, generate_counts
-from ..states import apply_layer, apply_undoable, finetune_snapshots, load_model_state, parse_state, save_weights
+from ..families.base import save_weights
+from ..states import apply_layer, apply_undoable, finetune_snapshots, load_model_state, parse_state
 from ..tasks.cases import EditCase
 from .prompts import QualityConfig, case_probes, probe_image_count, quality_captions
 

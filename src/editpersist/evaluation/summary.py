@@ -55,12 +55,17 @@ def stratified_ranking(rows: list[dict], by: str) -> pd.DataFrame:
     return frame.sort_values([*STRATUM, "mean_retention"]).reset_index(drop=True)
 
 
-def _fmt(x: float) -> str:
-    return "NaN" if not np.isfinite(x) else f"{x:.2f}"
+def _fmt(x: float, digits: int = 2) -> str:
+    return "NaN" if not np.isfinite(x) else f"{x:.{digits}f}"
+
+
+def with_interval(value: float, low: float, high: float, digits: int = 2) -> str:
+    """'0.50 [0.40, 0.60]'."""
+    return f"{_fmt(value, digits)} [{_fmt(low, digits)}, {_fmt(high, digits)}]"
 
 
 def _interval(row) -> str:
-    return f"{_fmt(row['mean_retention'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"
+    return with_interval(row["mean_retention"], row["ci_low"], row["ci_high"])
 
 
 def markdown_table(frame: pd.DataFrame) -> str:

@@ -21,7 +21,8 @@ import pandas as pd
 import torch
 
 from ..editors.base import EditDelta, apply_delta, restore, state_parameter
-from ..states import apply_layer, finetuned_state, load_model_state, restore_weights, save_weights
+from ..families.base import restore_weights, save_weights
+from ..states import apply_layer, finetuned_state, load_model_state
 
 log = logging.getLogger("editpersist")
 

@@ -207,3 +207,21 @@ def check_model_dir(path: Path, family: ModelFamily) -> None:
         if comp in (family.denoiser, "vae") + family.text_encoders:
             if not list(sub.glob("*.safetensors")):
                 raise InputError(f"{sub}: no .safetensors weights for component {comp!r}")
+
+
+def tunable_components(family) -> tuple[str, ...]:
+    """The pipeline components a fine-tune layer can change: the denoiser, and the text
+    encoders that take an adapter (`train_text_encoder`)."""
+    return (family.denoiser,) + family.lora_text_encoders
+
+
+def save_weights(pipe, family) -> dict[str, dict[str, torch.Tensor]]:
+    """A copy of every component a fine-tune layer can change, for `restore_weights`."""
+    return {c: {k: v.detach().clone() for k, v in getattr(pipe, c).state_dict().items()}
+            for c in tunable_components(family)}
+
+
+def restore_weights(pipe, saved: dict[str, dict[str, torch.Tensor]]) -> None:
+    """Undo fine-tune layers applied since `save_weights` (fused adapters leave plain modules)."""
+    for component, state in saved.items():
+        getattr(pipe, component).load_state_dict(state)

@@ -9,13 +9,15 @@ import numpy as np
 
 from ..editors import EDITORS
 from ..editors.base import EditContext, EditDelta, Editor
+from ..editors.persist import PersistConfig
 from ..editors.refact import compute_and_cache_stats, refact_corpus, refact_stat_sites
 from ..errors import ConfigError
 from ..families import get_family
 from ..io import atomic_dir
 from ..judges.clip import ClipJudge
 from ..sampling import SamplingConfig, generate, stream_seed
-from ..states import apply_undoable, load_model_state, save_weights
+from ..families.base import save_weights
+from ..states import apply_undoable, load_model_state
 from ..tasks.cases import EditCase
 from ..tasks.requests import EditRequest, attribute_prompt
 from ..metrics.reader_metrics import matches, text_attributes
@@ -24,33 +26,42 @@ from ..toy.reader import AttributeReader, read_colors
 log = logging.getLogger("editpersist")
 
 
-def ratio_meter(family, sampling: SamplingConfig, n_images: int, seed: int, classify):
-    """A UCE debias meter: share of `n_images` generated images of the request's source prompt
-    that `classify(images, request)` (an attribute index per image, -1 for none) assigns to each
-    attribute."""
+def source_meter(family, sampling: SamplingConfig, n_images: int, seed: int, read):
+    """A meter of the model as it is now: `read(images, request)` of `n_images` generated images
+    of the request's source prompt, with seeds of the meter's own stream."""
 
-    def meter(pipe, request: EditRequest) -> list[float]:
+    def meter(pipe, request: EditRequest):
         images, _ = generate(pipe, family, [request.source], n_images, sampling, base_seed=seed)
+        return read(images, request)
+
+    return meter
+
+
+def attribute_shares_of(classify):
+    """The UCE debias reading: the share of images `classify(images, request)` (an attribute
+    index per image, -1 for none) assigns to each attribute."""
+
+    def read(images, request: EditRequest) -> list[float]:
         choice = np.asarray(classify(images, request))
         return [float(np.mean(choice == k)) for k in range(len(request.attributes))]
 
-    return meter
+    return read
 
 
-def edit_meter(family, sampling: SamplingConfig, n_images: int, seed: int, shows_target):
-    """The uce-persist meter: share of `n_images` generated images of the request's source prompt
-    that `shows_target(images, request)` (a bool per image) says show the edit's target."""
-
-    def meter(pipe, request: EditRequest) -> float:
-        images, _ = generate(pipe, family, [request.source], n_images, sampling, base_seed=seed)
-        return float(np.mean(shows_target(images, request)))
-
-    return meter
+def target_share_of(shows_target):
+    """The uce-persist reading: the share of images `shows_target(images, request)` (a bool per
+    image) says show the edit's target."""
+    return lambda images, request: float(np.mean(shows_target(images, request)))
 
 
 def reader_shows_target(reader: AttributeReader):
     """The toy world's ground truth: the colour and shape the target names, read from the pixels."""
-    return lambda images, r: [matches(read, text_attributes(r.target)) for read in reader.read(images)]
+
+    def shows(images, request: EditRequest) -> list[bool]:
+        wanted = text_attributes(request.target)
+        return [matches(read, wanted) for read in reader.read(images)]
+
+    return shows
 
 
 def judge_shows_target(judge: ClipJudge):
@@ -60,15 +71,17 @@ def judge_shows_target(judge: ClipJudge):
 
 def persist_meter(editor_cfg: dict, judge_dir: str | None, reader_dir: str | None, family, sampling: SamplingConfig,
                   seed: int, device: str):
-    cfg = editor_cfg["persist"]
-    n, seed = cfg.get("meter_images", 32), stream_seed(seed, "persist_meter")
-    if cfg.get("meter", "judge") == "reader":
+    cfg = PersistConfig.from_block(editor_cfg["persist"])
+    n, seed = cfg.meter_images, stream_seed(seed, "persist_meter")
+    if cfg.meter == "reader":
         if reader_dir is None:
-            raise ConfigError("editors.uce-persist.persist.meter: 'reader' needs the toy world's attribute reader")
-        return edit_meter(family, sampling, n, seed, reader_shows_target(AttributeReader.load(Path(reader_dir))))
-    if judge_dir is None:
+            raise ConfigError("persist.meter: 'reader' needs the toy world's attribute reader")
+        shows = reader_shows_target(AttributeReader.load(Path(reader_dir)))
+    elif judge_dir is None:
         raise ConfigError("judge: uce-persist needs a CLIP judge to measure its edit")
-    return edit_meter(family, sampling, n, seed, judge_shows_target(ClipJudge.load(judge_dir, device=device)))
+    else:
+        shows = judge_shows_target(ClipJudge.load(judge_dir, device=device))
+    return source_meter(family, sampling, n, seed, target_share_of(shows))
 
 
 def judge_classifier(judge: ClipJudge):
@@ -87,10 +100,11 @@ def debias_meter(editor_cfg: dict, judge_dir: str | None, family, sampling: Samp
     cfg = editor_cfg.get("debias", {})
     n, seed = cfg.get("n_images", 32), stream_seed(seed, "debias_meter")
     if cfg.get("meter", "judge") == "reader":
-        return ratio_meter(family, sampling, n, seed, reader_classifier)
+        return source_meter(family, sampling, n, seed, attribute_shares_of(reader_classifier))
     if judge_dir is None:
         raise ConfigError("judge: a debias edit needs a CLIP judge to measure attribute ratios")
-    return ratio_meter(family, sampling, n, seed, judge_classifier(ClipJudge.load(judge_dir, device=device)))
+    return source_meter(family, sampling, n, seed,
+                        attribute_shares_of(judge_classifier(ClipJudge.load(judge_dir, device=device))))
 
 
 def run_refact_stats(model_dir: Path, family_name: str, cfg: dict, seed: int, device: str, out: Path) -> None:
