@@ -9,11 +9,13 @@ from editpersist.errors import InputError
 from editpersist.evaluation.generation import state_prompts
 from editpersist.evaluation.persistence import COLUMNS, Cell, ModelScores, persistence_rows, ratio_row, table_frame
 from editpersist.evaluation.prompts import QualityConfig, case_key, case_probes
+from editpersist.evaluation.scoring import probe_hits
 from editpersist.evaluation.weights import update_alignment
 from editpersist.metrics.bootstrap import draw_indices, draw_seeds, percentile_interval, resample, retention
 from editpersist.metrics.fid import FrechetReference
 from editpersist.metrics.task_metrics import debias_gap, fit_references, sampling_debias_gap
 from editpersist.states import finetuned_state, layer_target, parse_state, state_layers
+from editpersist.tasks.cases import Probe
 from editpersist.tasks.toy import toy_cases
 
 APPEARANCE = toy_cases()["appearance"][0]
@@ -163,14 +165,17 @@ def test_update_alignment_measures_how_much_of_the_edit_was_undone():
     assert np.isnan(untouched["cosine"]) and untouched["share_removed"] == 0.0
 
 
-def _scores(hit_rates: dict[str, float], n: int = 64, samples: int = 400, counts=None, dim: int = 4) -> ModelScores:
-    """Synthetic scores of one appearance case: exact hit rates per state, plus quality rows."""
+def _scores(hit_rates: dict[str, float], n: int = 64, samples: int = 400, counts=None, dim: int = 4,
+            target_rates: dict[str, float] | None = None) -> ModelScores:
+    """Synthetic scores of one appearance case: exact hit rates per state, plus quality rows;
+    with `target_rates`, images of the edit's target prompt drawn right at those rates."""
     rows, feats = [], []
     rng = np.random.default_rng(0)
     for state, rate in hit_rates.items():
+        target = [("target", APPEARANCE.target)] if target_rates is not None else []
         for role, probe in [("source", APPEARANCE.source), *[("positive", p) for p in APPEARANCE.positives],
-                            *[("negative", p) for p in APPEARANCE.negatives]]:
-            k = round(rate * n) if role != "negative" else n
+                            *[("negative", p) for p in APPEARANCE.negatives], *target]:
+            k = {"negative": n, "target": round((target_rates or {}).get(state, 1.0) * n)}.get(role, round(rate * n))
             hits = np.r_[np.ones(k), np.zeros(n - k)]
             for i in range(n):
                 rows.append({"state": state, "step": -1, "case": case_key(APPEARANCE), "task": "appearance",
@@ -213,8 +218,22 @@ def test_persistence_rows_use_the_base_ft_control_and_give_the_effect():
                                         "relation", "metric", "base", "edited", "base_ft", "edited_ft", "retention",
                                         "ci_low", "ci_high", "n_images"]
     assert list(frame.columns[17:]) == ["effect", "effect_ci_low", "effect_ci_high", "n_seeds",
-                                        "replicates_dropped", "note", "ft_fidelity"]
+                                        "replicates_dropped", "note", "ft_fidelity", "target_reach"]
     assert np.isnan(eff["ft_fidelity"])  # these synthetic states have no subject images
+    assert np.isnan(eff["target_reach"])  # nor images of the target prompt
+
+
+def test_target_reach_is_the_fine_tuned_bases_share_of_its_target():
+    """base_ft's seeds draw "a blue circle" blue in 48 and 16 of 64 images: target_reach is
+    their pooled share, 0.5, whatever the base, the edited states or the source prompt show."""
+    states = {"base": 0.0, EDITED: 1.0, _ft("base", 0): 0.0, _ft("base", 1): 0.0, _ft(EDITED, 0): 0.0,
+              _ft(EDITED, 1): 0.0}
+    targets = {"base": 1.0, EDITED: 1.0, _ft("base", 0): 0.75, _ft("base", 1): 0.25, _ft(EDITED, 0): 1.0,
+               _ft(EDITED, 1): 1.0}
+    cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(0, 1))
+    rows = persistence_rows(_scores(states, target_rates=targets), cell, min_effect=0.1)
+    assert {r["target_reach"] for r in rows} == {0.5}
+    assert rows[0]["retention"] == 0.0  # the target rows are no efficacy images
 
 
 def test_retention_of_an_edit_that_barely_moved_is_not_stated():
@@ -381,7 +400,8 @@ def test_generation_manifest_seeds_snapshots_and_scoring(tiny_model_dirs, tmp_pa
     table, feats, ref = score_model([tmp_path / "images/base", tmp_path / "images/ft"], {"appearance": [APPEARANCE]},
                                     quality, ClipJudge.load(str(tmp_path / "judge")), reader, seed=0,
                                     subjects=(ToySubject("sks-square", "square", "purple"),))
-    assert set(table["role"]) == {"source", "positive", "negative", "quality", "subject"}
+    assert set(table["role"]) == {"source", "positive", "negative", "quality", "subject", "target"}
+    assert set(table.loc[table["role"] == "target", "prompt"]) == {"a blue circle"}
     assert set(table.loc[table["role"] == "subject", "state"]) == {"base/ft/lora/sks-square/seed0"}
     case_rows = table[table["role"] != "quality"]
     assert case_rows["reader_hit"].isin([0.0, 1.0]).all() and case_rows["judge_hit"].between(0, 1).all()
@@ -472,7 +492,8 @@ def _summary_row(model, finetuner, retention, editor="uce", **extra) -> dict:
             "ft_data": "s", "relation": "unrelated", "metric": "efficacy", "base": 0.0, "edited": 1.0, "base_ft": 0.0,
             "edited_ft": retention, "retention": retention, "ci_low": retention - 0.1, "ci_high": retention + 0.1,
             "n_images": 64, "effect": 1.0, "effect_ci_low": 0.9, "effect_ci_high": 1.0, "n_seeds": 2,
-            "replicates_dropped": 0, "note": "", "ft_fidelity": 1.0, "_replicates": reps, **extra}
+            "replicates_dropped": 0, "note": "", "ft_fidelity": 1.0, "target_reach": 1.0, "_replicates": reps,
+            **extra}
 
 
 def test_summary_ranks_only_within_a_model_task_and_metric():
@@ -503,6 +524,60 @@ def test_cells_whose_fine_tune_did_not_learn_are_named_and_left_out_of_statement
     assert "full retains least (0.50" in text and "dora retains least" not in text
     assert "2 of 2 cells have an established effect" in text
     assert "dora retains least (0.10" in write_summary(rows, empty, "reader", 200, min_ft_fidelity=0.0)
+
+
+def test_cells_whose_fine_tune_erased_the_target_are_named_and_left_out_of_statements():
+    """A fine-tune after which the unedited model no longer draws "a blue circle" blue (0.25)
+    is set apart, once, even when its fine-tune also failed to learn (listed under that)."""
+    from editpersist.evaluation.summary import write_summary
+
+    rows = [_summary_row("a", "lora", 0.9), _summary_row("a", "dora", 0.1, target_reach=0.25),
+            _summary_row("a", "full", 0.5), _summary_row("a", "dreambooth", 0.0, target_reach=0.0, ft_fidelity=0.3),
+            _summary_row("a", "lora", 0.9, editor="refact", target_reach=float("nan"))]
+    empty = pd.DataFrame(columns=["model", "task", "agreement", "n_images"])
+    text = write_summary(rows, empty, "reader", 200, min_ft_fidelity=0.8, min_target_reach=0.8)
+    assert "1 cells are left out of every statement below because their fine-tune erased the edit's target" in text
+    assert "a/uce/appearance/e/dora (0.25)." in text and "dreambooth (0.00)" not in text
+    assert "full retains least (0.50" in text and "dora retains least" not in text
+    assert "3 of 3 cells have an established effect" in text  # lora, full, refact's lora (unknown reach)
+    assert "dora retains least (0.10" in write_summary(rows, empty, "reader", 200, min_ft_fidelity=0.8)
+
+
+def test_a_replace_case_probes_its_target_prompt_and_no_other_case_does():
+    cases = toy_cases()
+    appearance, role = cases["appearance"][0], cases["role"][0]
+    assert ("target", Probe("a blue circle", "a circle", "a blue circle")) in case_probes(appearance)
+    # The king drawn as a triangle: what an unedited image of the target shows instead is the old shape.
+    assert ("target", Probe("a triangle", "a square", "a triangle")) in case_probes(role)
+    assert all(role != "target" for c in (*cases["debias"], *cases["unsafe"]) for role, _ in case_probes(c))
+    counts = state_prompts([appearance], QualityConfig(max_captions=0), 10, 32)
+    assert counts["a blue circle"] == 10
+
+
+class PreferenceJudge:
+    """Stands in for ClipJudge: records the texts it is asked to prefer between."""
+
+    def __init__(self):
+        self.asked = []
+
+    def prefer_first_features(self, features, first, second):
+        self.asked.append((list(first), list(second)))
+        return np.full(len(features), 0.25)
+
+
+def test_a_target_prompts_image_counts_when_it_shows_the_target():
+    """By hand: of a blue, a green and a red circle, only the blue one shows "a blue circle"; of a
+    triangle and a square, only the triangle shows the king's new shape. The judge is asked the
+    target against what the source showed before."""
+    role = toy_cases()["role"][0]
+    for case, reads, expected, asked in (
+            (APPEARANCE, [{"color": "blue", "shape": "circle"}, {"color": "green", "shape": "circle"},
+                          {"color": "red", "shape": "circle"}], [1.0, 0.0, 0.0], (["a blue circle"], ["a circle"])),
+            (role, [{"color": "red", "shape": "triangle"}, {"color": "red", "shape": "square"}], [1.0, 0.0],
+             (["a triangle"], ["a square"]))):
+        judge = PreferenceJudge()
+        hits = probe_hits(case, "target", case.target, reads, torch.zeros(len(reads), 4), judge)
+        assert hits["reader_hit"].tolist() == expected and judge.asked == [asked]
 
 
 def test_ft_fidelity_is_the_lower_of_base_ft_and_edited_ft_pooled_over_seeds():

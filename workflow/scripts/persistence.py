@@ -12,8 +12,9 @@ def job(sm):
         for model, table, features in zip(sm.params.models, sm.input.tables, sm.input.features)
     }
     spec = StudySpec(models=dict(sm.params.models), cells=list(sm.params.cells), subjects=dict(sm.params.subjects),
-                     finetune_steps=dict(sm.params.steps), reedit=tuple(ev["reedit"]), transfer=tuple(ev["transfer"]), min_effect=ev["min_effect"],
-                     min_ft_fidelity=ev["min_ft_fidelity"])
+                     finetune_steps=dict(sm.params.steps), reedit=tuple(ev["reedit"]), transfer=tuple(ev["transfer"]),
+                     min_effect=ev["min_effect"], min_ft_fidelity=ev["min_ft_fidelity"],
+                     min_target_reach=ev["min_target_reach"])
     run_study(scores, spec, dict(sm.params.cases), Path(sm.output.table).parent, Path(sm.output.summary))
 
 

@@ -24,7 +24,8 @@ EDITED_METRICS = ("specificity", "clip_score", "kid")
 
 def retention_side_by_side(table: pd.DataFrame, editors: tuple[str, str]) -> pd.DataFrame:
     """One row per cell: each editor's retention of the primary metric, its interval, and the
-    fine-tune's subject fidelity."""
+    fine-tune's subject fidelity; and the target reach of the cell's fine-tuned base (shared by
+    both editors: whether the fine-tune left the edit's target drawable at all)."""
     primary = table[table["metric"] == table["task"].map(PRIMARY)]
     sides = []
     for editor in editors:
@@ -33,7 +34,8 @@ def retention_side_by_side(table: pd.DataFrame, editors: tuple[str, str]) -> pd.
             f"{editor} retention": [with_interval(*v) for v in rows[["retention", "ci_low", "ci_high"]].to_numpy()],
             f"{editor} ft_fidelity": rows["ft_fidelity"].round(2),
         }, index=rows.index))
-    return sides[0].join(sides[1], how="outer").reset_index()
+    reach = primary.groupby(CELL)["target_reach"].first().round(2)
+    return sides[0].join(sides[1], how="outer").join(reach).reset_index()
 
 
 def edited_side_by_side(table: pd.DataFrame, editors: tuple[str, str]) -> pd.DataFrame:

@@ -27,7 +27,8 @@ log = logging.getLogger("editpersist")
 
 COLUMNS = ["model", "family", "editor", "task", "edit", "finetuner", "ft_data", "relation", "metric", "base",
            "edited", "base_ft", "edited_ft", "retention", "ci_low", "ci_high", "n_images",
-           "effect", "effect_ci_low", "effect_ci_high", "n_seeds", "replicates_dropped", "note", "ft_fidelity"]
+           "effect", "effect_ci_low", "effect_ci_high", "n_seeds", "replicates_dropped", "note", "ft_fidelity",
+           "target_reach"]
 
 
 @dataclass
@@ -228,6 +229,15 @@ def subject_fidelity(scores: ModelScores, states: list[str]) -> float:
     return scores.estimate(tuple(states), None, "subject_fidelity").value
 
 
+def target_reach(scores: ModelScores, case: EditCase, base_fts: list[str]) -> float:
+    """Share of the fine-tuned base's images of the edit's target prompt ("a blue circle") that
+    show the target, pooled over its seeds: below the unedited model's, the fine-tune erased the
+    target itself, which no edit of the source can be expected to keep (NaN: no target prompt)."""
+    if case.target is None or not all(scores.has_role(s, "target") for s in base_fts):
+        return float("nan")
+    return scores.estimate(tuple(base_fts), case, "target_fidelity").value
+
+
 def ratio_row(scores: ModelScores, cell: Cell, metric: str, numerators: list[str], min_effect: float | dict = 0.0,
               step: int = -1, roles: tuple[str, ...] | None = None, base_fts: list[str] | None = None) -> dict:
     """The edit's effect (edited - base) and (numerator - base_ft) / effect for one metric, with
@@ -262,6 +272,7 @@ def ratio_row(scores: ModelScores, cell: Cell, metric: str, numerators: list[str
             # A fine-tune that did not learn its subject says little about persistence.
             "ft_fidelity": float(np.minimum(subject_fidelity(scores, numerators),
                                             subject_fidelity(scores, base_fts))),
+            "target_reach": target_reach(scores, cell.case, base_fts),
             "replicates": reps if not problem else np.full_like(reps, np.nan)}
 
 
@@ -270,7 +281,8 @@ def cell_keys(cell: Cell) -> dict:
             "edit": cell.case.name, "finetuner": cell.finetuner, "ft_data": cell.subject, "relation": cell.relation}
 
 
-EFFECT_KEYS = ("effect", "effect_ci_low", "effect_ci_high", "n_seeds", "replicates_dropped", "note", "ft_fidelity")
+EFFECT_KEYS = ("effect", "effect_ci_low", "effect_ci_high", "n_seeds", "replicates_dropped", "note", "ft_fidelity",
+               "target_reach")
 
 
 def persistence_rows(scores: ModelScores, cell: Cell, min_effect: float | dict = 0.0) -> list[dict]:

@@ -23,9 +23,10 @@ def case_key(case: EditCase) -> str:
 
 
 def case_probes(case: EditCase) -> list[tuple[str, Probe]]:
-    """(role, probe) for every prompt the case is evaluated on."""
+    """(role, probe) for every prompt the case is evaluated on; "target" is not an edit metric's
+    (see EditCase.target)."""
     return ([("source", case.source)] + [("positive", p) for p in case.positives]
-            + [("negative", p) for p in case.negatives])
+            + [("negative", p) for p in case.negatives] + ([("target", case.target)] if case.target else []))
 
 
 def fitted_prompts(case: EditCase) -> frozenset[str]:

@@ -58,8 +58,8 @@ def image_counts(evaluation: dict) -> dict[str, int]:
     """Images per prompt of each probe role, as the generation jobs made them (the config's
     `evaluation` block): the first so many images of each prompt are what a metric reads."""
     n = evaluation["images_per_prompt"]
-    return {"source": evaluation["images_per_source"], "positive": n, "negative": n, "subject": n, "snapshot": n,
-            "quality": evaluation["quality"]["images_per_caption"]}
+    return {"source": evaluation["images_per_source"], "positive": n, "negative": n, "target": n, "subject": n,
+            "snapshot": n, "quality": evaluation["quality"]["images_per_caption"]}
 
 
 def load_model_scores(table: Path, features: Path, scorer: str, samples: int, seed: int,
@@ -81,6 +81,7 @@ class StudySpec:
     transfer: tuple[str, ...]  # adapter fine-tuners applied to edited models
     min_effect: float | dict = 0.0  # evaluation.min_effect
     min_ft_fidelity: float = 0.0  # evaluation.min_ft_fidelity
+    min_target_reach: float = 0.0  # evaluation.min_target_reach
 
 
 def build_cells(spec: StudySpec, cases: dict[str, list[EditCase]]) -> list[Cell]:
@@ -127,7 +128,8 @@ def run_study(scores: dict[str, ModelScores], spec: StudySpec, cases: dict[str, 
     scorer = next(iter(scores.values())).scorer
     samples = next(iter(scores.values())).samples
     with atomic_path(summary_path) as tmp:
-        tmp.write_text(write_summary(rows, validity, scorer, samples, finetune_quality, spec.min_ft_fidelity))
+        tmp.write_text(write_summary(rows, validity, scorer, samples, finetune_quality, spec.min_ft_fidelity,
+                                     spec.min_target_reach))
     log.info("persistence table: %d rows over %d cells", len(rows), len(cells))
     return frames
 

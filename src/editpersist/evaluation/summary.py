@@ -118,7 +118,7 @@ def finetune_quality_lines(fq: pd.DataFrame, threshold: float) -> list[str]:
 def cell_table(prim: list[dict]) -> pd.DataFrame:
     keys = ("model", "editor", "task", "edit", "finetuner", "ft_data", "relation", "metric", "base", "edited",
             "edited_ft", "effect", "effect_ci_low", "effect_ci_high", "retention", "ci_low", "ci_high", "n_seeds",
-            "ft_fidelity", "note")
+            "ft_fidelity", "target_reach", "note")
     return pd.DataFrame([{k: r[k] for k in keys} for r in prim])
 
 
@@ -138,10 +138,28 @@ def unlearned_lines(prim: list[dict], min_ft_fidelity: float) -> list[str]:
             f"{min_ft_fidelity:g}): {names}."]
 
 
+def target_kept(row: dict, min_target_reach: float) -> bool:
+    """Does the fine-tuned base still draw the edit's target when asked? (Unknown counts as yes.)"""
+    return not row["target_reach"] < min_target_reach
+
+
+def target_erased_lines(prim: list[dict], min_ft_fidelity: float, min_target_reach: float) -> list[str]:
+    gone = [r for r in prim if learned(r, min_ft_fidelity) and not target_kept(r, min_target_reach)]
+    if not gone:
+        return []
+    names = ", ".join(f"{r['model']}/{r['editor']}/{r['task']}/{r['edit']}/{r['finetuner']} ({r['target_reach']:.2f})"
+                      for r in gone)
+    return [f"- {len(gone)} cells are left out of every statement below because their fine-tune erased the edit's "
+            "target itself: the fine-tuned unedited model draws it when asked for it in under "
+            f"`evaluation.min_target_reach` {min_target_reach:g} of its images (target_reach), so no edit that "
+            f"leads to the target could have kept it: {names}."]
+
+
 def write_summary(rows: list[dict], validity: pd.DataFrame, scorer: str, samples: int,
-                  finetune_quality: pd.DataFrame | None = None, min_ft_fidelity: float = 0.0) -> str:
+                  finetune_quality: pd.DataFrame | None = None, min_ft_fidelity: float = 0.0,
+                  min_target_reach: float = 0.0) -> str:
     all_prim = primary_rows(rows)
-    rows = [r for r in rows if learned(r, min_ft_fidelity)]
+    rows = [r for r in rows if learned(r, min_ft_fidelity) and target_kept(r, min_target_reach)]
     prim = primary_rows(rows)
     took = [r for r in prim if established(r)]
     by_ft, by_editor = stratified_ranking(rows, "finetuner"), stratified_ranking(rows, "editor")
@@ -156,6 +174,7 @@ def write_summary(rows: list[dict], validity: pd.DataFrame, scorer: str, samples
             f"scored by the {scorer}. Retention is stated only where the edit's effect (edited - base) is "
             "established: its interval excludes 0 and it reaches `evaluation.min_effect`. Means and rankings are "
             "stated only within one model, task and metric.", "", *unlearned_lines(all_prim, min_ft_fidelity),
+            *target_erased_lines(all_prim, min_ft_fidelity, min_target_reach),
             f"- {len(took)} of {len(prim)} cells have an established effect on their primary metric."]
     persisted = [r for r in took if r["ci_low"] >= 0.8]
     erased = [r for r in took if r["ci_high"] <= 0.2]

@@ -39,6 +39,9 @@ METRICS = {m.name: m for m in (
     Metric("kid", ("quality",), "kid", higher_is_better=False),
     # Not an edit metric: whether a fine-tuned state learned its subject ("a sks square").
     Metric("subject_fidelity", ("subject",), "share"),
+    # Not an edit metric either: whether a state still draws what a replace edit aims at when
+    # asked for it ("a blue circle"); on base_ft, whether the fine-tune left the target drawable.
+    Metric("target_fidelity", ("target",), "share"),
 )}
 TASK_METRICS = {
     "appearance": ("efficacy", "generality", "specificity"),

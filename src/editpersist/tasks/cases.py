@@ -46,3 +46,15 @@ class EditCase:
         if not found:
             raise ValueError(f"edit case {self.task}.{self.name} has no debias request")
         return found[0]
+
+    @property
+    def target(self) -> Probe | None:
+        """What a replace edit aims at, as a prompt of its own ("a blue circle" for circle -> blue;
+        "a triangle" for a king drawn as one). A fine-tune after which even the unedited model no
+        longer draws it has erased the target itself, not the edit (evaluation's target_reach).
+        None for edits that aim at no concept (debias, erase)."""
+        found = [r for r in self.requests if r.mode == "replace"]
+        if not found:
+            return None
+        r = next((r for r in found if r.source == self.source.prompt), found[0])
+        return Probe(r.target, r.original or r.source, r.target)
