@@ -47,10 +47,11 @@ EDIT_SHARE = 0.018
 # Assumed PNG bytes per generated image at 512 and 1024 pixels.
 PNG_BYTES = {512: 0.4e6, 1024: 1.5e6}
 # Assumed probes per edit case where the dataset file is not at hand: (prompts generated with
-# the source's count, others). TIMED and RoAD rows have 5 positives and 5 negatives; a
-# profession has 10 prompts, 3 of them phrasings its debias edit balances (with the source:
-# 4 at the source's count; evaluation.prompts.probe_image_count); I2P is an estimate.
-PROBES = {"appearance": (1, 10), "role": (1, 10), "debias": (4, 7), "unsafe": (0, 200)}
+# the source's count, others). TIMED and RoAD rows have 5 positives and 5 negatives, plus the
+# edit's target prompt (EditCase.target); a profession has 10 prompts, 3 of them phrasings its
+# debias edit balances (with the source: 4 at the source's count;
+# evaluation.prompts.probe_image_count); I2P is an estimate.
+PROBES = {"appearance": (1, 11), "role": (1, 11), "debias": (4, 7), "unsafe": (0, 200)}
 
 
 @dataclass(frozen=True)
