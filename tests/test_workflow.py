@@ -84,7 +84,7 @@ def _check_study_outputs(wd: Path) -> None:
     assert list(table.columns) == ["model", "family", "editor", "task", "edit", "finetuner", "ft_data", "relation",
                                    "metric", "base", "edited", "base_ft", "edited_ft", "retention", "ci_low",
                                    "ci_high", "n_images", "effect", "effect_ci_low", "effect_ci_high", "n_seeds",
-                                   "replicates_dropped", "note", "ft_fidelity"]
+                                   "replicates_dropped", "note", "ft_fidelity", "target_reach"]
     cells = table[["model", "editor", "task", "edit", "finetuner", "ft_data"]].drop_duplicates()
     assert len(cells) == 2 * 1 * 1 * 2  # models x editors x edits x fine-tuners (one subject)
     assert set(table["metric"]) == {"efficacy", "generality", "specificity", "clip_score", "fid", "kid"}
@@ -92,6 +92,7 @@ def _check_study_outputs(wd: Path) -> None:
         assert table[col].notna().all(), col
     assert (table["n_seeds"] == table["finetuner"].map({"lora": 2, "dreambooth": 1})).all()
     assert table["ft_fidelity"].between(0, 1).all()
+    assert table["target_reach"].between(0, 1).all()  # the appearance edit's "a blue circle", generated and read
     # The CSV keeps 6 significant digits of each value.
     gap = (table["effect"] - (table["edited"] - table["base"])).abs()
     assert (gap <= 1e-5 * (table["edited"].abs() + table["base"].abs()) + 1e-12).all()
