@@ -34,9 +34,9 @@ def state_prompts(cases: list[EditCase], quality: QualityConfig, n_per_prompt: i
                   subject_prompts: tuple[str, ...] = ()) -> dict[str, int]:
     """Images to generate per prompt: n_source for the prompts each case's edit is fitted on
     (efficacy rests on the source; debias on every phrasing it balances), n_per_prompt for the
-    other probes (the edit's target prompt included) and for fine-tune subject prompts ("a sks square": did the fine-tune learn its
-    subject?), fewer for quality captions. A prompt with several uses gets the largest count;
-    every use reads its first images (same seeds)."""
+    other probes (the edit's target prompt included) and for fine-tune subject prompts ("a sks
+    square": did the fine-tune learn its subject?), fewer for quality captions. A prompt with
+    several uses gets the largest count; every use reads its first images (same seeds)."""
     counts = {c: quality.images_per_caption for c in quality_captions(quality)}
     for prompt in subject_prompts:
         counts[prompt] = max(counts.get(prompt, 0), n_per_prompt)
