@@ -127,12 +127,17 @@ def learned(row: dict, min_ft_fidelity: float) -> bool:
     return not row["ft_fidelity"] < min_ft_fidelity
 
 
+def named_cells(rows: list[dict], column: str) -> str:
+    """"model/editor/task/edit/finetuner (value)" for each row, the value being its `column`."""
+    return ", ".join(f"{r['model']}/{r['editor']}/{r['task']}/{r['edit']}/{r['finetuner']} ({r[column]:.2f})"
+                     for r in rows)
+
+
 def unlearned_lines(prim: list[dict], min_ft_fidelity: float) -> list[str]:
     weak = [r for r in prim if not learned(r, min_ft_fidelity)]
     if not weak:
         return []
-    names = ", ".join(f"{r['model']}/{r['editor']}/{r['task']}/{r['edit']}/{r['finetuner']} ({r['ft_fidelity']:.2f})"
-                      for r in weak)
+    names = named_cells(weak, "ft_fidelity")
     return [f"- {len(weak)} cells are left out of every statement below because a fine-tune of theirs did not learn "
             f"its subject (ft_fidelity, the lower of base_ft's and edited_ft's, under `evaluation.min_ft_fidelity` "
             f"{min_ft_fidelity:g}): {names}."]
@@ -147,8 +152,7 @@ def target_erased_lines(prim: list[dict], min_ft_fidelity: float, min_target_rea
     gone = [r for r in prim if learned(r, min_ft_fidelity) and not target_kept(r, min_target_reach)]
     if not gone:
         return []
-    names = ", ".join(f"{r['model']}/{r['editor']}/{r['task']}/{r['edit']}/{r['finetuner']} ({r['target_reach']:.2f})"
-                      for r in gone)
+    names = named_cells(gone, "target_reach")
     return [f"- {len(gone)} cells are left out of every statement below because their fine-tune erased the edit's "
             "target itself: the fine-tuned unedited model draws it when asked for it in under "
             f"`evaluation.min_target_reach` {min_target_reach:g} of its images (target_reach), so no edit that "
