@@ -111,7 +111,7 @@ def with_identifier(prompt: str, identifier: str) -> str:
 def simulation_prompt(requests: list[EditRequest]) -> str:
     """The concept of the simulated subject: what the edit moves away from (the request's
     `original`, "a square" for a king drawn as a square; else its source)."""
-    return requests[0].original or requests[0].source
+    return requests[0].before
 
 
 def shielded(request: EditRequest, words: tuple[str, ...]) -> EditRequest:

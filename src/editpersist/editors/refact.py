@@ -366,7 +366,7 @@ class ReFACT:
         dtype = working_dtype(module.weight)
         k_star, o_star = k[0, pos].to(dtype), o[0, pos].to(dtype)
         prompts, positions = prompts_at_subject(tok, ("{}",) + self.cfg.templates, subject)
-        texts = [r.target, r.original or r.source]
+        texts = [r.target, r.before]
         v_star, info = compute_v(encoder, tok, module, site, prompts, positions, texts, o_star, self.cfg)
         return rank_one_update(module.weight.detach().to(dtype), u.to(dtype), k_star, o_star, v_star), info
 

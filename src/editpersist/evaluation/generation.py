@@ -24,7 +24,7 @@ from ..sampling import SamplingConfig, generate_counts
 from ..families.base import save_weights
 from ..states import apply_layer, apply_undoable, finetune_snapshots, load_model_state, parse_state
 from ..tasks.cases import EditCase
-from .prompts import QualityConfig, case_probes, probe_image_count, quality_captions
+from .prompts import QualityConfig, case_probes, probe_counts, probe_image_count, quality_captions
 
 log = logging.getLogger("editpersist")
 FINAL = -1  # `step` of images of the finished state (snapshots carry their training step)
@@ -40,7 +40,7 @@ def state_prompts(cases: list[EditCase], quality: QualityConfig, n_per_prompt: i
     counts = {c: quality.images_per_caption for c in quality_captions(quality)}
     for prompt in subject_prompts:
         counts[prompt] = max(counts.get(prompt, 0), n_per_prompt)
-    per_role = {"source": n_source, "positive": n_per_prompt, "negative": n_per_prompt, "target": n_per_prompt}
+    per_role = probe_counts(n_source, n_per_prompt)
     for case in cases:
         for role, probe in case_probes(case):
             counts[probe.prompt] = max(counts.get(probe.prompt, 0), probe_image_count(case, role, probe, per_role))

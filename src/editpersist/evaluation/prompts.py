@@ -29,6 +29,12 @@ def case_probes(case: EditCase) -> list[tuple[str, Probe]]:
             + [("negative", p) for p in case.negatives] + ([("target", case.target)] if case.target else []))
 
 
+def probe_counts(n_source: int, n_per_prompt: int) -> dict[str, int]:
+    """Images per prompt of each probe role of `case_probes`: the source's count, and one count
+    for every other role (a prompt the edit is fitted on gets the source's: probe_image_count)."""
+    return {"source": n_source, "positive": n_per_prompt, "negative": n_per_prompt, "target": n_per_prompt}
+
+
 def fitted_prompts(case: EditCase) -> frozenset[str]:
     """The prompts the edit is fitted on: the source, and every prompt of the case's requests
     (a debias edit balances each phrasing in turn, as the official UCE script does)."""

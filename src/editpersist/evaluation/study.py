@@ -18,7 +18,7 @@ from ..tasks.cases import EditCase
 from .generation import load_images
 from .persistence import (COLUMNS, Cell, ModelScores, curve_rows, finetune_quality_rows, judge_validity,
                           persistence_rows, reedit_rows, table_frame, transfer_rows)
-from .prompts import PRIMARY, QualityConfig
+from .prompts import PRIMARY, QualityConfig, probe_counts
 from .scoring import score_model
 from .summary import established, write_summary
 
@@ -58,8 +58,8 @@ def image_counts(evaluation: dict) -> dict[str, int]:
     """Images per prompt of each probe role, as the generation jobs made them (the config's
     `evaluation` block): the first so many images of each prompt are what a metric reads."""
     n = evaluation["images_per_prompt"]
-    return {"source": evaluation["images_per_source"], "positive": n, "negative": n, "target": n, "subject": n,
-            "snapshot": n, "quality": evaluation["quality"]["images_per_caption"]}
+    return {**probe_counts(evaluation["images_per_source"], n), "subject": n, "snapshot": n,
+            "quality": evaluation["quality"]["images_per_caption"]}
 
 
 def load_model_scores(table: Path, features: Path, scorer: str, samples: int, seed: int,

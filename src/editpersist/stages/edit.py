@@ -66,7 +66,7 @@ def reader_shows_target(reader: AttributeReader):
 
 def judge_shows_target(judge: ClipJudge):
     """The judge's two-way choice between the target and what the source showed before."""
-    return lambda images, r: judge.choose(judge.image_features(images), [r.target, r.original or r.source]) == 0
+    return lambda images, r: judge.choose(judge.image_features(images), [r.target, r.before]) == 0
 
 
 def persist_meter(editor_cfg: dict, judge_dir: str | None, reader_dir: str | None, family, sampling: SamplingConfig,

@@ -57,4 +57,4 @@ class EditCase:
         if not found:
             return None
         r = next((r for r in found if r.source == self.source.prompt), found[0])
-        return Probe(r.target, r.original or r.source, r.target)
+        return Probe(r.target, r.before, r.target)

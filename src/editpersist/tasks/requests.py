@@ -24,6 +24,12 @@ class EditRequest:
     # (RoAD: "Canada's Prime Minister" shows "Justin Trudeau"); ReFACT contrasts the target with it.
     original: str = ""
 
+    @property
+    def before(self) -> str:
+        """What the source shows before the edit: `original` where the dataset names it, else the
+        source itself ("a circle" shows a circle)."""
+        return self.original or self.source
+
 
 def debias_requests(phrasings, concept: str, attributes: tuple[str, ...],
                     ratios: tuple[float, ...]) -> tuple[EditRequest, ...]:
