@@ -64,12 +64,12 @@ class ScriptedPersist(PersistentUCE):
         return self.script.pop(0)
 
 
-@pytest.mark.parametrize("script,chosen,tried", [
-    ([(1.0, 0.5), (1.0, 0.95), (1.0, 1.0)], 1.0, 2),  # the first margin that reaches the target
-    ([(1.0, 0.2), (1.0, 0.7), (0.9, 0.3)], 1.0, 3),  # none does: the best simulated retention
+@pytest.mark.parametrize("script,chosen,tried,reached", [
+    ([(1.0, 0.5), (1.0, 0.95), (1.0, 1.0)], 1.0, 2, True),  # the first margin that reaches the target
+    ([(1.0, 0.2), (1.0, 0.7), (0.9, 0.3)], 1.0, 3, False),  # none does: the best simulated retention
 ])
 def test_persist_keeps_the_first_margin_whose_edit_survives_the_simulated_finetune(tiny_model_dirs, script, chosen,
-                                                                                  tried):
+                                                                                  tried, reached, caplog):
     family = get_family("sd")
     pipe = family.load(tiny_model_dirs["sd"])
     editor = ScriptedPersist(script, (0.5, 1.0, 2.0))
@@ -77,6 +77,9 @@ def test_persist_keeps_the_first_margin_whose_edit_survives_the_simulated_finetu
     assert editor.margins_seen == [0.5, 1.0, 2.0][:tried]
     assert delta.sidecar["margin"] == chosen and len(delta.sidecar["persist_trials"]) == tried
     assert delta.sidecar["editor"] == "uce-persist"
+    # A ladder that ends short of the target says so, in the sidecar and the log.
+    assert delta.sidecar["persist_reached"] is reached
+    assert ("may not survive fine-tuning" in caplog.text) is (not reached)
     # An ordinary UCE delta: the plain solve of the shielded request with that margin, bit for bit.
     shield = PersistConfig().shield
     same = UCE(UCEConfig(token_mode="aligned", margin=chosen)).edit(pipe, family, [shielded(REQUEST, shield)])

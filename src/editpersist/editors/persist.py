@@ -183,9 +183,16 @@ class PersistentUCE:
             if kept >= self.cfg.target:
                 break
         delta = chosen[1]
+        margin = delta.sidecar["hyperparameters"]["margin"]
+        reached = chosen[0] >= self.cfg.target
+        if not reached:
+            # The simulation predicted the study's outcome where it failed (toy FLUX appearance:
+            # simulated 0.17 at best, 0.00 after every study fine-tune), so say it where users look.
+            log.warning("uce-persist: no margin kept %.2f of the edit through the simulated fine-tune (best %.2f, "
+                        "margin %.2f kept); the edit may not survive fine-tuning", self.cfg.target, chosen[0], margin)
         delta.sidecar.update(
-            editor=self.name, persist=asdict(self.cfg), persist_trials=trials,
-            margin=delta.sidecar["hyperparameters"]["margin"], simulation_subject=subject.captions[0],
+            editor=self.name, persist=asdict(self.cfg), persist_trials=trials, margin=margin,
+            persist_reached=reached, simulation_subject=subject.captions[0],
             wall_s=round(time.perf_counter() - started, 4))
         return delta
 
