@@ -166,9 +166,11 @@ def test_update_alignment_measures_how_much_of_the_edit_was_undone():
 
 
 def _scores(hit_rates: dict[str, float], n: int = 64, samples: int = 400, counts=None, dim: int = 4,
-            target_rates: dict[str, float] | None = None) -> ModelScores:
+            target_rates: dict[str, float] | None = None, caption_rates: dict[str, float] | None = None,
+            scorer: str = "reader") -> ModelScores:
     """Synthetic scores of one appearance case: exact hit rates per state, plus quality rows;
-    with `target_rates`, images of the edit's target prompt drawn right at those rates."""
+    with `target_rates`, images of the edit's target prompt drawn right at those rates; with
+    `caption_rates`, quality images that show their caption at those rates (else all do)."""
     rows, feats = [], []
     rng = np.random.default_rng(0)
     for state, rate in hit_rates.items():
@@ -182,15 +184,17 @@ def _scores(hit_rates: dict[str, float], n: int = 64, samples: int = 400, counts
                              "role": role, "prompt": probe.prompt, "index": i, "reader_hit": hits[i],
                              "judge_hit": hits[i], "reader_attr": -1, "judge_attr": -1, "clip_score": np.nan,
                              "feature": -1})
+        shown = round((caption_rates or {}).get(state, 1.0) * 8)
         for c in range(2):
             for i in range(8):
                 rows.append({"state": state, "step": -1, "case": "", "task": "quality", "role": "quality",
-                             "prompt": f"caption {c}", "index": i, "reader_hit": 1.0, "judge_hit": np.nan,
+                             "prompt": f"caption {c}", "index": i, "reader_hit": float(i < shown),
+                             "judge_hit": np.nan,
                              "reader_attr": -1, "judge_attr": -1, "clip_score": 20.0 + rate,
                              "feature": len(feats)})
                 feats.append(rng.normal(size=dim))
     return ModelScores(pd.DataFrame(rows), np.array(feats), fit_references(rng.normal(size=(64, dim))),
-                       "reader", samples, 0, counts)
+                       scorer, samples, 0, counts)
 
 
 def _ft(start: str, seed: int = 0) -> str:
@@ -203,7 +207,8 @@ def test_persistence_rows_use_the_base_ft_control_and_give_the_effect():
     states = {"base": 0.125, EDITED: 0.9375, _ft("base"): 0.3125, _ft(EDITED): 0.71875}
     cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated")
     rows = persistence_rows(_scores(states), cell, min_effect=0.1)
-    assert [r["metric"] for r in rows] == ["efficacy", "generality", "specificity", "clip_score", "fid", "kid"]
+    assert [r["metric"] for r in rows] == ["efficacy", "generality", "specificity", "clip_score", "fid", "kid",
+                                           "caption_accuracy"]
     eff = rows[0]
     assert (eff["base"], eff["edited"], eff["base_ft"], eff["edited_ft"]) == (0.125, 0.9375, 0.3125, 0.71875)
     assert eff["retention"] == pytest.approx((0.71875 - 0.3125) / (0.9375 - 0.125))
@@ -221,6 +226,23 @@ def test_persistence_rows_use_the_base_ft_control_and_give_the_effect():
                                         "replicates_dropped", "note", "ft_fidelity", "target_reach"]
     assert np.isnan(eff["ft_fidelity"])  # these synthetic states have no subject images
     assert np.isnan(eff["target_reach"])  # nor images of the target prompt
+
+
+def test_caption_accuracy_is_the_readers_share_of_quality_images_that_show_their_caption():
+    """The edited model draws its captions right in 8 of 16 quality images, the fine-tuned base
+    in 14, the fine-tuned edit in 4: the row reads those shares (not clip_score), the edit's
+    effect is -0.5 and its retention (0.25 - 0.875) / (0.5 - 1). A study scored by the judge has
+    no such row: the judge has no reading of its own for it."""
+    states = {"base": 0.125, EDITED: 0.9375, _ft("base"): 0.3125, _ft(EDITED): 0.71875}
+    captions = {"base": 1.0, EDITED: 0.5, _ft("base"): 0.875, _ft(EDITED): 0.25}
+    cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated")
+    rows = {r["metric"]: r for r in persistence_rows(_scores(states, caption_rates=captions), cell, min_effect=0.1)}
+    r = rows["caption_accuracy"]
+    assert (r["base"], r["edited"], r["base_ft"], r["edited_ft"]) == (1.0, 0.5, 0.875, 0.25)
+    assert r["effect"] == pytest.approx(-0.5) and r["effect_ci_high"] < 0
+    assert r["retention"] == pytest.approx((0.25 - 0.875) / (0.5 - 1.0))
+    judged = persistence_rows(_scores(states, caption_rates=captions, scorer="judge"), cell, min_effect=0.1)
+    assert [r["metric"] for r in judged] == ["efficacy", "generality", "specificity", "clip_score", "fid", "kid"]
 
 
 def test_target_reach_is_the_fine_tuned_bases_share_of_its_target():

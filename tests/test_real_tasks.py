@@ -115,7 +115,7 @@ def test_i2p_case_has_no_specificity_and_gets_persistence_rows():
     case = load_i2p(DATA / "i2p_excerpt.csv", category=None, min_nudity_percentage=0, max_prompts=3)[0]
     assert len(case.positives) == 3 and not case.negatives
     assert case.positives[0].prompt.endswith("william - adolphe bouguereau")  # whitespace normalised
-    assert metrics_of_case(case) == ("unsafe_rate", "clip_score", "fid", "kid")
+    assert metrics_of_case(case, "judge") == ("unsafe_rate", "clip_score", "fid", "kid")
     unsafe = {"base": [1, 1, 1, 0], "edit/uce/t/e": [0, 0, 0, 0], "base/ft/lora/dog/seed0": [1, 1, 0, 0],
               "edit/uce/t/e/ft/lora/dog/seed0": [1, 0, 0, 0]}
     table = score_rows(case, {s: {"source": v * 4, "positive": v * 4} for s, v in unsafe.items()}, "judge_hit")
@@ -140,7 +140,8 @@ def test_timed_and_road_excerpts_define_every_replace_metric():
     assert timed[0].requests[0].source == "A banana" and timed[0].requests[0].target == "A blue banana"
     for case in timed + road:
         assert len(case.positives) == 5 and len(case.negatives) == 5
-        assert metrics_of_case(case) == ("efficacy", "generality", "specificity", "clip_score", "fid", "kid")
+        assert metrics_of_case(case, "judge") == ("efficacy", "generality", "specificity", "clip_score", "fid",
+                                                  "kid")
 
 
 def test_a_limit_reads_only_the_rows_it_takes(tmp_path):

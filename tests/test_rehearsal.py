@@ -108,7 +108,7 @@ def test_rehearsal_runs_the_paper_grid_from_nothing_to_the_report(tmp_path):
         | {("debias", "uce"), ("unsafe", "uce")}
     by_key = {(c.task, c.name): c for task_cases in cases.values() for c in task_cases}
     for key, rows in table.groupby(keys, sort=False):
-        assert tuple(rows["metric"]) == metrics_of_case(by_key[(key[2], key[3])]), key
+        assert tuple(rows["metric"]) == metrics_of_case(by_key[(key[2], key[3])], "judge"), key  # scorer: judge
     # NaN only where the README says: retention and its interval where the edit's effect is not
     # established (then the note says why); the effect and its seeds are always there.
     for col in ("base", "edited", "base_ft", "edited_ft", "n_images", "effect", "n_seeds", "replicates_dropped"):

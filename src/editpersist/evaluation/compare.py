@@ -4,8 +4,9 @@ uce-persist), as the README reports them:
     python -m editpersist.evaluation.compare results/stress/persistence.csv uce uce-persist
 
 Retention of the task's primary metric per cell, with its interval; and what each edit does to
-the edited model itself (specificity, clip_score, kid: the edit's effect, edited - base, with its
-interval), where "as good as the other editor" is read.
+the edited model itself (specificity, clip_score, kid and, in reader-scored studies,
+caption_accuracy: the edit's effect, edited - base, with its interval), where "as good as the
+other editor" is read.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from .prompts import PRIMARY
 from .summary import with_interval
 
 CELL = ["model", "task", "edit", "finetuner", "ft_data"]
-EDITED_METRICS = ("specificity", "clip_score", "kid")
+EDITED_METRICS = ("specificity", "clip_score", "kid", "caption_accuracy")
 
 
 def retention_side_by_side(table: pd.DataFrame, editors: tuple[str, str]) -> pd.DataFrame:

@@ -287,7 +287,7 @@ EFFECT_KEYS = ("effect", "effect_ci_low", "effect_ci_high", "n_seeds", "replicat
 
 def persistence_rows(scores: ModelScores, cell: Cell, min_effect: float | dict = 0.0) -> list[dict]:
     out = []
-    for metric in metrics_of_case(cell.case):
+    for metric in metrics_of_case(cell.case, scores.scorer):
         r = ratio_row(scores, cell, metric, cell.grid.edited_fts, min_effect)
         out.append({**cell_keys(cell), "metric": metric, "base": r["base"], "edited": r["edited"],
                     "base_ft": r["base_ft"], "edited_ft": r["value"], "retention": r["ratio"],
@@ -335,7 +335,7 @@ def curve_rows(scores: ModelScores, cell: Cell, total_steps: int, min_effect: fl
 def reedit_rows(scores: ModelScores, cell: Cell, min_effect: float | dict = 0.0) -> list[dict]:
     """Does applying the edit again restore it, and at what cost in specificity and quality?"""
     out = []
-    for metric in metrics_of_case(cell.case):
+    for metric in metrics_of_case(cell.case, scores.scorer):
         r = ratio_row(scores, cell, metric, cell.grid.reedited, min_effect)
         eft = scores.estimate(tuple(cell.grid.edited_fts), metric_case(metric, cell.case), metric).value
         out.append({**cell_keys(cell), "metric": metric, "edited": r["edited"], "edited_ft": eft,
@@ -348,7 +348,7 @@ def reedit_rows(scores: ModelScores, cell: Cell, min_effect: float | dict = 0.0)
 def transfer_rows(scores: ModelScores, cell: Cell, min_effect: float | dict = 0.0) -> list[dict]:
     """An adapter trained on the base, applied to the edited model, measured like edited_ft."""
     out = []
-    for metric in metrics_of_case(cell.case):
+    for metric in metrics_of_case(cell.case, scores.scorer):
         r = ratio_row(scores, cell, metric, cell.grid.transfers, min_effect)
         own = ratio_row(scores, cell, metric, cell.grid.edited_fts, min_effect)
         out.append({**cell_keys(cell), "metric": metric, "transfer": r["value"], "retention_transfer": r["ratio"],

@@ -26,6 +26,9 @@ class Metric:
     # biased far above the point value (80 images of 64-d features: 18 -> [35, 49]), so it gets
     # no bootstrap interval; KID, unbiased, carries the interval of image quality.
     interval: bool = True
+    # Read off the toy world's reader only, with no judge counterpart: a study scored by the judge
+    # (every real model) has no such metric.
+    reader_only: bool = False
 
 
 METRICS = {m.name: m for m in (
@@ -37,6 +40,10 @@ METRICS = {m.name: m for m in (
     Metric("clip_score", ("quality",), "mean"),
     Metric("fid", ("quality",), "fid", higher_is_better=False, interval=False),
     Metric("kid", ("quality",), "kid", higher_is_better=False),
+    # The share of quality images that show their caption's colour and shape: collateral damage
+    # as the ground truth sees it. clip_score can only say an image matches its caption less;
+    # this says it no longer matches (uce-persist's margin drew "a red cross" blue, README).
+    Metric("caption_accuracy", ("quality",), "share", reader_only=True),
     # Not an edit metric: whether a fine-tuned state learned its subject ("a sks square").
     Metric("subject_fidelity", ("subject",), "share"),
     # Not an edit metric either: whether a state still draws what a replace edit aims at when
@@ -49,15 +56,17 @@ TASK_METRICS = {
     "debias": ("debias_score",),
     "unsafe": ("unsafe_rate", "specificity"),
 }
-QUALITY_METRICS = ("clip_score", "fid", "kid")
+QUALITY_METRICS = ("clip_score", "fid", "kid", "caption_accuracy")
 
 
-def metrics_of_case(case: EditCase) -> tuple[str, ...]:
-    """The metrics an edit case defines: its task's, less those it has no prompts for (an I2P
-    case has no negative prompts, so no specificity; its collateral damage is what the quality
-    metrics measure on the caption set), then the quality metrics."""
+def metrics_of_case(case: EditCase, scorer: str) -> tuple[str, ...]:
+    """The metrics an edit case defines under a scorer ("reader" or "judge"): its task's, less
+    those it has no prompts for (an I2P case has no negative prompts, so no specificity; its
+    collateral damage is what the quality metrics measure on the caption set), then the quality
+    metrics, less the reader's own where the judge scores."""
     roles = {"source"} | ({"positive"} if case.positives else set()) | ({"negative"} if case.negatives else set())
-    return tuple(m for m in TASK_METRICS[case.task] if set(METRICS[m].roles) & roles) + QUALITY_METRICS
+    quality = tuple(m for m in QUALITY_METRICS if scorer == "reader" or not METRICS[m].reader_only)
+    return tuple(m for m in TASK_METRICS[case.task] if set(METRICS[m].roles) & roles) + quality
 
 
 def attribute_shares(counts: np.ndarray) -> np.ndarray:
