@@ -70,12 +70,12 @@ def main() -> None:
     uce_block = {k: v for k, v in config["editors"]["uce"].items() if k != "debias"}
     persist = PersistConfig.from_block(block["persist"])
     sampling = SamplingConfig(**config["sampling"])
+    seed = config["seed"]
     family, pipe = load_model_state(Path("resources/toy/models/toy-sd"), "sd", [], "cpu")
     reader = AttributeReader.load(Path("resources/toy/reader"))
     meter = source_meter(family, sampling, persist.meter_images, stream_seed(seed, "persist_meter"),
                          target_share_of(reader_shows_target(reader)))
     quality = QualityConfig(**config["evaluation"]["quality"])
-    seed = config["seed"]
     requests = list(toy_cases()["appearance"][0].requests)
     editor = PersistentUCE(UCEConfig(**uce_block), persist, meter, sampling, seed)
     subject = simulated_subject(pipe, family, requests, persist, sampling, seed)
