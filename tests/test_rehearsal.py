@@ -107,8 +107,9 @@ def test_rehearsal_runs_the_paper_grid_from_nothing_to_the_report(tmp_path):
                                                   for e in ("uce", "refact", "time")} \
         | {("debias", "uce"), ("unsafe", "uce")}
     by_key = {(c.task, c.name): c for task_cases in cases.values() for c in task_cases}
+    scorer = yaml.safe_load(REHEARSAL.read_text())["evaluation"]["scorer"]
     for key, rows in table.groupby(keys, sort=False):
-        assert tuple(rows["metric"]) == metrics_of_case(by_key[(key[2], key[3])], "judge"), key  # scorer: judge
+        assert tuple(rows["metric"]) == metrics_of_case(by_key[(key[2], key[3])], scorer), key
     # NaN only where the README says: retention and its interval where the edit's effect is not
     # established (then the note says why); the effect and its seeds are always there.
     for col in ("base", "edited", "base_ft", "edited_ft", "n_images", "effect", "n_seeds", "replicates_dropped"):

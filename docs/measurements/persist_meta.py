@@ -19,26 +19,17 @@ import json
 from pathlib import Path
 
 import torch
-import yaml
 
-from editpersist.config import resolve_extends
 from editpersist.editors.base import EditDelta, apply_delta
-from editpersist.editors.persist import PersistConfig, shielded, simulated_subject
-from editpersist.editors.uce import UCE, UCEConfig
-from editpersist.evaluation.prompts import QualityConfig
+from editpersist.editors.persist import shielded, simulated_subject
+from editpersist.editors.uce import UCE
 from editpersist.families.base import restore_weights, save_weights
 from editpersist.finetuners.config import FinetuneConfig
 from editpersist.finetuners.core import caption_conditioning, finetune
 from editpersist.finetuners.subjects import ToySubject
 from editpersist.latents import encode_latents
-from editpersist.sampling import SamplingConfig, generate, stream_seed
-from editpersist.stages.edit import reader_shows_target, source_meter, target_share_of
-from editpersist.states import load_model_state
-from editpersist.tasks.toy import toy_cases
-from editpersist.toy.reader import AttributeReader
-from persist_tradeoff import caption_accuracy  # this folder is on sys.path when run as a script
-
-MODEL = Path("resources/toy/models/toy-sd")
+from editpersist.sampling import SamplingConfig, generate
+from persist_tradeoff import caption_accuracy, stress_setup, widened  # this folder is on sys.path as a script
 
 
 def own_images_loss(pipe, family, prompts: list[str], captions: list[str], n: int, sampling: SamplingConfig,
@@ -49,13 +40,15 @@ def own_images_loss(pipe, family, prompts: list[str], captions: list[str], n: in
                                 caption_conditioning(pipe, family, [c for c in captions for _ in range(n)], False), g)
 
 
-def edited_layer_gradients(family, pipe, params, loss_of, n_edit: int, n_keep: int, weight: float,
-                           g: torch.Generator) -> list[torch.Tensor]:
+def edited_layer_gradients(family, pipe, params, losses, weight: float, g: torch.Generator) -> list[torch.Tensor]:
+    """Gradients of the edit's loss plus `weight` x the preserved prompts' loss, one batch of 8
+    each, with respect to the edited layers' weights alone."""
     family.denoiser_of(pipe).requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
-    loss = loss_of[0](torch.randint(0, n_edit, (8,), generator=g)) \
-        + weight * loss_of[1](torch.randint(0, n_keep, (8,), generator=g))
+    (edit, n_edit), (keep, n_keep) = losses
+    loss = edit(torch.randint(0, n_edit, (8,), generator=g))
+    loss = loss + weight * keep(torch.randint(0, n_keep, (8,), generator=g))
     grads = torch.autograd.grad(loss, params)
     for p in params:
         p.requires_grad_(False)
@@ -70,55 +63,42 @@ def main() -> None:
     parser.add_argument("--preserve-weight", type=float, default=1.0)
     parser.add_argument("--wide", action="store_true", help="also preserve the shield words before the other shapes")
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    config = yaml.safe_load(open("config/stress.yaml"))
-    resolve_extends(config)
-    uce_block = {k: v for k, v in config["editors"]["uce"].items() if k != "debias"}
-    persist = PersistConfig.from_block(config["editors"]["uce-persist"]["persist"])
-    sampling = SamplingConfig(**config["sampling"])
-    seed = config["seed"]
-    family, pipe = load_model_state(MODEL, "sd", [], "cpu")
-    reader = AttributeReader.load(Path("resources/toy/reader"))
-    meter = source_meter(family, sampling, persist.meter_images, stream_seed(seed, "persist_meter"),
-                         target_share_of(reader_shows_target(reader)))
-    request = toy_cases()["appearance"][0].requests[0]
-    subject = simulated_subject(pipe, family, [request], persist, sampling, seed)
-    kept = list(request.preserve) + [f"a {w} circle" for w in persist.shield]
-    if args.wide:
-        kept += [f"a {w} {p.split()[-1]}" for p in request.preserve for w in persist.shield]
+    st = stress_setup()
+    family, pipe, editor, sampling = st.family, st.pipe, st.editor, st.sampling
+    request = st.requests[0]
+    subject = simulated_subject(pipe, family, [request], editor.cfg, sampling, editor.seed)
+    guarded = widened(request, editor.cfg.shield) if args.wide else shielded(request, editor.cfg.shield)
+    kept = list(guarded.preserve)
     g = torch.Generator().manual_seed(0)
-    loss_of = (own_images_loss(pipe, family, [request.target], [request.source], 16, sampling, 11, g),
-               own_images_loss(pipe, family, kept, kept, 4, sampling, 12, g))
-    apply_delta(pipe, UCE(UCEConfig(**uce_block)).edit(pipe, family, [shielded(request, persist.shield)]))
+    losses = ((own_images_loss(pipe, family, [request.target], [request.source], 16, sampling, 11, g), 16),
+              (own_images_loss(pipe, family, kept, kept, 4, sampling, 12, g), 4 * len(kept)))
+    apply_delta(pipe, UCE(editor.uce_cfg).edit(pipe, family, [shielded(request, editor.cfg.shield)]))
     layers = {k: m for group in family.uce_groups(pipe).values() for k, m in group.items()}
     params = [m.weight for m in layers.values()]
     opt = torch.optim.Adam(params, lr=args.lr)
     for k in range(args.rounds):
         saved = save_weights(pipe, family)
-        finetune(pipe, family, subject, FinetuneConfig(method="full", steps=args.steps, lr=persist.lr, batch=8,
+        finetune(pipe, family, subject, FinetuneConfig(method="full", steps=args.steps, lr=editor.cfg.lr, batch=8,
                                                        seed=1000 + k))
-        after = edited_layer_gradients(family, pipe, params, loss_of, 16, 4 * len(kept), args.preserve_weight, g)
+        after = edited_layer_gradients(family, pipe, params, losses, args.preserve_weight, g)
         restore_weights(pipe, saved)
-        before = edited_layer_gradients(family, pipe, params, loss_of, 16, 4 * len(kept), args.preserve_weight, g)
+        before = edited_layer_gradients(family, pipe, params, losses, args.preserve_weight, g)
         opt.zero_grad()
         for p, a, b in zip(params, after, before):
             p.grad = a + b
         opt.step()
     family.denoiser_of(pipe).eval()
-    tensors = {f"{k}.weight": m.weight.detach().clone() for k, m in layers.items()}
-    out = {**vars(args), "efficacy": meter(pipe, request),
-           "caption_accuracy": caption_accuracy(pipe, family, reader, QualityConfig(**config["evaluation"]["quality"]),
-                                                sampling)}
-    saved = save_weights(pipe, family)
-    finetune(pipe, family, subject, persist.finetune_config())
-    out["simulated_after"] = meter(pipe, request)
-    restore_weights(pipe, saved)
-    family, pipe = load_model_state(MODEL, "sd", [], "cpu")
-    apply_delta(pipe, EditDelta(tensors))
+    # The pipeline holds the learned weights already; as a delta they go through the ladder's own
+    # simulation, which leaves the pipeline as it found it.
+    learned = EditDelta({f"{k}.weight": m.weight.detach().clone() for k, m in layers.items()})
+    efficacy, simulated = editor.simulate(pipe, family, learned, [request], subject)
+    out = {**vars(args), "efficacy": efficacy,
+           "caption_accuracy": caption_accuracy(pipe, family, st.reader, st.quality, sampling),
+           "simulated_after": simulated}
     green = ToySubject("sks-circle", "circle", "green")
     finetune(pipe, family, green.images(16, 0, 32), FinetuneConfig(method="lora", steps=300, lr=4e-3, batch=8, rank=4,
                                                                     alpha=4, seed=0))
-    out["lora_seed0_after"] = meter(pipe, request)
+    out["lora_seed0_after"] = editor.meter(pipe, request)
     print(json.dumps(out, indent=2))
     Path("results/persist_meta.json").write_text(json.dumps(out, indent=2) + "\n")
 

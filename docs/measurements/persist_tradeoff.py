@@ -16,7 +16,7 @@ fine-tune is run. Variants:
     the preserve set covers "a <word> <shape>" prompts without naming an evaluation caption.
 """
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +24,21 @@ import torch
 import yaml
 
 from editpersist.config import resolve_extends
+from editpersist.editors import editor_block
 from editpersist.editors.base import apply_delta, restore
-from editpersist.editors.persist import PersistConfig, PersistentUCE, shielded, simulated_subject
+from editpersist.editors.persist import PersistentUCE, shielded, simulated_subject
 from editpersist.editors.text_inputs import paired_rows
-from editpersist.editors.uce import UCE, UCEConfig
+from editpersist.editors.uce import UCE
 from editpersist.evaluation.prompts import QualityConfig, quality_captions
 from editpersist.metrics.reader_metrics import matches, text_attributes
-from editpersist.sampling import SamplingConfig, generate, stream_seed
-from editpersist.stages.edit import reader_shows_target, source_meter, target_share_of
+from editpersist.sampling import SamplingConfig, generate
+from editpersist.stages.edit import case_editor
 from editpersist.states import load_model_state
-from editpersist.tasks.toy import toy_cases
+from editpersist.tasks import load_cases
+from editpersist.tasks.requests import EditRequest
 from editpersist.toy.reader import AttributeReader
+
+READER = "resources/toy/reader"
 
 # (variant, lam, margin): the rows of the README's Limits paragraph.
 RUNS = [("study", 0.5, m) for m in (0.0, 1.0, 2.0)] + [("study", lam, 2.0) for lam in (2.0, 8.0)] \
@@ -62,34 +66,54 @@ def caption_accuracy(pipe, family, reader, quality: QualityConfig, sampling) -> 
     return float(np.mean([matches(r, text_attributes(c)) for r, c in zip(reader.read(images), wanted)]))
 
 
-def main() -> None:
+@dataclass
+class StressSetup:
+    """Toy SD with the stress study's appearance edit and its uce-persist editor, built by the
+    edit stage's own `case_editor` from config/stress.yaml, so every setting is the study's."""
+
+    family: object
+    pipe: object
+    editor: PersistentUCE
+    requests: list[EditRequest]
+    sampling: SamplingConfig
+    quality: QualityConfig
+    reader: AttributeReader  # for caption accuracy (the editor's meter loads its own copy)
+
+
+def stress_setup() -> StressSetup:
     torch.set_num_threads(2)
     config = yaml.safe_load(open("config/stress.yaml"))
     resolve_extends(config)
-    block = config["editors"]["uce-persist"]
-    uce_block = {k: v for k, v in config["editors"]["uce"].items() if k != "debias"}
-    persist = PersistConfig.from_block(block["persist"])
     sampling = SamplingConfig(**config["sampling"])
-    seed = config["seed"]
     family, pipe = load_model_state(Path("resources/toy/models/toy-sd"), "sd", [], "cpu")
-    reader = AttributeReader.load(Path("resources/toy/reader"))
-    meter = source_meter(family, sampling, persist.meter_images, stream_seed(seed, "persist_meter"),
-                         target_share_of(reader_shows_target(reader)))
-    quality = QualityConfig(**config["evaluation"]["quality"])
-    requests = list(toy_cases()["appearance"][0].requests)
-    editor = PersistentUCE(UCEConfig(**uce_block), persist, meter, sampling, seed)
-    subject = simulated_subject(pipe, family, requests, persist, sampling, seed)
-    out = {"base_caption_accuracy": caption_accuracy(pipe, family, reader, quality, sampling), "runs": []}
+    case = load_cases(config["tasks"])["appearance"][0]
+    editor = case_editor("uce-persist", editor_block(config["editors"], "uce-persist"), family, case, None, sampling,
+                         config["seed"], "cpu", None, READER)
+    return StressSetup(family, pipe, editor, list(case.requests), sampling,
+                       QualityConfig(**config["evaluation"]["quality"]), AttributeReader.load(Path(READER)))
+
+
+def widened(request: EditRequest, words: tuple[str, ...]) -> EditRequest:
+    """The shielded request that also preserves "a <word> <shape>" for every preserved shape."""
+    others = tuple(f"a {w} {p.split()[-1]}" for p in request.preserve for w in words)
+    guarded = shielded(request, words)
+    return replace(guarded, preserve=guarded.preserve + others)
+
+
+def main() -> None:
+    st = stress_setup()
+    family, pipe, editor, requests, sampling = st.family, st.pipe, st.editor, st.requests, st.sampling
+    shield = editor.cfg.shield
+    subject = simulated_subject(pipe, family, requests, editor.cfg, sampling, editor.seed)
+    out = {"base_caption_accuracy": caption_accuracy(pipe, family, st.reader, st.quality, sampling), "runs": []}
     print(f"base: caption accuracy {out['base_caption_accuracy']:.2f}", flush=True)
     for variant, lam, margin in RUNS:
-        guarded = [shielded(r, persist.shield) for r in requests]
-        if variant == "wide_shield":
-            guarded = [replace(r, preserve=r.preserve + tuple(f"a {w} {p.split()[-1]}" for p in r.preserve[:3]
-                                                             for w in persist.shield)) for r in guarded]
+        guarded = [widened(r, shield) if variant == "wide_shield" else shielded(r, shield) for r in requests]
         solver = WordRowMargin if variant == "word_row" else UCE
-        delta = solver(UCEConfig(**{**uce_block, "lam": lam, "margin": margin})).edit(pipe, family, guarded)
+        delta = solver(replace(editor.uce_cfg, lam=lam, margin=margin)).edit(pipe, family, guarded)
         originals = apply_delta(pipe, delta)
-        efficacy, accuracy = meter(pipe, requests[0]), caption_accuracy(pipe, family, reader, quality, sampling)
+        efficacy = editor.meter(pipe, requests[0])
+        accuracy = caption_accuracy(pipe, family, st.reader, st.quality, sampling)
         restore(pipe, originals)
         edited, tuned = editor.simulate(pipe, family, delta, requests, subject)
         run = {"variant": variant, "lam": lam, "margin": margin, "efficacy": efficacy, "caption_accuracy": accuracy,
