@@ -13,6 +13,7 @@ from editpersist.editors.closed_form import solve_general
 from editpersist.editors.persist import PersistConfig, PersistentUCE, shielded, simulation_prompt, with_identifier
 from editpersist.editors.text_inputs import encode_for_edit, key_rows, paired_rows
 from editpersist.editors.uce import UCE, UCEConfig
+from editpersist.errors import ConfigError
 from editpersist.families import get_family
 from editpersist.finetuners.subjects import RARE_TOKEN, make_subject
 from editpersist.grid import study_cells
@@ -53,8 +54,8 @@ def test_uce_margin_aims_past_the_destination_along_the_edit(tiny_model_dirs):
 class ScriptedPersist(PersistentUCE):
     """The simulation replaced by scripted (edited, tuned) shares per margin: the selection alone."""
 
-    def __init__(self, script, margins):
-        super().__init__(UCEConfig(token_mode="aligned"), PersistConfig(margins=margins, target=0.9),
+    def __init__(self, script, margins, shield=PersistConfig.shield):
+        super().__init__(UCEConfig(token_mode="aligned"), PersistConfig(margins=margins, target=0.9, shield=shield),
                          meter=lambda pipe, r: 0.0, sampling=SamplingConfig(steps=1, height=16, width=16))
         self.script = list(script)
         self.margins_seen = []
@@ -85,6 +86,25 @@ def test_persist_keeps_the_first_margin_whose_edit_survives_the_simulated_finetu
     same = UCE(UCEConfig(token_mode="aligned", margin=chosen)).edit(pipe, family, [shielded(REQUEST, shield)])
     assert delta.tensors.keys() == same.tensors.keys()
     assert all(torch.equal(delta.tensors[k], same.tensors[k]) for k in same.tensors)
+
+
+def test_a_shield_per_family_shields_the_words_of_the_model_being_edited(tiny_model_dirs):
+    family = get_family("sd")
+    pipe = family.load(tiny_model_dirs["sd"])
+    shield = {"sd": ("k", "p"), "flux": ("qbe", "vok")}
+    delta = ScriptedPersist([(1.0, 1.0)], (0.5,), shield).edit(pipe, family, [REQUEST])
+    assert delta.sidecar["shield"] == ["k", "p"]
+    cfg = UCEConfig(token_mode="aligned", margin=0.5)
+    want, other = (UCE(cfg).edit(pipe, family, [shielded(REQUEST, w)]) for w in (("k", "p"), ("qbe", "vok")))
+    assert all(torch.equal(delta.tensors[k], want.tensors[k]) for k in want.tensors)
+    assert not all(torch.equal(delta.tensors[k], other.tensors[k]) for k in other.tensors)
+    # A family the mapping does not name is a config error, not an unshielded edit.
+    with pytest.raises(ConfigError, match="persist.shield: no words given for family 'sd'"):
+        ScriptedPersist([(1.0, 1.0)], (0.5,), {"flux": ("qbe",)}).edit(pipe, family, [REQUEST])
+    # Every family's words are checked against the simulation's own word.
+    with pytest.raises(ValueError, match="is in the shield"):
+        PersistConfig.from_block({"identifier": "zwx", "shield": {"sd": ["k"], "flux": ["zwx"]}})
+    assert PersistConfig.from_block({"shield": {"sd": ["k"]}}).shield == {"sd": ("k",)}
 
 
 def test_persist_simulation_finetunes_a_copy_and_leaves_the_model_as_it_was(tiny_model_dirs):
@@ -170,7 +190,7 @@ def test_persist_simulates_only_finetunes_the_study_never_runs(stress_config):
         assert persistent or name == "default"
         for entry in persistent:
             sim = PersistConfig.from_block(editor_block(config["editors"], entry)["persist"])
-            assert sim.identifier != RARE_TOKEN and RARE_TOKEN not in sim.shield, entry
+            assert sim.identifier != RARE_TOKEN and RARE_TOKEN not in sim.shield_words(), entry
             assert sim.seed not in seeds and sim.lr not in lrs, entry
             for cell in study_cells(config, cases):
                 if cell.editor != entry:

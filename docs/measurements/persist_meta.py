@@ -5,7 +5,7 @@ the README's figures can be reproduced.
 Run from the repository root after the toy world is built:
     python docs/measurements/persist_meta.py --lr 5e-3 --rounds 30 --steps 100
     python docs/measurements/persist_meta.py --lr 5e-3 --rounds 30 --steps 100 --wide --preserve-weight 3
-Start from the shielded UCE edit (the stress study's settings, margin 0). Each round fine-tunes a
+Start from the shielded UCE edit (the stress study's settings of runs 2 to 4, margin 0). Each round fine-tunes a
 copy of the model on uce-persist's simulated subject (every denoiser weight, `--steps` steps at
 the simulation's learning rate), takes the gradient, with respect to the edited layers' weights,
 of the denoising loss of the model's own "a blue circle" images captioned "a circle" plus that of
@@ -29,7 +29,7 @@ from editpersist.finetuners.core import caption_conditioning, finetune
 from editpersist.finetuners.subjects import ToySubject
 from editpersist.latents import encode_latents
 from editpersist.sampling import SamplingConfig, generate
-from persist_tradeoff import caption_accuracy, stress_setup, widened  # this folder is on sys.path as a script
+from persist_tradeoff import RUNS_2_TO_4, caption_accuracy, stress_setup, widened  # this folder is on sys.path as a script
 
 
 def own_images_loss(pipe, family, prompts: list[str], captions: list[str], n: int, sampling: SamplingConfig,
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--preserve-weight", type=float, default=1.0)
     parser.add_argument("--wide", action="store_true", help="also preserve the shield words before the other shapes")
     args = parser.parse_args()
-    st = stress_setup()
+    st = stress_setup(persist=RUNS_2_TO_4)
     family, pipe, editor, sampling = st.family, st.pipe, st.editor, st.sampling
     request = st.requests[0]
     subject = simulated_subject(pipe, family, [request], editor.cfg, sampling, editor.seed)

@@ -7,8 +7,8 @@ For each variant of the shielded UCE solve and each margin it prints and writes
 (results/persist_tradeoff.json): efficacy on the edited model, caption accuracy (the reader's
 share of 2 images of each of the study's 20 quality captions that show their caption's colour
 and shape; the base scores 1.00) and the simulated retention that uce-persist's ladder reads. The
-simulation is the stress study's (config/stress.yaml: its subject, seed and meter); no study
-fine-tune is run. Variants:
+simulation is the stress study's (config/stress.yaml: its subject, seed and meter, with the shield,
+word and learning rate of runs 2 to 4, RUNS_2_TO_4); no study fine-tune is run. Variants:
   * study: the stress study's shield, the margin on every aligned row (what uce-persist does);
   * word_row: the margin on the word's own row only, the EOS and padding rows aimed at the
     destination itself;
@@ -68,8 +68,9 @@ def caption_accuracy(pipe, family, reader, quality: QualityConfig, sampling) -> 
 
 @dataclass
 class StressSetup:
-    """Toy SD with the stress study's appearance edit and its uce-persist editor, built by the
-    edit stage's own `case_editor` from config/stress.yaml, so every setting is the study's."""
+    """A toy model (toy SD unless named) with the stress study's appearance edit and its
+    uce-persist editor, built by the edit stage's own `case_editor` from config/stress.yaml, so
+    every setting is the study's."""
 
     family: object
     pipe: object
@@ -80,15 +81,25 @@ class StressSetup:
     reader: AttributeReader  # for caption accuracy (the editor's meter loads its own copy)
 
 
-def stress_setup() -> StressSetup:
+# The persist settings of the stress study's runs 2 to 4, which this script's and persist_meta.py's
+# figures measure (README Limits): made-up shield words, the simulation's word "zwx" at 2e-4.
+# Run 5 shields toy SD with single letters and simulates at 5e-5 (config/stress.yaml).
+RUNS_2_TO_4 = {"shield": ("qbe", "vok", "hta", "lum", "dor", "jix"), "identifier": "zwx", "lr": 2.0e-4}
+
+
+def stress_setup(model: str = "toy-sd", persist: dict | None = None) -> StressSetup:
+    """`persist`: settings that replace the config's uce-persist ones (e.g. RUNS_2_TO_4)."""
     torch.set_num_threads(2)
     config = yaml.safe_load(open("config/stress.yaml"))
     resolve_extends(config)
     sampling = SamplingConfig(**config["sampling"])
-    family, pipe = load_model_state(Path("resources/toy/models/toy-sd"), "sd", [], "cpu")
+    entry = next(m for m in config["models"] if m["name"] == model)
+    family, pipe = load_model_state(Path(entry["path"]), entry["family"], [], "cpu")
     case = load_cases(config["tasks"])["appearance"][0]
     editor = case_editor("uce-persist", editor_block(config["editors"], "uce-persist"), family, case, None, sampling,
                          config["seed"], "cpu", None, READER)
+    if persist:
+        editor.cfg = replace(editor.cfg, **persist)
     return StressSetup(family, pipe, editor, list(case.requests), sampling,
                        QualityConfig(**config["evaluation"]["quality"]), AttributeReader.load(Path(READER)))
 
@@ -101,7 +112,7 @@ def widened(request: EditRequest, words: tuple[str, ...]) -> EditRequest:
 
 
 def main() -> None:
-    st = stress_setup()
+    st = stress_setup(persist=RUNS_2_TO_4)
     family, pipe, editor, requests, sampling = st.family, st.pipe, st.editor, st.requests, st.sampling
     shield = editor.cfg.shield
     subject = simulated_subject(pipe, family, requests, editor.cfg, sampling, editor.seed)

@@ -42,6 +42,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..families.base import restore_weights, save_weights
 from ..finetuners.config import FinetuneConfig
 from ..finetuners.core import ImageSet, finetune
@@ -67,9 +68,13 @@ class PersistConfig:
     # differs from the concept's usual look is what a DreamBooth fine-tune has to learn, and so
     # moves weights; "" trains on the concept's usual look, which the model already draws.
     look: str = ""
-    # Made-up words w whose "a w <concept>" the edit preserves (never the study's "sks", nor the
-    # simulation's word: the simulation checks that the shield reaches words it does not list).
-    shield: tuple[str, ...] = ("qbe", "vok", "hta", "lum", "dor", "jix")
+    # Words w whose "a w <concept>" the edit preserves (never the study's "sks", nor the
+    # simulation's word: the simulation checks that the shield reaches words it does not list):
+    # one tuple for every family, or a tuple per family name. Which words reach an identifier the
+    # shield does not list depends on the family's tokenizer (README, "Edits that survive
+    # fine-tuning"): on toy SD's CLIP, never-trained one-token words (single letters) do and
+    # made-up words split into byte pieces do not; on toy FLUX's T5 it is the other way round.
+    shield: tuple[str, ...] | dict[str, tuple[str, ...]] = ("qbe", "vok", "hta", "lum", "dor", "jix")
     steps: int = 100
     lr: float = 2.0e-4
     batch: int = 8
@@ -83,19 +88,37 @@ class PersistConfig:
             raise ValueError(f"persist.margins {self.margins}: non-negative and increasing")
         if not 0 < self.target <= 1:
             raise ValueError(f"persist.target {self.target}: in (0, 1]")
-        if any(len(w.split()) != 1 for w in (self.identifier, *self.shield)):
+        words = self.shield_words()
+        if any(len(w.split()) != 1 for w in (self.identifier, *words)):
             raise ValueError(f"persist.identifier and persist.shield: one word each, not {self.identifier!r}, "
                              f"{self.shield}")
-        if self.identifier in self.shield:
+        if self.identifier in words:
             raise ValueError(f"persist.identifier {self.identifier!r} is in the shield: the simulation would "
                              "test nothing the shield does not list")
         if self.meter not in ("judge", "reader"):
             raise ValueError(f"persist.meter {self.meter!r}: 'judge' or 'reader'")
 
+    def shield_words(self) -> tuple[str, ...]:
+        """Every word the shield lists, for any family."""
+        if isinstance(self.shield, dict):
+            return tuple(w for words in self.shield.values() for w in words)
+        return self.shield
+
+    def shield_for(self, family_name: str) -> tuple[str, ...]:
+        if not isinstance(self.shield, dict):
+            return self.shield
+        if family_name not in self.shield:
+            raise ConfigError(f"persist.shield: no words given for family {family_name!r}")
+        return self.shield[family_name]
+
     @classmethod
     def from_block(cls, block: dict) -> "PersistConfig":
-        """A `persist:` config block (YAML lists become tuples)."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in block.items()})
+        """A `persist:` config block (YAML lists become tuples, also per family)."""
+        def frozen(v):
+            if isinstance(v, dict):
+                return {k: tuple(w) for k, w in v.items()}
+            return tuple(v) if isinstance(v, list) else v
+        return cls(**{k: frozen(v) for k, v in block.items()})
 
     def finetune_config(self) -> FinetuneConfig:
         return FinetuneConfig(method="full", steps=self.steps, lr=self.lr, batch=self.batch, seed=self.seed)
@@ -165,7 +188,8 @@ class PersistentUCE:
         started = time.perf_counter()
         subject = simulated_subject(pipe, family, requests, self.cfg, self.sampling, self.seed)
         base = mean_share(self.meter, pipe, requests)
-        guarded = [shielded(r, self.cfg.shield) for r in requests]
+        shield = self.cfg.shield_for(family.name)
+        guarded = [shielded(r, shield) for r in requests]
         trials, chosen = [], None
         for margin in self.cfg.margins:
             t0 = time.perf_counter()
@@ -191,7 +215,7 @@ class PersistentUCE:
             log.warning("uce-persist: no margin kept %.2f of the edit through the simulated fine-tune (best %.2f, "
                         "margin %.2f kept); the edit may not survive fine-tuning", self.cfg.target, chosen[0], margin)
         delta.sidecar.update(
-            editor=self.name, persist=asdict(self.cfg), persist_trials=trials, margin=margin,
+            editor=self.name, persist=asdict(self.cfg), shield=list(shield), persist_trials=trials, margin=margin,
             persist_reached=reached, simulation_subject=subject.captions[0],
             wall_s=round(time.perf_counter() - started, 4))
         return delta
