@@ -8,15 +8,21 @@ LoRA run) and in the edited one (plain UCE: 32 of 32 green). The fine-tune start
 "a sks circle" (the edit reaches it: it is a circle), pulls it back, and every circle with it.
 Two changes to the solve answer that:
 
-* the shield: the edit also preserves "a <word> <concept>" for a few made-up words, so a subject
-  of the concept's class under a new word starts from the unedited look: the fine-tune has no
-  edit to pull back, and leaves the bare concept alone;
+* the shield: the edit also preserves "a <word> <concept>" for a list of words, so a subject of
+  the concept's class under a new word starts from the unedited look: the fine-tune has no edit
+  to pull back, and leaves the bare concept alone. It must reach words it does not list (the
+  study's "sks" is never in it), and which words do that depends on the tokenizer, so the list
+  may differ per model family: on toy SD's CLIP, single letters (one-token words no caption
+  uses, as "sks" is) reach "sks" and made-up words split into byte pieces do not; on toy FLUX's
+  T5, such one-token words block the edit itself (docs/measurements/persist_rare_shield.py);
 * the margin: the edit aims past the destination along its own direction, d + m (d - c), so the
   drift a fine-tune causes elsewhere has further to go.
 
-In single LoRA runs on toy SD (prototype, fine-tune seed 0), neither alone kept the edit (share of
-blue circles after the fine-tune: margin 1 without the shield 0.00; the shield without a margin
-0.00); together, margin 1 kept 0.97. More margin is not always better (margin 2: 0.59 there), and
+In single LoRA runs on toy SD with the made-up shield (prototype, fine-tune seed 0), neither alone
+kept the edit (share of blue circles after the fine-tune: margin 1 without the shield 0.00; the
+shield without a margin 0.00); together, margin 1 kept 0.97. With the letter shield, margin 0.5
+kept 1.00 after all four fine-tuners (seeds 4 and 5), and margin 0 let the edit itself no longer
+take (0.09). More margin is not always better (margin 2: 0.59 there), and
 some edits need more (toy FLUX king-as-triangle after a LoRA run on squares: 0.41 at margin 1,
 0.84 at margin 2).
 
