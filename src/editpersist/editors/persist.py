@@ -79,7 +79,8 @@ class PersistConfig:
     # one tuple for every family, or a tuple per family name. Which words reach an identifier the
     # shield does not list depends on the family's tokenizer (README, "Edits that survive
     # fine-tuning"): on toy SD's CLIP, never-trained one-token words (single letters) do and
-    # made-up words split into byte pieces do not; on toy FLUX's T5 it is the other way round.
+    # made-up words split into byte pieces do not; on toy FLUX's T5 neither does, and the
+    # one-token words stop the edit itself.
     shield: tuple[str, ...] | dict[str, tuple[str, ...]] = ("qbe", "vok", "hta", "lum", "dor", "jix")
     steps: int = 100
     lr: float = 2.0e-4
