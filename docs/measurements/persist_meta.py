@@ -16,6 +16,7 @@ at 4e-3 on "a sks circle" drawn green, fine-tune seed 0, which no study uses) le
 """
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -67,19 +68,19 @@ def main() -> None:
     family, pipe, editor, sampling = st.family, st.pipe, st.editor, st.sampling
     request = st.requests[0]
     subject = simulated_subject(pipe, family, [request], editor.cfg, sampling, editor.seed)
-    guarded = widened(request, editor.cfg.shield) if args.wide else shielded(request, editor.cfg.shield)
+    shield = editor.cfg.shield_for(family.name)
+    guarded = widened(request, shield) if args.wide else shielded(request, shield)
     kept = list(guarded.preserve)
     g = torch.Generator().manual_seed(0)
     losses = ((own_images_loss(pipe, family, [request.target], [request.source], 16, sampling, 11, g), 16),
               (own_images_loss(pipe, family, kept, kept, 4, sampling, 12, g), 4 * len(kept)))
-    apply_delta(pipe, UCE(editor.uce_cfg).edit(pipe, family, [shielded(request, editor.cfg.shield)]))
-    layers = {k: m for group in family.uce_groups(pipe).values() for k, m in group.items()}
+    apply_delta(pipe, UCE(editor.uce_cfg).edit(pipe, family, [shielded(request, shield)]))
+    layers = family.uce_modules(pipe)
     params = [m.weight for m in layers.values()]
     opt = torch.optim.Adam(params, lr=args.lr)
     for k in range(args.rounds):
         saved = save_weights(pipe, family)
-        finetune(pipe, family, subject, FinetuneConfig(method="full", steps=args.steps, lr=editor.cfg.lr, batch=8,
-                                                       seed=1000 + k))
+        finetune(pipe, family, subject, replace(editor.cfg.finetune_config(), steps=args.steps, seed=1000 + k))
         after = edited_layer_gradients(family, pipe, params, losses, args.preserve_weight, g)
         restore_weights(pipe, saved)
         before = edited_layer_gradients(family, pipe, params, losses, args.preserve_weight, g)

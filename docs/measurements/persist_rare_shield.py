@@ -13,7 +13,7 @@ reads 32 images each of "a circle", "a sks circle" (never shielded) and "a <w> c
 held-out fold's words w. A shield that generalises leaves the held-out words and "sks" red while
 "a circle" turns blue. The first row is the made-up words that shielded both models in the
 stress study's runs 2 to 4. No fine-tune
-is run. Writes results/persist_rare_shield.json.
+is run (about 1.5 min on 2 cores). Writes results/persist_rare_shield.json.
 """
 import json
 import sys
@@ -48,7 +48,7 @@ def never_trained_words(tokenizers) -> list[str]:
 
 def edit_tokenizers(pipe, family) -> list:
     """The tokenizers of the token states the edited layers read."""
-    return [family.group_tokenizer(pipe, g) for g, _, tok in family.edit_inputs if tok]
+    return [getattr(pipe, tok) for _, _, tok in family.edit_inputs if tok]
 
 
 def measure(model: str) -> dict:
@@ -74,13 +74,12 @@ def measure(model: str) -> dict:
         originals = apply_delta(pipe, delta)
         row = {"shield": label, "words": list(shield), "a circle": blue(request.source),
                "a sks circle": blue(with_identifier(request.source, "sks")),
-               "held_out": {w: blue(with_identifier(request.source, w)) for w in held_out},
-               "shielded_mean": float(np.mean([blue(with_identifier(request.source, w)) for w in shield]))}
+               "held_out": {w: blue(with_identifier(request.source, w)) for w in held_out}}
         restore(pipe, originals)
         out["shields"].append(row)
         held = np.mean(list(row["held_out"].values())) if held_out else float("nan")
         print(f"  margin {margin}, {label} ({len(shield)} words): a circle {row['a circle']:.2f}, a sks circle "
-              f"{row['a sks circle']:.2f}, held-out words {held:.2f}, shield words {row['shielded_mean']:.2f}",
+              f"{row['a sks circle']:.2f}, held-out words {held:.2f}",
               flush=True)
     return out
 

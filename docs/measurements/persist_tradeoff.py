@@ -96,10 +96,9 @@ def stress_setup(model: str = "toy-sd", persist: dict | None = None) -> StressSe
     entry = next(m for m in config["models"] if m["name"] == model)
     family, pipe = load_model_state(Path(entry["path"]), entry["family"], [], "cpu")
     case = load_cases(config["tasks"])["appearance"][0]
-    editor = case_editor("uce-persist", editor_block(config["editors"], "uce-persist"), family, case, None, sampling,
-                         config["seed"], "cpu", None, READER)
-    if persist:
-        editor.cfg = replace(editor.cfg, **persist)
+    block = editor_block(config["editors"], "uce-persist")
+    block = {**block, "persist": {**block["persist"], **(persist or {})}}
+    editor = case_editor("uce-persist", block, family, case, None, sampling, config["seed"], "cpu", None, READER)
     return StressSetup(family, pipe, editor, list(case.requests), sampling,
                        QualityConfig(**config["evaluation"]["quality"]), AttributeReader.load(Path(READER)))
 
@@ -114,7 +113,7 @@ def widened(request: EditRequest, words: tuple[str, ...]) -> EditRequest:
 def main() -> None:
     st = stress_setup(persist=RUNS_2_TO_4)
     family, pipe, editor, requests, sampling = st.family, st.pipe, st.editor, st.requests, st.sampling
-    shield = editor.cfg.shield
+    shield = editor.cfg.shield_for(family.name)
     subject = simulated_subject(pipe, family, requests, editor.cfg, sampling, editor.seed)
     out = {"base_caption_accuracy": caption_accuracy(pipe, family, st.reader, st.quality, sampling), "runs": []}
     print(f"base: caption accuracy {out['base_caption_accuracy']:.2f}", flush=True)
