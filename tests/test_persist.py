@@ -1,5 +1,6 @@
 """UCE's persistence-aware mode (editors/persist.py) and the stress study that tests it."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from editpersist.editors.closed_form import solve_general
 from editpersist.editors.persist import PersistConfig, PersistentUCE, shielded, simulation_prompt, with_identifier
 from editpersist.editors.text_inputs import encode_for_edit, key_rows, paired_rows
 from editpersist.editors.uce import UCE, UCEConfig
-from editpersist.errors import ConfigError
+from editpersist.errors import ConfigError, InputError
 from editpersist.families import get_family
 from editpersist.finetuners.subjects import RARE_TOKEN, make_subject
 from editpersist.grid import study_cells
@@ -51,6 +52,52 @@ def test_uce_margin_aims_past_the_destination_along_the_edit(tiny_model_dirs):
     assert all(not torch.allclose(plain.tensors[k], delta.tensors[k]) for k in delta.tensors)
 
 
+def test_uce_weighs_each_preserved_prompt_by_its_weight(tiny_model_dirs):
+    """Preserve weights w: the objective's preserve term is sum_i w_i |W c_i - W0 c_i|^2, solved
+    here in its own closed form (C_p^T diag(w) C_p), not by scaling rows as the editor does."""
+    family = get_family("sd")
+    pipe = family.load(tiny_model_dirs["sd"])
+    cfg = UCEConfig(token_mode="aligned")
+    request = EditRequest("a circle", "a blue circle", preserve=("a square", "a qbe circle"),
+                          preserve_weights=(1.0, 0.2))
+    delta = UCE(cfg).edit(pipe, family, [request])
+    enc = encode_for_edit(pipe, family, ["a circle", "a blue circle", "a qbe circle", "a square"])["tokens"]
+    c, d = paired_rows(enc, 0, enc, 1, "aligned")
+    rows = [key_rows(enc, i, "aligned") for i in (2, 3)]  # the solve orders preserve prompts by text
+    C_p = torch.cat(rows).double()
+    w = torch.cat([torch.full((len(rows[0]),), 0.2), torch.ones(len(rows[1]))]).double()
+    for name, layer in family.uce_modules(pipe).items():
+        W0, C_e = layer.weight.detach().double(), c.double()
+        P = C_p.T @ torch.diag(w) @ C_p
+        M = cfg.lam * torch.eye(W0.shape[1], dtype=W0.dtype) + C_e.T @ C_e + P
+        R = cfg.lam * W0 + (d.double() @ W0.T).T @ C_e + W0 @ P
+        want = torch.linalg.solve(M, R.T).T
+        torch.testing.assert_close(delta.tensors[f"{name}.weight"].double(), want, rtol=2e-4, atol=2e-4)
+    # Weight 1 is the official solve, bit for bit.
+    ones, plain = (UCE(cfg).edit(pipe, family, [EditRequest("a circle", "a blue circle", preserve=("a square",),
+                                                            preserve_weights=pw)]) for pw in ((1.0,), ()))
+    assert all(torch.equal(ones.tensors[k], plain.tensors[k]) for k in plain.tensors)
+    with pytest.raises(InputError, match="one positive weight per preserve prompt"):
+        EditRequest("a circle", "a blue circle", preserve=("a square",), preserve_weights=(1.0, 2.0))
+
+
+def test_the_shield_weighs_its_words_together(tiny_model_dirs):
+    """uce-persist's shield of k words weighs shield_weight preserved prompts in all: each word
+    shield_weight / k, the request's own preserve prompts 1."""
+    family = get_family("sd")
+    pipe = family.load(tiny_model_dirs["sd"])
+    words = ("k", "p", "qbe", "vok")
+    editor = ScriptedPersist([(1.0, 1.0)], (0.5,), words)
+    editor.cfg = replace(editor.cfg, shield_weight=2.0)
+    delta = editor.edit(pipe, family, [REQUEST])
+    by_hand = EditRequest("a circle", "a blue circle", preserve=("a square",) + tuple(f"a {w} circle" for w in words),
+                          preserve_weights=(1.0, 0.5, 0.5, 0.5, 0.5))
+    want = UCE(UCEConfig(token_mode="aligned", margin=0.5)).edit(pipe, family, [by_hand])
+    assert all(torch.equal(delta.tensors[k], want.tensors[k]) for k in want.tensors)
+    with pytest.raises(ValueError, match="shield_weight"):
+        PersistConfig(shield_weight=0.0)
+
+
 class ScriptedPersist(PersistentUCE):
     """The simulation replaced by scripted (edited, tuned) shares per margin: the selection alone."""
 
@@ -82,8 +129,9 @@ def test_persist_keeps_the_first_margin_whose_edit_survives_the_simulated_finetu
     assert delta.sidecar["persist_reached"] is reached
     assert ("may not survive fine-tuning" in caplog.text) is (not reached)
     # An ordinary UCE delta: the plain solve of the shielded request with that margin, bit for bit.
-    shield = PersistConfig().shield
-    same = UCE(UCEConfig(token_mode="aligned", margin=chosen)).edit(pipe, family, [shielded(REQUEST, shield)])
+    cfg = PersistConfig()
+    same = UCE(UCEConfig(token_mode="aligned", margin=chosen)).edit(pipe, family,
+                                                                    [shielded(REQUEST, cfg.shield, cfg.shield_weight)])
     assert delta.tensors.keys() == same.tensors.keys()
     assert all(torch.equal(delta.tensors[k], same.tensors[k]) for k in same.tensors)
 
@@ -95,7 +143,7 @@ def test_a_shield_per_family_shields_the_words_of_the_model_being_edited(tiny_mo
     delta = ScriptedPersist([(1.0, 1.0)], (0.5,), shield).edit(pipe, family, [REQUEST])
     assert delta.sidecar["shield"] == ["k", "p"]
     cfg = UCEConfig(token_mode="aligned", margin=0.5)
-    want, other = (UCE(cfg).edit(pipe, family, [shielded(REQUEST, w)]) for w in (("k", "p"), ("qbe", "vok")))
+    want, other = (UCE(cfg).edit(pipe, family, [shielded(REQUEST, w, 1.0)]) for w in (("k", "p"), ("qbe", "vok")))
     assert all(torch.equal(delta.tensors[k], want.tensors[k]) for k in want.tensors)
     assert not all(torch.equal(delta.tensors[k], other.tensors[k]) for k in other.tensors)
     # A family the mapping does not name is a config error, not an unshielded edit.
@@ -135,8 +183,9 @@ def test_the_shield_keeps_the_concept_under_other_words_as_it_was(tiny_model_dir
     family = get_family("sd")
     pipe = family.load(tiny_model_dirs["sd"])
     cfg = UCEConfig(token_mode="aligned")
-    request = shielded(REQUEST, ("qbe", "vok"))
+    request = shielded(REQUEST, ("qbe", "vok"), 2.0)
     assert request.preserve == ("a square", "a qbe circle", "a vok circle")
+    assert request.preserve_weights == (1.0, 1.0, 1.0)
     enc = encode_for_edit(pipe, family, ["a qbe circle", "a circle"])["tokens"]
     name, layer = next(iter(family.uce_modules(pipe).items()))
     W0 = layer.weight.detach()

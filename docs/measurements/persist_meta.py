@@ -69,12 +69,13 @@ def main() -> None:
     request = st.requests[0]
     subject = simulated_subject(pipe, family, [request], editor.cfg, sampling, editor.seed)
     shield = editor.cfg.shield_for(family.name)
-    guarded = widened(request, shield) if args.wide else shielded(request, shield)
+    weight = editor.cfg.shield_weight
+    guarded = widened(request, shield, weight) if args.wide else shielded(request, shield, weight)
     kept = list(guarded.preserve)
     g = torch.Generator().manual_seed(0)
     losses = ((own_images_loss(pipe, family, [request.target], [request.source], 16, sampling, 11, g), 16),
               (own_images_loss(pipe, family, kept, kept, 4, sampling, 12, g), 4 * len(kept)))
-    apply_delta(pipe, UCE(editor.uce_cfg).edit(pipe, family, [shielded(request, shield)]))
+    apply_delta(pipe, UCE(editor.uce_cfg).edit(pipe, family, [shielded(request, shield, weight)]))
     layers = family.uce_modules(pipe)
     params = [m.weight for m in layers.values()]
     opt = torch.optim.Adam(params, lr=args.lr)

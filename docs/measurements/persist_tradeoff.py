@@ -82,9 +82,12 @@ class StressSetup:
 
 
 # The persist settings of the stress study's runs 2 to 4, which this script's and persist_meta.py's
-# figures measure (README Limits): made-up shield words, the simulation's word "zwx" at 2e-4.
-# Run 5 shields toy SD with single letters and simulates at 5e-5 (config/stress.yaml).
-RUNS_2_TO_4 = {"shield": ("qbe", "vok", "hta", "lum", "dor", "jix"), "identifier": "zwx", "lr": 2.0e-4}
+# figures measure (README Limits): made-up shield words at weight 1 each, the simulation's word
+# "zwx" at 2e-4.
+# Run 5 shields toy SD with single letters and simulates at 5e-5; run 6 weighs the shield as six
+# preserved prompts in all (config/stress.yaml).
+RUNS_2_TO_4 = {"shield": ("qbe", "vok", "hta", "lum", "dor", "jix"), "shield_weight": 6.0, "identifier": "zwx",
+               "lr": 2.0e-4}
 
 
 def stress_setup(model: str = "toy-sd", persist: dict | None = None) -> StressSetup:
@@ -103,11 +106,13 @@ def stress_setup(model: str = "toy-sd", persist: dict | None = None) -> StressSe
                        QualityConfig(**config["evaluation"]["quality"]), AttributeReader.load(Path(READER)))
 
 
-def widened(request: EditRequest, words: tuple[str, ...]) -> EditRequest:
-    """The shielded request that also preserves "a <word> <shape>" for every preserved shape."""
+def widened(request: EditRequest, words: tuple[str, ...], weight: float) -> EditRequest:
+    """The shielded request that also preserves "a <word> <shape>" for every preserved shape
+    (weight 1 each, as in runs 2 to 4)."""
     others = tuple(f"a {w} {p.split()[-1]}" for p in request.preserve for w in words)
-    guarded = shielded(request, words)
-    return replace(guarded, preserve=guarded.preserve + others)
+    guarded = shielded(request, words, weight)
+    return replace(guarded, preserve=guarded.preserve + others,
+                   preserve_weights=tuple(w for _, w in guarded.weighted_preserve()) + (1.0,) * len(others))
 
 
 def main() -> None:
@@ -118,7 +123,9 @@ def main() -> None:
     out = {"base_caption_accuracy": caption_accuracy(pipe, family, st.reader, st.quality, sampling), "runs": []}
     print(f"base: caption accuracy {out['base_caption_accuracy']:.2f}", flush=True)
     for variant, lam, margin in RUNS:
-        guarded = [widened(r, shield) if variant == "wide_shield" else shielded(r, shield) for r in requests]
+        weight = editor.cfg.shield_weight
+        guarded = [widened(r, shield, weight) if variant == "wide_shield" else shielded(r, shield, weight)
+                   for r in requests]
         solver = WordRowMargin if variant == "word_row" else UCE
         delta = solver(replace(editor.uce_cfg, lam=lam, margin=margin)).edit(pipe, family, guarded)
         originals = apply_delta(pipe, delta)

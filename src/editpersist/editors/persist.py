@@ -82,6 +82,11 @@ class PersistConfig:
     # made-up words split into byte pieces do not; on toy FLUX's T5 neither does, and the
     # one-token words stop the edit itself.
     shield: tuple[str, ...] | dict[str, tuple[str, ...]] = ("qbe", "vok", "hta", "lum", "dor", "jix")
+    # How many preserved prompts the whole shield weighs in the solve: each of its k words weighs
+    # shield_weight / k. At 1 per word (runs 2 to 5 of the stress study) toy SD's 25 letters cost
+    # the role edit's neighbours: "a queen" drawn as a cross in 0.065 of 200 images; weighed as one
+    # prompt, in none, and "a sks circle" still stays red (README, "Edits that survive fine-tuning").
+    shield_weight: float = 1.0
     steps: int = 100
     lr: float = 2.0e-4
     batch: int = 8
@@ -102,6 +107,8 @@ class PersistConfig:
         if self.identifier in words:
             raise ValueError(f"persist.identifier {self.identifier!r} is in the shield: the simulation would "
                              "test nothing the shield does not list")
+        if not self.shield_weight > 0:
+            raise ValueError(f"persist.shield_weight {self.shield_weight}: positive")
         if self.meter not in ("judge", "reader"):
             raise ValueError(f"persist.meter {self.meter!r}: 'judge' or 'reader'")
 
@@ -144,10 +151,13 @@ def simulation_prompt(requests: list[EditRequest]) -> str:
     return requests[0].before
 
 
-def shielded(request: EditRequest, words: tuple[str, ...]) -> EditRequest:
-    """The request with "a <word> <concept>" preserved for every shield word."""
-    extra = tuple(with_identifier(request.source, w) for w in words)
-    return replace(request, preserve=request.preserve + extra)
+def shielded(request: EditRequest, words: tuple[str, ...], weight: float) -> EditRequest:
+    """The request with "a <word> <concept>" preserved for every shield word, the shield weighing
+    `weight` preserved prompts in all (each word weight / len(words))."""
+    extra = tuple(p for p in dict.fromkeys(with_identifier(request.source, w) for w in words)
+                  if p not in request.preserve)
+    pairs = request.weighted_preserve() + [(p, weight / len(words)) for p in extra]
+    return replace(request, preserve=tuple(p for p, _ in pairs), preserve_weights=tuple(w for _, w in pairs))
 
 
 def simulated_subject(pipe, family, requests: list[EditRequest], cfg: PersistConfig, sampling: SamplingConfig,
@@ -196,7 +206,7 @@ class PersistentUCE:
         subject = simulated_subject(pipe, family, requests, self.cfg, self.sampling, self.seed)
         base = mean_share(self.meter, pipe, requests)
         shield = self.cfg.shield_for(family.name)
-        guarded = [shielded(r, shield) for r in requests]
+        guarded = [shielded(r, shield, self.cfg.shield_weight) for r in requests]
         trials, chosen = [], None
         for margin in self.cfg.margins:
             t0 = time.perf_counter()

@@ -108,8 +108,14 @@ class UCE:
         return torch.cat(srcs), torch.cat(dsts)
 
     def _preserve_rows(self, enc: Encoded, idx: dict[str, int], requests: list[EditRequest]) -> torch.Tensor:
-        prompts = sorted({p for r in requests for p in r.preserve})
-        rows = [key_rows(enc, idx[p], self.cfg.token_mode) for p in prompts]
+        """The preserve keys, each prompt's rows scaled by the square root of its weight (the
+        solve's objective is quadratic in them); a prompt several requests preserve keeps its
+        largest weight."""
+        weights: dict[str, float] = {}
+        for r in requests:
+            for p, w in r.weighted_preserve():
+                weights[p] = max(w, weights.get(p, 0.0))
+        rows = [key_rows(enc, idx[p], self.cfg.token_mode) * weights[p] ** 0.5 for p in sorted(weights)]
         if self.cfg.preserve_unconditional:
             rows.append(key_rows(enc, idx[""], "all"))
         return torch.cat(rows) if rows else torch.zeros(0, enc.states.shape[-1])

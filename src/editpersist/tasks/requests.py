@@ -23,6 +23,19 @@ class EditRequest:
     # What the source shows before the edit, when the dataset names it apart from the source
     # (RoAD: "Canada's Prime Minister" shows "Justin Trudeau"); ReFACT contrasts the target with it.
     original: str = ""
+    # The weight of each `preserve` prompt in a closed-form solve (UCE), in its order; empty: 1
+    # each. uce-persist's shield weighs its many words together as one prompt (editors/persist.py).
+    preserve_weights: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        if self.preserve_weights and (len(self.preserve_weights) != len(self.preserve)
+                                      or any(not w > 0 for w in self.preserve_weights)):
+            raise InputError(f"edit request {self.source!r}: preserve_weights {self.preserve_weights} must give "
+                             f"one positive weight per preserve prompt ({len(self.preserve)})")
+
+    def weighted_preserve(self) -> list[tuple[str, float]]:
+        """(prompt, weight) for every preserve prompt."""
+        return list(zip(self.preserve, self.preserve_weights or (1.0,) * len(self.preserve)))
 
     @property
     def before(self) -> str:
