@@ -88,14 +88,17 @@ def test_the_shield_weighs_its_words_together(tiny_model_dirs):
     pipe = family.load(tiny_model_dirs["sd"])
     words = ("k", "p", "qbe", "vok")
     editor = ScriptedPersist([(1.0, 1.0)], (0.5,), words)
-    editor.cfg = replace(editor.cfg, shield_weight=2.0)
+    editor.cfg = replace(editor.cfg, shield_weight={"sd": 2.0, "flux": 9.0})  # per family, as the words
     delta = editor.edit(pipe, family, [REQUEST])
+    assert delta.sidecar["shield_weight"] == 2.0
     by_hand = EditRequest("a circle", "a blue circle", preserve=("a square",) + tuple(f"a {w} circle" for w in words),
                           preserve_weights=(1.0, 0.5, 0.5, 0.5, 0.5))
     want = UCE(UCEConfig(token_mode="aligned", margin=0.5)).edit(pipe, family, [by_hand])
     assert all(torch.equal(delta.tensors[k], want.tensors[k]) for k in want.tensors)
     with pytest.raises(ValueError, match="shield_weight"):
-        PersistConfig(shield_weight=0.0)
+        PersistConfig.from_block({"shield_weight": {"sd": 1.0, "flux": 0.0}})
+    with pytest.raises(ConfigError, match="persist.shield_weight: no weight given for family 'sd'"):
+        PersistConfig(shield_weight={"flux": 1.0}).shield_weight_for("sd")
 
 
 class ScriptedPersist(PersistentUCE):
@@ -131,7 +134,7 @@ def test_persist_keeps_the_first_margin_whose_edit_survives_the_simulated_finetu
     # An ordinary UCE delta: the plain solve of the shielded request with that margin, bit for bit.
     cfg = PersistConfig()
     same = UCE(UCEConfig(token_mode="aligned", margin=chosen)).edit(pipe, family,
-                                                                    [shielded(REQUEST, cfg.shield, cfg.shield_weight)])
+                                                                    [shielded(REQUEST, cfg.shield, cfg.shield_weight_for("sd"))])
     assert delta.tensors.keys() == same.tensors.keys()
     assert all(torch.equal(delta.tensors[k], same.tensors[k]) for k in same.tensors)
 
@@ -143,7 +146,8 @@ def test_a_shield_per_family_shields_the_words_of_the_model_being_edited(tiny_mo
     delta = ScriptedPersist([(1.0, 1.0)], (0.5,), shield).edit(pipe, family, [REQUEST])
     assert delta.sidecar["shield"] == ["k", "p"]
     cfg = UCEConfig(token_mode="aligned", margin=0.5)
-    want, other = (UCE(cfg).edit(pipe, family, [shielded(REQUEST, w, 1.0)]) for w in (("k", "p"), ("qbe", "vok")))
+    weight = PersistConfig().shield_weight_for("sd")
+    want, other = (UCE(cfg).edit(pipe, family, [shielded(REQUEST, w, weight)]) for w in (("k", "p"), ("qbe", "vok")))
     assert all(torch.equal(delta.tensors[k], want.tensors[k]) for k in want.tensors)
     assert not all(torch.equal(delta.tensors[k], other.tensors[k]) for k in other.tensors)
     # A family the mapping does not name is a config error, not an unshielded edit.

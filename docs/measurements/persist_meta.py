@@ -69,7 +69,7 @@ def main() -> None:
     request = st.requests[0]
     subject = simulated_subject(pipe, family, [request], editor.cfg, sampling, editor.seed)
     shield = editor.cfg.shield_for(family.name)
-    weight = editor.cfg.shield_weight
+    weight = editor.cfg.shield_weight_for(family.name)
     guarded = widened(request, shield, weight) if args.wide else shielded(request, shield, weight)
     kept = list(guarded.preserve)
     g = torch.Generator().manual_seed(0)

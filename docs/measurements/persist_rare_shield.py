@@ -70,7 +70,7 @@ def measure(model: str) -> dict:
            "shields": []}
     print(f"{model}: base {out['base']}; never-trained words {rare}", flush=True)
     for label, shield, held_out in shields:
-        guarded = shielded(request, shield, editor.cfg.shield_weight)
+        guarded = shielded(request, shield, editor.cfg.shield_weight_for(family.name))
         delta = UCE(replace(editor.uce_cfg, margin=margin)).edit(pipe, family, [guarded])
         originals = apply_delta(pipe, delta)
         row = {"shield": label, "words": list(shield), "a circle": blue(request.source),

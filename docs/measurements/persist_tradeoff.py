@@ -123,7 +123,7 @@ def main() -> None:
     out = {"base_caption_accuracy": caption_accuracy(pipe, family, st.reader, st.quality, sampling), "runs": []}
     print(f"base: caption accuracy {out['base_caption_accuracy']:.2f}", flush=True)
     for variant, lam, margin in RUNS:
-        weight = editor.cfg.shield_weight
+        weight = editor.cfg.shield_weight_for(family.name)
         guarded = [widened(r, shield, weight) if variant == "wide_shield" else shielded(r, shield, weight)
                    for r in requests]
         solver = WordRowMargin if variant == "word_row" else UCE

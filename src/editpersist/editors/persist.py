@@ -82,11 +82,13 @@ class PersistConfig:
     # made-up words split into byte pieces do not; on toy FLUX's T5 neither does, and the
     # one-token words stop the edit itself.
     shield: tuple[str, ...] | dict[str, tuple[str, ...]] = ("qbe", "vok", "hta", "lum", "dor", "jix")
-    # How many preserved prompts the whole shield weighs in the solve: each of its k words weighs
-    # shield_weight / k. At 1 per word (runs 2 to 5 of the stress study) toy SD's 25 letters cost
-    # the role edit's neighbours: "a queen" drawn as a cross in 0.065 of 200 images; weighed as one
-    # prompt, in none, and "a sks circle" still stays red (README, "Edits that survive fine-tuning").
-    shield_weight: float = 1.0
+    # How many preserved prompts the whole shield weighs in the solve, for every family or per
+    # family name: each of its k words weighs shield_weight / k. The default is runs 2 to 4's
+    # solve (six words at 1 each). More weight holds the rest of the model in place (toy SD
+    # appearance: caption accuracy 0.50 at 6 against plain UCE's 0.76, 0.76 at 18) but crowds
+    # the edit's own neighbours ("a queen" after king -> triangle: drawn as a cross in 0.065 of
+    # 200 images at 25, 0.035 at 18); README, "Edits that survive fine-tuning".
+    shield_weight: float | dict[str, float] = 6.0
     steps: int = 100
     lr: float = 2.0e-4
     batch: int = 8
@@ -107,7 +109,8 @@ class PersistConfig:
         if self.identifier in words:
             raise ValueError(f"persist.identifier {self.identifier!r} is in the shield: the simulation would "
                              "test nothing the shield does not list")
-        if not self.shield_weight > 0:
+        weights = self.shield_weight.values() if isinstance(self.shield_weight, dict) else [self.shield_weight]
+        if not all(w > 0 for w in weights):
             raise ValueError(f"persist.shield_weight {self.shield_weight}: positive")
         if self.meter not in ("judge", "reader"):
             raise ValueError(f"persist.meter {self.meter!r}: 'judge' or 'reader'")
@@ -119,23 +122,31 @@ class PersistConfig:
         return self.shield
 
     def shield_for(self, family_name: str) -> tuple[str, ...]:
-        if not isinstance(self.shield, dict):
-            return self.shield
-        if family_name not in self.shield:
-            raise ConfigError(f"persist.shield: no words given for family {family_name!r}")
-        return self.shield[family_name]
+        return per_family(self.shield, "shield", "words", family_name)
+
+    def shield_weight_for(self, family_name: str) -> float:
+        return per_family(self.shield_weight, "shield_weight", "weight", family_name)
 
     @classmethod
     def from_block(cls, block: dict) -> "PersistConfig":
         """A `persist:` config block (YAML lists become tuples, also per family)."""
         def frozen(v):
             if isinstance(v, dict):
-                return {k: tuple(w) for k, w in v.items()}
+                return {k: frozen(w) for k, w in v.items()}
             return tuple(v) if isinstance(v, list) else v
         return cls(**{k: frozen(v) for k, v in block.items()})
 
     def finetune_config(self) -> FinetuneConfig:
         return FinetuneConfig(method="full", steps=self.steps, lr=self.lr, batch=self.batch, seed=self.seed)
+
+
+def per_family(value, key: str, what: str, family_name: str):
+    """A setting given once for every family, or as a mapping from family name."""
+    if not isinstance(value, dict):
+        return value
+    if family_name not in value:
+        raise ConfigError(f"persist.{key}: no {what} given for family {family_name!r}")
+    return value[family_name]
 
 
 def with_identifier(prompt: str, identifier: str) -> str:
@@ -206,7 +217,7 @@ class PersistentUCE:
         subject = simulated_subject(pipe, family, requests, self.cfg, self.sampling, self.seed)
         base = mean_share(self.meter, pipe, requests)
         shield = self.cfg.shield_for(family.name)
-        guarded = [shielded(r, shield, self.cfg.shield_weight) for r in requests]
+        guarded = [shielded(r, shield, self.cfg.shield_weight_for(family.name)) for r in requests]
         trials, chosen = [], None
         for margin in self.cfg.margins:
             t0 = time.perf_counter()
@@ -232,7 +243,8 @@ class PersistentUCE:
             log.warning("uce-persist: no margin kept %.2f of the edit through the simulated fine-tune (best %.2f, "
                         "margin %.2f kept); the edit may not survive fine-tuning", self.cfg.target, chosen[0], margin)
         delta.sidecar.update(
-            editor=self.name, persist=asdict(self.cfg), shield=list(shield), persist_trials=trials, margin=margin,
+            editor=self.name, persist=asdict(self.cfg), shield=list(shield),
+            shield_weight=self.cfg.shield_weight_for(family.name), persist_trials=trials, margin=margin,
             persist_reached=reached, simulation_subject=subject.captions[0],
             wall_s=round(time.perf_counter() - started, 4))
         return delta
