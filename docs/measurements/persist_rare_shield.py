@@ -8,7 +8,7 @@ The toy tokenizers hold one-token words that no toy caption uses (toy FLUX's T5:
 exactly like the study's "sks". They are the toy world's rare tokens, the kind DreamBooth draws
 its identifiers from. This script splits them into four
 folds, solves the stress study's appearance edit (circle -> blue, uce-persist's UCE settings at
-the margin its simulation chose in the stress study, read from the edit's sidecar) with the other three folds as the shield, and
+the margin its simulation chose in the stress study, read from the edit's sidecar) with the other three folds as the shield (weighed as the study weighs its shield), and
 reads 32 images each of "a circle", "a sks circle" (never shielded) and "a <w> circle" for the
 held-out fold's words w. A shield that generalises leaves the held-out words and "sks" red while
 "a circle" turns blue. The first row is the made-up words that shielded both models in the
@@ -62,18 +62,19 @@ def measure(model: str) -> dict:
     rare = never_trained_words(edit_tokenizers(pipe, family))
     order = list(np.random.default_rng(0).permutation(rare))
     folds = [sorted(order[k::FOLDS]) for k in range(FOLDS)] if rare else []
-    shields = [("made-up (runs 2 to 4)", RUNS_2_TO_4["shield"], [])]
-    shields += [(f"rare, fold {k} held out", tuple(w for w in rare if w not in fold), fold)
+    weight = editor.cfg.shield_weight_for(family.name)  # the study's
+    shields = [("made-up (runs 2 to 4)", RUNS_2_TO_4["shield"], RUNS_2_TO_4["shield_weight"], [])]
+    shields += [(f"rare, fold {k} held out", tuple(w for w in rare if w not in fold), weight, fold)
                 for k, fold in enumerate(folds)]
     out = {"model": model, "margin": margin, "never_trained_words": rare,
            "base": {"a circle": blue(request.source), "a sks circle": blue(with_identifier(request.source, "sks"))},
            "shields": []}
     print(f"{model}: base {out['base']}; never-trained words {rare}", flush=True)
-    for label, shield, held_out in shields:
-        guarded = shielded(request, shield, editor.cfg.shield_weight_for(family.name))
+    for label, shield, weight, held_out in shields:
+        guarded = shielded(request, shield, weight)
         delta = UCE(replace(editor.uce_cfg, margin=margin)).edit(pipe, family, [guarded])
         originals = apply_delta(pipe, delta)
-        row = {"shield": label, "words": list(shield), "a circle": blue(request.source),
+        row = {"shield": label, "words": list(shield), "weight": weight, "a circle": blue(request.source),
                "a sks circle": blue(with_identifier(request.source, "sks")),
                "held_out": {w: blue(with_identifier(request.source, w)) for w in held_out}}
         restore(pipe, originals)
