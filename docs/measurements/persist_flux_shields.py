@@ -47,9 +47,9 @@ def main() -> None:
 
     rare = tuple(never_trained_words(edit_tokenizers(pipe, family)))
     letters = tuple("bcdefghijklmnopqrstuvwxy")
-    shields = {"none": (), "made-up (study)": editor.cfg.shield_for(family.name), "never-trained": rare,
-               "letters": letters, "all of them": tuple(sorted(set(rare + letters + editor.cfg.shield_for(family.name)))),
-               "sks (diagnostic)": ("sks",)}
+    made_up = editor.cfg.shield_for(family.name)
+    shields = {"none": (), "made-up (study)": made_up, "never-trained": rare, "letters": letters,
+               "all of them": tuple(sorted(set(rare + letters + made_up))), "sks (diagnostic)": ("sks",)}
     out = {"margin": MARGIN, "base": {"a circle": blue(request.source), "a sks circle": blue(sks)}, "shields": []}
     print(f"base: {out['base']}", flush=True)
     for label, words in shields.items():

@@ -6,14 +6,14 @@ Run from the repository root after the toy world is built:
 The toy tokenizers hold one-token words that no toy caption uses (toy FLUX's T5: "▁k", "▁dr",
 ...; toy SD's CLIP: single letters such as "k</w>"): their embedding rows were never trained,
 exactly like the study's "sks". They are the toy world's rare tokens, the kind DreamBooth draws
-its identifiers from. This script splits them into four
-folds, solves the stress study's appearance edit (circle -> blue, uce-persist's UCE settings at
-the margin its simulation chose in the stress study, read from the edit's sidecar) with the other three folds as the shield (weighed as the study weighs its shield), and
-reads 32 images each of "a circle", "a sks circle" (never shielded) and "a <w> circle" for the
-held-out fold's words w. A shield that generalises leaves the held-out words and "sks" red while
-"a circle" turns blue. The first row is the made-up words that shielded both models in the
-stress study's runs 2 to 4. No fine-tune
-is run (about 1.5 min on 2 cores). Writes results/persist_rare_shield.json.
+its identifiers from. This script splits them into four folds, solves the stress study's
+appearance edit (circle -> blue, uce-persist's UCE settings at the margin its simulation chose
+in the stress study, read from the edit's sidecar) with the other three folds as the shield
+(weighed as the study weighs its shield), and reads 32 images each of "a circle", "a sks
+circle" (never shielded) and "a <w> circle" for the held-out fold's words w. A shield that
+generalises leaves the held-out words and "sks" red while "a circle" turns blue. The first row
+is the made-up words that shielded both models in the stress study's runs 2 to 4, weighed as
+then. No fine-tune is run (about 1 min on 2 cores). Writes results/persist_rare_shield.json.
 """
 import json
 import sys

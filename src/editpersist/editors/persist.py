@@ -14,7 +14,10 @@ Two changes to the solve answer that:
   study's "sks" is never in it), and which words do that depends on the tokenizer, so the list
   may differ per model family: on toy SD's CLIP, single letters (one-token words no caption
   uses, as "sks" is) reach "sks" and made-up words split into byte pieces do not; on toy FLUX's
-  T5, such one-token words block the edit itself (docs/measurements/persist_rare_shield.py);
+  T5, no list tried reaches "sks" without naming it (docs/measurements/persist_rare_shield.py,
+  persist_flux_shields.py). The shield's words together weigh `shield_weight` preserved prompts
+  in the solve: more holds the rest of the model in place, less leaves the edit's own
+  neighbours more room;
 * the margin: the edit aims past the destination along its own direction, d + m (d - c), so the
   drift a fine-tune causes elsewhere has further to go.
 
@@ -79,8 +82,7 @@ class PersistConfig:
     # one tuple for every family, or a tuple per family name. Which words reach an identifier the
     # shield does not list depends on the family's tokenizer (README, "Edits that survive
     # fine-tuning"): on toy SD's CLIP, never-trained one-token words (single letters) do and
-    # made-up words split into byte pieces do not; on toy FLUX's T5 neither does, and the
-    # one-token words stop the edit itself.
+    # made-up words split into byte pieces do not; on toy FLUX's T5 neither does.
     shield: tuple[str, ...] | dict[str, tuple[str, ...]] = ("qbe", "vok", "hta", "lum", "dor", "jix")
     # How many preserved prompts the whole shield weighs in the solve, for every family or per
     # family name: each of its k words weighs shield_weight / k. The default is runs 2 to 4's
