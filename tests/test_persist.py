@@ -133,8 +133,8 @@ def test_persist_keeps_the_first_margin_whose_edit_survives_the_simulated_finetu
     assert ("may not survive fine-tuning" in caplog.text) is (not reached)
     # An ordinary UCE delta: the plain solve of the shielded request with that margin, bit for bit.
     cfg = PersistConfig()
-    same = UCE(UCEConfig(token_mode="aligned", margin=chosen)).edit(pipe, family,
-                                                                    [shielded(REQUEST, cfg.shield, cfg.shield_weight_for("sd"))])
+    guarded = shielded(REQUEST, cfg.shield, cfg.shield_weight_for("sd"))
+    same = UCE(UCEConfig(token_mode="aligned", margin=chosen)).edit(pipe, family, [guarded])
     assert delta.tensors.keys() == same.tensors.keys()
     assert all(torch.equal(delta.tensors[k], same.tensors[k]) for k in same.tensors)
 

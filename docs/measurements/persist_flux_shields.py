@@ -11,8 +11,9 @@ circle" (the editor's own meter). The shields: none; the study's made-up words; 
 never-trained one-token words (docs/measurements/persist_rare_shield.py); the single letters;
 all of them together; and, as a diagnostic the product may never use, "sks" itself (the
 study's word). For no shield, the study's and "sks", the edited model is then fine-tuned as
-the study's LoRA cell does ("a sks circle" drawn green, 300 steps at 4e-3, rank 4) on seed 4,
-which the study never uses, and "a circle" is read again. About 6 min on 2 cores. Writes
+the study's LoRA cell does (its photos of "a sks circle" drawn green and its LoRA settings, read
+from config/stress.yaml) on fine-tune seed 4, which the study never uses, and "a circle" is read
+again. About 6 min on 2 cores. Writes
 results/persist_flux_shields.json.
 """
 import json
@@ -22,25 +23,25 @@ from pathlib import Path
 from editpersist.editors.base import apply_delta, restore
 from editpersist.editors.persist import shielded, with_identifier
 from editpersist.editors.uce import UCE
-from editpersist.finetuners.config import FinetuneConfig
 from editpersist.finetuners.core import finetune
-from editpersist.finetuners.subjects import ToySubject
 from editpersist.states import load_model_state
 from persist_rare_shield import edit_tokenizers, never_trained_words
-from persist_tradeoff import stress_setup  # this folder is on sys.path as a script
+from persist_tradeoff import stress_setup, study_finetune, study_subject  # this folder is on sys.path
 
-MODEL = Path("resources/toy/models/toy-flux")
 MARGIN = 0.5
 WEIGHTS = (6.0, 3.0, 1.5)
 FINETUNED = ("none", "made-up (study)", "sks (diagnostic)")
-SUBJECT = ToySubject("sks-circle", "circle", "green")
-LORA = FinetuneConfig(method="lora", steps=300, lr=4.0e-3, batch=8, rank=4, alpha=4, seed=4)
 
 
 def main() -> None:
     st = stress_setup("toy-flux")
     pipe, family, editor, request = st.pipe, st.family, st.editor, st.requests[0]
     sks = with_identifier(request.source, "sks")
+    entry = next(m for m in st.config["models"] if m["name"] == "toy-flux")
+    lora = study_finetune(st.config, "lora", seed=4)
+    # The study's photos of its subject: its data seed and size, whatever the fine-tune's seed.
+    photos = study_subject(st.config, "sks-circle").images(st.config["finetune_data"]["n_images"], st.config["seed"],
+                                                           st.sampling.height)
 
     def blue(prompt: str) -> float:
         return editor.meter(pipe, replace(request, source=prompt))
@@ -62,9 +63,9 @@ def main() -> None:
             restore(pipe, originals)
             if label in FINETUNED and weight in (0.0, WEIGHTS[0]):
                 # A fresh copy: the LoRA run leaves its adapters in the denoiser.
-                _, tuned = load_model_state(MODEL, family.name, [], "cpu")
+                _, tuned = load_model_state(Path(entry["path"]), family.name, [], "cpu")
                 apply_delta(tuned, delta)
-                finetune(tuned, family, SUBJECT.images(16, LORA.seed, 32), LORA)
+                finetune(tuned, family, photos, lora)
                 row["a circle after LoRA seed 4"] = editor.meter(tuned, request)
             out["shields"].append(row)
             print(json.dumps(row), flush=True)

@@ -7,7 +7,8 @@ read off it. This script loads the study's own edits (results/stress/states/<mod
 plain UCE and uce-persist), draws N images of each negative prompt from a seed stream no study
 image uses, the same noise for every state, and reads them with the reader as the study does
 (`kept_hits`). It prints each state's specificity and uce-persist's difference to plain UCE with
-a 95 % paired bootstrap interval over the images.
+the study's 95 % paired bootstrap interval (negative prompts, and images within them, resampled
+alike for both states; evaluation.bootstrap's samples and seed).
 
 Run from the repository root after the stress study:
     python docs/measurements/persist_specificity.py [N]
@@ -19,61 +20,60 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from editpersist.config import resolve_extends
-from editpersist.metrics.bootstrap import percentile_interval
+from editpersist.editors.base import restore
+from editpersist.metrics.bootstrap import draw_indices, draw_seeds, percentile_interval, resample
 from editpersist.metrics.reader_metrics import kept_hits
 from editpersist.sampling import SamplingConfig, generate
-from editpersist.states import load_model_state
+from editpersist.states import apply_layer, load_model_state
 from editpersist.tasks import load_cases
 from editpersist.toy.reader import AttributeReader
+from persist_tradeoff import READER, stress_config  # this folder is on sys.path as a script
 
 STATES = "results/stress/states/{model}/edit/{editor}/{task}/{case}.safetensors"
 EDITORS = ("uce", "uce-persist")
 # Above every stream of editpersist.sampling.SEED_STREAMS, so no study image shares this noise;
 # and not 90_000_049, whose queens the choice of toy SD's shield weight was read on (run 7).
 BASE_SEED = 91_000_033
-REPLICATES = 2000
 
 
 def kept(pipe, family, case, reader, sampling: SamplingConfig, n: int) -> np.ndarray:
-    """(images,) 1 where an image of a negative prompt still shows its unedited attribute,
-    negative prompt by negative prompt."""
-    hits = []
-    for probe in case.negatives:
-        images, _ = generate(pipe, family, [probe.prompt], n, sampling, base_seed=BASE_SEED)
-        hits += kept_hits(case, probe, reader.read(images))
-    return np.array(hits, dtype=float)
+    """(negative prompts, images): 1 where an image still shows its prompt's unedited attribute."""
+    images, _ = generate(pipe, family, [p.prompt for p in case.negatives], n, sampling, base_seed=BASE_SEED)
+    reads = reader.read(images)
+    return np.array([kept_hits(case, probe, reads[i * n:(i + 1) * n]) for i, probe in enumerate(case.negatives)],
+                    dtype=float)
 
 
-def paired_difference(a: np.ndarray, b: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
-    """mean(b) - mean(a) over paired images, with its 95 % bootstrap interval."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(len(a), size=(REPLICATES, len(a)))
-    low, high = percentile_interval(b[idx].mean(1) - a[idx].mean(1))
+def paired_difference(a: np.ndarray, b: np.ndarray, samples: int, seed: int) -> tuple[float, float, float]:
+    """mean(b) - mean(a) of two states' (prompts, images) grids, with the study's paired bootstrap
+    interval (prompts, and images within them, resampled alike for both)."""
+    rows, cols = draw_indices(a.shape, samples, seed)
+    seeds = draw_seeds(1, samples, seed)
+    ra, rb = (resample(x[None], rows, cols, seeds).mean(axis=(1, 2)) for x in (a, b))
+    low, high = percentile_interval(rb - ra)
     return float(b.mean() - a.mean()), low, high
 
 
 def main(n: int) -> None:
     torch.set_num_threads(2)
-    config = yaml.safe_load(open("config/stress.yaml"))
-    resolve_extends(config)
+    config = stress_config()
     sampling = SamplingConfig(**config["sampling"])
-    reader = AttributeReader.load(Path("resources/toy/reader"))
+    reader = AttributeReader.load(Path(READER))
     cases = load_cases(config["tasks"])
     out = {"images_per_negative": n, "base_seed": BASE_SEED, "edits": []}
     for entry in config["models"]:
+        family, pipe = load_model_state(Path(entry["path"]), entry["family"], [], "cpu")
         for task in ("appearance", "role"):
             case = cases[task][0]
-            row = {"model": entry["name"], "task": task, "case": case.name}
-            for state in ("base", *EDITORS):
-                layers = [] if state == "base" else [Path(STATES.format(model=entry["name"], editor=state, task=task,
-                                                                         case=case.name))]
-                family, pipe = load_model_state(Path(entry["path"]), entry["family"], layers, "cpu")
-                row[state] = kept(pipe, family, case, reader, sampling, n)
-            diff, low, high = paired_difference(row["uce"], row["uce-persist"])
-            summary = {**{k: row[k] for k in ("model", "task", "case")},
+            row = {"base": kept(pipe, family, case, reader, sampling, n)}
+            for editor in EDITORS:
+                layer = STATES.format(model=entry["name"], editor=editor, task=task, case=case.name)
+                originals = apply_layer(pipe, family, Path(layer))
+                row[editor] = kept(pipe, family, case, reader, sampling, n)
+                restore(pipe, originals)
+            diff, low, high = paired_difference(row["uce"], row["uce-persist"], **config["evaluation"]["bootstrap"])
+            summary = {"model": entry["name"], "task": task, "case": case.name,
                        **{s: float(row[s].mean()) for s in ("base", *EDITORS)},
                        "persist_minus_uce": diff, "ci": [low, high]}
             out["edits"].append(summary)

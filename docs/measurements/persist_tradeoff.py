@@ -30,6 +30,8 @@ from editpersist.editors.persist import PersistentUCE, shielded, simulated_subje
 from editpersist.editors.text_inputs import paired_rows
 from editpersist.editors.uce import UCE
 from editpersist.evaluation.prompts import QualityConfig, quality_captions
+from editpersist.finetuners.config import FinetuneConfig
+from editpersist.finetuners.subjects import make_subject
 from editpersist.metrics.reader_metrics import matches, text_attributes
 from editpersist.sampling import SamplingConfig, generate
 from editpersist.stages.edit import case_editor
@@ -79,13 +81,31 @@ class StressSetup:
     sampling: SamplingConfig
     quality: QualityConfig
     reader: AttributeReader  # for caption accuracy (the editor's meter loads its own copy)
+    config: dict  # config/stress.yaml, resolved
+
+
+def stress_config() -> dict:
+    config = yaml.safe_load(open("config/stress.yaml"))
+    resolve_extends(config)
+    return config
+
+
+def study_finetune(config: dict, finetuner: str, seed: int) -> FinetuneConfig:
+    """A fine-tune of the study's, as its workflow builds it, on a seed of the caller's."""
+    block = {k: v for k, v in config["finetuners"][finetuner].items() if k != "seeds"}
+    return FinetuneConfig(method=finetuner, **{**block, "seed": seed})
+
+
+def study_subject(config: dict, name: str):
+    spec = dict(next(s for s in config["finetune_data"]["subjects"] if s["name"] == name))
+    return make_subject(dict(spec, cls=spec.pop("class")))
 
 
 # The persist settings of the stress study's runs 2 to 4, which this script's and persist_meta.py's
 # figures measure (README Limits): made-up shield words at weight 1 each, the simulation's word
 # "zwx" at 2e-4.
-# Run 5 shields toy SD with single letters and simulates at 5e-5; run 6 weighs the shield as six
-# preserved prompts in all (config/stress.yaml).
+# Run 5 shields toy SD with single letters and simulates at 5e-5; runs 6 and 7 weigh the shield
+# per family (config/stress.yaml, persist.shield_weight).
 RUNS_2_TO_4 = {"shield": ("qbe", "vok", "hta", "lum", "dor", "jix"), "shield_weight": 6.0, "identifier": "zwx",
                "lr": 2.0e-4}
 
@@ -93,8 +113,7 @@ RUNS_2_TO_4 = {"shield": ("qbe", "vok", "hta", "lum", "dor", "jix"), "shield_wei
 def stress_setup(model: str = "toy-sd", persist: dict | None = None) -> StressSetup:
     """`persist`: settings that replace the config's uce-persist ones (e.g. RUNS_2_TO_4)."""
     torch.set_num_threads(2)
-    config = yaml.safe_load(open("config/stress.yaml"))
-    resolve_extends(config)
+    config = stress_config()
     sampling = SamplingConfig(**config["sampling"])
     entry = next(m for m in config["models"] if m["name"] == model)
     family, pipe = load_model_state(Path(entry["path"]), entry["family"], [], "cpu")
@@ -103,7 +122,7 @@ def stress_setup(model: str = "toy-sd", persist: dict | None = None) -> StressSe
     block = {**block, "persist": {**block["persist"], **(persist or {})}}
     editor = case_editor("uce-persist", block, family, case, None, sampling, config["seed"], "cpu", None, READER)
     return StressSetup(family, pipe, editor, list(case.requests), sampling,
-                       QualityConfig(**config["evaluation"]["quality"]), AttributeReader.load(Path(READER)))
+                       QualityConfig(**config["evaluation"]["quality"]), AttributeReader.load(Path(READER)), config)
 
 
 def widened(request: EditRequest, words: tuple[str, ...], weight: float) -> EditRequest:

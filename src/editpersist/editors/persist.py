@@ -111,17 +111,14 @@ class PersistConfig:
         if self.identifier in words:
             raise ValueError(f"persist.identifier {self.identifier!r} is in the shield: the simulation would "
                              "test nothing the shield does not list")
-        weights = self.shield_weight.values() if isinstance(self.shield_weight, dict) else [self.shield_weight]
-        if not all(w > 0 for w in weights):
+        if not all(w > 0 for w in family_values(self.shield_weight)):
             raise ValueError(f"persist.shield_weight {self.shield_weight}: positive")
         if self.meter not in ("judge", "reader"):
             raise ValueError(f"persist.meter {self.meter!r}: 'judge' or 'reader'")
 
     def shield_words(self) -> tuple[str, ...]:
         """Every word the shield lists, for any family."""
-        if isinstance(self.shield, dict):
-            return tuple(w for words in self.shield.values() for w in words)
-        return self.shield
+        return tuple(w for words in family_values(self.shield) for w in words)
 
     def shield_for(self, family_name: str) -> tuple[str, ...]:
         return per_family(self.shield, "shield", "words", family_name)
@@ -140,6 +137,11 @@ class PersistConfig:
 
     def finetune_config(self) -> FinetuneConfig:
         return FinetuneConfig(method="full", steps=self.steps, lr=self.lr, batch=self.batch, seed=self.seed)
+
+
+def family_values(value) -> list:
+    """Every value of a setting given once for every family, or as a mapping from family name."""
+    return list(value.values()) if isinstance(value, dict) else [value]
 
 
 def per_family(value, key: str, what: str, family_name: str):
@@ -166,11 +168,11 @@ def simulation_prompt(requests: list[EditRequest]) -> str:
 
 def shielded(request: EditRequest, words: tuple[str, ...], weight: float) -> EditRequest:
     """The request with "a <word> <concept>" preserved for every shield word, the shield weighing
-    `weight` preserved prompts in all (each word weight / len(words))."""
-    extra = tuple(p for p in dict.fromkeys(with_identifier(request.source, w) for w in words)
-                  if p not in request.preserve)
-    pairs = request.weighted_preserve() + [(p, weight / len(words)) for p in extra]
-    return replace(request, preserve=tuple(p for p, _ in pairs), preserve_weights=tuple(w for _, w in pairs))
+    `weight` preserved prompts in all (each word weight / len(words)). A prompt the request
+    preserves already keeps its own weight: UCE's solve takes a prompt's largest."""
+    extra = tuple(with_identifier(request.source, w) for w in words)
+    weights = tuple(w for _, w in request.weighted_preserve()) + tuple(weight / len(words) for _ in extra)
+    return replace(request, preserve=request.preserve + extra, preserve_weights=weights)
 
 
 def simulated_subject(pipe, family, requests: list[EditRequest], cfg: PersistConfig, sampling: SamplingConfig,
@@ -218,8 +220,8 @@ class PersistentUCE:
         started = time.perf_counter()
         subject = simulated_subject(pipe, family, requests, self.cfg, self.sampling, self.seed)
         base = mean_share(self.meter, pipe, requests)
-        shield = self.cfg.shield_for(family.name)
-        guarded = [shielded(r, shield, self.cfg.shield_weight_for(family.name)) for r in requests]
+        shield, weight = self.cfg.shield_for(family.name), self.cfg.shield_weight_for(family.name)
+        guarded = [shielded(r, shield, weight) for r in requests]
         trials, chosen = [], None
         for margin in self.cfg.margins:
             t0 = time.perf_counter()
@@ -245,8 +247,8 @@ class PersistentUCE:
             log.warning("uce-persist: no margin kept %.2f of the edit through the simulated fine-tune (best %.2f, "
                         "margin %.2f kept); the edit may not survive fine-tuning", self.cfg.target, chosen[0], margin)
         delta.sidecar.update(
-            editor=self.name, persist=asdict(self.cfg), shield=list(shield),
-            shield_weight=self.cfg.shield_weight_for(family.name), persist_trials=trials, margin=margin,
+            editor=self.name, persist=asdict(self.cfg), shield=list(shield), shield_weight=weight,
+            persist_trials=trials, margin=margin,
             persist_reached=reached, simulation_subject=subject.captions[0],
             wall_s=round(time.perf_counter() - started, 4))
         return delta
