@@ -1,6 +1,5 @@
 """Why uce-persist does not keep toy FLUX's appearance edit: no shield that leaves out "sks"
-keeps "a sks circle" red while "a circle" turns blue (README, "Edits that survive fine-tuning",
-Limits).
+keeps "a sks circle" red while "a circle" turns blue (docs/uce-persist.md, Limits).
 
 Run from the repository root after the toy world is built:
     python docs/measurements/persist_flux_shields.py

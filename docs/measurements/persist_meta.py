@@ -1,13 +1,14 @@
 """A simulated fine-tune inside the edit's optimisation: first-order meta-learning on toy SD's
-appearance edit (README, "Edits that survive fine-tuning", Limits). Not adopted: it is kept so
-the README's figures can be reproduced.
+appearance edit (docs/uce-persist.md, Limits). Not adopted: it is kept so the figures there
+can be reproduced.
 
 Run from the repository root after the toy world is built:
     python docs/measurements/persist_meta.py --lr 5e-3 --rounds 30 --steps 100
     python docs/measurements/persist_meta.py --lr 5e-3 --rounds 30 --steps 100 --wide --preserve-weight 3
-Start from the shielded UCE edit (the stress study's settings of runs 2 to 4, margin 0). Each round fine-tunes a
-copy of the model on uce-persist's simulated subject (every denoiser weight, `--steps` steps at
-the simulation's learning rate), takes the gradient, with respect to the edited layers' weights,
+Start from the shielded UCE edit (the made-up shield of the stress study's runs 2 to 4,
+docs/measurements/README.md; margin 0). Each round fine-tunes a copy of the model on
+uce-persist's simulated subject (every denoiser weight, `--steps` steps at the simulation's
+learning rate), takes the gradient, with respect to the edited layers' weights,
 of the denoising loss of the model's own "a blue circle" images captioned "a circle" plus that of
 the preserved prompts' own images (weighted), once on the fine-tuned copy and once before it,
 and steps Adam on their sum. Then it prints efficacy, caption accuracy (as in

@@ -1,5 +1,5 @@
 """Can a shield of never-trained tokens hold a fine-tune's identifier out of an appearance edit
-without naming it? (README, "Edits that survive fine-tuning", Limits.)
+without naming it? (docs/uce-persist.md, "The method" and Limits.)
 
 Run from the repository root after the toy world is built:
     python docs/measurements/persist_rare_shield.py [toy-flux] [toy-sd]

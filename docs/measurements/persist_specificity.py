@@ -1,5 +1,5 @@
 """Specificity of the stress study's edited models, read on enough images to resolve 0.02
-(README, "Edits that survive fine-tuning", the issue's bars).
+(docs/uce-persist.md, Results: specificity within 0.02 of plain UCE's).
 
 The study reads specificity on 10 images of each negative prompt of the edited model, 30 in all
 on a role edit, so one image moves it by 0.033: a bar of "within 0.02 of plain UCE" cannot be

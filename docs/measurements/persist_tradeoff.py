@@ -1,5 +1,5 @@
 """What keeps toy SD's appearance edit through uce-persist's simulated fine-tune, and what it
-costs the rest of the model (README, "Edits that survive fine-tuning", Limits).
+costs the rest of the model (docs/uce-persist.md, Limits).
 
 Run from the repository root after the toy world is built:
     python docs/measurements/persist_tradeoff.py
@@ -42,7 +42,7 @@ from editpersist.toy.reader import AttributeReader
 
 READER = "resources/toy/reader"
 
-# (variant, lam, margin): the rows of the README's Limits paragraph.
+# (variant, lam, margin): the rows behind the figures of docs/uce-persist.md, Limits.
 RUNS = [("study", 0.5, m) for m in (0.0, 1.0, 2.0)] + [("study", lam, 2.0) for lam in (2.0, 8.0)] \
     + [("word_row", 0.5, m) for m in (1.0, 2.0, 4.0)] + [("wide_shield", 0.5, m) for m in (1.0, 2.0, 4.0, 8.0)]
 
@@ -101,11 +101,11 @@ def study_subject(config: dict, name: str):
     return make_subject(dict(spec, cls=spec.pop("class")))
 
 
-# The persist settings of the stress study's runs 2 to 4, which this script's and persist_meta.py's
-# figures measure (README Limits): made-up shield words at weight 1 each, the simulation's word
-# "zwx" at 2e-4.
-# Run 5 shields toy SD with single letters and simulates at 5e-5; runs 6 and 7 weigh the shield
-# per family (config/stress.yaml, persist.shield_weight).
+# The persist settings of the stress study's runs 2 to 4 (docs/measurements/README.md), which this
+# script's and persist_meta.py's figures measure (docs/uce-persist.md, Limits): made-up shield
+# words at weight 1 each, the simulation's word "zwx" at 2e-4. The current settings
+# (config/stress.yaml) shield toy SD with single letters, weigh the shield per family and
+# simulate with "z" at 5e-5.
 RUNS_2_TO_4 = {"shield": ("qbe", "vok", "hta", "lum", "dor", "jix"), "shield_weight": 6.0, "identifier": "zwx",
                "lr": 2.0e-4}
 

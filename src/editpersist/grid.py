@@ -4,7 +4,8 @@ Every file the workflow makes follows from the grid's cells. Shared work is name
 the unedited control `base/ft/<finetuner>/<subject>` per (model, fine-tuner, subject),
 one edited state per (model, editor, task, edit), and the per-model statistics and images
 of the base. `naive_job_counts` prices the same grid without that sharing, for the
-benchmarks (issue 7): each cell then edits, fine-tunes and generates on its own.
+benchmarks (BENCHMARKS.md, "Planning the paper grid"): each cell then edits, fine-tunes and
+generates on its own.
 """
 
 from __future__ import annotations

@@ -1,33 +1,23 @@
 """Persistence-aware UCE (`uce-persist`): a shielded UCE edit with a margin, sized by simulated
-fine-tunes.
+fine-tunes. The measurements behind it, its results and how its settings were chosen:
+docs/uce-persist.md; the recipe: design.md section 5.
 
-What undoes a UCE edit on the toy world (README, "Edits that survive fine-tuning"): a fine-tune
-whose subject is the edited concept under a new word ("a sks circle" drawn green, after
-circle -> blue) redraws the concept itself, in the base model (26 of 32 circles green after a
-LoRA run) and in the edited one (plain UCE: 32 of 32 green). The fine-tune starts from an edited
-"a sks circle" (the edit reaches it: it is a circle), pulls it back, and every circle with it.
-Two changes to the solve answer that:
+A fine-tune whose subject is the edited concept under a new word ("a sks circle" drawn green,
+after circle -> blue) redraws the concept itself: the edit reaches "a sks circle" (it is a
+circle), the fine-tune pulls it back, and every circle with it. Two changes to the solve answer
+that:
 
 * the shield: the edit also preserves "a <word> <concept>" for a list of words, so a subject of
   the concept's class under a new word starts from the unedited look: the fine-tune has no edit
-  to pull back, and leaves the bare concept alone. It must reach words it does not list (the
-  study's "sks" is never in it), and which words do that depends on the tokenizer, so the list
-  may differ per model family: on toy SD's CLIP, single letters (one-token words no caption
-  uses, as "sks" is) reach "sks" and made-up words split into byte pieces do not; on toy FLUX's
-  T5, no list tried reaches "sks" without naming it (docs/measurements/persist_rare_shield.py,
-  persist_flux_shields.py). The shield's words together weigh `shield_weight` preserved prompts
-  in the solve: more holds the rest of the model in place, less leaves the edit's own
+  to pull back, and leaves the bare concept alone. It must reach words it does not list (a
+  study's identifier is never in it), and which words do that depends on the tokenizer, so the
+  list may differ per model family (docs/measurements/persist_rare_shield.py checks a list by
+  holding its words out in folds). The shield's words together weigh `shield_weight` preserved
+  prompts in the solve: more holds the rest of the model in place, less leaves the edit's own
   neighbours more room;
 * the margin: the edit aims past the destination along its own direction, d + m (d - c), so the
-  drift a fine-tune causes elsewhere has further to go.
-
-In single LoRA runs on toy SD with the made-up shield (prototype, fine-tune seed 0), neither alone
-kept the edit (share of blue circles after the fine-tune: margin 1 without the shield 0.00; the
-shield without a margin 0.00); together, margin 1 kept 0.97. With the letter shield, margin 0.5
-kept 1.00 after all four fine-tuners (seeds 4 and 5), and margin 0 let the edit itself no longer
-take (0.09). More margin is not always better (margin 2: 0.59 there), and
-some edits need more (toy FLUX king-as-triangle after a LoRA run on squares: 0.41 at margin 1,
-0.84 at margin 2).
+  drift a fine-tune causes elsewhere has further to go. Neither change alone keeps an edit that
+  such a fine-tune undoes; too much margin costs the rest of the model.
 
 So the editor tries margins from small to large and keeps the first whose edit survives a
 simulated fine-tune: a copy of the edited model fine-tuned (every denoiser weight) on a subject
@@ -80,16 +70,15 @@ class PersistConfig:
     # Words w whose "a w <concept>" the edit preserves (never the study's "sks", nor the
     # simulation's word: the simulation checks that the shield reaches words it does not list):
     # one tuple for every family, or a tuple per family name. Which words reach an identifier the
-    # shield does not list depends on the family's tokenizer (README, "Edits that survive
-    # fine-tuning"): on toy SD's CLIP, never-trained one-token words (single letters) do and
-    # made-up words split into byte pieces do not; on toy FLUX's T5 neither does.
+    # shield does not list depends on the family's tokenizer: words tokenized as the identifier
+    # is (on toy SD's CLIP, never-trained one-token words such as single letters), checked per
+    # model (docs/uce-persist.md, "The method").
     shield: tuple[str, ...] | dict[str, tuple[str, ...]] = ("qbe", "vok", "hta", "lum", "dor", "jix")
     # How many preserved prompts the whole shield weighs in the solve, for every family or per
-    # family name: each of its k words weighs shield_weight / k. The default is runs 2 to 4's
-    # solve (six words at 1 each). More weight holds the rest of the model in place (toy SD
-    # appearance: caption accuracy 0.50 at 6 against plain UCE's 0.76, 0.76 at 18) but crowds
-    # the edit's own neighbours ("a queen" after king -> triangle: drawn as a cross in 0.065 of
-    # 200 images at 25, 0.035 at 18); README, "Edits that survive fine-tuning".
+    # family name: each of its k words weighs shield_weight / k (the default: six words at 1
+    # each). More weight holds the rest of the model in place but crowds the edit's own
+    # neighbours; choose the smallest weight whose edited model keeps the quality captions as
+    # plain UCE's does (docs/uce-persist.md, the shield-weight table).
     shield_weight: float | dict[str, float] = 6.0
     steps: int = 100
     lr: float = 2.0e-4
@@ -242,8 +231,8 @@ class PersistentUCE:
         margin = delta.sidecar["hyperparameters"]["margin"]
         reached = chosen[0] >= self.cfg.target
         if not reached:
-            # The simulation predicted the study's outcome where it failed (toy FLUX appearance:
-            # simulated 0.17 at best, 0.00 after every study fine-tune), so say it where users look.
+            # A margin ladder that ends short of its target predicts an edit that may not survive
+            # fine-tuning: say it where users look, not only in the sidecar.
             log.warning("uce-persist: no margin kept %.2f of the edit through the simulated fine-tune (best %.2f, "
                         "margin %.2f kept); the edit may not survive fine-tuning", self.cfg.target, chosen[0], margin)
         delta.sidecar.update(

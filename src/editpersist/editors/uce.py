@@ -43,13 +43,15 @@ class UCEConfig:
     guide: str = ""  # erase target
     debias_tolerance: float = 0.05
     debias_max_rounds: int = 30
-    debias_step: float = 0.5  # 1.0 oscillated on toy SD (29 rounds, ended at 0.31); 0.5 converged in 4
+    # The toy response to the weights is step-like and a step of 1.0 circles the target; the
+    # step also halves on overshoot (docs/editors.md, "UCE debias").
+    debias_step: float = 0.5
     # How an attribute's text state is formed: "inserted" next to the concept ("a female
     # doctor"), or "bare" (the attribute alone, "female": the official code's encoding).
     debias_encoding: str = "inserted"
     # Also preserve every token of the empty prompt, i.e. CFG's unconditional branch. Not in the
-    # official code; without it an aligned-token edit also moves the padding states of "" (see
-    # README: fine-tunes of such states lose their subject under CFG).
+    # official code; without it an aligned-token edit also moves the padding states of "" that
+    # the guidance subtracts (docs/editors.md, "UCE: token choice and the unconditional branch").
     preserve_unconditional: bool = False
     # Replace edits aim at d + margin (d - c) instead of the destination d: the persistence-aware
     # mode (editors/persist.py) sets it; 0 is the official solve.
@@ -176,8 +178,7 @@ class UCE:
                     observed = np.asarray(self.ratio_meter(pipe, r), dtype=np.float64)
                     # Shares among the images that show an attribute: a meter that may see none
                     # (the reader: a triangle drawn red) would otherwise report every share below
-                    # target and push every weight up together (on toy FLUX: 30 rounds, both
-                    # weights past 5, no triangle yellow or blue).
+                    # target and push every weight up together, away from every attribute.
                     gap = torch.from_numpy(np.asarray(r.ratios) - attribute_shares(observed)).float()
                     record[r.source] = {"observed": observed.tolist(), "delta": deltas[n].tolist(), "step": steps[n]}
                     if n in last_gap and float(gap @ last_gap[n]) < 0:
