@@ -23,12 +23,17 @@ class FinetuneConfig:
     # LoRA/DoRA only: also adapt the CLIP text encoder(s) (diffusers' --train_text_encoder),
     # with the same rank and learning rate; the captions are then encoded at every step.
     train_text_encoder: bool = False
+    # Move the frozen text encoders and VAE to the CPU once the captions and latents are
+    # encoded, for the training steps (the memory the diffusers examples save by caching them).
+    offload_frozen: bool = False
 
     def __post_init__(self):
         if self.method not in FINETUNERS:
             raise ValueError(f"unknown fine-tuning method {self.method!r}; expected one of {sorted(FINETUNERS)}")
         if self.train_text_encoder and not self.uses_adapter:
             raise ValueError(f"train_text_encoder is for lora/dora adapters, not {self.method!r}")
+        if self.train_text_encoder and self.offload_frozen:
+            raise ValueError("offload_frozen needs frozen text encoders; train_text_encoder trains them")
 
     @property
     def spec(self) -> FinetuneMethod:

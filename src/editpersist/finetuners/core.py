@@ -68,6 +68,9 @@ def caption_conditioning(pipe, family, captions: list[str], trainable: bool):
 
 
 def trainable_parameters(pipe, family, cfg: FinetuneConfig) -> list[torch.nn.Parameter]:
+    """The parameters the optimiser updates, in fp32: a half-precision pipeline's denoiser is
+    trained as fp32 master weights (autocast does the half-precision compute), as the diffusers
+    examples train it; AdamW's update at lr 5e-6 is below bf16's resolution of most weights."""
     denoiser = family.denoiser_of(pipe)
     for name in family.text_encoders + ("vae",):
         getattr(pipe, name).requires_grad_(False)
@@ -78,7 +81,7 @@ def trainable_parameters(pipe, family, cfg: FinetuneConfig) -> list[torch.nn.Par
                 params += attach_adapter(getattr(pipe, name), TEXT_ENCODER_TARGETS, cfg.rank, cfg.alpha,
                                          dora=cfg.spec.dora)
         return params
-    denoiser.requires_grad_(True)
+    denoiser.float().requires_grad_(True)
     return list(denoiser.parameters())
 
 
@@ -90,14 +93,22 @@ def trained_tensors(pipe, family, cfg: FinetuneConfig) -> dict[str, torch.Tensor
     return {f"{family.denoiser}.{k}": v for k, v in family.denoiser_of(pipe).state_dict().items()}
 
 
+def offload_frozen(pipe, family, device) -> None:
+    """Move the frozen text encoders and VAE to `device` (the CPU during training, back after)."""
+    for name in family.text_encoders + ("vae",):
+        getattr(pipe, name).to(device)
+
+
 def finetune(pipe, family, data: ImageSet, cfg: FinetuneConfig, prior: ImageSet | None = None) -> FinetuneResult:
-    """Fine-tune pipe's denoiser in place on `data` (plus `prior` for DreamBooth)."""
+    """Fine-tune pipe's denoiser in place on `data` (plus `prior` for DreamBooth); the denoiser
+    returns to the pipeline's dtype afterwards."""
     if cfg.spec.prior_preservation and prior is None:
         raise ValueError("dreambooth needs class images for prior preservation")
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
-    params = trainable_parameters(pipe, family, cfg)
     denoiser = family.denoiser_of(pipe)
+    pipe_dtype, device = denoiser.dtype, pipe.device
+    params = trainable_parameters(pipe, family, cfg)
     if cfg.gradient_checkpointing:
         denoiser.enable_gradient_checkpointing()
     text = cfg.train_text_encoder
@@ -107,6 +118,8 @@ def finetune(pipe, family, data: ImageSet, cfg: FinetuneConfig, prior: ImageSet 
     if cfg.spec.prior_preservation:
         prior_loss = family.training_loss(pipe, encode_latents(pipe.vae, prior.images),
                                           caption_conditioning(pipe, family, prior.captions, text), g)
+    if cfg.offload_frozen:
+        offload_frozen(pipe, family, "cpu")
     n, n_prior = len(data.captions), len(prior.captions) if prior else 0
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
     snap_steps = {max(1, round(f * cfg.steps)) - 1 for f in cfg.snapshots}
@@ -123,7 +136,8 @@ def finetune(pipe, family, data: ImageSet, cfg: FinetuneConfig, prior: ImageSet 
     def after_step(step: int) -> None:
         result.step_ends.append(time.perf_counter())
         if step in snap_steps:
-            result.snapshots[step + 1] = {k: v.detach().clone() for k, v in trained_tensors(pipe, family, cfg).items()}
+            result.snapshots[step + 1] = {k: v.detach().to(pipe_dtype if not cfg.uses_adapter else v.dtype).clone()
+                                          for k, v in trained_tensors(pipe, family, cfg).items()}
 
     denoiser.train()
     try:
@@ -131,5 +145,10 @@ def finetune(pipe, family, data: ImageSet, cfg: FinetuneConfig, prior: ImageSet 
                                     on_step=after_step)
     except torch.OutOfMemoryError as e:
         raise TrainingError(f"finetune-{cfg.method}: {oom_hint(cfg.method)}") from e
+    finally:
+        if cfg.offload_frozen:
+            offload_frozen(pipe, family, device)
+    if not cfg.uses_adapter:
+        denoiser.to(pipe_dtype)
     denoiser.eval()
     return result
