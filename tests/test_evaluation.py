@@ -201,6 +201,9 @@ def _ft(start: str, seed: int = 0) -> str:
     return finetuned_state(start, "lora", "s", seed)
 
 
+ONE_SEED = "one fine-tune seed: the interval is of images and prompts only"
+
+
 def test_persistence_rows_use_the_base_ft_control_and_give_the_effect():
     """base_ft differs from base, so a row that swapped the control for the base (0.75) or the
     edited state for edited_ft would not give the hand-computed 0.5."""
@@ -214,7 +217,7 @@ def test_persistence_rows_use_the_base_ft_control_and_give_the_effect():
     assert eff["retention"] == pytest.approx((0.71875 - 0.3125) / (0.9375 - 0.125))
     assert eff["ci_low"] < eff["retention"] < eff["ci_high"] and eff["ci_high"] - eff["ci_low"] < 0.4
     assert eff["effect"] == pytest.approx(0.8125) and 0.6 < eff["effect_ci_low"] < 0.8125 < eff["effect_ci_high"]
-    assert eff["n_seeds"] == 1 and eff["replicates_dropped"] == 0 and eff["note"] == ""
+    assert eff["n_seeds"] == 1 and eff["replicates_dropped"] == 0 and eff["note"] == ONE_SEED
     assert eff["n_images"] == 64 and rows[1]["n_images"] == 4 * 64
     # Negatives keep the original in every state: the edit did not move specificity.
     assert np.isnan(rows[2]["retention"]) and rows[2]["effect"] == 0 and "includes 0" in rows[2]["note"]
@@ -230,9 +233,10 @@ def test_persistence_rows_use_the_base_ft_control_and_give_the_effect():
 
 def test_caption_accuracy_is_the_readers_share_of_quality_images_that_show_their_caption():
     """The edited model draws its captions right in 8 of 16 quality images, the fine-tuned base
-    in 14, the fine-tuned edit in 4: the row reads those shares (not clip_score), the edit's
-    effect is -0.5 and its retention (0.25 - 0.875) / (0.5 - 1). A study scored by the judge has
-    no such row: the judge has no reading of its own for it."""
+    in 14, the fine-tuned edit in 4: the row reads those shares (not clip_score) and the edit's
+    effect is -0.5. That is damage (higher is better): (0.25 - 0.875) / (0.5 - 1) = 1.25 would read
+    as an edit kept, so no retention is stated. A study scored by the judge has no such row: the
+    judge has no reading of its own for it."""
     states = {"base": 0.125, EDITED: 0.9375, _ft("base"): 0.3125, _ft(EDITED): 0.71875}
     captions = {"base": 1.0, EDITED: 0.5, _ft("base"): 0.875, _ft(EDITED): 0.25}
     cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated")
@@ -240,21 +244,24 @@ def test_caption_accuracy_is_the_readers_share_of_quality_images_that_show_their
     r = rows["caption_accuracy"]
     assert (r["base"], r["edited"], r["base_ft"], r["edited_ft"]) == (1.0, 0.5, 0.875, 0.25)
     assert r["effect"] == pytest.approx(-0.5) and r["effect_ci_high"] < 0
-    assert r["retention"] == pytest.approx((0.25 - 0.875) / (0.5 - 1.0))
+    assert np.isnan(r["retention"]) and np.isnan(r["ci_low"])
+    assert "the edit moved caption_accuracy the wrong way (-0.5; higher is better)" in r["note"]
     judged = persistence_rows(_scores(states, caption_rates=captions, scorer="judge"), cell, min_effect=0.1)
     assert [r["metric"] for r in judged] == ["efficacy", "generality", "specificity", "clip_score", "fid", "kid"]
 
 
 def test_target_reach_is_the_fine_tuned_bases_share_of_its_target():
-    """base_ft's seeds draw "a blue circle" blue in 48 and 16 of 64 images: target_reach is
-    their pooled share, 0.5, whatever the base, the edited states or the source prompt show."""
+    """base_ft's seeds draw "a blue circle" blue in 48 and 16 of 64 images: each seed's
+    target_reach is its own share (0.75, 0.25), the row's the lowest of its seeds', whatever the
+    base, the edited states or the source prompt show."""
     states = {"base": 0.0, EDITED: 1.0, _ft("base", 0): 0.0, _ft("base", 1): 0.0, _ft(EDITED, 0): 0.0,
               _ft(EDITED, 1): 0.0}
     targets = {"base": 1.0, EDITED: 1.0, _ft("base", 0): 0.75, _ft("base", 1): 0.25, _ft(EDITED, 0): 1.0,
                _ft(EDITED, 1): 1.0}
     cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(0, 1))
     rows = persistence_rows(_scores(states, target_rates=targets), cell, min_effect=0.1)
-    assert {r["target_reach"] for r in rows} == {0.5}
+    assert {r["target_reach"] for r in rows} == {0.25}
+    assert [s["target_reach"] for s in rows[0]["_by_seed"]] == [0.75, 0.25]
     assert rows[0]["retention"] == 0.0  # the target rows are no efficacy images
 
 
@@ -271,39 +278,41 @@ def test_retention_of_an_edit_that_barely_moved_is_not_stated():
     row = persistence_rows(_scores(states), cell, min_effect=0.2)[0]
     assert row["effect_ci_low"] > 0 and np.isnan(row["retention"]) and "< min_effect 0.2" in row["note"]
     row = persistence_rows(_scores(states), cell, min_effect={"efficacy": 0.1})[0]
-    assert row["retention"] == pytest.approx(0.5) and row["note"] == ""
+    assert row["retention"] == pytest.approx(0.5) and row["note"] == ONE_SEED
 
 
-def test_replicates_without_an_effect_are_counted_not_hidden():
-    cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated")
-    # 1 hit in 64: about (63/64)^64 = 37 % of replicates draw no hit, so no effect.
-    states = {"base": 0.0, EDITED: 1 / 64, _ft("base"): 0.0, _ft(EDITED): 1 / 64}
-    row = persistence_rows(_scores(states, samples=1000), cell)[0]
-    assert 250 < row["replicates_dropped"] < 500
-    assert f"{row['replicates_dropped']} of 1000 replicates" in row["note"]
+def test_the_seed_level_interval_is_a_t_interval_across_seeds_with_the_image_variance_added():
+    """Every image of a state alike: seed 0 keeps the edit (1.0), seed 1 erases it (0.0). The
+    retention is their mean, 0.5; the interval 0.5 +- t(1) se with se^2 = s^2 / 2 + V_within,
+    s^2 = 0.5 (by hand), and V_within what the Jeffreys floor gives states whose 64 images all
+    agree (a few 1e-4): about +-6.4, where resampling the two seeds gave [0, 1] and one seed
+    alone [1, 1]."""
+    from editpersist.metrics.seed_interval import robust_variance
 
-
-def test_fine_tune_seeds_are_resampled_in_pairs():
-    """Without image or prompt noise (every image of a state alike), only the seeds vary: seed 0
-    keeps the edit (1.0), seed 1 erases it (0.0). Resampling two seeds gives 1, 0.5 or 0 with
-    probabilities 1/4, 1/2, 1/4: point 0.5, 95 % interval [0, 1]. One seed: no interval width."""
     states = {"base": 0.0, EDITED: 1.0, _ft("base", 0): 0.0, _ft("base", 1): 0.0, _ft(EDITED, 0): 1.0,
               _ft(EDITED, 1): 0.0}
     scores = _scores(states, samples=2000)
     two = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(0, 1))
     row = persistence_rows(scores, two)[0]
-    assert row["n_seeds"] == 2 and row["retention"] == 0.5 and (row["ci_low"], row["ci_high"]) == (0.0, 1.0)
-    reps = row["_replicates"]
-    assert np.isin(reps, [0.0, 0.5, 1.0]).all() and abs(np.mean(reps == 0.5) - 0.5) < 0.05
+    within = robust_variance(row["_seed_replicates"].mean(0))
+    assert 1e-5 < within < 1e-3
+    half = 12.706204736 * np.sqrt(0.5 / 2 + within)
+    assert row["n_seeds"] == 2 and row["retention"] == 0.5 and list(row["_seed_values"]) == [1.0, 0.0]
+    assert row["ci_low"] == pytest.approx(0.5 - half) and row["ci_high"] == pytest.approx(0.5 + half)
+    assert [(s["seed"], s["retention"], s["kept"]) for s in row["_by_seed"]] == [(0, 1.0, True), (1, 0.0, True)]
     one = persistence_rows(scores, Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(0,)))[0]
-    assert one["n_seeds"] == 1 and (one["retention"], one["ci_low"], one["ci_high"]) == (1.0, 1.0, 1.0)
+    # One seed: the normal interval of the images alone, never zero wide, and it says so.
+    assert one["n_seeds"] == 1 and one["retention"] == 1.0 and one["note"] == ONE_SEED
+    assert one["ci_low"] == pytest.approx(1 - 1.959964 * np.sqrt(robust_variance(one["_seed_replicates"][0])))
+    assert 0.9 < one["ci_low"] < 1.0 < one["ci_high"]
     # Pairing: base_ft of seed k is only ever compared with edited_ft of seed k. Both seeds'
-    # differences are 0, so every replicate is 0; independent draws per state would mix the
-    # seeds and range from -1 to 1.
+    # differences are 0, so both retentions are 0 and only the images' variance is left; pairing
+    # seed 0's base_ft with seed 1's edited_ft would give retentions of 1 and -1.
     states = {"base": 0.0, EDITED: 1.0, _ft("base", 0): 0.0, _ft("base", 1): 1.0, _ft(EDITED, 0): 0.0,
               _ft(EDITED, 1): 1.0}
     paired = persistence_rows(_scores(states), two)[0]
-    assert (paired["retention"], paired["ci_low"], paired["ci_high"]) == (0.0, 0.0, 0.0)
+    assert list(paired["_seed_values"]) == [0.0, 0.0]
+    assert paired["retention"] == 0.0 and -0.3 < paired["ci_low"] < 0 < paired["ci_high"] < 0.3
 
 
 def test_fid_is_a_point_estimate_and_kid_carries_the_interval():
@@ -508,61 +517,59 @@ def test_one_reedit_job_gives_each_seed_the_delta_it_gets_alone(tiny_model_dirs,
     assert any(not torch.equal(deltas[0][name], deltas[1][name]) for name in deltas[0])
 
 
-def _summary_row(model, finetuner, retention, editor="uce", **extra) -> dict:
-    reps = np.full(200, np.nan) if np.isnan(retention) else np.random.default_rng(0).normal(retention, 0.05, 200)
+def _summary_row(model, finetuner, seed_values, editor="uce", spread=0.05, **extra) -> dict:
+    """A primary-metric row of two seeds whose retentions are `seed_values`, each with its own
+    replicates (the seed's value plus noise of sd `spread`, drawn for this cell alone)."""
+    from editpersist.metrics.seed_interval import seed_level_interval
+
+    values = np.asarray(seed_values, dtype=float)
+    rng = np.random.default_rng(abs(hash((model, finetuner, editor))) % 2**32)
+    reps = values[:, None] + rng.normal(0, spread, size=(len(values), 200))
+    iv = seed_level_interval(values, reps.mean(0))
+    retention = float("nan") if np.isnan(values).any() else iv.value
+    by_seed = [{"model": model, "editor": editor, "task": "appearance", "edit": "e", "finetuner": finetuner,
+                "seed": k, "ft_fidelity": 1.0, "target_reach": 1.0, "kept": True} for k in range(len(values))]
     return {"model": model, "editor": editor, "task": "appearance", "edit": "e", "finetuner": finetuner,
             "ft_data": "s", "relation": "unrelated", "metric": "efficacy", "base": 0.0, "edited": 1.0, "base_ft": 0.0,
-            "edited_ft": retention, "retention": retention, "ci_low": retention - 0.1, "ci_high": retention + 0.1,
-            "n_images": 64, "effect": 1.0, "effect_ci_low": 0.9, "effect_ci_high": 1.0, "n_seeds": 2,
-            "replicates_dropped": 0, "note": "", "ft_fidelity": 1.0, "target_reach": 1.0, "_replicates": reps,
+            "edited_ft": retention, "retention": retention, "ci_low": iv.low, "ci_high": iv.high,
+            "n_images": 64, "effect": 1.0, "effect_ci_low": 0.9, "effect_ci_high": 1.0, "n_seeds": len(values),
+            "replicates_dropped": 0, "note": "", "ft_fidelity": 1.0, "target_reach": 1.0,
+            "_seeds": tuple(range(len(values))), "_seed_values": values, "_seed_replicates": reps, "_by_seed": by_seed,
             **extra}
+
+
+EMPTY = pd.DataFrame(columns=["model", "task", "agreement", "n_images"])
 
 
 def test_summary_ranks_only_within_a_model_task_and_metric():
     """On model a LoRA keeps the edit and DoRA loses it; on model b the reverse. Pooled over models
-    they would tie (0.5 each); within each model the order is clear and is stated as such."""
+    they would tie; within each model the order is clear and is stated as such. A level's mean
+    is taken seed by seed over its cells, each cell with its own replicates: by hand, a/lora's
+    per-seed means are (0.825, 0.925) and its within-seed replicates the mean of the two cells'."""
     from editpersist.evaluation.summary import stratified_ranking, write_summary
 
-    rows = [_summary_row("a", "lora", 0.9), _summary_row("a", "dora", 0.1), _summary_row("b", "lora", 0.1),
-            _summary_row("b", "dora", 0.9)]
+    rows = [_summary_row("a", "lora", [0.85, 0.95], spread=0.01), _summary_row("a", "lora", [0.8, 0.9], "refact", 0.2),
+            _summary_row("a", "dora", [0.05, 0.15]), _summary_row("a", "dora", [0.1, 0.2], "refact"),
+            _summary_row("b", "lora", [0.05, 0.15]), _summary_row("b", "dora", [0.85, 0.95])]
     frame = stratified_ranking(rows, "finetuner")
     assert len(frame) == 4
     assert frame.loc[frame["model"] == "a", "finetuner"].tolist() == ["dora", "lora"]
     assert frame.loc[frame["model"] == "b", "finetuner"].tolist() == ["lora", "dora"]
-    text = write_summary(rows, pd.DataFrame(columns=["model", "task", "agreement", "n_images"]), "reader", 200)
-    assert "**a / appearance / efficacy**: by finetuner: dora retains least (0.10" in text
+    lora = frame[(frame["model"] == "a") & (frame["finetuner"] == "lora")].iloc[0]
+    per_seed = np.array([0.825, 0.925])
+    within = (rows[0]["_seed_replicates"].mean(0) + rows[1]["_seed_replicates"].mean(0)) / 2
+    lo, hi = np.percentile(within, [2.5, 97.5])
+    se = np.sqrt(per_seed.var(ddof=1) / 2 + ((hi - lo) / 3.919928) ** 2)
+    assert lora["mean_retention"] == pytest.approx(0.875) and lora["cells"] == 2 and lora["n_seeds"] == 2
+    assert lora["ci_low"] == pytest.approx(0.875 - 12.706205 * se, rel=1e-5)
+    assert lora["ci_high"] == pytest.approx(0.875 + 12.706205 * se, rel=1e-5)
+    text = write_summary(rows, EMPTY, "reader", 200)
+    assert "**a / appearance / efficacy**: by finetuner: dora retains least (0.12" in text
     assert "**b / appearance / efficacy**: by finetuner: lora retains least (0.10" in text
-    assert "the intervals are apart" in text and "fine-tune seeds (2 per cell)" in text
-
-
-def test_cells_whose_fine_tune_did_not_learn_are_named_and_left_out_of_statements():
-    from editpersist.evaluation.summary import write_summary
-
-    rows = [_summary_row("a", "lora", 0.9), _summary_row("a", "dora", 0.1, ft_fidelity=0.3),
-            _summary_row("a", "full", 0.5)]
-    empty = pd.DataFrame(columns=["model", "task", "agreement", "n_images"])
-    text = write_summary(rows, empty, "reader", 200, min_ft_fidelity=0.8)
-    assert "1 cells are left out of every statement below" in text and "a/uce/appearance/e/dora (0.30)" in text
-    assert "full retains least (0.50" in text and "dora retains least" not in text
-    assert "2 of 2 cells have an established effect" in text
-    assert "dora retains least (0.10" in write_summary(rows, empty, "reader", 200, min_ft_fidelity=0.0)
-
-
-def test_cells_whose_fine_tune_erased_the_target_are_named_and_left_out_of_statements():
-    """A fine-tune after which the unedited model no longer draws "a blue circle" blue (0.25)
-    is set apart, once, even when its fine-tune also failed to learn (listed under that)."""
-    from editpersist.evaluation.summary import write_summary
-
-    rows = [_summary_row("a", "lora", 0.9), _summary_row("a", "dora", 0.1, target_reach=0.25),
-            _summary_row("a", "full", 0.5), _summary_row("a", "dreambooth", 0.0, target_reach=0.0, ft_fidelity=0.3),
-            _summary_row("a", "lora", 0.9, editor="refact", target_reach=float("nan"))]
-    empty = pd.DataFrame(columns=["model", "task", "agreement", "n_images"])
-    text = write_summary(rows, empty, "reader", 200, min_ft_fidelity=0.8, min_target_reach=0.8)
-    assert "1 cells are left out of every statement below because their fine-tune erased the edit's target" in text
-    assert "a/uce/appearance/e/dora (0.25)." in text and "dreambooth (0.00)" not in text
-    assert "full retains least (0.50" in text and "dora retains least" not in text
-    assert "3 of 3 cells have an established effect" in text  # lora, full, refact's lora (unknown reach)
-    assert "dora retains least (0.10" in write_summary(rows, empty, "reader", 200, min_ft_fidelity=0.8)
+    # The two seeds' differences agree (0.75 and 0.75 on model a): the paired difference is
+    # established though each level's own interval is t(1) wide.
+    assert "lora - dora 0.75 [" in text and "on the same cells and 2 seeds: the order is established" in text
+    assert "fine-tune seeds (2 per cell)" in text
 
 
 def test_a_replace_case_probes_its_target_prompt_and_no_other_case_does():
@@ -602,11 +609,8 @@ def test_a_target_prompts_image_counts_when_it_shows_the_target():
         assert hits["reader_hit"].tolist() == expected and judge.asked == [asked]
 
 
-def test_ft_fidelity_is_the_lower_of_base_ft_and_edited_ft_pooled_over_seeds():
-    cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(0, 1))
-    states = {"base": 0.0, EDITED: 1.0, **{_ft(s, k): 0.5 for s in ("base", EDITED) for k in (0, 1)}}
-    scores = _scores(states)
-    fidelity = {_ft("base", 0): 1.0, _ft("base", 1): 0.75, _ft(EDITED, 0): 0.5, _ft(EDITED, 1): 1.0}
+def _with_subject(scores, fidelity: dict[str, float]):
+    """Adds 8 images of "a sks square" per state, showing the subject at the given rates."""
     subject = []
     for state, rate in fidelity.items():
         for i in range(8):
@@ -616,16 +620,72 @@ def test_ft_fidelity_is_the_lower_of_base_ft_and_edited_ft_pooled_over_seeds():
                             "feature": -1})
     scores.table = pd.concat([scores.table, pd.DataFrame(subject)], ignore_index=True)
     scores.__post_init__()
+    return scores
+
+
+def test_a_seed_whose_fine_tune_did_not_learn_leaves_its_cell_in_every_table():
+    """Seed 0 keeps the edit (1.0) but its edited fine-tune learned its subject in 4 of 8 images;
+    seed 1 loses it (0.0), both its fine-tunes learned (0.75, 1.0). Each seed's ft_fidelity is the
+    lower of its base_ft's and edited_ft's (0.5, 0.75); the row's the lowest of its seeds'. Under
+    min_ft_fidelity 0.6 seed 0 leaves the cell in the table, the curve, the re-edit rows and the
+    per-seed rows alike, and the retention is seed 1's; under 0.8 no seed is left."""
+    from editpersist.evaluation.persistence import NO_SEED, SeedRule, curve_rows, reedit_rows
+
+    cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(0, 1))
+    states = {"base": 0.0, EDITED: 1.0, _ft("base", 0): 0.0, _ft("base", 1): 0.0, _ft(EDITED, 0): 1.0,
+              _ft(EDITED, 1): 0.0, f"{_ft(EDITED, 0)}/reedit": 1.0, f"{_ft(EDITED, 1)}/reedit": 0.5}
+    scores = _with_subject(_scores(states), {_ft("base", 0): 1.0, _ft("base", 1): 0.75, _ft(EDITED, 0): 0.5,
+                                             _ft(EDITED, 1): 1.0})
     row = persistence_rows(scores, cell)[0]
-    assert row["ft_fidelity"] == pytest.approx(min((1.0 + 0.75) / 2, (0.5 + 1.0) / 2))
+    assert row["ft_fidelity"] == 0.5 and row["retention"] == 0.5 and row["n_seeds"] == 2
+    assert [s["ft_fidelity"] for s in row["_by_seed"]] == [0.5, 0.75]
+    rule = SeedRule(min_ft_fidelity=0.6)
+    row = persistence_rows(scores, cell, rule=rule)[0]
+    assert row["n_seeds"] == 1 and row["retention"] == 0.0 and row["_seeds"] == (1,)
+    assert row["note"].startswith("seed 0 left out: its fine-tune shows the subject in 0.50 of images "
+                                  "(min_ft_fidelity 0.6)")
+    assert [(s["seed"], s["retention"], s["kept"]) for s in row["_by_seed"]] == [(0, 1.0, False), (1, 0.0, True)]
+    end = curve_rows(scores, cell, total_steps=200, rule=rule)[-1]
+    assert (end["retention"], end["n_seeds"]) == (0.0, 1) and end["note"].startswith("seed 0 left out")
+    reedit = reedit_rows(scores, cell, rule=rule)[0]
+    assert (reedit["restored"], reedit["n_seeds"]) == (0.5, 1)
+    none = persistence_rows(scores, cell, rule=SeedRule(min_ft_fidelity=0.8))[0]
+    assert none["n_seeds"] == 0 and np.isnan(none["retention"]) and np.isnan(none["ci_low"]) and NO_SEED in none["note"]
+    assert not any(s["kept"] for s in none["_by_seed"])
+
+
+def test_a_seed_whose_fine_tune_erased_the_target_leaves_its_cell_and_the_summary_names_it():
+    """base_ft's seed 1 draws "a blue circle" blue in 16 of 64 images: under min_target_reach 0.8
+    it leaves the cell; the summary names that seed, and a cell left with no seed."""
+    from editpersist.evaluation.persistence import SeedRule
+    from editpersist.evaluation.summary import write_summary
+
+    states = {"base": 0.0, EDITED: 1.0, _ft("base", 0): 0.0, _ft("base", 1): 0.0, _ft(EDITED, 0): 1.0,
+              _ft(EDITED, 1): 0.0}
+    targets = {_ft("base", 0): 1.0, _ft("base", 1): 0.25}
+    cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(0, 1))
+    scores = _scores(states, target_rates=targets)
+    rule = SeedRule(min_target_reach=0.8)
+    row = persistence_rows(scores, cell, min_effect=0.1, rule=rule)[0]
+    assert row["n_seeds"] == 1 and row["retention"] == 1.0 and row["target_reach"] == 1.0
+    assert row["note"].startswith("seed 1 left out: its fine-tuned base draws the target in 0.25 of images")
+    # The same fine-tunes, as a cell of seed 1 alone.
+    gone = persistence_rows(scores, Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(1,)),
+                            min_effect=0.1, rule=rule)[0]
+    text = write_summary([row, gone], EMPTY, "reader", 200, min_target_reach=0.8)
+    assert ("2 fine-tune seeds are left out of their cells because their fine-tune erased the edit's target "
+            "itself") in text
+    assert "toy-sd/uce/appearance/circle-to-blue/lora seed 1 (0.25)" in text
+    assert "1 cells kept no fine-tune seed and state no retention: toy-sd/uce/appearance/circle-to-blue/lora." in text
+    assert "1 of 2 cells have an established effect" in text
 
 
 def test_summary_counts_cells_without_an_established_effect():
     from editpersist.evaluation.summary import write_summary
 
-    rows = [_summary_row("a", "lora", float("nan"), note="edit effect not established: ..."),
-            _summary_row("a", "dora", 0.95)]
-    text = write_summary(rows, pd.DataFrame(columns=["model", "task", "agreement", "n_images"]), "reader", 200)
+    rows = [_summary_row("a", "lora", [np.nan, np.nan], note="edit effect not established: ..."),
+            _summary_row("a", "dora", [0.97, 0.99], spread=0.001)]
+    text = write_summary(rows, EMPTY, "reader", 200)
     assert "1 of 2 cells have an established effect" in text and "1 keep the edit" in text
     assert "No stratum has two fine-tuners or editors" in text
 

@@ -111,10 +111,11 @@ def test_rehearsal_runs_the_paper_grid_from_nothing_to_the_report(tmp_path):
     for key, rows in table.groupby(keys, sort=False):
         assert tuple(rows["metric"]) == metrics_of_case(by_key[(key[2], key[3])], scorer), key
     # NaN only where the README says: retention and its interval where the edit's effect is not
-    # established (then the note says why); the effect and its seeds are always there.
+    # established or went the wrong way (then the note says why); the effect and its seeds are
+    # always there.
     for col in ("base", "edited", "base_ft", "edited_ft", "n_images", "effect", "n_seeds", "replicates_dropped"):
         assert table[col].notna().all(), col
-    unstated = table["note"].fillna("").str.contains("not established|no interval")
+    unstated = table["note"].fillna("").str.contains("not established|no interval|retention not stated")
     for col in ("retention", "ci_low", "ci_high"):
         assert (table[col].isna() == unstated).all(), col
     assert (table["n_seeds"] == table["finetuner"].map({"lora": 2}).fillna(1)).all()  # LoRA runs two seeds

@@ -43,6 +43,8 @@ rule persistence:
     output:
         table=in_results("persistence.csv"),
         parquet=in_results("persistence.parquet"),
+        by_seed=in_results("persistence_by_seed.csv"),
+        by_seed_parquet=in_results("persistence_by_seed.parquet"),
         curves=in_results("curves.csv"),
         reedit=in_results("reedit.csv"),
         transfer=in_results("transfer.csv"),

@@ -1,23 +1,30 @@
 """From scored images to the persistence table (design.md section 3) and its extensions.
 
-Every number comes with the replicates of one paired bootstrap (metrics.bootstrap): the same
-resampling of fine-tune seeds and of (prompt, image) cells is applied to all states of a model,
-so each retention interval accounts for the sampling noise of all four states and for the
-fine-tune's own randomness at once. Each row carries the edit's effect (edited - base) with its
-interval; retention, a ratio over that effect, is stated only where the effect is established.
+Every state is measured on its own images: a fine-tuned state once per fine-tune seed, on as many
+images as the unedited and edited models (so no metric compares states of different image
+counts), and a cell's retention is the mean of its seeds' retentions. Its interval is seed-level
+(metrics.seed_interval): a t-interval across the seeds' retentions with the variance of a paired
+bootstrap of prompts and images added, the same draws applied to every state and seed of a
+model. Each row carries the edit's effect (edited - base) with its interval; retention, a ratio
+over that effect, is stated only where the effect is established. A fine-tune seed that did not
+learn its subject, or after which the unedited model no longer draws the edit's target, leaves
+its cell (`SeedRule`, `kept_seeds`): every table that states a retention reads it through
+`rule_cell`.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 from ..errors import InputError
 from ..grid import GridCell
-from ..metrics.bootstrap import draw_indices, draw_seeds, dropped, percentile_interval, resample, retention
+from ..metrics.bootstrap import (draw_indices, dropped, percentile_interval, resample_each_seed, retention,
+                                 with_share_floor)
+from ..metrics.seed_interval import seed_level_interval
 from ..metrics.task_metrics import METRICS, attribute_coverage, metrics_of_case, reduce_grid, sampling_debias_floor
 from ..states import parse_state
 from ..tasks.cases import EditCase
@@ -29,23 +36,34 @@ COLUMNS = ["model", "family", "editor", "task", "edit", "finetuner", "ft_data", 
            "edited", "base_ft", "edited_ft", "retention", "ci_low", "ci_high", "n_images",
            "effect", "effect_ci_low", "effect_ci_high", "n_seeds", "replicates_dropped", "note", "ft_fidelity",
            "target_reach"]
+SEED_COLUMNS = ["model", "editor", "task", "edit", "finetuner", "ft_data", "metric", "seed", "base_ft", "edited_ft",
+                "retention", "ft_fidelity", "target_reach", "kept"]
 
 
 @dataclass
 class Estimate:
-    """A metric of one state (pooled over its fine-tune seeds): the point value and its
-    bootstrap replicates (all NaN for a metric without an interval)."""
+    """A metric of one state, or of one state per fine-tune seed: each state's value on its own
+    images (`per_seed`, [S]) and its bootstrap replicates (`replicates`, [S, B]: prompts and
+    images resampled, the state kept; all NaN for a metric without an interval)."""
 
-    value: float
+    per_seed: np.ndarray
     replicates: np.ndarray
-    n_images: int
-    n_seeds: int
+    n_images: int  # images each state's value rests on
     note: str = ""
     # debias_score only: the share of images showing one of the attributes, the images its
     # shares are taken among (a model that draws 25 of 32 triangles purple is scored on 7), and
-    # what a model balanced among those images would score from sampling alone.
+    # what a model balanced among those images would score from sampling alone (seeds averaged).
     coverage: float = float("nan")
     floor: float = float("nan")
+
+    @property
+    def value(self) -> float:
+        """The mean over the seeds of each state's value."""
+        return float(np.mean(self.per_seed))
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.per_seed)
 
 
 @dataclass
@@ -135,35 +153,33 @@ class ModelScores:
 
     def estimate(self, states: str | tuple[str, ...], case: EditCase | None, metric: str, step: int = -1,
                  roles: tuple[str, ...] | None = None) -> Estimate:
-        """The metric of one state, or of one state's fine-tune seeds pooled (`states`: one per
-        seed, in the same seed order for every state they are compared with)."""
+        """The metric of one state, or of one state per fine-tune seed (`states`, in the seed order
+        of every state they are compared with), each on its own images."""
         states = (states,) if isinstance(states, str) else tuple(states)
-        key = (states, case_key(case) if case is not None else "", metric, step, roles)
+        parts = [self._state_estimate(s, case, metric, step, roles) for s in states]
+        if len({p.n_images for p in parts}) > 1:
+            raise InputError(f"fine-tune seeds of {states[0]!r} have different image grids for {metric}: "
+                             f"{[p.n_images for p in parts]} images")
+        return Estimate(np.concatenate([p.per_seed for p in parts]), np.concatenate([p.replicates for p in parts]),
+                        parts[0].n_images, parts[0].note, float(np.mean([p.coverage for p in parts])),
+                        float(np.mean([p.floor for p in parts])))
+
+    def _state_estimate(self, state: str, case: EditCase | None, metric: str, step: int,
+                        roles: tuple[str, ...] | None) -> Estimate:
+        key = (state, case_key(case) if case is not None else "", metric, step, roles)
         if key not in self._cache:
-            self._cache[key] = self._estimate(states, case, metric, step, roles)
+            self._cache[key] = self._estimate(state, case, metric, step, roles, "|".join(map(str, key)))
         return self._cache[key]
 
-    def _estimate(self, states, case, metric, step, roles) -> Estimate:
-        grids = [self.grid(s, case, metric, step, roles) for s in states]
-        if len({g.shape for g in grids}) > 1:
-            raise InputError(f"fine-tune seeds of {states[0]!r} have different image grids: "
-                             f"{[g.shape for g in grids]}")
-        stack = np.stack(grids)  # [S, P, N]
+    def _estimate(self, state, case, metric, step, roles, key: str) -> Estimate:
+        grid = self.grid(state, case, metric, step, roles)
         m = METRICS[metric]
         extra = {"desired": np.array(case.debias.ratios) if m.kind == "debias" else None,
                  "features": self.features, "references": self.references}
-        value = float(reduce_grid(m, stack.reshape(1, -1, stack.shape[-1]), **extra)[0])
-        note = self._fid_note(stack.size) if m.kind == "fid" else ""
-        coverage = floor = float("nan")
-        if m.kind == "debias":
-            coverage, floor = attribute_coverage(stack), sampling_debias_floor(stack, extra["desired"])
-        if m.interval:
-            rows, cols = draw_indices(stack.shape[1:], self.samples, self.seed)
-            seeds = draw_seeds(len(states), self.samples, self.seed)
-            reps = reduce_grid(m, resample(stack, rows, cols, seeds), **extra)
-        else:
-            reps = np.full(self.samples, np.nan)
-        return Estimate(value, reps, stack.size, len(states), note, coverage, floor)
+        est = grid_estimate(grid, m, self.samples, self.seed, key, extra)
+        if m.kind == "fid":
+            est.note = self._fid_note(grid.size)
+        return est
 
     def _fid_note(self, n_images: int) -> str:
         dim = self.features.shape[1]
@@ -174,6 +190,35 @@ class ModelScores:
                         "FID is biased upward; compare KID", n_images, dim, 2 * dim)
             self._warned = True
         return f"fid from {n_images} images < 2 x {dim} feature dims: biased upward"
+
+
+def grid_estimate(grid: np.ndarray, m, samples: int, seed: int, key: str, extra: dict | None = None) -> Estimate:
+    """One state's metric from its prompts x images grid, with `samples` bootstrap replicates
+    (the draws depend only on the grid's shape and `seed`, so every state lines up); a share's
+    replicates are topped up to the Jeffreys variance (bootstrap.with_share_floor), keyed by
+    `key`, the state's own name."""
+    extra = extra or {}
+    stack = grid[None]  # [1, P, N]
+    value = reduce_grid(m, stack, **extra)  # [1]
+    coverage = floor = float("nan")
+    if m.kind == "debias":
+        coverage, floor = attribute_coverage(stack), sampling_debias_floor(stack, extra["desired"])
+    if m.interval:
+        rows, cols = draw_indices(grid.shape, samples, seed)
+        reps = reduce_grid(m, resample_each_seed(stack, rows, cols), **extra)  # [1, B]
+        if m.kind == "share":
+            reps = with_share_floor(value, reps, grid.size, key, seed)
+    else:
+        reps = np.full((1, samples), np.nan)
+    return Estimate(np.asarray(value, dtype=float), reps, grid.size, "", coverage, floor)
+
+
+def retention_by_seed(base: Estimate, edited: Estimate, base_ft: Estimate, num: Estimate):
+    """Each seed's retention (num_s - base_ft_s) / (edited - base) [S], its replicates [S, B], and
+    the seed-level interval of their mean (metrics.seed_interval)."""
+    values = retention(base.value, edited.value, base_ft.per_seed, num.per_seed)
+    reps = retention(base.replicates[0], edited.replicates[0], base_ft.replicates, num.replicates)
+    return values, reps, seed_level_interval(values, reps.mean(0))
 
 
 def metric_case(metric: str, case: EditCase) -> EditCase | None:
@@ -221,59 +266,152 @@ def effect_problem(metric: str, effect: float, low: float, high: float, threshol
     return ""
 
 
-def subject_fidelity(scores: ModelScores, states: list[str]) -> float:
-    """Share of a fine-tuned state's images of "a sks <class>" that show the subject, pooled over
-    its seeds (NaN where the subject prompt was not generated)."""
-    if not all(scores.has_role(s, "subject") for s in states):
-        return float("nan")
-    return scores.estimate(tuple(states), None, "subject_fidelity").value
+def subject_fidelities(scores: ModelScores, states: list[str]) -> np.ndarray:
+    """Per fine-tuned state: the share of its images of "a sks <class>" that show the subject
+    (NaN where the subject prompt was not generated)."""
+    return np.array([scores.estimate(s, None, "subject_fidelity").value if scores.has_role(s, "subject")
+                     else float("nan") for s in states])
 
 
-def target_reach(scores: ModelScores, case: EditCase, base_fts: list[str]) -> float:
-    """Share of the fine-tuned base's images of the edit's target prompt ("a blue circle") that
-    show the target, pooled over its seeds: below the unedited model's, the fine-tune erased the
-    target itself, which no edit of the source can be expected to keep (NaN: no target prompt)."""
-    if case.target is None or not all(scores.has_role(s, "target") for s in base_fts):
-        return float("nan")
-    return scores.estimate(tuple(base_fts), case, "target_fidelity").value
+def target_reaches(scores: ModelScores, case: EditCase, base_fts: list[str]) -> np.ndarray:
+    """Per fine-tuned base: the share of its images of the edit's target prompt ("a blue circle")
+    that show the target. Below the unedited model's, the fine-tune erased the target itself,
+    which no edit of the source can be expected to keep (NaN: no target prompt)."""
+    if case.target is None:
+        return np.full(len(base_fts), np.nan)
+    return np.array([scores.estimate(s, case, "target_fidelity").value if scores.has_role(s, "target")
+                     else float("nan") for s in base_fts])
+
+
+def seed_fidelities(scores: ModelScores, numerators: list[str], base_fts: list[str]) -> np.ndarray:
+    """Per seed: the lower of the subject fidelity of its fine-tuned base and of its numerator
+    (edited_ft, or the state compared in its place); a fine-tune that did not learn its subject
+    says little about persistence. A side without subject images does not count."""
+    with np.errstate(invalid="ignore"):
+        return np.fmin(subject_fidelities(scores, numerators), subject_fidelities(scores, base_fts))
+
+
+@dataclass(frozen=True)
+class SeedRule:
+    """Which fine-tune seeds a cell keeps (`evaluation.min_ft_fidelity`, `min_target_reach`): a
+    seed whose fine-tune shows its subject in fewer of its images, or whose fine-tuned base draws
+    the edit's target in fewer, leaves the cell. Unknown values (no such images) keep the seed."""
+
+    min_ft_fidelity: float = 0.0
+    min_target_reach: float = 0.0
+
+
+def kept_seeds(scores: ModelScores, cell: Cell, rule: SeedRule) -> tuple[tuple[int, ...], list[str]]:
+    """The cell's fine-tune seeds that pass `rule`, and one note per seed left out."""
+    fidelity = seed_fidelities(scores, cell.grid.edited_fts, cell.grid.base_fts)
+    reach = target_reaches(scores, cell.case, cell.grid.base_fts)
+    kept, notes = [], []
+    for seed, fid, tr in zip(cell.seeds, fidelity, reach):
+        if fid < rule.min_ft_fidelity:
+            notes.append(f"seed {seed} left out: its fine-tune shows the subject in {fid:.2f} of images "
+                         f"(min_ft_fidelity {rule.min_ft_fidelity:g})")
+        elif tr < rule.min_target_reach:
+            notes.append(f"seed {seed} left out: its fine-tuned base draws the target in {tr:.2f} of images "
+                         f"(min_target_reach {rule.min_target_reach:g})")
+        else:
+            kept.append(seed)
+    return tuple(kept), notes
+
+
+NO_SEED = "every fine-tune seed left out: retention not stated"
+
+
+def rule_cell(scores: ModelScores, cell: Cell, rule: SeedRule) -> tuple[Cell, list[str], bool]:
+    """The cell with only the seeds `rule` keeps, the notes on the others, and whether any seed is
+    left (if none, the cell with all its seeds, for its values, and no retention is stated). Every
+    table reads a cell through this."""
+    kept, notes = kept_seeds(scores, cell, rule)
+    if not kept:
+        return cell, notes + [NO_SEED], False
+    return replace(cell, seeds=kept), notes, True
+
+
+def seed_of(state: str) -> int:
+    return int(parse_state(state).parts["seed"])
+
+
+def effect_direction_problem(metric: str, effect: float) -> str:
+    """Retention measures how much of what an edit set out to do survives: an edit that moved its
+    metric against `higher_is_better` did damage there, and the share of damage kept is no
+    retention ("" when the edit moved it the right way or not at all)."""
+    m = METRICS[metric]
+    if effect == 0 or (effect > 0) == m.higher_is_better:
+        return ""
+    return (f"the edit moved {metric} the wrong way ({effect:+.3g}; "
+            f"{'higher' if m.higher_is_better else 'lower'} is better): retention not stated")
 
 
 def ratio_row(scores: ModelScores, cell: Cell, metric: str, numerators: list[str], min_effect: float | dict = 0.0,
               step: int = -1, roles: tuple[str, ...] | None = None, base_fts: list[str] | None = None) -> dict:
-    """The edit's effect (edited - base) and (numerator - base_ft) / effect for one metric, with
-    intervals; the numerator and base_ft (one state per fine-tune seed, `base_fts` default: the
-    cell's) at step `step` (-1: the end). The ratio is given only where the effect is
-    established (`note` says why not)."""
+    """The edit's effect (edited - base) and, per fine-tune seed, (numerator - base_ft) / effect
+    for one metric, with intervals; the numerator and base_ft (one state per fine-tune seed,
+    `base_fts` default: the cell's) at step `step` (-1: the end). The ratio is the mean of the
+    seeds' and is given only where the effect is established (`note` says why not); its interval
+    is seed-level (metrics.seed_interval)."""
     case = metric_case(metric, cell.case)
     base_fts = cell.grid.base_fts if base_fts is None else base_fts
     base, edited = (scores.estimate(s, case, metric, -1, roles) for s in ("base", cell.edited))
     base_ft = scores.estimate(tuple(base_fts), case, metric, step, roles)
     num = scores.estimate(tuple(numerators), case, metric, step, roles)
-    effect_reps = edited.replicates - base.replicates
+    effect_reps = edited.replicates[0] - base.replicates[0]
     effect_low, effect_high = percentile_interval(effect_reps)
     effect = edited.value - base.value
-    reps = retention(base.replicates, edited.replicates, base_ft.replicates, num.replicates)
-    problem = effect_problem(metric, effect, effect_low, effect_high, min_effect_of(min_effect, metric))
-    n_dropped = dropped(reps) if METRICS[metric].interval else 0
-    ratio, (low, high) = float("nan"), (float("nan"), float("nan"))
+    problem = (effect_problem(metric, effect, effect_low, effect_high, min_effect_of(min_effect, metric))
+               or effect_direction_problem(metric, effect))
+    seed_values, seed_reps, iv = retention_by_seed(base, edited, base_ft, num)
+    within = seed_reps.mean(0)
+    n_dropped = dropped(within) if METRICS[metric].interval else 0
+    ratio, low, high = float("nan"), float("nan"), float("nan")
     if not problem:
-        ratio, (low, high) = float(retention(base.value, edited.value, base_ft.value, num.value)), percentile_interval(reps)
+        ratio, low, high = iv.value, iv.low, iv.high
     notes = [problem, num.note or base.note]
+    if not problem and num.n_seeds == 1:
+        notes.append("one fine-tune seed: the interval is of images and prompts only")
     if METRICS[metric].kind == "debias":
         notes.append(f"shares are among the images that show an attribute: {edited.coverage:.2f} of the edited "
                      f"model's, {num.coverage:.2f} of this state's; balanced among those, sampling alone would "
                      f"score {edited.floor:.3f} and {num.floor:.3f}")
     if n_dropped:
-        notes.append(f"{n_dropped} of {len(reps)} replicates had no effect and were dropped")
+        notes.append(f"{n_dropped} of {len(within)} replicates had no effect and were dropped")
+    fidelity = seed_fidelities(scores, numerators, base_fts)
+    reach = target_reaches(scores, cell.case, base_fts)
+    nan_seeds = np.full_like(seed_values, np.nan)
     return {"base": base.value, "edited": edited.value, "base_ft": base_ft.value, "value": num.value,
             "ratio": ratio, "ci_low": low, "ci_high": high, "n_images": num.n_images, "n_seeds": num.n_seeds,
             "effect": effect, "effect_ci_low": effect_low, "effect_ci_high": effect_high,
             "replicates_dropped": n_dropped, "note": "; ".join(n for n in notes if n), "established": not problem,
-            # A fine-tune that did not learn its subject says little about persistence.
-            "ft_fidelity": float(np.minimum(subject_fidelity(scores, numerators),
-                                            subject_fidelity(scores, base_fts))),
-            "target_reach": target_reach(scores, cell.case, base_fts),
-            "replicates": reps if not problem else np.full_like(reps, np.nan)}
+            # The lowest of its seeds': every seed kept learned its subject at least this well.
+            "ft_fidelity": float(np.nanmin(fidelity)) if np.isfinite(fidelity).any() else float("nan"),
+            "target_reach": float(np.nanmin(reach)) if np.isfinite(reach).any() else float("nan"),
+            "seeds": tuple(seed_of(s) for s in numerators), "seed_base_ft": base_ft.per_seed,
+            "seed_value": num.per_seed, "seed_fidelity": fidelity, "seed_reach": reach,
+            "seed_values": seed_values if not problem else nan_seeds,
+            "seed_replicates": seed_reps if not problem else np.full_like(seed_reps, np.nan),
+            "effect_replicates": effect_reps, "edited_replicates": edited.replicates[0]}
+
+
+def unstated(r: dict) -> dict:
+    """The row with no retention (its cell kept no fine-tune seed)."""
+    nan = float("nan")
+    return {**r, "ratio": nan, "ci_low": nan, "ci_high": nan, "established": False, "n_seeds": 0,
+            "seed_values": np.full_like(r["seed_values"], nan),
+            "seed_replicates": np.full_like(r["seed_replicates"], nan)}
+
+
+def ruled_row(scores: ModelScores, cell: Cell, metric: str, numerators_of, min_effect: float | dict,
+              rule: SeedRule, **kwargs) -> dict:
+    """ratio_row on the seeds `rule` keeps (`numerators_of(cell)`: the states compared with
+    base_ft, one per seed), the notes on the seeds left out first."""
+    ruled, seed_notes, any_kept = rule_cell(scores, cell, rule)
+    r = ratio_row(scores, ruled, metric, numerators_of(ruled), min_effect, **kwargs)
+    if not any_kept:
+        r = unstated(r)
+    return {**r, "note": "; ".join(n for n in [*seed_notes, r["note"]] if n)}
 
 
 def cell_keys(cell: Cell) -> dict:
@@ -285,36 +423,64 @@ EFFECT_KEYS = ("effect", "effect_ci_low", "effect_ci_high", "n_seeds", "replicat
                "target_reach")
 
 
-def persistence_rows(scores: ModelScores, cell: Cell, min_effect: float | dict = 0.0) -> list[dict]:
+def seed_rows(scores: ModelScores, cell: Cell, metric: str, r: dict, min_effect: float | dict) -> list[dict]:
+    """One row per fine-tune seed of the cell, kept or not (`r`: the cell's row on its kept
+    seeds): the seed's own base_ft, edited_ft, retention and fine-tune checks, with the seed's
+    bootstrap replicates of retention (`_replicates`, for paired comparisons)."""
+    every = r if len(r["seeds"]) == len(cell.seeds) else ratio_row(scores, cell, metric, cell.grid.edited_fts,
+                                                                  min_effect)
+    stated = r["established"]
+    keys = {k: v for k, v in cell_keys(cell).items() if k in SEED_COLUMNS}
     out = []
-    for metric in metrics_of_case(cell.case, scores.scorer):
-        r = ratio_row(scores, cell, metric, cell.grid.edited_fts, min_effect)
-        out.append({**cell_keys(cell), "metric": metric, "base": r["base"], "edited": r["edited"],
-                    "base_ft": r["base_ft"], "edited_ft": r["value"], "retention": r["ratio"],
-                    "ci_low": r["ci_low"], "ci_high": r["ci_high"], "n_images": r["n_images"],
-                    **{k: r[k] for k in EFFECT_KEYS}, "_replicates": r["replicates"]})
+    for i, seed in enumerate(every["seeds"]):
+        kept = stated and seed in r["seeds"]
+        reps = every["seed_replicates"][i] if stated else np.full(every["seed_replicates"].shape[1], np.nan)
+        out.append({**keys, "metric": metric, "seed": seed, "base_ft": every["seed_base_ft"][i],
+                    "edited_ft": every["seed_value"][i],
+                    "retention": every["seed_values"][i] if stated else float("nan"),
+                    "ft_fidelity": every["seed_fidelity"][i], "target_reach": every["seed_reach"][i],
+                    "kept": seed in r["seeds"] and r["n_seeds"] > 0, "_replicates": reps})
     return out
 
 
-def curve_rows(scores: ModelScores, cell: Cell, total_steps: int, min_effect: float | dict = 0.0) -> list[dict]:
+def persistence_rows(scores: ModelScores, cell: Cell, min_effect: float | dict = 0.0,
+                     rule: SeedRule = SeedRule()) -> list[dict]:
+    out = []
+    for metric in metrics_of_case(cell.case, scores.scorer):
+        r = ruled_row(scores, cell, metric, lambda c: c.grid.edited_fts, min_effect, rule)
+        out.append({**cell_keys(cell), "metric": metric, "base": r["base"], "edited": r["edited"],
+                    "base_ft": r["base_ft"], "edited_ft": r["value"], "retention": r["ratio"],
+                    "ci_low": r["ci_low"], "ci_high": r["ci_high"], "n_images": r["n_images"],
+                    **{k: r[k] for k in EFFECT_KEYS}, "_seeds": r["seeds"] if r["n_seeds"] else (),
+                    "_seed_values": r["seed_values"], "_seed_replicates": r["seed_replicates"],
+                    "_effect_replicates": r["effect_replicates"], "_edited_replicates": r["edited_replicates"],
+                    "_by_seed": seed_rows(scores, cell, metric, r, min_effect)})
+    return out
+
+
+def curve_rows(scores: ModelScores, cell: Cell, total_steps: int, min_effect: float | dict = 0.0,
+               rule: SeedRule = SeedRule()) -> list[dict]:
     """Retention of the primary metric at step 0, every snapshot and the end of fine-tuning.
 
     Snapshots are generated for the case's source prompt only (the cost of a curve is then one
     prompt per snapshot), so every point of a curve, the end included, reads that prompt; for
     efficacy this is the table's own definition. Fine-tunes keep snapshots on their first seed
     only (a curve needs many points more than tight ones), so a curve pairs the seeds that have
-    snapshots, end point included, and says how many (`n_seeds`); without snapshots it is every
-    seed's. A snapshot step some paired state lacks gets a row with no value and a note, not
-    silence."""
+    snapshots among those `rule` keeps, end point included, and says how many (`n_seeds`; with
+    one, the band is of images and prompts only); without snapshots it is every kept seed's. A
+    snapshot step some paired state lacks gets a row with no value and a note, not silence."""
     metric = PRIMARY[cell.case.task]
-    pairs = [(b, e) for b, e in zip(cell.grid.base_fts, cell.grid.edited_fts) if scores.steps(b) or scores.steps(e)]
-    base_fts, edited_fts = map(list, zip(*pairs)) if pairs else (cell.grid.base_fts, cell.grid.edited_fts)
+    ruled, seed_notes, any_kept = rule_cell(scores, cell, rule)
+    pairs = [(b, e) for b, e in zip(ruled.grid.base_fts, ruled.grid.edited_fts) if scores.steps(b) or scores.steps(e)]
+    base_fts, edited_fts = map(list, zip(*pairs)) if pairs else (ruled.grid.base_fts, ruled.grid.edited_fts)
 
     def row(step: int, r: dict) -> dict:
-        return {**cell_keys(cell), "metric": metric, "step": step, "retention": r["ratio"], "ci_low": r["ci_low"],
-                "ci_high": r["ci_high"], "n_seeds": len(edited_fts), "note": r["note"]}
+        ratio, low, high = (r["ratio"], r["ci_low"], r["ci_high"]) if any_kept else (float("nan"),) * 3
+        note = "; ".join(n for n in [*seed_notes, r["note"]] if n)
+        return {**cell_keys(cell), "metric": metric, "step": step, "retention": ratio, "ci_low": low,
+                "ci_high": high, "n_seeds": len(edited_fts) if any_kept else 0, "note": note}
 
-    final = ratio_row(scores, cell, metric, edited_fts, min_effect, roles=("source",), base_fts=base_fts)
+    final = ratio_row(scores, ruled, metric, edited_fts, min_effect, roles=("source",), base_fts=base_fts)
     # Step 0 is the edited model itself: retention 1 by definition, where the edit did something.
     start = 1.0 if final["established"] else float("nan")
     rows = [row(0, {"ratio": start, "ci_low": start, "ci_high": start,
@@ -326,18 +492,20 @@ def curve_rows(scores: ModelScores, cell: Cell, total_steps: int, min_effect: fl
             nan = float("nan")
             rows.append(row(step, {"ratio": nan, "ci_low": nan, "ci_high": nan, "note": f"no snapshot in {missing[0]}"}))
             continue
-        rows.append(row(step, ratio_row(scores, cell, metric, edited_fts, min_effect, step=step, roles=("source",),
+        rows.append(row(step, ratio_row(scores, ruled, metric, edited_fts, min_effect, step=step, roles=("source",),
                                         base_fts=base_fts)))
     rows.append(row(total_steps, final))
     return rows
 
 
-def reedit_rows(scores: ModelScores, cell: Cell, min_effect: float | dict = 0.0) -> list[dict]:
+def reedit_rows(scores: ModelScores, cell: Cell, min_effect: float | dict = 0.0,
+                rule: SeedRule = SeedRule()) -> list[dict]:
     """Does applying the edit again restore it, and at what cost in specificity and quality?"""
     out = []
     for metric in metrics_of_case(cell.case, scores.scorer):
-        r = ratio_row(scores, cell, metric, cell.grid.reedited, min_effect)
-        eft = scores.estimate(tuple(cell.grid.edited_fts), metric_case(metric, cell.case), metric).value
+        r = ruled_row(scores, cell, metric, lambda c: c.grid.reedited, min_effect, rule)
+        ruled = rule_cell(scores, cell, rule)[0]
+        eft = scores.estimate(tuple(ruled.grid.edited_fts), metric_case(metric, cell.case), metric).value
         out.append({**cell_keys(cell), "metric": metric, "edited": r["edited"], "edited_ft": eft,
                     "reedited": r["value"], "restored": r["ratio"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
                     "n_images": r["n_images"], "n_seeds": r["n_seeds"], "note": r["note"],
@@ -345,12 +513,13 @@ def reedit_rows(scores: ModelScores, cell: Cell, min_effect: float | dict = 0.0)
     return out
 
 
-def transfer_rows(scores: ModelScores, cell: Cell, min_effect: float | dict = 0.0) -> list[dict]:
+def transfer_rows(scores: ModelScores, cell: Cell, min_effect: float | dict = 0.0,
+                  rule: SeedRule = SeedRule()) -> list[dict]:
     """An adapter trained on the base, applied to the edited model, measured like edited_ft."""
     out = []
     for metric in metrics_of_case(cell.case, scores.scorer):
-        r = ratio_row(scores, cell, metric, cell.grid.transfers, min_effect)
-        own = ratio_row(scores, cell, metric, cell.grid.edited_fts, min_effect)
+        r = ruled_row(scores, cell, metric, lambda c: c.grid.transfers, min_effect, rule)
+        own = ruled_row(scores, cell, metric, lambda c: c.grid.edited_fts, min_effect, rule)
         out.append({**cell_keys(cell), "metric": metric, "transfer": r["value"], "retention_transfer": r["ratio"],
                     "ci_low": r["ci_low"], "ci_high": r["ci_high"], "retention_own_ft": own["ratio"],
                     "n_images": r["n_images"], "n_seeds": r["n_seeds"], "note": r["note"],
@@ -382,7 +551,7 @@ def finetune_quality_rows(scores: ModelScores, model: str) -> list[dict]:
         if not scores.has_role(state, "subject"):
             continue
         est = scores.estimate(state, None, "subject_fidelity")
-        low, high = percentile_interval(est.replicates)
+        low, high = percentile_interval(est.replicates[0])
         parsed = parse_state(state)
         out.append({"model": model, "state": state, "kind": parsed.kind, **parsed.parts, "subject_fidelity": est.value,
                     "ci_low": low, "ci_high": high, "n_images": est.n_images})

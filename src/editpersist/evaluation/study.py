@@ -16,8 +16,8 @@ from ..metrics.task_metrics import fit_references
 from ..states import finetuned_state
 from ..tasks.cases import EditCase
 from .generation import load_images
-from .persistence import (COLUMNS, Cell, ModelScores, curve_rows, finetune_quality_rows, judge_validity,
-                          persistence_rows, reedit_rows, table_frame, transfer_rows)
+from .persistence import (COLUMNS, SEED_COLUMNS, Cell, ModelScores, SeedRule, curve_rows, finetune_quality_rows,
+                          judge_validity, persistence_rows, reedit_rows, table_frame, transfer_rows)
 from .prompts import PRIMARY, QualityConfig, probe_counts
 from .scoring import score_model
 from .summary import established, write_summary
@@ -94,27 +94,38 @@ def build_cells(spec: StudySpec, cases: dict[str, list[EditCase]]) -> list[Cell]
     return out
 
 
+def by_seed_replicates(by_seed: list[dict]) -> pd.DataFrame:
+    """The per-seed table with each seed's bootstrap replicates of its retention (a list per row):
+    what a paired comparison of two editors on the same cells and seeds needs (compare.py)."""
+    frame = table_frame(by_seed, SEED_COLUMNS)
+    frame["replicates"] = [np.asarray(r["_replicates"], dtype=float).tolist() for r in by_seed]
+    return frame
+
+
 def run_study(scores: dict[str, ModelScores], spec: StudySpec, cases: dict[str, list[EditCase]], out_dir: Path,
               summary_path: Path) -> dict[str, pd.DataFrame]:
     from tqdm.auto import tqdm
 
     rows, curves, reedits, transfers = [], [], [], []
     cells = build_cells(spec, cases)
+    rule = SeedRule(spec.min_ft_fidelity, spec.min_target_reach)
     for cell in tqdm(cells, desc="persistence", mininterval=5.0):
         s = scores[cell.model]
-        rows += persistence_rows(s, cell, spec.min_effect)
-        curves += curve_rows(s, cell, spec.finetune_steps[cell.finetuner], spec.min_effect)
+        rows += persistence_rows(s, cell, spec.min_effect, rule)
+        curves += curve_rows(s, cell, spec.finetune_steps[cell.finetuner], spec.min_effect, rule)
         if cell.finetuner in spec.reedit:
-            reedits += reedit_rows(s, cell, spec.min_effect)
+            reedits += reedit_rows(s, cell, spec.min_effect, rule)
         if cell.finetuner in spec.transfer:
-            transfers += transfer_rows(s, cell, spec.min_effect)
+            transfers += transfer_rows(s, cell, spec.min_effect, rule)
     # Judge validity needs the reader's ground truth, which only the toy world has.
     validity = pd.DataFrame([v for model, s in scores.items() if s.table["reader_hit"].notna().any()
                              for v in judge_validity(s.table, model)],
                             columns=["model", "task", "agreement", "n_images"])
     finetune_quality = pd.DataFrame([r for model, s in scores.items() for r in finetune_quality_rows(s, model)])
+    by_seed = [seed for r in rows for seed in r["_by_seed"]]
     frames = {
         "persistence": table_frame(rows, COLUMNS),
+        "persistence_by_seed": table_frame(by_seed, SEED_COLUMNS),
         "finetune_quality": finetune_quality,
         "curves": pd.DataFrame(curves),
         "reedit": pd.DataFrame(reedits),
@@ -123,6 +134,8 @@ def run_study(scores: dict[str, ModelScores], spec: StudySpec, cases: dict[str, 
     }
     write_frame(frames["persistence"], out_dir / "persistence.csv")
     write_frame(frames["persistence"], out_dir / "persistence.parquet")
+    write_frame(frames["persistence_by_seed"], out_dir / "persistence_by_seed.csv")
+    write_frame(by_seed_replicates(by_seed), out_dir / "persistence_by_seed.parquet")
     for name in ("curves", "reedit", "transfer", "judge_validity", "finetune_quality"):
         write_frame(frames[name], out_dir / f"{name}.csv")
     scorer = next(iter(scores.values())).scorer

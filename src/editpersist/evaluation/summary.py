@@ -3,7 +3,12 @@
 A mean retention, and so a ranking of fine-tuners or editors, is stated only within a stratum
 (one model, task and metric): averaging UCE over four tasks against ReFACT over two, or
 efficacy against CLIP score, would compare unlike things. Only cells whose edit effect is
-established (persistence.effect_problem) have a retention to average.
+established (persistence.effect_problem) have a retention to average, and a ranking compares
+levels on the cells every level has (`common_cells`): a fine-tuner whose hardest edit was left
+out would otherwise look better for it. Two levels are ordered by their paired difference on
+those cells and seeds (metrics.seed_interval.combined_interval), not by whether two intervals
+overlap. Fine-tune seeds were already kept or left out per seed (persistence.SeedRule): the
+rows' retentions rest on the seeds kept, and the summary names the others.
 """
 
 from __future__ import annotations
@@ -11,10 +16,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..metrics.bootstrap import dropped, percentile_interval
+from ..metrics.seed_interval import SeedInterval, combined_interval
 from .prompts import PRIMARY
 
 STRATUM = ("model", "task", "metric")
+CELL_ID = ("editor", "edit", "finetuner", "ft_data")
 
 
 def primary_rows(rows: list[dict]) -> list[dict]:
@@ -25,34 +31,63 @@ def established(row: dict) -> bool:
     return bool(np.isfinite(row["retention"]))
 
 
+def seed_parts(rows: list[dict], coef: float) -> list[tuple]:
+    return [(coef, r["_seeds"], r["_seed_values"], r["_seed_replicates"]) for r in rows]
+
+
+def mean_interval(rows: list[dict]) -> SeedInterval:
+    """The mean retention of established cells, seed by seed over the seeds they all kept."""
+    return combined_interval(seed_parts(rows, 1 / len(rows)))
+
+
 def mean_retention(rows: list[dict]) -> dict:
-    """Mean retention over cells with an established effect, with the interval of that mean from
-    the cells' paired replicates; a replicate in which some cell had no effect is dropped, and
-    counted."""
+    """Mean retention over cells with an established effect, with its seed-level interval."""
     usable = [r for r in rows if established(r)]
     if not usable:
         return {"mean_retention": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "cells": 0,
-                "replicates_dropped": 0}
-    reps = np.stack([r["_replicates"] for r in usable])
-    with np.errstate(invalid="ignore"):
-        mean_reps = np.where(np.isfinite(reps).all(0), reps.mean(0), np.nan)
-    low, high = percentile_interval(mean_reps)
-    return {"mean_retention": float(np.mean([r["retention"] for r in usable])), "ci_low": low, "ci_high": high,
-            "cells": len(usable), "replicates_dropped": dropped(mean_reps)}
+                "n_seeds": 0}
+    iv = mean_interval(usable)
+    return {"mean_retention": iv.value, "ci_low": iv.low, "ci_high": iv.high, "cells": len(usable),
+            "n_seeds": iv.n_seeds}
+
+
+def common_cells(stratum: list[dict], by: str) -> list[dict]:
+    """The established rows of the cells (editor, edit, fine-tuner, data less `by`) that every
+    level of `by` with an established row has."""
+    ident = [k for k in CELL_ID if k != by]
+    usable = [r for r in stratum if established(r)]
+    levels = {r[by] for r in usable}
+    have = {}
+    for r in usable:
+        have.setdefault(tuple(r[k] for k in ident), set()).add(r[by])
+    keep = {key for key, got in have.items() if got == levels}
+    return [r for r in usable if tuple(r[k] for k in ident) in keep]
 
 
 def stratified_ranking(rows: list[dict], by: str) -> pd.DataFrame:
-    """Mean retention per value of `by` (finetuner or editor) within each stratum, lowest first."""
+    """Mean retention per value of `by` (finetuner or editor) within each stratum, over the cells
+    every value has (`common_cells`), lowest first."""
     out = []
     keys = sorted({tuple(r[k] for k in STRATUM) for r in rows})
     for key in keys:
-        stratum = [r for r in rows if tuple(r[k] for k in STRATUM) == key]
+        stratum = common_cells([r for r in rows if tuple(r[k] for k in STRATUM) == key], by)
         for value in sorted({r[by] for r in stratum}):
             out.append({**dict(zip(STRATUM, key)), by: value, **mean_retention([r for r in stratum if r[by] == value])})
-    frame = pd.DataFrame(out, columns=[*STRATUM, by, "mean_retention", "ci_low", "ci_high", "cells",
-                                       "replicates_dropped"])
+    frame = pd.DataFrame(out, columns=[*STRATUM, by, "mean_retention", "ci_low", "ci_high", "cells", "n_seeds"])
     frame = frame[frame["cells"] > 0]
     return frame.sort_values([*STRATUM, "mean_retention"]).reset_index(drop=True)
+
+
+def level_difference(rows: list[dict], by: str, high: str, low: str) -> SeedInterval:
+    """Mean retention of `high` minus that of `low` on the cells both have, paired seed by seed."""
+    ident = [k for k in CELL_ID if k != by]
+    pairs = {}
+    for r in rows:
+        if r[by] in (high, low):
+            pairs.setdefault(tuple(r[k] for k in ident), {})[r[by]] = r
+    both = [p for p in pairs.values() if len(p) == 2]
+    return combined_interval([part for p in both for part in (seed_parts([p[high]], 1 / len(both))
+                                                              + seed_parts([p[low]], -1 / len(both)))])
 
 
 def _fmt(x: float, digits: int = 2) -> str:
@@ -76,25 +111,28 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def ranking_sentence(group: pd.DataFrame, by: str) -> str | None:
-    """'dora retains least (...), full most (...)' within one stratum, and whether the two
-    intervals are apart; None with fewer than two values to rank."""
+def ranking_sentence(group: pd.DataFrame, rows: list[dict], by: str) -> str | None:
+    """'dora retains least (...), full most (...)' within one stratum, and whether their paired
+    difference on the same cells and seeds excludes 0; None with fewer than two values to rank."""
     if len(group) < 2:
         return None
     low, high = group.iloc[0], group.iloc[-1]
-    if low["ci_high"] < high["ci_low"]:
-        return (f"by {by}: {low[by]} retains least ({_interval(low)}, {low['cells']} cells), {high[by]} most "
-                f"({_interval(high)}, {high['cells']} cells); the intervals are apart")
-    return (f"by {by}: {low[by]} ({_interval(low)}, {low['cells']} cells) to {high[by]} ({_interval(high)}, "
-            f"{high['cells']} cells): the intervals overlap, no order is established")
+    diff = level_difference(common_cells(rows, by), by, high[by], low[by])
+    text = (f"by {by}: {low[by]} retains least ({_interval(low)}, {low['cells']} cells), {high[by]} most "
+            f"({_interval(high)}, {high['cells']} cells); {high[by]} - {low[by]} "
+            f"{with_interval(diff.value, diff.low, diff.high)} on the same cells and {diff.n_seeds} seeds")
+    if diff.low > 0:
+        return text + ": the order is established"
+    return text + ": no order is established"
 
 
-def stratum_lines(by_ft: pd.DataFrame, by_editor: pd.DataFrame) -> list[str]:
+def stratum_lines(by_ft: pd.DataFrame, by_editor: pd.DataFrame, rows: list[dict]) -> list[str]:
     lines = []
     editors = dict(list(by_editor.groupby(list(STRATUM), sort=True)))
     for key, group in by_ft.groupby(list(STRATUM), sort=True):
-        parts = [s for s in (ranking_sentence(group, "finetuner"),
-                             ranking_sentence(editors.get(key, group.iloc[:0]), "editor")) if s]
+        stratum = [r for r in rows if tuple(r[k] for k in STRATUM) == key]
+        parts = [s for s in (ranking_sentence(group, stratum, "finetuner"),
+                             ranking_sentence(editors.get(key, group.iloc[:0]), stratum, "editor")) if s]
         if parts:
             lines.append(f"- **{' / '.join(key)}**: " + "; ".join(parts) + ".")
     return lines or ["- No stratum has two fine-tuners or editors with established effects to rank."]
@@ -122,72 +160,70 @@ def cell_table(prim: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([{k: r[k] for k in keys} for r in prim])
 
 
-def learned(row: dict, min_ft_fidelity: float) -> bool:
-    """Did the cell's fine-tunes learn their subject? (Unknown fidelity counts as learned.)"""
-    return not row["ft_fidelity"] < min_ft_fidelity
+def named_seeds(seeds: list[dict], column: str) -> str:
+    """"model/editor/task/edit/finetuner seed k (value)" for each per-seed row, the value being its
+    `column`."""
+    return ", ".join(f"{r['model']}/{r['editor']}/{r['task']}/{r['edit']}/{r['finetuner']} seed {r['seed']} "
+                     f"({r[column]:.2f})" for r in seeds)
 
 
-def named_cells(rows: list[dict], column: str) -> str:
-    """"model/editor/task/edit/finetuner (value)" for each row, the value being its `column`."""
-    return ", ".join(f"{r['model']}/{r['editor']}/{r['task']}/{r['edit']}/{r['finetuner']} ({r[column]:.2f})"
-                     for r in rows)
-
-
-def unlearned_lines(prim: list[dict], min_ft_fidelity: float) -> list[str]:
-    weak = [r for r in prim if not learned(r, min_ft_fidelity)]
-    if not weak:
-        return []
-    names = named_cells(weak, "ft_fidelity")
-    return [f"- {len(weak)} cells are left out of every statement below because a fine-tune of theirs did not learn "
-            f"its subject (ft_fidelity, the lower of base_ft's and edited_ft's, under `evaluation.min_ft_fidelity` "
-            f"{min_ft_fidelity:g}): {names}."]
-
-
-def target_kept(row: dict, min_target_reach: float) -> bool:
-    """Does the fine-tuned base still draw the edit's target when asked? (Unknown counts as yes.)"""
-    return not row["target_reach"] < min_target_reach
-
-
-def target_erased_lines(prim: list[dict], min_ft_fidelity: float, min_target_reach: float) -> list[str]:
-    gone = [r for r in prim if learned(r, min_ft_fidelity) and not target_kept(r, min_target_reach)]
-    if not gone:
-        return []
-    names = named_cells(gone, "target_reach")
-    return [f"- {len(gone)} cells are left out of every statement below because their fine-tune erased the edit's "
-            "target itself: the fine-tuned unedited model draws it when asked for it in under "
-            f"`evaluation.min_target_reach` {min_target_reach:g} of its images (target_reach), so no edit that "
-            f"leads to the target could have kept it: {names}."]
+def left_out_lines(prim: list[dict], min_ft_fidelity: float, min_target_reach: float) -> list[str]:
+    """The fine-tune seeds persistence.SeedRule left out of their cells, by reason, and the cells
+    left with none."""
+    seeds = [s for r in prim for s in r["_by_seed"] if not s["kept"]]
+    weak = [s for s in seeds if s["ft_fidelity"] < min_ft_fidelity]
+    gone = [s for s in seeds if s not in weak and s["target_reach"] < min_target_reach]
+    lines = []
+    if weak:
+        lines.append(f"- {len(weak)} fine-tune seeds are left out of their cells because their fine-tune did not learn "
+                     "its subject (ft_fidelity, the lower of that seed's base_ft's and edited_ft's, under "
+                     f"`evaluation.min_ft_fidelity` {min_ft_fidelity:g}): {named_seeds(weak, 'ft_fidelity')}.")
+    if gone:
+        lines.append(f"- {len(gone)} fine-tune seeds are left out of their cells because their fine-tune erased the "
+                     "edit's target itself: that seed's fine-tuned unedited model draws it when asked for it in under "
+                     f"`evaluation.min_target_reach` {min_target_reach:g} of its images (target_reach), so no edit "
+                     f"that leads to the target could have kept it: {named_seeds(gone, 'target_reach')}.")
+    empty = [r for r in prim if r["n_seeds"] == 0]
+    if empty:
+        names = ", ".join(f"{r['model']}/{r['editor']}/{r['task']}/{r['edit']}/{r['finetuner']}" for r in empty)
+        lines.append(f"- {len(empty)} cells kept no fine-tune seed and state no retention: {names}.")
+    return lines
 
 
 def write_summary(rows: list[dict], validity: pd.DataFrame, scorer: str, samples: int,
                   finetune_quality: pd.DataFrame | None = None, min_ft_fidelity: float = 0.0,
                   min_target_reach: float = 0.0) -> str:
-    all_prim = primary_rows(rows)
-    rows = [r for r in rows if learned(r, min_ft_fidelity) and target_kept(r, min_target_reach)]
     prim = primary_rows(rows)
     took = [r for r in prim if established(r)]
     by_ft, by_editor = stratified_ranking(rows, "finetuner"), stratified_ranking(rows, "editor")
     prim_ft = by_ft[by_ft["metric"] == by_ft["task"].map(PRIMARY)]
     prim_editor = by_editor[by_editor["metric"] == by_editor["task"].map(PRIMARY)]
-    seeds = sorted({r["n_seeds"] for r in prim})
+    seeds = sorted({r["n_seeds"] for r in prim if r["n_seeds"]})
     text = ["# editpersist summary", "",
-            "Retention = (edited_ft - base_ft) / (edited - base) of a metric; the table's headline metric is each "
+            "Retention = (edited_ft - base_ft) / (edited - base) of a metric, per fine-tune seed and averaged over "
+            "a cell's seeds; the table's headline metric is each "
             f"task's primary one ({', '.join(f'{t}: {m}' for t, m in PRIMARY.items())}). 1 means the edit fully "
-            "survives fine-tuning, 0 that fine-tuning erased it. Intervals: 95 % paired bootstrap over fine-tune "
-            f"seeds ({' or '.join(map(str, seeds))} per cell), prompts and images ({samples} replicates); images "
-            f"scored by the {scorer}. Retention is stated only where the edit's effect (edited - base) is "
-            "established: its interval excludes 0 and it reaches `evaluation.min_effect`. Means and rankings are "
-            "stated only within one model, task and metric.", "", *unlearned_lines(all_prim, min_ft_fidelity),
-            *target_erased_lines(all_prim, min_ft_fidelity, min_target_reach),
+            "survives fine-tuning, 0 that fine-tuning erased it. Intervals (95 %): a t-interval across the "
+            f"fine-tune seeds ({' or '.join(map(str, seeds))} per cell) with the variance of a paired bootstrap of "
+            f"prompts and images ({samples} replicates) added; with 2 seeds t is 12.7, and the intervals are as "
+            f"wide as two seeds leave them (docs/intervals.md). Images scored by the {scorer}. Retention is stated "
+            "only where the edit's effect (edited - base) is established: its interval excludes 0, it reaches "
+            "`evaluation.min_effect`, and it goes the way the metric calls better. Means and rankings are "
+            "stated only within one model, task and metric.", "",
+            *left_out_lines(prim, min_ft_fidelity, min_target_reach),
             f"- {len(took)} of {len(prim)} cells have an established effect on their primary metric."]
-    persisted = [r for r in took if r["ci_low"] >= 0.8]
-    erased = [r for r in took if r["ci_high"] <= 0.2]
+    decided = [r for r in took if r["n_seeds"] > 1]
+    persisted = [r for r in decided if r["ci_low"] >= 0.8]
+    erased = [r for r in decided if r["ci_high"] <= 0.2]
     text.append(f"- Of those, {len(persisted)} keep the edit (interval above 0.8) and {len(erased)} lose it "
-                "(interval below 0.2); the others are in between or uncertain.")
-    text += ["", "## Rankings within each model, task and primary metric", "", *stratum_lines(prim_ft, prim_editor),
+                "(interval below 0.2); the others are in between or uncertain"
+                + (f", {len(took) - len(decided)} of them because they rest on one fine-tune seed, whose interval "
+                   "says nothing of seed-to-seed spread" if len(took) > len(decided) else "") + ".")
+    text += ["", "## Rankings within each model, task and primary metric", "",
+             *stratum_lines(prim_ft, prim_editor, prim),
              "", "## Mean retention by fine-tuner, per stratum (every metric)", "", markdown_table(by_ft), "",
              "## Mean retention by editor, per stratum (every metric)", "", markdown_table(by_editor), "",
-             "## Every cell (primary metric)", "", markdown_table(cell_table(all_prim)), ""]
+             "## Every cell (primary metric)", "", markdown_table(cell_table(prim)), ""]
     text += finetune_quality_lines(finetune_quality, min_ft_fidelity)
     if len(validity):
         text += ["## Judge validity", "",

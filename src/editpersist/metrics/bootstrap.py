@@ -1,19 +1,25 @@
-"""Paired bootstrap over fine-tune seeds, prompts and images.
+"""Paired bootstrap over prompts and images, and the draws it shares between states.
 
 A metric's data for one state is a grid (prompts x images), and every state of a model has the
 same grid (same prompts, same per-(prompt, index) noise seeds). A fine-tuned state exists once
 per fine-tune seed, so its data is a stack of such grids (seeds x prompts x images).
 
 Prompts and images are crossed with fine-tune seeds, not nested in them: every fine-tune seed
-is asked the same prompts with the same noise. A replicate therefore resamples the seeds with
-replacement and, independently, the prompts with replacement and images within each drawn
-prompt; the *same* draws apply to every state, so differences between states (and retention, a
-ratio of differences) keep their pairing: base_ft and edited_ft of one seed stay together.
+is asked the same prompts with the same noise. A replicate resamples the prompts with replacement
+and images within each drawn prompt; the *same* draws apply to every state and every seed, so
+differences between states (and retention, a ratio of differences) keep their pairing. The
+evaluation keeps every seed in every replicate (`resample_each_seed`): seed-to-seed spread is
+not a bootstrap's to judge from 2-5 seeds (metrics.seed_interval). `draw_seeds` and `resample`,
+which also resample the seeds, serve the measurement scripts under docs/measurements.
 """
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
+
+from .seed_interval import jeffreys_share_variance
 
 
 def draw_indices(shape: tuple[int, int], samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -39,6 +45,24 @@ def resample(stack: np.ndarray, rows: np.ndarray, cols: np.ndarray, seeds: np.nd
     drawn seeds' prompt rows one after another."""
     out = stack[seeds[:, :, None, None], rows[:, None, :, None], cols[:, None, :, :]]  # [B, S, P, N]
     return out.reshape(out.shape[0], -1, *out.shape[3:])
+
+
+def resample_each_seed(stack: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The replicates of every seed of a stack [S, P, N], each seed kept and resampled with the
+    same prompt rows [B, P] and image columns [B, P, N]: shape [S, B, P, N]."""
+    return stack[:, rows[:, :, None], cols]
+
+
+def with_share_floor(shares: np.ndarray, replicates: np.ndarray, n_images: int, key: str, seed: int) -> np.ndarray:
+    """Share replicates [S, B] (one row per state) whose variance is topped up to at least the
+    Jeffreys-smoothed binomial variance of their state's share (seed_interval.
+    jeffreys_share_variance) by zero-mean normal noise; a state whose images all hit (or all
+    miss) otherwise has replicates without any spread. The noise depends only on (`key`, `seed`):
+    a state has the same replicates in every row that reads it."""
+    floor = jeffreys_share_variance(np.asarray(shares) * n_images, n_images)
+    short = np.clip(floor - replicates.var(axis=1), 0.0, None)
+    rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
+    return replicates + rng.normal(size=replicates.shape) * np.sqrt(short)[:, None]
 
 
 def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
