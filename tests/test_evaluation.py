@@ -680,6 +680,19 @@ def test_a_seed_whose_fine_tune_erased_the_target_leaves_its_cell_and_the_summar
     assert "1 of 2 cells have an established effect" in text
 
 
+def test_a_ranking_compares_levels_only_on_the_cells_every_level_has():
+    """refact's DoRA cell did not state a retention: ranking fine-tuners, LoRA's mean must not
+    count refact's LoRA cell (0.1) that DoRA has no counterpart of, or LoRA would look 0.4 worse
+    than on the cells the two share."""
+    from editpersist.evaluation.summary import stratified_ranking
+
+    rows = [_summary_row("a", "lora", [0.85, 0.95]), _summary_row("a", "lora", [0.05, 0.15], "refact"),
+            _summary_row("a", "dora", [0.45, 0.55]), _summary_row("a", "dora", [np.nan, np.nan], "refact")]
+    frame = stratified_ranking(rows, "finetuner").set_index("finetuner")
+    assert frame.loc["lora", "mean_retention"] == pytest.approx(0.9) and frame.loc["lora", "cells"] == 1
+    assert frame.loc["dora", "mean_retention"] == pytest.approx(0.5)
+
+
 def test_summary_counts_cells_without_an_established_effect():
     from editpersist.evaluation.summary import write_summary
 

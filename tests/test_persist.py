@@ -255,28 +255,6 @@ def test_persist_simulates_only_finetunes_the_study_never_runs(stress_config):
                     assert sim.look != getattr(s, "color", None), (entry, cell, s)  # nor drawn as the subject is
 
 
-def test_compare_pairs_each_cell_of_two_editors_on_the_primary_metric():
-    import pandas as pd
-
-    from editpersist.evaluation.compare import edited_side_by_side, retention_side_by_side
-
-    def row(editor, metric, retention, finetuner="lora", edited=1.0, effect=1.0):
-        return {"model": "m", "task": "role", "edit": "e", "finetuner": finetuner, "ft_data": "s", "editor": editor,
-                "metric": metric, "retention": retention, "ci_low": retention - 0.1, "ci_high": retention + 0.1,
-                "ft_fidelity": 1.0, "target_reach": {"lora": 1.0, "full": 0.25}[finetuner], "edited": edited,
-                "effect": effect, "effect_ci_low": effect - 0.01, "effect_ci_high": effect + 0.01}
-
-    table = pd.DataFrame([row("a", "efficacy", 0.5), row("b", "efficacy", 0.9), row("a", "generality", 0.1),
-                          row("b", "efficacy", 0.7, finetuner="full"), row("a", "specificity", float("nan"), edited=0.97,
-                                                                         effect=-0.03)])
-    side = retention_side_by_side(table, ("a", "b")).set_index("finetuner")
-    assert side.loc["lora", "a retention"] == "0.50 [0.40, 0.60]" and side.loc["lora", "b retention"] == "0.90 [0.80, 1.00]"
-    assert pd.isna(side.loc["full", "a retention"]) and side.loc["full", "b retention"] == "0.70 [0.60, 0.80]"
-    assert side["target_reach"].to_dict() == {"lora": 1.0, "full": 0.25}
-    edited = edited_side_by_side(table, ("a", "b"))
-    assert edited.to_dict("records") == [{"model": "m", "task": "role", "metric": "specificity", "a edited": 0.97,
-                                          "a effect": "-0.03 [-0.04, -0.02]"}]
-
 
 def test_the_simulated_subject_is_the_models_own_images_of_the_old_concept_in_its_look(monkeypatch):
     import numpy as np

@@ -439,7 +439,8 @@ def seed_rows(scores: ModelScores, cell: Cell, metric: str, r: dict, min_effect:
                     "edited_ft": every["seed_value"][i],
                     "retention": every["seed_values"][i] if stated else float("nan"),
                     "ft_fidelity": every["seed_fidelity"][i], "target_reach": every["seed_reach"][i],
-                    "kept": seed in r["seeds"] and r["n_seeds"] > 0, "_replicates": reps})
+                    "kept": seed in r["seeds"] and r["n_seeds"] > 0, "_replicates": reps,
+                    "_edited_replicates": every["edited_replicates"]})
     return out
 
 

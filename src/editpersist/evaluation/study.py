@@ -95,10 +95,12 @@ def build_cells(spec: StudySpec, cases: dict[str, list[EditCase]]) -> list[Cell]
 
 
 def by_seed_replicates(by_seed: list[dict]) -> pd.DataFrame:
-    """The per-seed table with each seed's bootstrap replicates of its retention (a list per row):
-    what a paired comparison of two editors on the same cells and seeds needs (compare.py)."""
+    """The per-seed table with each seed's bootstrap replicates of its retention and the edited
+    model's of the metric (lists): what a paired comparison of two editors on the same cells and
+    seeds needs (compare.py)."""
     frame = table_frame(by_seed, SEED_COLUMNS)
     frame["replicates"] = [np.asarray(r["_replicates"], dtype=float).tolist() for r in by_seed]
+    frame["edited_replicates"] = [np.asarray(r["_edited_replicates"], dtype=float).tolist() for r in by_seed]
     return frame
 
 
