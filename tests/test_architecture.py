@@ -18,7 +18,7 @@ LAYERS = [
     {"sampling", "editors", "finetuners"},
     {"states", "grid", "stages"},
     {"evaluation", "rehearsal"},
-    {"bench"},
+    {"bench", "sizing"},
 ]
 LAYER_OF = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 

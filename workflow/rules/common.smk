@@ -1,6 +1,10 @@
 # Config validation and helpers shared by all rule files.
 
+import atexit
+import math
 from pathlib import Path
+
+from snakemake.iocontainers import Wildcards
 
 from editpersist import grid
 from editpersist.config import exit_on_error, is_built, output_roots
@@ -51,37 +55,105 @@ def toy_model_dir(name):
 
 
 # ---- resources ---------------------------------------------------------------------------
-
-
-def per_model(value_of):
-    """A resource that depends only on the job's model: a constant when it is the same for every
-    model of the config, else a function of the `model` wildcard (planning calls a callable
-    resource once per job: 13,050 times on the paper grid)."""
-    values = {name: value_of(name) for name in MODELS}
-    if len(set(values.values())) == 1:
-        return next(iter(values.values()))
-    return lambda wildcards: values[wildcards.model]
+# A real model's job asks for what its sizing says (editpersist.sizing: peak GPU memory and
+# FLOPs at the model's published shapes, a time at the config's GPU and utilisation, times the
+# safety factors of `sizing:`); a model the workflow built (toy world, rehearsal) runs on CPUs
+# with the small constants below. Planning evaluates these once per job (13,050 on the paper
+# grid); each job is sized once and the shapes' footprints come from a cache.
 
 
 # A GPU for a real model's job (unless the config pins the CPU); toy models run on CPUs.
-GPUS = per_model(lambda model: 0 if model in BUILT_MODELS or config["device"] == "cpu" else 1)
+def uses_gpu(model):
+    return model not in BUILT_MODELS and config["device"] != "cpu"
 
 
-def job_mem_mb(real_mb):
-    """Host memory: `real_mb` for a real model's job (loading SDXL or FLUX before moving it to
-    the GPU takes tens of GB of RAM), 4 GB for a model the workflow built (toy, rehearsal)."""
-    return per_model(lambda model: 4000 if model in BUILT_MODELS else real_mb)
+GPUS = lambda wildcards: int(uses_gpu(wildcards.model))
+# Minutes per attempt of a built model's job (per fine-tune seed where the job covers several).
+BUILT_RUNTIME = {"refact_stats": 30, "edit": 30, "reedit": 30, "class_images": 30, "finetune": 60, "generate": 30}
+PER_SEED_RULES = ("reedit", "finetune", "generate")
 
 
-def job_runtime(toy_min, real_min, per_seed=False):
-    """Minutes, growing with each retry (a job killed at its time limit gets more); `per_seed`:
-    times the fine-tune seeds the job covers."""
+def make_sizer():
+    """The sizer of a config with real models (imported only then: it pulls in the footprint engine)."""
+    from editpersist.sizing.sizer import GridSizer, report_path
+
+    sizer = GridSizer(config, Path(RESULTS) / "bench/footprints.json")
+    atexit.register(sizer.save_new_footprints)
+    if report_path():
+        atexit.register(sizer.write_report, report_path())
+    return sizer
+
+
+SIZER = make_sizer() if not set(MODELS) <= BUILT_MODELS else None
+
+
+def sizing_record(rule, wildcards):
+    """What a job runs, as the sizing reads it: the record its rule passes its script."""
+    if rule in ("edit", "reedit"):
+        base = edit_job(wildcards) if rule == "edit" else reedit_job(wildcards)
+        return {**base, "editor": wildcards.editor, "task": wildcards.task}
+    if rule == "finetune":
+        return {**finetune_record(wildcards), "finetuner": wildcards.finetuner}
+    if rule == "class_images":
+        return class_images_job(wildcards)
+    if rule == "generate":
+        return generate_record(wildcards)
+    if rule == "score":
+        return {"n_images": sum(generated_images(wildcards.model, d) for d in generation_targets(wildcards.model))}
+    return model_record(wildcards)
+
+
+SNAPSHOTS = {name: len(ft.get("snapshots", [])) for name, ft in config["finetuners"].items()}
+
+
+def generate_record(wildcards):
+    from editpersist.sizing.plan import generation_images
+
+    record = generate_job(wildcards)
+    return {**record, "n_images": generation_images(record, EVAL, SNAPSHOTS)}
+
+
+def generated_images(model, directory):
+    """Images of one generation target (a directory images_dir names)."""
+    group, prompt_set = directory.removeprefix(f"{RESULTS}/images/{model}/").rsplit("/", 1)
+    return generate_record(Wildcards(fromdict={"model": model, "group": group, "prompt_set": prompt_set}))["n_images"]
+
+
+def sized_job(rule, wildcards):
+    from editpersist.sizing.sizer import job_key
+
+    return SIZER.size(rule, job_key(wildcards), wildcards.model, sizing_record(rule, wildcards))
+
+
+def job_runtime(rule):
+    """Minutes, growing with each retry (a job killed at its time limit gets more)."""
 
     def runtime(wildcards, attempt):
-        seeds = len(job_seeds(wildcards)) if per_seed else 1
-        return attempt * seeds * (toy_min if wildcards.model in BUILT_MODELS else real_min)
+        if uses_gpu(wildcards.model):
+            return attempt * sized_job(rule, wildcards).runtime_min
+        seeds = len(job_seeds(wildcards)) if rule in PER_SEED_RULES else 1
+        return attempt * seeds * BUILT_RUNTIME.get(rule, 60)
 
     return runtime
+
+
+def job_mem_mb(rule):
+    """Host memory: the weights a job loads (staged in host memory before moving to the GPU)
+    plus the process; 4 GB for a model the workflow built."""
+    return lambda wildcards: 1024 * sized_job(rule, wildcards).host_mem_gb if uses_gpu(wildcards.model) else 4000
+
+
+def job_gpu_mem_mb(rule):
+    """The GPU memory the job's sizing needs (with its safety factor); 0 without a GPU. Use it
+    with a partition constraint where GPUs of several sizes share one partition."""
+    return lambda wildcards: 1024 * sized_job(rule, wildcards).gpu_mem_gb if uses_gpu(wildcards.model) else 0
+
+
+def weights_mem_mb(wildcards):
+    """The weight-space diagnostic holds a real model twice in fp32 on the CPU (base and state)."""
+    if wildcards.model in BUILT_MODELS:
+        return 4000
+    return 1024 * math.ceil(2 * SIZER.weight_gb(wildcards.model, "fp32") + SIZER.settings.host_overhead_gb)
 
 
 def job_seeds(wildcards):
@@ -121,6 +193,14 @@ def class_images_job(wildcards):
 
 
 def finetune_job(wildcards):
+    """The fine-tune's record, with the knobs its sizing needs to fit the GPU turned on."""
+    record = finetune_record(wildcards)
+    if uses_gpu(wildcards.model):
+        record["cfg"].update({knob: True for knob in sized_job("finetune", wildcards).knobs})
+    return record
+
+
+def finetune_record(wildcards):
     cfg = {k: v for k, v in config["finetuners"][wildcards.finetuner].items() if k != "seeds"}
     return {
         "family": MODELS[wildcards.model]["family"],

@@ -22,9 +22,10 @@ rule refact_stats:
         "../../envs/editpersist.yaml"
     threads: 1
     resources:
-        mem_mb=job_mem_mb(64000),
-        runtime=job_runtime(30, 120),
+        runtime=job_runtime("refact_stats"),
+        mem_mb=job_mem_mb("refact_stats"),
         gpu=GPUS,
+        gpu_mem_mb=job_gpu_mem_mb("refact_stats"),
     params:
         family=lambda wc: MODELS[wc.model]["family"],
         cfg=config["editors"].get("refact"),
@@ -51,9 +52,10 @@ rule edit:
         "../../envs/editpersist.yaml"
     threads: 1
     resources:
-        mem_mb=job_mem_mb(64000),
-        runtime=job_runtime(30, 240),
+        runtime=job_runtime("edit"),
+        mem_mb=job_mem_mb("edit"),
         gpu=GPUS,
+        gpu_mem_mb=job_gpu_mem_mb("edit"),
     params:
         job=edit_job,
         judge=config["judge"]["model"],
@@ -84,8 +86,9 @@ use rule edit as reedit with:
         finetuner=FINETUNER_NAMES,
         subject=NAME,
     resources:
-        mem_mb=job_mem_mb(64000),
-        runtime=job_runtime(30, 120, per_seed=True),
+        runtime=job_runtime("reedit"),
+        mem_mb=job_mem_mb("reedit"),
         gpu=GPUS,
+        gpu_mem_mb=job_gpu_mem_mb("reedit"),
     params:
         job=reedit_job,

@@ -20,9 +20,10 @@ rule score:
         "../../envs/editpersist.yaml"
     threads: 2
     resources:
-        mem_mb=job_mem_mb(32000),
-        runtime=job_runtime(60, 120),
+        runtime=job_runtime("score"),
+        mem_mb=job_mem_mb("score"),
         gpu=GPUS,
+        gpu_mem_mb=job_gpu_mem_mb("score"),
     params:
         cases=CASES,
         quality=EVAL["quality"],
@@ -89,8 +90,8 @@ rule weights:
         "../../envs/editpersist.yaml"
     threads: 1
     resources:
-        mem_mb=job_mem_mb(32000),
-        runtime=job_runtime(30, 60),
+        mem_mb=weights_mem_mb,
+        runtime=lambda wc, attempt: attempt * (30 if wc.model in BUILT_MODELS else 60),
     params:
         family=lambda wc: MODELS[wc.model]["family"],
         pairs=lambda wc: [c for c in study_cells() if c["model"] == wc.model],

@@ -22,9 +22,10 @@ rule class_images:
         "../../envs/editpersist.yaml"
     threads: 1
     resources:
-        mem_mb=job_mem_mb(64000),
-        runtime=job_runtime(30, 60),
+        runtime=job_runtime("class_images"),
+        mem_mb=job_mem_mb("class_images"),
         gpu=GPUS,
+        gpu_mem_mb=job_gpu_mem_mb("class_images"),
     params:
         job=class_images_job,
         n=config["finetune_data"]["n_class_images"],
@@ -55,9 +56,10 @@ rule finetune:
         "../../envs/editpersist.yaml"
     threads: 1
     resources:
-        mem_mb=job_mem_mb(96000),
-        runtime=job_runtime(60, 240, per_seed=True),
+        runtime=job_runtime("finetune"),
+        mem_mb=job_mem_mb("finetune"),
         gpu=GPUS,
+        gpu_mem_mb=job_gpu_mem_mb("finetune"),
     params:
         job=finetune_job,
         data_seed=config["seed"],

@@ -21,9 +21,10 @@ rule generate:
         "../../envs/editpersist.yaml"
     threads: 1
     resources:
-        mem_mb=job_mem_mb(64000),
-        runtime=job_runtime(30, 120, per_seed=True),
+        runtime=job_runtime("generate"),
+        mem_mb=job_mem_mb("generate"),
         gpu=GPUS,
+        gpu_mem_mb=job_gpu_mem_mb("generate"),
     params:
         job=generate_job,
         quality=EVAL["quality"],

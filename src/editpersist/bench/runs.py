@@ -350,7 +350,10 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m editpersist.bench")
     simple = {"uce": uce_bench, "refact": refact_bench, "generation": generation_bench, "storage": storage_bench,
               "overhead": overhead_bench, "plan": plan_bench, "configs": bad_config_bench}
-    p.add_argument("what", choices=["finetune", "stages", *simple])
+    p.add_argument("what", choices=["finetune", "stages", "size", "calibrate", *simple])
+    p.add_argument("--configfile", default="config/paper.yaml", type=Path, help="size, calibrate: the study's config")
+    p.add_argument("--profile", default=None, type=Path, help="size: plan with this Snakemake profile")
+    p.add_argument("--ship", action="store_true", help="size: add the grid's footprints to the package's cache")
     p.add_argument("--benchmarks", default="benchmarks", type=Path, help="stages: Snakemake's benchmark folder")
     p.add_argument("--cores", type=int, default=2, help="stages: job slots the run had")
     p.add_argument("--models", default="resources/toy/models", type=Path)
@@ -363,6 +366,18 @@ def main(argv: list[str] | None = None) -> None:
         res = simple[a.what]()
         write_json(Path(f"results/bench/{a.what}.json"), res)
         print(json.dumps(res, indent=2))
+        return
+    if a.what == "size":
+        from ..sizing.report import size_config
+
+        size_config(a.configfile, a.profile, Path("results/bench"), ship=a.ship)
+        print((Path("results/bench") / f"size_{a.configfile.stem}.md").read_text())
+        return
+    if a.what == "calibrate":
+        from ..sizing.calibrate import calibrate
+
+        out = calibrate(a.configfile, a.benchmarks, Path("calibration.json"))
+        print(json.dumps(out, indent=2))
         return
     if a.what == "stages":
         stages = stage_times(a.benchmarks)

@@ -31,13 +31,15 @@ FINAL = -1  # `step` of images of the finished state (snapshots carry their trai
 
 
 def state_prompts(cases: list[EditCase], quality: QualityConfig, n_per_prompt: int, n_source: int,
-                  subject_prompts: tuple[str, ...] = ()) -> dict[str, int]:
+                  subject_prompts: tuple[str, ...] = (), captions: list[str] | None = None) -> dict[str, int]:
     """Images to generate per prompt: n_source for the prompts each case's edit is fitted on
     (efficacy rests on the source; debias on every phrasing it balances), n_per_prompt for the
     other probes (the edit's target prompt included) and for fine-tune subject prompts ("a sks
     square": did the fine-tune learn its subject?), fewer for quality captions. A prompt with
-    several uses gets the largest count; every use reads its first images (same seeds)."""
-    counts = {c: quality.images_per_caption for c in quality_captions(quality)}
+    several uses gets the largest count; every use reads its first images (same seeds).
+    `captions`: the quality captions, when not read from `quality`'s file."""
+    captions = quality_captions(quality) if captions is None else captions
+    counts = {c: quality.images_per_caption for c in captions}
     for prompt in subject_prompts:
         counts[prompt] = max(counts.get(prompt, 0), n_per_prompt)
     per_role = probe_counts(n_source, n_per_prompt)

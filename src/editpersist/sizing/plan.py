@@ -1,0 +1,181 @@
+"""Each GPU job of the workflow as `Work`, from the record its rule passes to its script.
+
+One builder per rule; `work_of(rule, ...)` dispatches. The builders read the same records
+the rules' `params.job` hold (workflow/rules/common.smk), so what is sized is what runs.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..editors.refact import refact_layer
+from ..evaluation.generation import state_prompts
+from ..errors import ConfigError
+from ..evaluation.prompts import QualityConfig, quality_captions
+from ..finetuners.methods import FINETUNERS
+from ..states import parse_state
+from ..tasks.formats import DEBIAS_PHRASINGS
+from . import architectures as archs
+from . import footprint as fp
+from .work import Work, pipeline_dtype, sampling_calls, weight_bytes
+
+# ReFACT's layer statistics run the corpus through the text encoder in batches of this size
+# (editors.refact.layer_stats' default).
+REFACT_STATS_BATCH = 64
+
+
+def _work(rule, job, model, arch, dtype, calls, *, resident: float | None = None, **kw) -> Work:
+    """A job that loads the whole pipeline and keeps it on the GPU unless told otherwise."""
+    calls = tuple((w, n) for w, n in calls if n > 0)
+    load = kw.pop("load_bytes", weight_bytes(arch, dtype))
+    return Work(rule, job, model, arch, dtype, weight_bytes(arch, dtype) if resident is None else resident, calls,
+                load_bytes=load, **kw)
+
+
+def refact_encoders(arch: str, family_name: str, refact_cfg: dict) -> tuple[str, ...]:
+    """The text encoders ReFACT edits with this config (FLUX's CLIP only when its layers name one)."""
+    from ..families import get_family
+
+    return fp.refact_encoders(arch, get_family(family_name).pooled_clip_layer(refact_cfg["layers"]) is not None)
+
+
+def edit_calls(arch: str, family_name: str, editor: str, editor_cfg: dict, task: str, sampling: dict, dtype: str,
+               templates: int) -> list[tuple[object, float]]:
+    """One edit: prompt encodings and the closed-form solve (UCE, TIME, uce-persist's margins),
+    ReFACT's optimisation, and a debias edit's measuring loop (every round at most)."""
+    from ..families import get_family
+
+    family = get_family(family_name)
+    calls: list[tuple[object, float]] = [(fp.TextEncode(arch, enc, 32, dtype), 1) for enc in family.text_encoders]
+    if editor == "refact":
+        layer = refact_layer(editor_cfg, family_name, task)
+        for enc in refact_encoders(arch, family_name, editor_cfg):
+            calls.append((fp.RefactStep(arch, enc, templates, dtype, layer), editor_cfg["max_steps"]))
+    else:
+        calls.append((fp.ClosedFormSolve(arch, family_name), 1))
+    debias = editor_cfg.get("debias")
+    if task == "debias" and debias:
+        n = debias["max_rounds"] * (len(DEBIAS_PHRASINGS) + 1) * debias["n_images"]
+        calls += sampling_calls(arch, family_name, sampling, n, dtype)
+        calls.append((fp.JudgeImages(sampling.get("batch", 1), "bf16"), math.ceil(n / sampling.get("batch", 1))))
+    persist = editor_cfg.get("persist")
+    if persist:
+        # Each margin tried: a simulated full fine-tune and two meter generations.
+        margins = len(persist.get("margins", (0.5, 1.0, 2.0)))
+        res = sampling["height"]
+        calls.append((fp.TrainStep(arch, "full", persist.get("batch", 1), res, res, dtype, True, "adamw", 0, False),
+                      margins * persist.get("steps", 100)))
+        calls += [(w, margins * n) for w, n in
+                  sampling_calls(arch, family_name, sampling, 2 * persist.get("n_images", 16), dtype)]
+    return calls
+
+
+def edit_work(rule: str, job: str, model: str, arch: str, record: dict, editor: str, task: str, precision: str,
+              seeds: int = 1) -> Work:
+    dtype = pipeline_dtype(record["family"], precision)
+    calls = edit_calls(arch, record["family"], editor, record["editor_cfg"], task, record["sampling"], dtype,
+                       len(record["editor_cfg"].get("templates", ())) + 1)
+    return _work(rule, job, model, arch, dtype, [(w, n * seeds) for w, n in calls])
+
+
+def refact_stats_work(job: str, model: str, arch: str, family_name: str, refact_cfg: dict, precision: str) -> Work:
+    dtype = pipeline_dtype(family_name, precision)
+    batches = math.ceil(refact_cfg["corpus_size"] / REFACT_STATS_BATCH)
+    # One pass over the corpus per statistics site: each layer a task edits, in each encoder.
+    calls = [(fp.LayerStats(arch, enc, layer, REFACT_STATS_BATCH, dtype), batches)
+             for layer in refact_layer(refact_cfg, family_name, None)
+             for enc in refact_encoders(arch, family_name, refact_cfg)]
+    return _work("refact_stats", job, model, arch, dtype, calls)
+
+
+def class_images_work(job: str, model: str, arch: str, record: dict, n: int, precision: str) -> Work:
+    dtype = pipeline_dtype(record["family"], precision)
+    return _work("class_images", job, model, arch, dtype, sampling_calls(arch, record["family"], record["sampling"], n, dtype))
+
+
+def finetune_work(job: str, model: str, arch: str, record: dict, finetuner: str, n_images: int, n_class: int,
+                  precision: str, knobs: tuple[str, ...] = ()) -> Work:
+    """Every seed's training steps; the images' latents and captions encoded once per seed
+    (finetuners.core). Adapter weights and a full fine-tune's denoiser train in fp32 (mixed
+    precision, as the diffusers examples); the frozen rest stays in the pipeline's dtype."""
+    cfg, family_name = record["cfg"], record["family"]
+    dtype = pipeline_dtype(family_name, precision)
+    spec = FINETUNERS[finetuner]
+    res = record["resolution"]
+    method = "full" if not spec.adapter else finetuner
+    checkpointing = bool(cfg.get("gradient_checkpointing")) or "gradient_checkpointing" in knobs
+    optimizer = "adamw8bit" if "adamw8bit" in knobs else "adamw"
+    step = fp.TrainStep(arch, method, cfg["batch"], res, res, dtype, checkpointing, optimizer, cfg.get("rank", 4),
+                        spec.prior_preservation)
+    seeds = len(record["seeds"])
+    n_encode = n_images + (n_class if spec.prior_preservation else 0)
+    calls = [(step, seeds * cfg["steps"]), (fp.VaeEncode(arch, 1, res, res, dtype), seeds * n_encode)]
+    # The training step traces the denoiser's own weights; the frozen rest stays resident
+    # unless offloaded to the CPU once the latents and captions are encoded.
+    frozen = tuple(c for c in archs.components(arch) if c != archs.denoiser_of(arch))
+    resident = 0.0 if "offload_frozen" in knobs else weight_bytes(arch, dtype, frozen)
+    # Snapshots of the trained tensors stay on the GPU until the seed is saved (first seed only).
+    snapshot_bytes = len(cfg.get("snapshots", ())) * fp.trainable_bytes(step)
+    return _work("finetune", job, model, arch, dtype, calls, resident=resident, keep_bytes=snapshot_bytes, knobs=knobs)
+
+
+def planned_captions(quality: QualityConfig) -> list[str]:
+    """The quality captions, or `max_captions` stand-ins while a dry run plans without the file."""
+    try:
+        return quality_captions(quality)
+    except ConfigError:
+        return [f"<quality caption {i}>" for i in range(quality.max_captions)]
+
+
+def generation_images(record: dict, evaluation: dict, snapshots: dict[str, int]) -> int:
+    """Images one generation job makes: every member state's prompts, plus each snapshot's
+    source prompts for a fine-tuned member that kept snapshots (its fine-tune's first seed)."""
+    quality = QualityConfig(**evaluation["quality"])
+    counts = state_prompts(list(record["cases"]), quality, evaluation["images_per_prompt"],
+                           evaluation["images_per_source"], tuple(record["subject_prompts"]), planned_captions(quality))
+    per_state = sum(counts.values())
+    curve = len({c.source.prompt for c in record["cases"]}) * evaluation["images_per_prompt"]
+    total = 0
+    for i, state in enumerate(record["members"]):
+        total += per_state
+        name = parse_state(state)
+        if name.kind in ("base_ft", "edited_ft") and i == 0:
+            total += snapshots.get(name.parts["finetuner"], 0) * curve
+    return total
+
+
+def generate_work(job: str, model: str, arch: str, record: dict, n_images: int, precision: str) -> Work:
+    dtype = pipeline_dtype(record["family"], precision)
+    # Each member state's own layer (a fine-tune, a re-edit) is read besides the base.
+    return _work("generate", job, model, arch, dtype, sampling_calls(arch, record["family"], record["sampling"], n_images, dtype), images_io=n_images)
+
+
+def score_work(rule: str, job: str, model: str, arch: str, n_images: int, judge_batch: int = 64) -> Work:
+    """The judge's image tower over every image (read from PNG), its text tower over the
+    prompts (small beside the images: counted as one text batch per image batch)."""
+    batches = math.ceil(n_images / judge_batch)
+    calls = [(fp.JudgeImages(judge_batch, "bf16"), batches), (fp.JudgeTexts(judge_batch, "bf16"), batches)]
+    judge = fp.judge_bytes("bf16")
+    return _work(rule, job, model, arch, "bf16", calls, resident=judge, images_io=n_images, load_bytes=judge)
+
+def build_work(rule: str, job: str, model: str, arch: str, record: dict, config: dict,
+               knobs: tuple[str, ...] = ()) -> Work:
+    """The Work of one job of `rule`, from the record the rule passes its script (plus the
+    wildcards the record lacks: editor, task, finetuner; image counts for scoring)."""
+    precision = config.get("precision", "auto")
+    data = config["finetune_data"]
+    if rule == "refact_stats":
+        return refact_stats_work(job, model, arch, record["family"], config["editors"]["refact"], precision)
+    if rule in ("edit", "reedit"):
+        return edit_work(rule, job, model, arch, record, record["editor"], record["task"], precision,
+                         seeds=len(record.get("seeds", [0])))
+    if rule == "class_images":
+        return class_images_work(job, model, arch, record, data["n_class_images"], precision)
+    if rule == "finetune":
+        return finetune_work(job, model, arch, record, record["finetuner"], data["n_images"], data["n_class_images"],
+                             precision, knobs)
+    if rule == "generate":
+        return generate_work(job, model, arch, record, record["n_images"], precision)
+    if rule in ("score", "score_chunk"):
+        return score_work(rule, job, model, arch, record["n_images"])
+    raise ValueError(f"no sizing for rule {rule!r}")
