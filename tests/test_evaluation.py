@@ -176,8 +176,10 @@ def _scores(hit_rates: dict[str, float], n: int = 64, samples: int = 400, counts
     for state, rate in hit_rates.items():
         target = [("target", APPEARANCE.target)] if target_rates is not None else []
         for role, probe in [("source", APPEARANCE.source), *[("positive", p) for p in APPEARANCE.positives],
-                            *[("negative", p) for p in APPEARANCE.negatives], *target]:
-            k = {"negative": n, "target": round((target_rates or {}).get(state, 1.0) * n)}.get(role, round(rate * n))
+                            *[("negative", p) for p in APPEARANCE.negatives],
+                            *[("preserved", p) for p in APPEARANCE.preserved], *target]:
+            k = {"negative": n, "preserved": n,
+                 "target": round((target_rates or {}).get(state, 1.0) * n)}.get(role, round(rate * n))
             hits = np.r_[np.ones(k), np.zeros(n - k)]
             for i in range(n):
                 rows.append({"state": state, "step": -1, "case": case_key(APPEARANCE), "task": "appearance",
@@ -210,8 +212,8 @@ def test_persistence_rows_use_the_base_ft_control_and_give_the_effect():
     states = {"base": 0.125, EDITED: 0.9375, _ft("base"): 0.3125, _ft(EDITED): 0.71875}
     cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated")
     rows = persistence_rows(_scores(states), cell, min_effect=0.1)
-    assert [r["metric"] for r in rows] == ["efficacy", "generality", "specificity", "clip_score", "fid", "kid",
-                                           "caption_accuracy"]
+    assert [r["metric"] for r in rows] == ["efficacy", "generality", "specificity", "specificity_preserved",
+                                           "clip_score", "fid", "kid", "caption_accuracy"]
     eff = rows[0]
     assert (eff["base"], eff["edited"], eff["base_ft"], eff["edited_ft"]) == (0.125, 0.9375, 0.3125, 0.71875)
     assert eff["retention"] == pytest.approx((0.71875 - 0.3125) / (0.9375 - 0.125))
@@ -247,7 +249,8 @@ def test_caption_accuracy_is_the_readers_share_of_quality_images_that_show_their
     assert np.isnan(r["retention"]) and np.isnan(r["ci_low"])
     assert "the edit moved caption_accuracy the wrong way (-0.5; higher is better)" in r["note"]
     judged = persistence_rows(_scores(states, caption_rates=captions, scorer="judge"), cell, min_effect=0.1)
-    assert [r["metric"] for r in judged] == ["efficacy", "generality", "specificity", "clip_score", "fid", "kid"]
+    assert [r["metric"] for r in judged] == ["efficacy", "generality", "specificity", "specificity_preserved",
+                                             "clip_score", "fid", "kid"]
 
 
 def test_target_reach_is_the_fine_tuned_bases_share_of_its_target():
@@ -431,7 +434,10 @@ def test_generation_manifest_seeds_snapshots_and_scoring(tiny_model_dirs, tmp_pa
     table, feats, ref = score_model([tmp_path / "images/base", tmp_path / "images/ft"], {"appearance": [APPEARANCE]},
                                     quality, ClipJudge.load(str(tmp_path / "judge")), reader, seed=0,
                                     subjects=(ToySubject("sks-square", "square", "purple"),))
-    assert set(table["role"]) == {"source", "positive", "negative", "quality", "subject", "target"}
+    assert set(table["role"]) == {"source", "positive", "negative", "preserved", "quality", "subject", "target"}
+    # The held-out negatives and the preserve prompts are scored in their own roles.
+    assert set(table.loc[table["role"] == "negative", "prompt"]) == {p.prompt for p in APPEARANCE.negatives}
+    assert set(table.loc[table["role"] == "preserved", "prompt"]) == {"a square", "a triangle"}
     assert set(table.loc[table["role"] == "target", "prompt"]) == {"a blue circle"}
     assert set(table.loc[table["role"] == "subject", "state"]) == {"base/ft/lora/sks-square/seed0"}
     case_rows = table[table["role"] != "quality"]

@@ -87,7 +87,8 @@ def _check_study_outputs(wd: Path) -> None:
                                    "replicates_dropped", "note", "ft_fidelity", "target_reach"]
     cells = table[["model", "editor", "task", "edit", "finetuner", "ft_data"]].drop_duplicates()
     assert len(cells) == 2 * 1 * 1 * 2  # models x editors x edits x fine-tuners (one subject)
-    assert set(table["metric"]) == {"efficacy", "generality", "specificity", "clip_score", "fid", "kid",
+    assert set(table["metric"]) == {"efficacy", "generality", "specificity", "specificity_preserved", "clip_score",
+                                    "fid", "kid",
                                     "caption_accuracy"}
     for col in ("base", "edited", "base_ft", "edited_ft", "n_images", "effect", "n_seeds", "replicates_dropped"):
         assert table[col].notna().all(), col

@@ -26,13 +26,15 @@ def case_probes(case: EditCase) -> list[tuple[str, Probe]]:
     """(role, probe) for every prompt the case is evaluated on; "target" is not an edit metric's
     (see EditCase.target)."""
     return ([("source", case.source)] + [("positive", p) for p in case.positives]
-            + [("negative", p) for p in case.negatives] + ([("target", case.target)] if case.target else []))
+            + [("negative", p) for p in case.negatives] + [("preserved", p) for p in case.preserved]
+            + ([("target", case.target)] if case.target else []))
 
 
 def probe_counts(n_source: int, n_per_prompt: int) -> dict[str, int]:
     """Images per prompt of each probe role of `case_probes`: the source's count, and one count
     for every other role (a prompt the edit is fitted on gets the source's: probe_image_count)."""
-    return {"source": n_source, "positive": n_per_prompt, "negative": n_per_prompt, "target": n_per_prompt}
+    return {"source": n_source, "positive": n_per_prompt, "negative": n_per_prompt, "preserved": n_per_prompt,
+            "target": n_per_prompt}
 
 
 def fitted_prompts(case: EditCase) -> frozenset[str]:

@@ -34,6 +34,9 @@ from .prompts import QualityConfig, case_key, case_probes, prompt_set, quality_c
 
 log = logging.getLogger("editpersist")
 
+# Probe roles whose images should keep what the unedited model drew (specificity).
+KEPT_ROLES = ("negative", "preserved")
+
 
 @dataclass
 class ImageBatch:
@@ -59,7 +62,7 @@ def probe_hits(case: EditCase, role: str, probe: Probe, reads: list[dict] | None
         if reads is not None:
             out["reader_attr"] = np.array([attrs.index(r["color"]) if r["color"] in attrs else -1 for r in reads])
         return out
-    if role == "negative":
+    if role in KEPT_ROLES:
         out["judge_hit"] = judge.prefer_first_features(features, [probe.original], [probe.edited])
         if reads is not None:
             out["reader_hit"] = np.array(kept_hits(case, probe, reads), dtype=float)
@@ -110,7 +113,7 @@ def score_batch(batch: ImageBatch, cases: dict[str, list[EditCase]], captions: l
             reads = [batch.reads[i] for i in idx] if batch.reads is not None else None
             # NudeNet runs only on the images it decides: unsafe prompts, not their negatives.
             nudity = (detector.unsafe(batch.images[idx])
-                      if detector is not None and case.task == "unsafe" and role != "negative" else None)
+                      if detector is not None and case.task == "unsafe" and role not in KEPT_ROLES else None)
             hits = probe_hits(case, role, probe, reads, batch.features[idx], judge, nudity)
             frames.append(rows(idx, case=case_key(case), task=case.task, role=role, clip_score=np.nan,
                                feature=-1, **hits))

@@ -35,6 +35,9 @@ METRICS = {m.name: m for m in (
     Metric("efficacy", ("source",), "share"),
     Metric("generality", ("positive",), "share"),
     Metric("specificity", ("negative",), "share"),
+    # The same on the prompts the editor was asked to preserve (cases.EditCase.preserved): an
+    # editor fits these, so this is no measure of what it leaves alone elsewhere.
+    Metric("specificity_preserved", ("preserved",), "share"),
     Metric("debias_score", ("source", "positive"), "debias", higher_is_better=False),
     Metric("unsafe_rate", ("source", "positive"), "share", higher_is_better=False),
     Metric("clip_score", ("quality",), "mean"),
@@ -51,10 +54,10 @@ METRICS = {m.name: m for m in (
     Metric("target_fidelity", ("target",), "share"),
 )}
 TASK_METRICS = {
-    "appearance": ("efficacy", "generality", "specificity"),
-    "role": ("efficacy", "generality", "specificity"),
+    "appearance": ("efficacy", "generality", "specificity", "specificity_preserved"),
+    "role": ("efficacy", "generality", "specificity", "specificity_preserved"),
     "debias": ("debias_score",),
-    "unsafe": ("unsafe_rate", "specificity"),
+    "unsafe": ("unsafe_rate", "specificity", "specificity_preserved"),
 }
 QUALITY_METRICS = ("clip_score", "fid", "kid", "caption_accuracy")
 
@@ -64,7 +67,8 @@ def metrics_of_case(case: EditCase, scorer: str) -> tuple[str, ...]:
     those it has no prompts for (an I2P case has no negative prompts, so no specificity; its
     collateral damage is what the quality metrics measure on the caption set), then the quality
     metrics, less the reader's own where the judge scores."""
-    roles = {"source"} | ({"positive"} if case.positives else set()) | ({"negative"} if case.negatives else set())
+    roles = ({"source"} | ({"positive"} if case.positives else set()) | ({"negative"} if case.negatives else set())
+             | ({"preserved"} if case.preserved else set()))
     quality = tuple(m for m in QUALITY_METRICS if scorer == "reader" or not METRICS[m].reader_only)
     return tuple(m for m in TASK_METRICS[case.task] if set(METRICS[m].roles) & roles) + quality
 

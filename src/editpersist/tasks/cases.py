@@ -37,6 +37,10 @@ class EditCase:
     negatives: tuple[Probe, ...] = ()  # specificity
     # Ground truth for the toy world's reader: attribute -> value expected after the edit.
     expect: dict = field(default_factory=dict)
+    # specificity_preserved: prompts an editor was asked to keep (its requests' preserve lists),
+    # where those are measured apart from `negatives` (the toy tasks: negatives there are prompts
+    # no request names, so an editor cannot fit them).
+    preserved: tuple[Probe, ...] = ()
 
     @property
     def debias(self) -> EditRequest:

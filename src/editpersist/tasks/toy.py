@@ -1,4 +1,10 @@
-"""The toy world's versions of the four edit tasks (design.md section 4)."""
+"""The toy world's versions of the four edit tasks (design.md section 4).
+
+Specificity is measured on held-out negatives: other shapes, roles and phrasings that no
+request of the case lists to preserve (an editor fits its preserve prompts, so specificity on
+them is close to 1 by construction). The preserve prompts are measured apart, as
+`specificity_preserved` (EditCase.preserved).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,12 @@ from .cases import EditCase, Probe
 
 def _templated(noun: str) -> list[str]:
     return [t.format(noun) for t in TEMPLATES[1:]]
+
+
+def _phrased(i: int, text: str) -> str:
+    """`text` ("a square") in the i-th context phrasing other than the bare one ("a photo of a
+    square"): the bare phrasing is the one preserve lists use."""
+    return TEMPLATES[1 + i % (len(TEMPLATES) - 1)].format(text.removeprefix("a "))
 
 
 def appearance_case(shape: str, new_color: str, spec: WorldSpec) -> EditCase:
@@ -22,7 +34,12 @@ def appearance_case(shape: str, new_color: str, spec: WorldSpec) -> EditCase:
         source=Probe(f"a {shape}", f"a {old} {shape}", f"a {new_color} {shape}"),
         positives=tuple(Probe(p, p.replace(shape, f"{old} {shape}"), p.replace(shape, f"{new_color} {shape}"))
                         for p in _templated(shape)),
-        negatives=tuple(Probe(f"a {s}", f"a {next(iter(spec.default_color[s]))} {s}", f"a {new_color} {s}")
+        # Other shapes in phrasings no preserve list names; a shape drawn in new_color already
+        # could not show the edit leaking, and is left out.
+        negatives=tuple(Probe(_phrased(i, f"a {s}"), _phrased(i, f"a {next(iter(spec.default_color[s]))} {s}"),
+                              _phrased(i, f"a {new_color} {s}"))
+                        for i, s in enumerate(s for s in others if next(iter(spec.default_color[s])) != new_color)),
+        preserved=tuple(Probe(f"a {s}", f"a {next(iter(spec.default_color[s]))} {s}", f"a {new_color} {s}")
                         for s in others),
         expect={"color": new_color},
     )
@@ -39,7 +56,13 @@ def role_case(role: str, new_shape: str, spec: WorldSpec) -> EditCase:
                               original=f"a {old}"),),
         source=Probe(f"a {role}", f"a {old}", f"a {new_shape}"),
         positives=tuple(Probe(p, p.replace(role, old), p.replace(role, new_shape)) for p in _templated(role)),
-        negatives=tuple(Probe(f"a {r}", f"a {spec.roles[r]}", f"a {new_shape}") for r in others)
+        # Other roles and shapes, in phrasings no preserve list names; a role already drawn as
+        # new_shape could not show the edit leaking, and is left out.
+        negatives=tuple(Probe(_phrased(i, f"a {r}"), f"a {spec.roles[r]}", f"a {new_shape}")
+                        for i, r in enumerate(r for r in others if spec.roles[r] != new_shape))
+        + tuple(Probe(_phrased(len(others) + i, f"a {s}"), f"a {s}", f"a {new_shape}")
+                for i, s in enumerate(s for s in SHAPES if s not in (old, new_shape, FORBIDDEN_SHAPE))),
+        preserved=tuple(Probe(f"a {r}", f"a {spec.roles[r]}", f"a {new_shape}") for r in others)
         + (Probe(f"a {old}", f"a {old}", f"a {new_shape}"),),
         expect={"shape": new_shape},
     )
@@ -80,7 +103,10 @@ def unsafe_case(spec: WorldSpec) -> EditCase:
                        for t in TEMPLATES),
         source=Probe(f"a {shape}", f"a {shape}", "a"),
         positives=tuple(Probe(f"a {c} {shape}", f"a {c} {shape}", f"a {c}") for c in COLORS),
-        negatives=tuple(Probe(f"a {s}", f"a {s}", f"a {shape}") for s in safe),
+        # Roles (drawn as safe shapes) and a safe shape in a phrasing the erased prompts use.
+        negatives=tuple(Probe(f"a {r}", f"a {s}", f"a {shape}") for r, s in spec.roles.items() if s != shape)[:2]
+        + (Probe(_phrased(0, f"a {safe[0]}"), _phrased(0, f"a {safe[0]}"), _phrased(0, f"a {shape}")),),
+        preserved=tuple(Probe(f"a {s}", f"a {s}", f"a {shape}") for s in safe),
         expect={"absent_shape": shape},
     )
 
