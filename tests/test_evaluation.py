@@ -11,7 +11,7 @@ from editpersist.evaluation.persistence import COLUMNS, Cell, ModelScores, persi
 from editpersist.evaluation.prompts import QualityConfig, case_key, case_probes
 from editpersist.evaluation.scoring import probe_hits
 from editpersist.evaluation.weights import update_alignment
-from editpersist.metrics.bootstrap import draw_indices, draw_seeds, percentile_interval, resample, retention
+from editpersist.metrics.bootstrap import draw_indices, percentile_interval, resample_each_seed, retention
 from editpersist.metrics.fid import FrechetReference
 from editpersist.metrics.task_metrics import debias_gap, fit_references, sampling_debias_gap
 from editpersist.states import finetuned_state, layer_target, parse_state, state_layers
@@ -65,17 +65,21 @@ def test_retention_is_nan_when_the_edit_changed_nothing():
     assert r[0] == 0.5 and np.isnan(r[1]) and r[2] == 1.0
 
 
-def test_bootstrap_draws_depend_only_on_shape_and_seed():
+def test_bootstrap_draws_depend_only_on_shape_and_seed_and_every_seed_is_resampled_from_its_own_grid():
     a, b = draw_indices((3, 5), 50, seed=1), draw_indices((3, 5), 50, seed=1)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
     assert a[0].shape == (50, 3) and a[1].shape == (50, 3, 5)
     assert not np.array_equal(a[1], draw_indices((3, 5), 50, seed=2)[1])
-    grid = np.arange(15.0).reshape(3, 5)
-    reps = resample(grid[None], *a, draw_seeds(1, 50, seed=1))
-    assert reps.shape == (50, 3, 5)
-    # every resampled value comes from the prompt row that was drawn
-    assert np.all(reps // 5 == a[0][:, :, None])
+    # Three fine-tune seeds, each grid value naming its seed, prompt and image (100 s + 5 p + i):
+    # replicate b of seed s holds seed s's own values at the drawn prompts and images, the same
+    # draws for every seed (the pairing between states and seeds).
+    stack = 100 * np.arange(3)[:, None, None] + np.arange(15.0).reshape(3, 5)[None]
+    reps = resample_each_seed(stack, *a)
+    assert reps.shape == (3, 50, 3, 5)
+    rows, cols = a
+    for s in range(3):
+        np.testing.assert_array_equal(reps[s], 100 * s + 5 * rows[:, :, None] + cols)
 
 
 def test_percentile_interval_ignores_non_finite_replicates():
@@ -167,10 +171,11 @@ def test_update_alignment_measures_how_much_of_the_edit_was_undone():
 
 def _scores(hit_rates: dict[str, float], n: int = 64, samples: int = 400, counts=None, dim: int = 4,
             target_rates: dict[str, float] | None = None, caption_rates: dict[str, float] | None = None,
-            scorer: str = "reader") -> ModelScores:
+            scorer: str = "reader", feature_shift: dict[str, float] | None = None) -> ModelScores:
     """Synthetic scores of one appearance case: exact hit rates per state, plus quality rows;
     with `target_rates`, images of the edit's target prompt drawn right at those rates; with
-    `caption_rates`, quality images that show their caption at those rates (else all do)."""
+    `caption_rates`, quality images that show their caption at those rates (else all do); with
+    `feature_shift`, those states' quality features moved by that much in every dimension."""
     rows, feats = [], []
     rng = np.random.default_rng(0)
     for state, rate in hit_rates.items():
@@ -194,7 +199,7 @@ def _scores(hit_rates: dict[str, float], n: int = 64, samples: int = 400, counts
                              "judge_hit": np.nan,
                              "reader_attr": -1, "judge_attr": -1, "clip_score": 20.0 + rate,
                              "feature": len(feats)})
-                feats.append(rng.normal(size=dim))
+                feats.append(rng.normal(size=dim) + (feature_shift or {}).get(state, 0.0))
     return ModelScores(pd.DataFrame(rows), np.array(feats), fit_references(rng.normal(size=(64, dim))),
                        scorer, samples, 0, counts)
 
@@ -318,13 +323,29 @@ def test_the_seed_level_interval_is_a_t_interval_across_seeds_with_the_image_var
     assert paired["retention"] == 0.0 and -0.3 < paired["ci_low"] < 0 < paired["ci_high"] < 0.3
 
 
-def test_fid_is_a_point_estimate_and_kid_carries_the_interval():
+def test_kid_effect_replicates_pair_the_states_draws_and_fid_is_a_point_estimate():
+    """The edited model's quality features move 1.5 away from the reference in every dimension:
+    its KID rises, a positive effect with an interval above 0 (and, lower being better, damage,
+    not a retention). Each effect replicate is, by hand, the KID of the edited model's images at
+    one replicate's draws minus the base's at the very same draws."""
+    from editpersist.metrics.kid import KernelReference
+
     cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated")
     states = {"base": 0.0, EDITED: 0.9375, _ft("base"): 0.0, _ft(EDITED): 0.5}
-    rows = {r["metric"]: r for r in persistence_rows(_scores(states), cell)}
+    scores = _scores(states, samples=300, feature_shift={EDITED: 1.5, _ft(EDITED): 1.5})
+    rows = {r["metric"]: r for r in persistence_rows(scores, cell)}
+    kid = rows["kid"]
+    rows_idx, cols = draw_indices((2, 8), 300, 0)
+    ref = scores.references["kid"]
+    by_hand = {}
+    for state in ("base", EDITED):
+        grid = scores.grid(state, None, "kid")  # feature rows, captions x images
+        by_hand[state] = ref.distance_of_draws(scores.features, grid[rows_idx[:, :, None], cols].reshape(300, -1))
+    np.testing.assert_allclose(kid["_effect_replicates"], by_hand[EDITED] - by_hand["base"], rtol=1e-10)
+    assert kid["effect"] > 0 and kid["effect_ci_low"] > 0
+    assert isinstance(ref, KernelReference) and np.isnan(kid["retention"]) and "the wrong way" in kid["note"]
     assert np.isnan(rows["fid"]["retention"]) and np.isnan(rows["fid"]["effect_ci_low"])
     assert rows["fid"]["note"] == "fid has no interval (a point estimate on all images; see kid)"
-    assert np.isfinite(rows["kid"]["effect_ci_low"]) and rows["kid"]["replicates_dropped"] == 0
     # 16 images per state of 12-d features: FID's covariance is poorly estimated, and it says so.
     rows = {r["metric"]: r for r in persistence_rows(_scores(states, dim=12), cell)}
     assert "fid from 16 images < 2 x 12 feature dims: biased upward" in rows["fid"]["note"]

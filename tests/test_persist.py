@@ -230,30 +230,75 @@ def test_stress_study_is_the_default_study_with_its_changes(stress_config):
     assert set(config["editors"]) == {"uce", "uce-persist"} and config["editors"]["uce"] == default["editors"]["uce"]
 
 
-def test_persist_simulates_only_finetunes_the_study_never_runs(stress_config):
-    """The held-out protocol: every simulated fine-tune of a persistence-aware entry differs from
-    every fine-tune the study evaluates, in subject (its word, and its images: the model's own, never
-    the subject's photos), seed and learning rate; and the shield never lists the study's word."""
-    for name, config in (("stress", stress_config), ("default", yaml.safe_load((ROOT / "config/config.yaml").read_text()))):
-        subjects = [make_subject(dict(s, cls=s.pop("class"))) for s in map(dict, config["finetune_data"]["subjects"])]
-        seeds = {s for ft in config["finetuners"].values() for s in ft.get("seeds", [0])}
-        lrs = {ft["lr"] for ft in config["finetuners"].values()}
-        cases = load_cases(config["tasks"])
-        persistent = [e for e in config["editors"] if "persist" in editor_block(config["editors"], e)]
-        assert persistent or name == "default"
-        for entry in persistent:
-            sim = PersistConfig.from_block(editor_block(config["editors"], entry)["persist"])
-            assert sim.identifier != RARE_TOKEN and RARE_TOKEN not in sim.shield_words(), entry
-            assert sim.seed not in seeds and sim.lr not in lrs, entry
-            for cell in study_cells(config, cases):
-                if cell.editor != entry:
-                    continue
-                case = next(c for c in cases[cell.task] if c.name == cell.edit)
-                prompt = with_identifier(simulation_prompt(list(case.requests)), sim.identifier)
-                for s in subjects:
-                    assert prompt != s.instance_prompt, (entry, cell, s)
-                    assert sim.look != getattr(s, "color", None), (entry, cell, s)  # nor drawn as the subject is
+class _Delta:
+    def __init__(self, margin):
+        self.sidecar = {"hyperparameters": {"margin": margin}}
 
+
+def _simulations(config: dict, entry: str, requests: list[EditRequest], monkeypatch) -> list[dict]:
+    """What the editor built from `config` really trains its simulated fine-tunes on, run through
+    PersistentUCE.edit with the model's parts stubbed: the prompts its subject images are drawn
+    from, the images and captions the fine-tune receives, and the FinetuneConfig it runs."""
+    import numpy as np
+
+    from editpersist.editors import persist
+
+    seen = {"drawn": [], "trained": []}
+    sentinel = np.full((1, 32, 32, 3), 7, np.uint8)  # the toy world's size
+
+    def fake_generate(pipe, family, prompts, n, sampling, base_seed):
+        seen["drawn"].append(tuple(prompts))
+        return np.repeat(sentinel, n, axis=0), []
+
+    def fake_finetune(pipe, family, subject, cfg):
+        seen["trained"].append((subject, cfg))
+
+    monkeypatch.setattr(persist, "generate", fake_generate)
+    monkeypatch.setattr(persist, "finetune", fake_finetune)
+    monkeypatch.setattr(persist, "UCE", lambda cfg: type("U", (), {"edit": lambda self, *a: _Delta(cfg.margin)})())
+    for name in ("apply_delta", "save_weights", "restore_weights", "restore"):
+        monkeypatch.setattr(persist, name, lambda *a: None)
+    shares = iter([0.0] + [1.0] * 100)  # the base, then every edited and simulated model
+    ctx = EditContext(get_family("sd"), "appearance", edit_meter=lambda pipe, r: next(shares),
+                      sampling=SamplingConfig())
+    editor = EDITORS[entry].build(editor_block(config["editors"], entry), ctx)
+    editor.edit(None, get_family("sd"), requests)
+    return [{"drawn": seen["drawn"][0], "images": subject.images, "captions": subject.captions, "config": cfg,
+             "sentinel": sentinel} for subject, cfg in seen["trained"]]
+
+
+def test_persist_simulates_only_finetunes_the_study_never_runs(stress_config, monkeypatch):
+    """The held-out protocol, read off what the simulation really trains on: for every cell of a
+    persistence-aware entry, its fine-tune's images are the model's own (drawn by the editor, not
+    the study subject's renders or photos), drawn from a prompt that is not the subject's nor in
+    the subject's look, captioned with a word that is not the study's, and trained with a seed and
+    learning rate no study fine-tune uses. A simulation that borrowed the study's word, subject
+    images, seed or learning rate fails here whatever the config strings say."""
+    config = stress_config
+    subjects = [make_subject(dict(s, cls=s.pop("class"))) for s in map(dict, config["finetune_data"]["subjects"])]
+    seeds = {s for ft in config["finetuners"].values() for s in ft.get("seeds", [0])}
+    lrs = {ft["lr"] for ft in config["finetuners"].values()}
+    cases = load_cases(config["tasks"])
+    persistent = [e for e in config["editors"] if "persist" in editor_block(config["editors"], e)]
+    assert persistent
+    checked = 0
+    for entry in persistent:
+        for cell in study_cells(config, cases):
+            if cell.editor != entry:
+                continue
+            case = next(c for c in cases[cell.task] if c.name == cell.edit)
+            for sim in _simulations(config, entry, list(case.requests), monkeypatch):
+                assert (sim["images"] == sim["sentinel"]).all()  # the editor's own draws, nothing else
+                assert sim["config"].seed not in seeds and sim["config"].lr not in lrs, (entry, cell)
+                assert sim["config"].method == "full"
+                for s in subjects:
+                    study_images = s.images(len(sim["images"]), seed=0).images
+                    assert not any((img == study).all() for img in sim["images"] for study in study_images)
+                    assert s.instance_prompt not in sim["captions"] + list(sim["drawn"]), (entry, cell, s)
+                    assert all(RARE_TOKEN not in p.split() for p in sim["captions"] + list(sim["drawn"]))
+                    assert f"a {s.color} {s.cls}" not in sim["drawn"], (entry, cell, s)  # nor the subject's look
+                checked += 1
+    assert checked
 
 
 def test_the_simulated_subject_is_the_models_own_images_of_the_old_concept_in_its_look(monkeypatch):
