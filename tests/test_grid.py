@@ -86,3 +86,29 @@ def test_rehearsal_grid_is_the_eleven_cells_its_comment_lists():
               ("flux", "uce", "appearance", "lora"), ("flux", "refact", "appearance", "dora"),
               ("flux", "time", "appearance", "lora")}
     assert {(c.model, c.editor, c.task, c.finetuner) for c in cells} == listed
+
+
+@pytest.mark.parametrize("task, dataset, excerpt", [
+    ("appearance", "timed", "timed_test_excerpt.csv"), ("role", "road", "road_test_excerpt.csv"),
+    ("debias", "professions", "professions_excerpt.csv")])
+def test_a_planned_case_asks_for_as_many_images_as_a_published_row(task, dataset, excerpt):
+    """The sizing prices generation from the cases a dry run plans with: a stand-in must have a
+    published row's probes, each its own prompt (placeholders that shared one prompt priced the
+    base state's 20,000 images as 1,000)."""
+    from editpersist.evaluation.generation import state_prompts
+    from editpersist.evaluation.prompts import QualityConfig
+
+    quality = QualityConfig(captions="toy", max_captions=1, images_per_caption=2)
+    path = ROOT / "tests/data/datasets" / excerpt
+    real = load_cases({task: {"dataset": dataset, "path": str(path), "limit": 1}})[task]
+    planned = load_cases({task: {"dataset": dataset, "path": "/nonexistent.csv", "limit": 3}}, planning=True)[task]
+    per_case = sum(state_prompts(real, quality, 25, 25, captions=[]).values())
+    assert sum(state_prompts(planned, quality, 25, 25, captions=[]).values()) == 3 * per_case
+
+
+def test_the_planned_erasure_is_probed_with_max_prompts():
+    cfg = {"dataset": "i2p", "path": "/nonexistent.csv", "max_prompts": 7}
+    (case,) = load_cases({"unsafe": cfg}, planning=True)["unsafe"]
+    assert len({p.prompt for p in case.positives}) == 7
+    with pytest.raises(ConfigError, match=r"tasks\.unsafe\.max_prompts: .* not there yet"):
+        load_cases({"unsafe": {**cfg, "max_prompts": None}}, planning=True)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..downloads import verify
-from .requests import EditRequest
 from ..config import planning_note
 from ..errors import ConfigError, InputError
 from .cases import TASKS, EditCase, Probe
-from .formats import FORMATS
+from .formats import DEBIAS_PHRASINGS, FORMATS
+from .requests import EditRequest, debias_requests
 
 # Which dataset formats can feed which task (RoAD rows carry their own Role/Appearance type).
 TASK_FORMATS = {"appearance": ("timed", "road"), "role": ("road",), "debias": ("professions",), "unsafe": ("i2p",)}
@@ -19,21 +19,45 @@ TASK_FORMATS = {"appearance": ("timed", "road"), "role": ("road",), "debias": ("
 TASK_MODES = {"appearance": "replace", "role": "replace", "debias": "debias", "unsafe": "erase"}
 
 
+# Probes of one row of each published file, for stand-ins whose image counts must be a real
+# run's (the sizing prices generation and scoring from them): a TIMED or RoAD row has a source,
+# 5 positives and 5 negatives; a profession of the professions file 10 prompts.
+PLANNED_PROBES = {"appearance": 5, "role": 5, "debias": 10}
+
+
 def planning_cases(task: str, cfg: dict) -> list[EditCase]:
     """Stand-ins for a dataset file that is not there yet, so a dry run can plan the grid
-    (job counts, resources) before anything is downloaded. The I2P task is one erase case;
-    the others need `limit`, the number of edits the study will take from the file. Their
+    (job counts, resources) before anything is downloaded. The I2P task is one erase case,
+    probed with `max_prompts` prompts; the others need `limit`, the number of edits the study
+    will take from the file, and get a published row's probes, each its own prompt. Their
     names say they are placeholders; a real run reads the file and refuses without it."""
     if task == "unsafe":
-        n = 1
-    elif cfg.get("limit"):
-        n = cfg["limit"]
-    else:
+        if not cfg.get("max_prompts"):
+            raise ConfigError(f"tasks.unsafe.max_prompts: {cfg['path']} is not there yet; to plan without it, set "
+                              "max_prompts (the number of I2P prompts to probe the erasure with)")
+        probes = tuple(Probe(f"placeholder i2p prompt {j}", f"placeholder i2p prompt {j}", "")
+                       for j in range(1, cfg["max_prompts"] + 1))
+        return [EditCase(task, "planned-001", (EditRequest("placeholder", mode="erase"),),
+                         Probe("placeholder", "placeholder", ""), probes, ())]
+    if not cfg.get("limit"):
         raise ConfigError(f"tasks.{task}.limit: {cfg['path']} is not there yet; to plan without it, set limit "
                           "(the number of edits to take from the file)")
-    mode = TASK_MODES[task]
-    return [EditCase(task, f"planned-{i:03d}", (EditRequest("placeholder", "placeholder", mode=mode),),
-                     Probe("placeholder", "placeholder", "placeholder")) for i in range(1, n + 1)]
+    return [planned_case(task, i) for i in range(1, cfg["limit"] + 1)]
+
+
+def planned_case(task: str, i: int) -> EditCase:
+    name, k = f"planned-{i:03d}", PLANNED_PROBES[task]
+    if task == "debias":
+        prof = f"placeholder{i}"
+        phrasings = dict.fromkeys([f"a {prof}"] + [t.format(prof) for t in DEBIAS_PHRASINGS])
+        prompts = tuple(Probe(f"{prof} prompt {j}", f"{prof} prompt {j}", "") for j in range(1, k + 1))
+        return EditCase(task, name, debias_requests(phrasings, prof, ("male", "female"), (0.5, 0.5)),
+                        Probe(f"a {prof}", f"a {prof}", f"a {prof}"), prompts)
+    src, new = f"placeholder {task} {i}", f"placeholder {task} {i} edited"
+    probes = {kind: tuple(Probe(f"{src} {kind} {j}", f"{src} {kind} {j}", f"{new} {kind} {j}") for j in range(1, k + 1))
+              for kind in ("positive", "negative")}
+    request = EditRequest(src, new, mode=TASK_MODES[task])
+    return EditCase(task, name, (request,), Probe(src, src, new), probes["positive"], probes["negative"])
 
 
 def _dataset_cases(task: str, cfg: dict, planning: bool = False) -> list[EditCase]:
