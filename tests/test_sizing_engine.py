@@ -64,3 +64,189 @@ def test_shipped_scheduler_configs_are_the_families_published_schedulers():
         for key, value in shipped.items():
             if not key.startswith("_") and key in built:
                 assert built[key] == (tuple(value) if isinstance(value, list) else value), (name, key)
+
+
+# --------------------------------------------------------------------- footprints ----
+
+GIB = 2**30
+
+
+def test_flops_of_linear_layers_are_2mnk_forward_and_twice_that_backward():
+    """A stack of linear layers, counted under fake tensors: forward 2*m*n*k summed by hand,
+    backward (input and weight gradients) twice that."""
+    import torch
+
+    from editpersist.sizing import trace
+
+    m = 8
+    with trace.fake_mode():
+        net = torch.nn.Sequential(torch.nn.Linear(16, 32, bias=False), torch.nn.Linear(32, 64, bias=False),
+                                  torch.nn.Linear(64, 8, bias=False))
+        x = torch.randn(m, 16, requires_grad=True)
+        _, forward = trace.measure(lambda: net(x), [net])
+        _, both = trace.measure(lambda: net(x).sum().backward(), [net])
+    hand = 2 * m * (16 * 32) + 2 * m * (32 * 64) + 2 * m * (64 * 8)
+    assert hand == 49_152
+    assert forward == hand
+    assert both == 3 * hand
+
+
+def test_judge_flops_match_open_clips_published_profile():
+    """open_clip's docs/model_profile.csv (row ViT-bigG-14) gives 967.5 GFLOPs for one 224-px
+    image through the image tower and 97.86 for one text through the text tower."""
+    from editpersist.sizing import footprint as fp
+
+    assert fp.footprint(fp.JudgeImages(1, "fp32")).flops / 1e9 == pytest.approx(967.5, abs=0.05)
+    assert fp.footprint(fp.JudgeTexts(1, "fp32")).flops / 1e9 == pytest.approx(97.86, abs=0.005)
+
+
+def test_inference_holds_the_published_weights_in_the_asked_dtype():
+    from editpersist.sizing import footprint as fp
+
+    f = fp.footprint(fp.DenoiseStep("sd14", 2, 512, 512, True, "fp16"))
+    assert f.peak_bytes["parameters"] == f.parameter_bytes == 2 * 859_520_964
+    assert f.peak_bytes["gradients"] == f.peak_bytes["optimizer"] == 0
+    assert f.peak_bytes["activations"] > 0 and f.flops > 0
+
+
+def test_uce_closed_form_against_a_hand_count():
+    """d = 4, one edited row, two preserved rows, layers (3, 4), (3, 4), (5, 4) stored in 2 bytes.
+    FLOPs: Gram products 4 * (1 + 2) * 16 = 192; LU 2/3 * 64 and triangular solves 2 * 64,
+    together 170 2/3; W0 T 2 * 4 * (12 + 12 + 20) = 352. Bytes: the solve holds the key rows,
+    (2 + 2) * 4, and six 4 x 4 matrices, in 4 bytes: 448; the apply holds the (3, 4) pair
+    twice, 2 * 24, and T, 16, in 4 bytes, with all solved weights in 2 bytes: 256 + 88 = 344."""
+    from editpersist.sizing.footprint import closed_form_cost
+
+    peak, flops = closed_form_cost(4, 1, 2, [(3, 4), (3, 4), (5, 4)], weight_itemsize=2)
+    assert flops == pytest.approx(192 + 170 + 2 / 3 + 352)
+    assert peak == {"activations": 448}
+
+
+def test_closed_form_products_are_the_solves_own():
+    """The Gram products and W0 T of the closed form count what editors.closed_form runs
+    (FlopCounterMode on its real functions: every product but the LU solve, which it skips)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from editpersist.editors.closed_form import apply_transform, shared_transform
+    from editpersist.sizing.footprint import closed_form_cost
+
+    d, n_e, n_p, shapes = 24, 3, 10, [(8, 24), (8, 24), (16, 24)]
+    weights = {f"w{i}": torch.randn(*s) for i, s in enumerate(shapes)}
+    with FlopCounterMode(display=False) as counter:
+        T = shared_transform(torch.randn(n_e, d), torch.randn(n_e, d), torch.randn(n_p, d), 0.5, 1.0, 1.0)
+        apply_transform(weights, T)
+    _, flops = closed_form_cost(d, n_e, n_p, shapes, weight_itemsize=4)
+    assert counter.get_total_flops() == pytest.approx(flops - (2 / 3 + 2) * d**3)
+
+
+def test_workloads_refuse_bad_fields_with_one_line_naming_them():
+    from editpersist.errors import ConfigError
+    from editpersist.sizing import footprint as fp
+
+    with pytest.raises(ConfigError, match="TrainStep.method: unknown method 'qlora'"):
+        fp.TrainStep("sd14", "qlora", 1, 512, 512, "fp16", False)
+    with pytest.raises(ConfigError, match="multiples of 16"):
+        fp.DenoiseStep("sd14", 1, 500, 512, True, "fp16")
+    with pytest.raises(ConfigError, match="'ViT-bigG-14' is not a diffusion architecture"):
+        fp.VaeDecode("ViT-bigG-14", 1, 512, 512, "fp16")
+
+
+def test_footprint_cache_reads_back_what_it_saved_without_tracing(tmp_path, monkeypatch):
+    from editpersist.sizing import footprint as fp
+
+    w = fp.ClosedFormSolve("sd14")
+    cache = fp.FootprintCache(tmp_path / "footprints.json")
+    first = cache(w)
+    cache.save()
+    monkeypatch.setattr(fp, "footprint", lambda workload: pytest.fail("traced again"))
+    again = fp.FootprintCache(tmp_path / "footprints.json")
+    assert again.missing([w]) == []
+    assert again(w) == first
+    monkeypatch.setattr(fp, "engine_key", lambda: "another engine")
+    assert fp.FootprintCache(tmp_path / "footprints.json").missing([w]) == [w]
+
+
+# A small UNet of SD's layout, registered as an architecture for the real-tensor comparison.
+TINY_UNET = {"_class_name": "UNet2DConditionModel", "sample_size": 24, "in_channels": 4, "out_channels": 4,
+             "block_out_channels": [32, 64], "layers_per_block": 1,
+             "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+             "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"], "cross_attention_dim": 32,
+             "attention_head_dim": 8, "norm_num_groups": 32}
+
+
+@pytest.fixture
+def tiny_sd(tmp_path, monkeypatch):
+    import json
+
+    root = tmp_path / "architectures"
+    (root / "tiny-sd").mkdir(parents=True)
+    (root / "tiny-sd" / "unet.json").write_text(json.dumps(TINY_UNET))
+    (root / "tiny-sd" / "scheduler.json").write_text((arch.ARCH_DIR / "sd14" / "scheduler.json").read_text())
+    monkeypatch.setattr(arch, "ARCH_DIR", root)
+    monkeypatch.setitem(arch.ARCHITECTURES, "tiny-sd", {"unet": "unet"})
+    monkeypatch.setitem(arch.ARCH_FAMILY, "tiny-sd", "sd")
+    return "tiny-sd"
+
+
+def real_training_peak(step) -> int:
+    """Peak bytes of the same training on real CPU tensors through the project's own loop
+    (training.loop.train_steps, two steps: the second is the steady state), measured from the
+    CPU allocator's allocation and free events (torch.profiler with profile_memory), plus the
+    weights allocated before. AdamW runs its foreach implementation, CUDA's default; autocast
+    has CUDA's float32 rules, as in the fake measurement."""
+    import functools
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from editpersist.finetuners.adapters import attach_adapter
+    from editpersist.families import get_family
+    from editpersist.sizing import footprint as fp, trace
+    from editpersist.training.loop import train_steps
+
+    torch.manual_seed(0)
+    unet = arch.build(step.arch, "unet", step.dtype, device="cpu")
+    if step.method == "full":
+        params = list(unet.float().requires_grad_(True).parameters())
+    else:
+        params = attach_adapter(unet, get_family("sd").lora_targets, step.rank, None, dora=step.method == "dora")
+    if step.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    loss_fn = fp._train_loss(step, unet)
+
+    def loss(_):
+        with torch.autocast("cpu", dtype=arch.torch_dtype(step.autocast)):
+            return loss_fn(torch.arange(step.batch))
+
+    before = sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                  for t in [*unet.parameters(), *unet.buffers()]}.values())
+    adamw = torch.optim.AdamW
+    torch.optim.AdamW = functools.partial(adamw, foreach=True)
+    try:
+        with trace.cuda_float32_rules(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            train_steps(params, loss, 2, 1e-4, schedule="constant", desc="real")
+    finally:
+        torch.optim.AdamW = adamw
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return before + peak
+
+
+@pytest.mark.parametrize("method,checkpointing,res", [("full", True, 192), ("full", False, 192), ("lora", False, 128)])
+def test_fake_peak_agrees_with_the_same_step_on_real_tensors(tiny_sd, method, checkpointing, res):
+    """Full fine-tune steps with AdamW (fp32 weights; with and without activation
+    checkpointing) and a LoRA step (bf16 base): MemTracker on fake tensors within 10 % of the
+    allocator's real peak. Each peaks in the backward pass, where the steady state's optimiser
+    states and the recomputed activations count."""
+    from editpersist.sizing import footprint as fp
+
+    step = fp.TrainStep(tiny_sd, method, 2, res, res, "fp32" if method == "full" else "bf16", checkpointing)
+    fake = fp.footprint(step).peak_total
+    real = real_training_peak(step)
+    assert fake == pytest.approx(real, rel=0.10), (fake / GIB, real / GIB)

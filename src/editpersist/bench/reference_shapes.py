@@ -1,30 +1,21 @@
-"""Architectures of the real models at their real sizes, for size checks and benchmarks with
-random weights (nothing is downloaded). Values from the public model configs."""
+"""SD 1.4 at its real sizes with random weights, for size checks and benchmarks (nothing is
+downloaded): built from the published configurations the sizing ships
+(editpersist.sizing.architectures)."""
 
 from __future__ import annotations
 
-# Stable Diffusion v1.4: UNet, CLIP ViT-L/14 text encoder, VAE.
-SD14_UNET = dict(
-    sample_size=64, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
-    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=768, attention_head_dim=8,
-)
-SD14_TEXT = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                 max_position_embeddings=77)
-SD14_VAE = dict(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2)
-
 
 def sd14_components(vocab_size: int = 49408, device: str = "cpu"):
-    """(unet, text_encoder, vae) of SD 1.4's shapes with random weights ("meta": no memory)."""
+    """(unet, text_encoder, vae) of SD 1.4's shapes with random weights ("meta": no memory);
+    the text encoder's vocabulary resized to `vocab_size` (a toy tokenizer's)."""
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    from ..sizing.architectures import build, load_config
+
+    unet, vae = build("sd14", "unet", device=device), build("sd14", "vae", device=device)
     with torch.device(device):
-        unet = UNet2DConditionModel(**SD14_UNET)
-        text = CLIPTextModel(CLIPTextConfig(vocab_size=vocab_size, **SD14_TEXT))
-        vae = AutoencoderKL(**SD14_VAE)
+        text = CLIPTextModel(CLIPTextConfig(**{**load_config("sd14", "text_encoder"), "vocab_size": vocab_size}))
     return unet, text, vae
 
 
