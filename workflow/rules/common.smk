@@ -120,9 +120,10 @@ def generated_images(model, directory):
 
 
 def sized_job(rule, wildcards):
+    """The job's sizing; a job that cannot fit the GPU stops the plan with one line."""
     from editpersist.sizing.sizer import job_key
 
-    return SIZER.size(rule, job_key(wildcards), wildcards.model, sizing_record(rule, wildcards))
+    return exit_on_error(SIZER.size, rule, job_key(wildcards), wildcards.model, sizing_record(rule, wildcards))
 
 
 def job_runtime(rule):
