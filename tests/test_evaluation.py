@@ -218,7 +218,7 @@ def test_persistence_rows_use_the_base_ft_control_and_give_the_effect():
     cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated")
     rows = persistence_rows(_scores(states), cell, min_effect=0.1)
     assert [r["metric"] for r in rows] == ["efficacy", "generality", "specificity", "specificity_preserved",
-                                           "clip_score", "fid", "kid", "caption_accuracy"]
+                                           "clip_score", "fd_judge", "kd_judge", "caption_accuracy"]
     eff = rows[0]
     assert (eff["base"], eff["edited"], eff["base_ft"], eff["edited_ft"]) == (0.125, 0.9375, 0.3125, 0.71875)
     assert eff["retention"] == pytest.approx((0.71875 - 0.3125) / (0.9375 - 0.125))
@@ -255,7 +255,7 @@ def test_caption_accuracy_is_the_readers_share_of_quality_images_that_show_their
     assert "the edit moved caption_accuracy the wrong way (-0.5; higher is better)" in r["note"]
     judged = persistence_rows(_scores(states, caption_rates=captions, scorer="judge"), cell, min_effect=0.1)
     assert [r["metric"] for r in judged] == ["efficacy", "generality", "specificity", "specificity_preserved",
-                                             "clip_score", "fid", "kid"]
+                                             "clip_score", "fd_judge", "kd_judge"]
 
 
 def test_target_reach_is_the_fine_tuned_bases_share_of_its_target():
@@ -334,21 +334,39 @@ def test_kid_effect_replicates_pair_the_states_draws_and_fid_is_a_point_estimate
     states = {"base": 0.0, EDITED: 0.9375, _ft("base"): 0.0, _ft(EDITED): 0.5}
     scores = _scores(states, samples=300, feature_shift={EDITED: 1.5, _ft(EDITED): 1.5})
     rows = {r["metric"]: r for r in persistence_rows(scores, cell)}
-    kid = rows["kid"]
+    kid = rows["kd_judge"]
     rows_idx, cols = draw_indices((2, 8), 300, 0)
     ref = scores.references["kid"]
     by_hand = {}
     for state in ("base", EDITED):
-        grid = scores.grid(state, None, "kid")  # feature rows, captions x images
+        grid = scores.grid(state, None, "kd_judge")  # feature rows, captions x images
         by_hand[state] = ref.distance_of_draws(scores.features, grid[rows_idx[:, :, None], cols].reshape(300, -1))
     np.testing.assert_allclose(kid["_effect_replicates"], by_hand[EDITED] - by_hand["base"], rtol=1e-10)
     assert kid["effect"] > 0 and kid["effect_ci_low"] > 0
     assert isinstance(ref, KernelReference) and np.isnan(kid["retention"]) and "the wrong way" in kid["note"]
-    assert np.isnan(rows["fid"]["retention"]) and np.isnan(rows["fid"]["effect_ci_low"])
-    assert rows["fid"]["note"] == "fid has no interval (a point estimate on all images; see kid)"
+    assert np.isnan(rows["fd_judge"]["retention"]) and np.isnan(rows["fd_judge"]["effect_ci_low"])
+    assert rows["fd_judge"]["note"] == "fd_judge has no interval (a point estimate on all images; see kd_judge)"
     # 16 images per state of 12-d features: FID's covariance is poorly estimated, and it says so.
     rows = {r["metric"]: r for r in persistence_rows(_scores(states, dim=12), cell)}
-    assert "fid from 16 images < 2 x 12 feature dims: biased upward" in rows["fid"]["note"]
+    assert "fd_judge from 16 images < 2 x 12 feature dims: biased upward" in rows["fd_judge"]["note"]
+
+
+def test_a_distance_compares_every_state_on_the_same_image_count():
+    """Two fine-tune seeds of 16 quality images each: fd_judge, biased by the image count, is the
+    mean of each seed's distance on its own 16 images (the base's count), by hand, not the
+    distance of the 32 pooled; n_images says 16."""
+    cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(0, 1))
+    states = {"base": 0.0, EDITED: 1.0, _ft("base", 0): 0.0, _ft("base", 1): 0.0, _ft(EDITED, 0): 0.5,
+              _ft(EDITED, 1): 0.5}
+    scores = _scores(states, dim=3, feature_shift={_ft(EDITED, 1): 1.0})
+    row = next(r for r in persistence_rows(scores, cell) if r["metric"] == "fd_judge")
+    ref = scores.references["fid"]
+    per_seed = [ref.distance(scores.features[scores.grid(_ft(EDITED, k), None, "fd_judge").ravel()]) for k in (0, 1)]
+    pooled = ref.distance(scores.features[np.concatenate([scores.grid(_ft(EDITED, k), None, "fd_judge").ravel()
+                                                          for k in (0, 1)])])
+    assert row["edited_ft"] == pytest.approx(np.mean(per_seed)) and abs(row["edited_ft"] - pooled) > 0.05
+    assert row["n_images"] == 16 and row["base"] == pytest.approx(
+        ref.distance(scores.features[scores.grid("base", None, "fd_judge").ravel()]))
 
 
 def test_curves_keep_a_snapshot_step_one_state_lacks_as_a_noted_gap():

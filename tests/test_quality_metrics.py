@@ -103,3 +103,43 @@ def test_kid_bootstrap_spread_is_the_sampling_spread_and_resampled_fid_is_biased
     assert low <= kid_ref.distance(x) <= high
     fid_low, _ = percentile_interval(np.array([fid_ref.distance(x[d]) for d in draws[:100]]))
     assert fid_low > fid_ref.distance(x)
+
+
+def _unit_features(rng, n: int, spread: float) -> np.ndarray:
+    """n L2-normalised 64-d features around one direction, `spread` off it (as the judge's)."""
+    v = np.zeros((n, 64))
+    v[:, 0] = 1.0
+    v[:, 1:] += rng.normal(0, spread, size=(n, 63))
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _linear_share(ref: np.ndarray, x: np.ndarray, scale: float) -> float:
+    """The share of KID that the kernel's linear term 3 x.y / scale carries (unbiased, by hand)."""
+    from editpersist.metrics.kid import within_mean
+
+    lin = lambda a, b: 3 * (a @ b.T) / scale  # noqa: E731
+    return within_mean(lin(x, x)) + within_mean(lin(ref, ref)) - 2 * lin(x, ref).mean()
+
+
+def test_the_judge_kernel_is_scaled_to_the_features_norm_and_sees_a_change_of_spread():
+    """On unit-norm features, (x.y / 64 + 1)^3 is nearly linear: 96 % of KID is the means'
+    distance, and a change of spread around the same direction barely registers. kd_judge's
+    kernel is scaled to the reference's mean squared norm (1 here): the same change is mostly
+    the cubic terms' (a linear share of 0.21 measured)."""
+    from editpersist.metrics.task_metrics import fit_references
+
+    rng = np.random.default_rng(0)
+    ref, x = _unit_features(rng, 400, 0.05), _unit_features(rng, 400, 0.15)
+    judge = fit_references(ref)["kid"]
+    assert judge.scale == pytest.approx(1.0)
+    by_dimension = KernelReference.fit(ref)
+    assert _linear_share(ref, x, 64) / by_dimension.distance(x) > 0.95
+    assert _linear_share(ref, x, judge.scale) / judge.distance(x) < 0.5
+    # The scaled kernel, by hand: the U-statistic of (x.y + 1)^3.
+    k = lambda a, b: (a @ b.T + 1) ** 3  # noqa: E731
+    n = len(x)
+    by_hand = ((k(x, x).sum() - np.trace(k(x, x))) / (n * (n - 1)) + (k(ref, ref).sum() - np.trace(k(ref, ref)))
+               / (n * (n - 1)) - 2 * k(x, ref).mean())
+    assert judge.distance(x) == pytest.approx(by_hand, rel=1e-10)
+    with pytest.raises(ValueError, match="scale must be positive"):
+        KernelReference.fit(ref, scale=0.0)

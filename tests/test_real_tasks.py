@@ -91,7 +91,7 @@ def test_professions_debias_rows_are_the_gap_to_the_desired_ratio():
              "edit/uce/t/e/ft/lora/dog/seed0": [0, 1, -1, 1]}
     table = score_rows(case, {s: {"source": a * 4, "positive": a * 4} for s, a in attrs.items()}, "judge_attr")
     rows = {r["metric"]: r for r in persistence_rows(model_scores(_rename(table, case)), _cell(case))}
-    assert list(rows) == ["debias_score", "clip_score", "fid", "kid"]
+    assert list(rows) == ["debias_score", "clip_score", "fd_judge", "kd_judge"]
     # Mean over attributes of |share - 0.5| among the images that show one: all male -> 0.5;
     # balanced -> 0; 1 of 4 female -> 0.25; [male, female, neither, female] -> 1/3 vs 2/3 -> 1/6.
     r = rows["debias_score"]
@@ -115,12 +115,12 @@ def test_i2p_case_has_no_specificity_and_gets_persistence_rows():
     case = load_i2p(DATA / "i2p_excerpt.csv", category=None, min_nudity_percentage=0, max_prompts=3)[0]
     assert len(case.positives) == 3 and not case.negatives
     assert case.positives[0].prompt.endswith("william - adolphe bouguereau")  # whitespace normalised
-    assert metrics_of_case(case, "judge") == ("unsafe_rate", "clip_score", "fid", "kid")
+    assert metrics_of_case(case, "judge") == ("unsafe_rate", "clip_score", "fd_judge", "kd_judge")
     unsafe = {"base": [1, 1, 1, 0], "edit/uce/t/e": [0, 0, 0, 0], "base/ft/lora/dog/seed0": [1, 1, 0, 0],
               "edit/uce/t/e/ft/lora/dog/seed0": [1, 0, 0, 0]}
     table = score_rows(case, {s: {"source": v * 4, "positive": v * 4} for s, v in unsafe.items()}, "judge_hit")
     rows = {r["metric"]: r for r in persistence_rows(model_scores(_rename(table, case)), _cell(case))}
-    assert list(rows) == ["unsafe_rate", "clip_score", "fid", "kid"]
+    assert list(rows) == ["unsafe_rate", "clip_score", "fd_judge", "kd_judge"]
     r = rows["unsafe_rate"]
     assert (r["base"], r["edited"], r["base_ft"], r["edited_ft"]) == pytest.approx((0.75, 0.0, 0.5, 0.25))
     assert r["retention"] == pytest.approx((0.25 - 0.5) / (0.0 - 0.75))
@@ -140,8 +140,8 @@ def test_timed_and_road_excerpts_define_every_replace_metric():
     assert timed[0].requests[0].source == "A banana" and timed[0].requests[0].target == "A blue banana"
     for case in timed + road:
         assert len(case.positives) == 5 and len(case.negatives) == 5
-        assert metrics_of_case(case, "judge") == ("efficacy", "generality", "specificity", "clip_score", "fid",
-                                                  "kid")
+        assert metrics_of_case(case, "judge") == ("efficacy", "generality", "specificity", "clip_score", "fd_judge",
+                                                  "kd_judge")
 
 
 def test_a_limit_reads_only_the_rows_it_takes(tmp_path):

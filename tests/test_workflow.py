@@ -88,8 +88,7 @@ def _check_study_outputs(wd: Path) -> None:
     cells = table[["model", "editor", "task", "edit", "finetuner", "ft_data"]].drop_duplicates()
     assert len(cells) == 2 * 1 * 1 * 2  # models x editors x edits x fine-tuners (one subject)
     assert set(table["metric"]) == {"efficacy", "generality", "specificity", "specificity_preserved", "clip_score",
-                                    "fid", "kid",
-                                    "caption_accuracy"}
+                                    "fd_judge", "kd_judge", "caption_accuracy"}
     for col in ("base", "edited", "base_ft", "edited_ft", "n_images", "effect", "n_seeds", "replicates_dropped"):
         assert table[col].notna().all(), col
     assert (table["n_seeds"] == table["finetuner"].map({"lora": 2, "dreambooth": 1})).all()

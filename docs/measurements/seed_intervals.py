@@ -62,7 +62,7 @@ def kid_intervals(scores) -> dict:
         for state in sorted(model_scores.states()):
             if not model_scores.has_role(state, "quality"):
                 continue
-            est = model_scores.estimate(state, None, "kid")
+            est = model_scores.estimate(state, None, "kd_judge")
             low, high = percentile_interval(est.replicates)
             inside += int(low <= est.value <= high)
             states += 1

@@ -12,8 +12,9 @@ table). The second editor is "no worse" where that interval's lower end is above
 -`evaluation.compare_margin` (a non-inferiority test at that margin), "worse" where its upper
 end is below it, "better" where its lower end is above 0, and undecided otherwise.
 
-Then what each edit does to the edited model itself (specificity, clip_score, kid and, in
-reader-scored studies, caption_accuracy): each editor's effect (edited - base) and the paired
+Then what each edit does to the edited model itself (specificity, specificity_preserved,
+clip_score, kd_judge and, in reader-scored studies, caption_accuracy): each editor's effect
+(edited - base) and the paired
 difference of the two edited models (base cancels; the same prompts and noise), with its
 bootstrap interval, read against the metric's better direction.
 """
@@ -36,7 +37,7 @@ from .prompts import PRIMARY
 from .summary import with_interval
 
 CELL = ["model", "task", "edit", "finetuner", "ft_data"]
-EDITED_METRICS = ("specificity", "specificity_preserved", "clip_score", "kid", "caption_accuracy")
+EDITED_METRICS = ("specificity", "specificity_preserved", "clip_score", "kd_judge", "caption_accuracy")
 SCHEMA = Path(__file__).resolve().parents[3] / "config/config.schema.yaml"
 
 

@@ -186,10 +186,10 @@ class ModelScores:
         if n_images >= 2 * dim:
             return ""
         if not self._warned:  # once per model; every such row carries the note
-            log.warning("FID from %d images of %d-d features: the covariance is poorly estimated below %d images, "
-                        "FID is biased upward; compare KID", n_images, dim, 2 * dim)
+            log.warning("fd_judge from %d images of %d-d features: the covariance is poorly estimated below %d "
+                        "images, the distance is biased upward; compare kd_judge", n_images, dim, 2 * dim)
             self._warned = True
-        return f"fid from {n_images} images < 2 x {dim} feature dims: biased upward"
+        return f"fd_judge from {n_images} images < 2 x {dim} feature dims: biased upward"
 
 
 def grid_estimate(grid: np.ndarray, m, samples: int, seed: int, key: str, extra: dict | None = None) -> Estimate:
@@ -258,7 +258,7 @@ def effect_problem(metric: str, effect: float, low: float, high: float, threshol
     """Why an edit's effect on a metric is not established ("" when it is): retention divides by
     this effect, so it is stated only where the effect is clearly not 0."""
     if not METRICS[metric].interval:
-        return f"{metric} has no interval (a point estimate on all images; see kid)"
+        return f"{metric} has no interval (a point estimate on all images; see kd_judge)"
     if not (np.isfinite(low) and np.isfinite(high)) or low <= 0 <= high:
         return f"edit effect not established: its interval [{low:.3g}, {high:.3g}] includes 0"
     if abs(effect) < threshold:

@@ -20,7 +20,8 @@ class Metric:
     name: str
     roles: tuple[str, ...]  # probe roles whose images the metric reads
     kind: str  # "share": share of images that count; "debias": mean |ratio - desired|;
-    # "mean": mean of a per-image score; "fid"/"kid": distance to the reference features
+    # "mean": mean of a per-image score; "fid"/"kid": Fréchet / kernel distance of the images'
+    # features to the reference set's
     higher_is_better: bool = True
     # False: a point estimate on all images only. FID of resampled images (repeats included) is
     # biased far above the point value (80 images of 64-d features: 18 -> [35, 49]), so it gets
@@ -41,8 +42,11 @@ METRICS = {m.name: m for m in (
     Metric("debias_score", ("source", "positive"), "debias", higher_is_better=False),
     Metric("unsafe_rate", ("source", "positive"), "share", higher_is_better=False),
     Metric("clip_score", ("quality",), "mean"),
-    Metric("fid", ("quality",), "fid", higher_is_better=False, interval=False),
-    Metric("kid", ("quality",), "kid", higher_is_better=False),
+    # FID and KID's formulas on the CLIP judge's L2-normalised image features, not on the Inception
+    # features the literature's FID and KID are: named for what they are. kd_judge's cubic kernel
+    # is scaled to those features' squared norm (metrics/kid.py), not to their dimension.
+    Metric("fd_judge", ("quality",), "fid", higher_is_better=False, interval=False),
+    Metric("kd_judge", ("quality",), "kid", higher_is_better=False),
     # The share of quality images that show their caption's colour and shape: collateral damage
     # as the ground truth sees it. clip_score can only say an image matches its caption less;
     # this says it no longer matches (uce-persist's margin drew "a red cross" blue, README).
@@ -59,7 +63,7 @@ TASK_METRICS = {
     "debias": ("debias_score",),
     "unsafe": ("unsafe_rate", "specificity", "specificity_preserved"),
 }
-QUALITY_METRICS = ("clip_score", "fid", "kid", "caption_accuracy")
+QUALITY_METRICS = ("clip_score", "fd_judge", "kd_judge", "caption_accuracy")
 
 
 def metrics_of_case(case: EditCase, scorer: str) -> tuple[str, ...]:
@@ -126,7 +130,9 @@ def sampling_debias_floor(attr: np.ndarray, desired: np.ndarray) -> float:
 
 def fit_references(features: np.ndarray) -> dict:
     """The reference fits the distance metrics compare with, by kind."""
-    return {"fid": FrechetReference.fit(features), "kid": KernelReference.fit(features)}
+    features = np.asarray(features, dtype=np.float64)
+    return {"fid": FrechetReference.fit(features),
+            "kid": KernelReference.fit(features, scale=float(np.mean((features**2).sum(1))))}
 
 
 def reduce_grid(metric: Metric, grid: np.ndarray, desired: np.ndarray | None = None,
