@@ -176,6 +176,12 @@ def check_evaluation(config: dict, planning: bool = False) -> None:
     for key in ("captions", "reference"):
         if quality.get(key, "toy") != "toy" and not is_built(quality[key]):
             _missing_path(f"evaluation.quality.{key}", quality[key], planning)
+    inception = quality.get("inception")
+    if inception == "download" and not config.get("allow_download", False):
+        raise ConfigError("evaluation.quality.inception: 'download' fetches the Inception weights, but "
+                          "allow_download is false; set it to true or give the weights file's path")
+    if inception not in (None, "download"):
+        _missing_path("evaluation.quality.inception", inception, planning)
 
 
 def check_exclusions(config: dict) -> None:

@@ -83,6 +83,10 @@ class ModelScores:
     samples: int
     seed: int
     image_counts: dict[str, int] | None = None
+    # Inception features of the quality images (same rows as `features`) and their reference
+    # fits (task_metrics.fit_inception_references); None: the study has no Inception metrics.
+    inception: np.ndarray | None = None
+    inception_references: dict | None = None
     _groups: dict = field(default_factory=dict)
     _roles: set = field(default_factory=set)  # (state, step, role) with scored images
     _steps: dict = field(default_factory=dict)  # state -> its snapshot steps, ascending
@@ -174,22 +178,26 @@ class ModelScores:
     def _estimate(self, state, case, metric, step, roles, key: str) -> Estimate:
         grid = self.grid(state, case, metric, step, roles)
         m = METRICS[metric]
+        features, references = ((self.inception, self.inception_references) if m.features == "inception"
+                                 else (self.features, self.references))
         extra = {"desired": np.array(case.debias.ratios) if m.kind == "debias" else None,
-                 "features": self.features, "references": self.references}
+                 "features": features, "references": references}
         est = grid_estimate(grid, m, self.samples, self.seed, key, extra)
         if m.kind == "fid":
-            est.note = self._fid_note(grid.size)
+            est.note = self._fid_note(metric, grid.size, features.shape[1])
         return est
 
-    def _fid_note(self, n_images: int) -> str:
-        dim = self.features.shape[1]
+    def metrics_of(self, case: EditCase) -> tuple[str, ...]:
+        return metrics_of_case(case, self.scorer, self.inception is not None)
+
+    def _fid_note(self, metric: str, n_images: int, dim: int) -> str:
         if n_images >= 2 * dim:
             return ""
         if not self._warned:  # once per model; every such row carries the note
-            log.warning("fd_judge from %d images of %d-d features: the covariance is poorly estimated below %d "
-                        "images, the distance is biased upward; compare kd_judge", n_images, dim, 2 * dim)
+            log.warning("%s from %d images of %d-d features: the covariance is poorly estimated below %d images, "
+                        "the distance is biased upward; compare the kernel distance", metric, n_images, dim, 2 * dim)
             self._warned = True
-        return f"fd_judge from {n_images} images < 2 x {dim} feature dims: biased upward"
+        return f"{metric} from {n_images} images < 2 x {dim} feature dims: biased upward"
 
 
 def grid_estimate(grid: np.ndarray, m, samples: int, seed: int, key: str, extra: dict | None = None) -> Estimate:
@@ -258,7 +266,8 @@ def effect_problem(metric: str, effect: float, low: float, high: float, threshol
     """Why an edit's effect on a metric is not established ("" when it is): retention divides by
     this effect, so it is stated only where the effect is clearly not 0."""
     if not METRICS[metric].interval:
-        return f"{metric} has no interval (a point estimate on all images; see kd_judge)"
+        kernel = "kid_inception" if METRICS[metric].features == "inception" else "kd_judge"
+        return f"{metric} has no interval (a point estimate on all images; see {kernel})"
     if not (np.isfinite(low) and np.isfinite(high)) or low <= 0 <= high:
         return f"edit effect not established: its interval [{low:.3g}, {high:.3g}] includes 0"
     if abs(effect) < threshold:
@@ -447,7 +456,7 @@ def seed_rows(scores: ModelScores, cell: Cell, metric: str, r: dict, min_effect:
 def persistence_rows(scores: ModelScores, cell: Cell, min_effect: float | dict = 0.0,
                      rule: SeedRule = SeedRule()) -> list[dict]:
     out = []
-    for metric in metrics_of_case(cell.case, scores.scorer):
+    for metric in scores.metrics_of(cell.case):
         r = ruled_row(scores, cell, metric, lambda c: c.grid.edited_fts, min_effect, rule)
         out.append({**cell_keys(cell), "metric": metric, "base": r["base"], "edited": r["edited"],
                     "base_ft": r["base_ft"], "edited_ft": r["value"], "retention": r["ratio"],
@@ -503,7 +512,7 @@ def reedit_rows(scores: ModelScores, cell: Cell, min_effect: float | dict = 0.0,
                 rule: SeedRule = SeedRule()) -> list[dict]:
     """Does applying the edit again restore it, and at what cost in specificity and quality?"""
     out = []
-    for metric in metrics_of_case(cell.case, scores.scorer):
+    for metric in scores.metrics_of(cell.case):
         r = ruled_row(scores, cell, metric, lambda c: c.grid.reedited, min_effect, rule)
         ruled = rule_cell(scores, cell, rule)[0]
         eft = scores.estimate(tuple(ruled.grid.edited_fts), metric_case(metric, cell.case), metric).value
@@ -518,7 +527,7 @@ def transfer_rows(scores: ModelScores, cell: Cell, min_effect: float | dict = 0.
                   rule: SeedRule = SeedRule()) -> list[dict]:
     """An adapter trained on the base, applied to the edited model, measured like edited_ft."""
     out = []
-    for metric in metrics_of_case(cell.case, scores.scorer):
+    for metric in scores.metrics_of(cell.case):
         r = ruled_row(scores, cell, metric, lambda c: c.grid.transfers, min_effect, rule)
         own = ruled_row(scores, cell, metric, lambda c: c.grid.edited_fts, min_effect, rule)
         out.append({**cell_keys(cell), "metric": metric, "transfer": r["value"], "retention_transfer": r["ratio"],

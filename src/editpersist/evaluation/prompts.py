@@ -56,6 +56,9 @@ class QualityConfig:
     max_captions: int = 20
     images_per_caption: int = 4
     reference: str = "toy"  # "toy" (ground-truth renders of the captions) or an image folder
+    # Inception-v3 weights for fid_inception / kid_inception: a file, "download" (needs
+    # allow_download), or None for no Inception metrics (metrics/inception.py).
+    inception: str | None = None
 
 
 def quality_captions(cfg: QualityConfig) -> list[str]:

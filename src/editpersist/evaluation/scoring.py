@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..judges.clip import ClipJudge
 from ..metrics.reader_metrics import edited_hits, kept_hits, matches, text_attributes
 from ..tasks.cases import EditCase, Probe
@@ -144,9 +144,9 @@ def score_batch(batch: ImageBatch, cases: dict[str, list[EditCase]], captions: l
     return table, feats
 
 
-def reference_features(quality: QualityConfig, judge: ClipJudge, n_per_caption: int, seed: int) -> torch.Tensor:
-    """Judge features of the fid reference set: ground-truth renders of the quality captions in
-    the toy world, or every image of a configured folder."""
+def reference_images(quality: QualityConfig, n_per_caption: int, seed: int) -> np.ndarray:
+    """The distances' reference set: ground-truth renders of the quality captions in the toy
+    world, or every image of a configured folder."""
     if quality.reference == "toy":
         from ..toy.render import render_samples
         from ..toy.world import Sample
@@ -155,12 +155,39 @@ def reference_features(quality: QualityConfig, judge: ClipJudge, n_per_caption: 
         for caption in quality_captions(quality):
             attrs = text_attributes(caption)
             samples += [Sample(caption, attrs["color"], attrs["shape"])] * n_per_caption
-        return judge.image_features(render_samples(samples, seed=seed))
+        return render_samples(samples, seed=seed)
     folder = Path(quality.reference)
     files = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
     if not files:
         raise ConfigError(f"evaluation.quality.reference: no images in {folder}")
-    return judge.image_features(load_images(folder, [p.name for p in files]))
+    return load_images(folder, [p.name for p in files])
+
+
+def reference_features(quality: QualityConfig, judge: ClipJudge, n_per_caption: int, seed: int) -> torch.Tensor:
+    """Judge features of the reference set (`reference_images`)."""
+    return judge.image_features(reference_images(quality, n_per_caption, seed))
+
+
+def quality_images(table: pd.DataFrame) -> np.ndarray:
+    """The quality images of a scored table in the order of their `feature` rows."""
+    rows = table[table["role"] == "quality"]
+    if not (np.sort(rows["feature"].to_numpy()) == np.arange(len(rows))).all():
+        raise InputError("scored table: quality images do not number their feature rows 0..n-1")
+    out = None
+    for d, g in rows.groupby("dir", sort=False):
+        images = load_images(Path(d), g["path"].tolist())
+        out = np.empty((len(rows), *images.shape[1:]), images.dtype) if out is None else out
+        out[g["feature"].to_numpy()] = images
+    return out
+
+
+def inception_of_model(table: pd.DataFrame, quality: QualityConfig, model, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inception features (metrics.inception) of a scored table's quality images, in its feature
+    rows' order, and of the reference set."""
+    from ..metrics.inception import inception_features
+
+    ref = reference_images(quality, 4 * quality.images_per_caption, seed)
+    return inception_features(model, quality_images(table)), inception_features(model, ref)
 
 
 def score_model(gen_dirs: list[Path], cases: dict[str, list[EditCase]], quality: QualityConfig, judge: ClipJudge,

@@ -12,14 +12,14 @@ import pandas as pd
 from ..finetuners.subjects import FolderSubject, ToySubject, make_subject, relation
 from ..io import atomic_path
 from ..judges.clip import ClipJudge
-from ..metrics.task_metrics import fit_references
+from ..metrics.task_metrics import fit_inception_references, fit_references
 from ..states import finetuned_state
 from ..tasks.cases import EditCase
 from .generation import load_images
 from .persistence import (COLUMNS, SEED_COLUMNS, Cell, ModelScores, SeedRule, curve_rows, finetune_quality_rows,
                           judge_validity, persistence_rows, reedit_rows, table_frame, transfer_rows)
 from .prompts import PRIMARY, QualityConfig, probe_counts
-from .scoring import score_model
+from .scoring import inception_of_model, score_model
 from .summary import established, write_summary
 
 log = logging.getLogger("editpersist")
@@ -49,8 +49,14 @@ def run_scoring(gen_dirs: list[Path], cases: dict[str, list[EditCase]], quality:
 
         reader = AttributeReader.load(reader_dir)
     table, features, reference = score_model(gen_dirs, cases, quality, judge, reader, seed, subjects, detector)
+    extra = {}
+    if quality.inception is not None:
+        from ..metrics.inception import load_inception
+
+        extra["inception"], extra["inception_reference"] = inception_of_model(
+            table, quality, load_inception(quality.inception, device), seed)
     with atomic_path(out_features) as tmp, open(tmp, "wb") as f:
-        np.savez(f, features=features, reference=reference)
+        np.savez(f, features=features, reference=reference, **extra)
     write_frame(table, out_table)
 
 
@@ -66,7 +72,9 @@ def load_model_scores(table: Path, features: Path, scorer: str, samples: int, se
                       counts: dict[str, int] | None = None) -> ModelScores:
     with np.load(features) as z:
         feats, ref = z["features"], z["reference"]
-    return ModelScores(pd.read_parquet(table), feats, fit_references(ref), scorer, samples, seed, counts)
+        inception = (z["inception"], fit_inception_references(z["inception_reference"])) if "inception" in z else None
+    return ModelScores(pd.read_parquet(table), feats, fit_references(ref), scorer, samples, seed, counts,
+                       *(inception or (None, None)))
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,9 @@ class Metric:
     # Read off the toy world's reader only, with no judge counterpart: a study scored by the judge
     # (every real model) has no such metric.
     reader_only: bool = False
+    # The image features a distance reads: "judge" (the CLIP judge's, every study) or "inception"
+    # (metrics/inception.py; a study with evaluation.quality.inception set).
+    features: str = "judge"
 
 
 METRICS = {m.name: m for m in (
@@ -47,6 +50,10 @@ METRICS = {m.name: m for m in (
     # is scaled to those features' squared norm (metrics/kid.py), not to their dimension.
     Metric("fd_judge", ("quality",), "fid", higher_is_better=False, interval=False),
     Metric("kd_judge", ("quality",), "kid", higher_is_better=False),
+    # FID and KID as the literature computes them: Inception-v3 pool3 features, KID's kernel scaled
+    # by their dimension. FID is a point estimate for the reason fd_judge is.
+    Metric("fid_inception", ("quality",), "fid", higher_is_better=False, interval=False, features="inception"),
+    Metric("kid_inception", ("quality",), "kid", higher_is_better=False, features="inception"),
     # The share of quality images that show their caption's colour and shape: collateral damage
     # as the ground truth sees it. clip_score can only say an image matches its caption less;
     # this says it no longer matches (uce-persist's margin drew "a red cross" blue, README).
@@ -63,17 +70,19 @@ TASK_METRICS = {
     "debias": ("debias_score",),
     "unsafe": ("unsafe_rate", "specificity", "specificity_preserved"),
 }
-QUALITY_METRICS = ("clip_score", "fd_judge", "kd_judge", "caption_accuracy")
+QUALITY_METRICS = ("clip_score", "fd_judge", "kd_judge", "fid_inception", "kid_inception", "caption_accuracy")
 
 
-def metrics_of_case(case: EditCase, scorer: str) -> tuple[str, ...]:
+def metrics_of_case(case: EditCase, scorer: str, inception: bool = False) -> tuple[str, ...]:
     """The metrics an edit case defines under a scorer ("reader" or "judge"): its task's, less
     those it has no prompts for (an I2P case has no negative prompts, so no specificity; its
     collateral damage is what the quality metrics measure on the caption set), then the quality
-    metrics, less the reader's own where the judge scores."""
+    metrics, less the reader's own where the judge scores and the Inception ones where the study
+    has no Inception features (`inception`)."""
     roles = ({"source"} | ({"positive"} if case.positives else set()) | ({"negative"} if case.negatives else set())
              | ({"preserved"} if case.preserved else set()))
-    quality = tuple(m for m in QUALITY_METRICS if scorer == "reader" or not METRICS[m].reader_only)
+    quality = tuple(m for m in QUALITY_METRICS if (scorer == "reader" or not METRICS[m].reader_only)
+                    and (inception or METRICS[m].features != "inception"))
     return tuple(m for m in TASK_METRICS[case.task] if set(METRICS[m].roles) & roles) + quality
 
 
@@ -128,8 +137,14 @@ def sampling_debias_floor(attr: np.ndarray, desired: np.ndarray) -> float:
     return float(np.average(gaps, weights=prompts))
 
 
+def fit_inception_references(features: np.ndarray) -> dict:
+    """The reference fits of the Inception distances, by kind: KID's kernel scaled by the
+    dimension, as the literature's."""
+    return {"fid": FrechetReference.fit(features), "kid": KernelReference.fit(features)}
+
+
 def fit_references(features: np.ndarray) -> dict:
-    """The reference fits the distance metrics compare with, by kind."""
+    """The reference fits the judge-feature distance metrics compare with, by kind."""
     features = np.asarray(features, dtype=np.float64)
     return {"fid": FrechetReference.fit(features),
             "kid": KernelReference.fit(features, scale=float(np.mean((features**2).sum(1))))}

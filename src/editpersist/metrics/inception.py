@@ -1,0 +1,50 @@
+"""Inception-v3 features for FID and KID as the literature reports them (real models).
+
+The features are the 2048-d pool3 activations of torch-fidelity's Inception-v3, the TF-ported
+network of Heusel et al.'s FID code with TensorFlow 1.x's bilinear resize to 299 x 299, so
+`fid_inception` and `kid_inception` are comparable with published figures (KID: Bińkowski et
+al.'s cubic kernel scaled by the dimension, metrics/kid.py's default). The distances themselves
+are computed by metrics/fid.py and metrics/kid.py, per state and fine-tune seed on equal image
+counts like every distance of the study.
+
+`evaluation.quality.inception` says where the network's weights come from: a weights file
+(torch-fidelity's `weights-inception-2015-12-05-6726825d.pth`), or "download", which lets
+torch-fidelity fetch that file and is refused unless `allow_download` is set (config.py). Null:
+no Inception metrics (the toy world, whose 32-pixel shapes Inception was never meant for).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+
+DOWNLOAD = "download"
+INCEPTION_DIM = 2048
+
+
+def load_inception(source: str, device: str = "cpu"):
+    """torch-fidelity's FeatureExtractorInceptionV3 returning pool3 features, its weights read from
+    the file `source` or, with `source` "download", fetched by torch-fidelity."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    if source != DOWNLOAD and not Path(source).is_file():
+        raise ConfigError(f"evaluation.quality.inception: weights file {source} not found (or 'download' with "
+                          "allow_download: true)")
+    weights = None if source == DOWNLOAD else str(source)
+    return FeatureExtractorInceptionV3("inception-v3-compat", [str(INCEPTION_DIM)],
+                                       feature_extractor_weights_path=weights).to(device)
+
+
+@torch.no_grad()
+def inception_features(model, images: np.ndarray, batch: int = 32) -> np.ndarray:
+    """Pool3 features [N, 2048] (float64) of NHWC uint8 images of any size."""
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(images), batch):
+        x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch])).permute(0, 3, 1, 2).to(device)
+        out.append(model(x)[0].double().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, INCEPTION_DIM))
