@@ -140,17 +140,19 @@ BUILDERS = {"unet": _unet, "flux_transformer": _flux_transformer, "vae": _vae, "
             "open_clip_visual": _open_clip_visual, "open_clip_text": _open_clip_text}
 
 
-def build(arch: str, component: str, dtype: str = "fp32", device: str = "meta") -> torch.nn.Module:
+def build(arch: str, component: str, dtype: str = "fp32", device: str = "meta",
+          overrides: dict | None = None) -> torch.nn.Module:
     """The component with every floating parameter and buffer in `dtype`, on `device` (the
-    meta device by default: no memory). Built under torch.set_default_dtype rather than cast
-    afterwards, since a cast of fake tensors fails (design.md section 9)."""
+    meta device by default: no memory); `overrides` replace configuration values (fewer
+    repeated blocks, for footprint's depth extrapolation). Built under torch.set_default_dtype
+    rather than cast afterwards, since a cast of fake tensors fails (design.md section 9)."""
     check_component(arch, component)
     target = torch_dtype(dtype)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(target)
     try:
         with torch.device(device):
-            module = BUILDERS[ARCHITECTURES[arch][component]](load_config(arch, component))
+            module = BUILDERS[ARCHITECTURES[arch][component]]({**load_config(arch, component), **(overrides or {})})
     finally:
         torch.set_default_dtype(previous)
     return module.eval()

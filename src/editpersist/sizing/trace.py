@@ -15,20 +15,23 @@ What differs from a CUDA run, and how it is bridged:
 * FLOPs are counted without FlopCounterMode's per-module attribution, with formulas for the
   CPU attention kernels it lacks, and nn.MultiheadAttention off its fused inference path,
   which FlopCounterMode cannot see into (`TotalFlopCounter`, `_no_mha_fastpath`).
-* `PeakTracker` is MemTracker with two changes: it records only the global peak (MemTracker
-  also updates every module's own peak after every operator, which made a training step of
-  SD 1.4's UNet take minutes; the global peak and its split are computed the same way), and it
-  hooks gradients only of parameters that require them (MemTracker hooks every parameter and
-  fails on a frozen one).
+* `PeakTracker` is MemTracker with three changes: it records the global peak and each phase's
+  instead of every module's (MemTracker updates every module's own peak after every
+  operator, which made a training step of SD 1.4's UNet take minutes; the global peak and its
+  split are computed the same way); it hooks gradients only of parameters that require them
+  (MemTracker hooks every parameter and fails on a frozen one); and its module tracker has no
+  backward-pass hooks, whose reference cycles kept dead graphs alive (_ForwardModTracker).
 """
 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from typing import Callable, Iterable, Iterator
 
 import torch
 from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType
+from torch.distributed._tools.mod_tracker import ModTracker
 from torch.utils._pytree import tree_map_only
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -107,14 +110,50 @@ def cuda_autocast(dtype: torch.dtype | None):
     return torch.autocast("cpu", dtype=dtype)
 
 
+class _ForwardModTracker(ModTracker):
+    """ModTracker without its backward-pass hooks. Those are multi-grad hooks on every module's
+    inputs and outputs; on a graph the backward never reaches (DoRA's norm of B A, computed and
+    detached) they form reference cycles that keep the graph and its saved tensors alive until
+    Python's cycle collector runs, memory a run without the tracker frees at once. The
+    tracker needs the forward hooks only (the module stack, and activation checkpointing's
+    recomputation, seen as forward hooks inside the backward pass)."""
+
+    def _fw_pre_hook(self, mod, input):
+        name = self._get_mod_name(mod)
+        self._get_append_fn(weakref.ref(mod), name, False)()
+        if self._user_pre_fw_hook is not None:
+            self._user_pre_fw_hook(mod, input)
+
+    def _fw_post_hook(self, mod, input, output):
+        name = self._get_mod_name(mod)
+        if self._user_post_fw_hook is not None:
+            self._user_post_fw_hook(mod, input, output)
+        self._get_pop_fn(weakref.ref(mod), name, False)()
+
+
 class PeakTracker(MemTracker):
-    """MemTracker keeping the global peak only, hooking trainable parameters only."""
+    """MemTracker keeping the global peak and each phase's (`phase(name)` starts one; the
+    run is phase 'run' until told otherwise), hooking trainable parameters only, tracking the
+    module stack in the forward pass only (_ForwardModTracker)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._mod_tracker = _ForwardModTracker()
+        self.current_phase = "run"
+        self.phase_peaks: dict[str, dict[torch.device, dict]] = {}
+
+    def phase(self, name: str) -> None:
+        self.current_phase = name
+        self._update_peak_stats(None)
 
     def _update_peak_stats(self, peak_state) -> None:
+        phase = self.phase_peaks.setdefault(self.current_phase, {})
         for dev, snap in self._curr_mem_snap.items():
             if self._peak_mem.get(dev, 0) < snap["Total"]:
                 self._peak_mem[dev] = snap["Total"]
                 self._peak_mem_snap[dev] = dict(snap)
+            if phase.get(dev, {}).get("Total", -1) < snap["Total"]:
+                phase[dev] = dict(snap)
 
     def _pre_fw_hook(self, module: torch.nn.Module, inputs) -> None:
         # A root module called twice before one backward (DreamBooth's instance and prior
@@ -186,26 +225,41 @@ class TotalFlopCounter(FlopCounterMode):
         self.mod_tracker = _GlobalOnly()
 
 
-def peak_by_category(tracker: MemTracker) -> dict[str, int]:
-    """The tracker's peak snapshot in the sizing's categories (bytes; all devices summed)."""
+def by_category(snapshot: dict) -> dict[str, int]:
+    """A MemTracker snapshot ({device: {reference type: bytes}}) in the sizing's categories
+    (bytes; all devices summed)."""
     out = dict.fromkeys(CATEGORIES, 0)
-    for snap in tracker.get_tracker_snapshot("peak").values():
+    for snap in snapshot.values():
         for ref, nbytes in snap.items():
             if ref in CATEGORY:
                 out[CATEGORY[ref]] += int(nbytes)
     return out
 
 
-def measure(run: Callable[[], object], tracked: Iterable = (), tracker: MemTracker | None = None
-            ) -> tuple[dict[str, int], float]:
-    """(peak bytes by category, FLOPs) of `run()`. `tracked`: modules, optimizers and tensors
-    that exist before the run (MemTracker.track_external); tensors the run creates are tracked
-    as it creates them. Works on fake and on real tensors alike."""
+def measure_phases(run: Callable[[], object], tracked: Iterable = (), tracker: PeakTracker | None = None
+                   ) -> tuple[dict[str, dict[str, int]], float]:
+    """({phase: peak bytes by category}, FLOPs) of `run()`; `run` may call tracker.phase(name).
+    `tracked`: modules, optimizers and tensors that exist before the run
+    (MemTracker.track_external); tensors the run creates are tracked as it creates them.
+    Works on fake and on real tensors alike."""
     tracker = tracker or PeakTracker()
     tracker.track_external(*tracked)
     with cuda_float32_rules(), _no_mha_fastpath(), tracker, TotalFlopCounter() as flops:
+        tracker.phase(tracker.current_phase)
         run()
-    return peak_by_category(tracker), float(flops.get_total_flops())
+    return {name: by_category(snap) for name, snap in tracker.phase_peaks.items()}, float(flops.get_total_flops())
+
+
+def highest(phases: dict[str, dict[str, int]]) -> dict[str, int]:
+    """The peak of the phase whose peak is highest: the run's peak."""
+    return max(phases.values(), key=lambda p: sum(p.values()))
+
+
+def measure(run: Callable[[], object], tracked: Iterable = (), tracker: PeakTracker | None = None
+            ) -> tuple[dict[str, int], float]:
+    """(peak bytes by category, FLOPs) of `run()` (see measure_phases)."""
+    phases, flops = measure_phases(run, tracked, tracker)
+    return highest(phases), flops
 
 
 @contextlib.contextmanager
