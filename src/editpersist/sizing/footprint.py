@@ -46,7 +46,7 @@ __all__ = ["Footprint", "FootprintCache", "footprint", "closed_form_cost", "Stat
 log = logging.getLogger("editpersist")
 
 # Bump when what a trace measures changes: a disk cache written by another version is ignored.
-ENGINE_VERSION = 1
+ENGINE_VERSION = 2
 # FLUX's T5 prompt length as the project runs it: FluxFamily.max_sequence_length is
 # min(512, tokenizer_2.model_max_length), and FLUX.1-schnell's T5 tokenizer allows 512.
 T5_TOKENS = 512
