@@ -175,3 +175,19 @@ def test_full_finetune_of_a_half_precision_pipeline_keeps_fp32_master_weights(ti
     # 20 steps of ~2e-5 move a weight by up to 4e-4, past half a bf16 step (2^-9 of its size) for
     # the smaller weights: about 28 % of them change; trained in bf16 in place, about 5 %.
     assert changed / total > 0.15
+
+
+def test_training_images_are_encoded_in_bounded_batches(tiny_model_dirs, monkeypatch):
+    """DreamBooth's 205 images of the published recipe in one VAE call would not fit a GPU at
+    1024 px; the encode goes ENCODE_BATCH images at a time (what the sizing prices)."""
+    from editpersist.finetuners import core
+
+    family = get_family("sd")
+    pipe = family.load(tiny_model_dirs["sd"])
+    sizes = []
+    encode = pipe.vae.encode
+    monkeypatch.setattr(pipe.vae, "encode", lambda x: sizes.append(len(x)) or encode(x))
+    monkeypatch.setattr(core, "ENCODE_BATCH", 3)
+    data = ImageSet(render_samples([Sample("a sks square", "purple", "square")] * 7, seed=0), ["a sks square"] * 7)
+    finetune(pipe, family, data, FinetuneConfig("lora", steps=1, lr=1e-4, batch=1))
+    assert sizes == [3, 3, 1]

@@ -12,6 +12,7 @@ from ..editors.refact import refact_layer
 from ..evaluation.generation import state_prompts
 from ..errors import ConfigError
 from ..evaluation.prompts import QualityConfig, quality_captions
+from ..finetuners.core import ENCODE_BATCH
 from ..finetuners.methods import FINETUNERS
 from ..states import parse_state
 from ..tasks.formats import DEBIAS_PHRASINGS
@@ -109,7 +110,8 @@ def finetune_work(job: str, model: str, arch: str, record: dict, finetuner: str,
                         spec.prior_preservation)
     seeds = len(record["seeds"])
     n_encode = n_images + (n_class if spec.prior_preservation else 0)
-    calls = [(step, seeds * cfg["steps"]), (fp.VaeEncode(arch, 1, res, res, dtype), seeds * n_encode)]
+    calls = [(step, seeds * cfg["steps"]),
+             (fp.VaeEncode(arch, ENCODE_BATCH, res, res, dtype), seeds * math.ceil(n_encode / ENCODE_BATCH))]
     # The training step traces the denoiser's own weights; the frozen rest stays resident
     # unless offloaded to the CPU once the latents and captions are encoded.
     frozen = tuple(c for c in archs.components(arch) if c != archs.denoiser_of(arch))
