@@ -87,18 +87,18 @@ def make_sizer():
 SIZER = make_sizer() if not set(MODELS) <= BUILT_MODELS else None
 
 
-def sizing_record(rule, wildcards):
-    """What a job runs, as the sizing reads it: the record its rule passes its script."""
-    if rule in ("edit", "reedit"):
-        base = edit_job(wildcards) if rule == "edit" else reedit_job(wildcards)
+def sizing_record(kind, wildcards):
+    """What a job of the rule `kind` runs, as the sizing reads it: the record the rule passes its script."""
+    if kind in ("edit", "reedit"):
+        base = edit_job(wildcards) if kind == "edit" else reedit_job(wildcards)
         return {**base, "editor": wildcards.editor, "task": wildcards.task}
-    if rule == "finetune":
+    if kind == "finetune":
         return {**finetune_record(wildcards), "finetuner": wildcards.finetuner}
-    if rule == "class_images":
+    if kind == "class_images":
         return class_images_job(wildcards)
-    if rule == "generate":
+    if kind == "generate":
         return generate_record(wildcards)
-    if rule == "score":
+    if kind == "score":
         return {"n_images": sum(generated_images(wildcards.model, d) for d in generation_targets(wildcards.model))}
     return model_record(wildcards)
 
@@ -119,35 +119,35 @@ def generated_images(model, directory):
     return generate_record(Wildcards(fromdict={"model": model, "group": group, "prompt_set": prompt_set}))["n_images"]
 
 
-def sized_job(rule, wildcards):
+def sized_job(kind, wildcards):
     """The job's sizing; a job that cannot fit the GPU stops the plan with one line."""
     from editpersist.sizing.sizer import job_key
 
-    return exit_on_error(SIZER.size, rule, job_key(wildcards), wildcards.model, sizing_record(rule, wildcards))
+    return exit_on_error(SIZER.size, kind, job_key(wildcards), wildcards.model, sizing_record(kind, wildcards))
 
 
-def job_runtime(rule):
+def job_runtime(kind):
     """Minutes, growing with each retry (a job killed at its time limit gets more)."""
 
     def runtime(wildcards, attempt):
         if uses_gpu(wildcards.model):
-            return attempt * sized_job(rule, wildcards).runtime_min
-        seeds = len(job_seeds(wildcards)) if rule in PER_SEED_RULES else 1
-        return attempt * seeds * BUILT_RUNTIME.get(rule, 60)
+            return attempt * sized_job(kind, wildcards).runtime_min
+        seeds = len(job_seeds(wildcards)) if kind in PER_SEED_RULES else 1
+        return attempt * seeds * BUILT_RUNTIME.get(kind, 60)
 
     return runtime
 
 
-def job_mem_mb(rule):
+def job_mem_mb(kind):
     """Host memory: the weights a job loads (staged in host memory before moving to the GPU)
     plus the process; 4 GB for a model the workflow built."""
-    return lambda wildcards: 1024 * sized_job(rule, wildcards).host_mem_gb if uses_gpu(wildcards.model) else 4000
+    return lambda wildcards: 1024 * sized_job(kind, wildcards).host_mem_gb if uses_gpu(wildcards.model) else 4000
 
 
-def job_gpu_mem_mb(rule):
+def job_gpu_mem_mb(kind):
     """The GPU memory the job's sizing needs (with its safety factor); 0 without a GPU. Use it
     with a partition constraint where GPUs of several sizes share one partition."""
-    return lambda wildcards: 1024 * sized_job(rule, wildcards).gpu_mem_gb if uses_gpu(wildcards.model) else 0
+    return lambda wildcards: 1024 * sized_job(kind, wildcards).gpu_mem_gb if uses_gpu(wildcards.model) else 0
 
 
 def weights_mem_mb(wildcards):
