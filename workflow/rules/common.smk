@@ -88,7 +88,7 @@ SIZER = make_sizer() if not set(MODELS) <= BUILT_MODELS else None
 
 
 def sizing_record(kind, wildcards):
-    """What a job of the rule `kind` runs, as the sizing reads it: the record the rule passes its script."""
+    """What a job of `kind` runs, as the sizing reads it: the record its rule passes its script."""
     if kind in ("edit", "reedit"):
         base = edit_job(wildcards) if kind == "edit" else reedit_job(wildcards)
         return {**base, "editor": wildcards.editor, "task": wildcards.task}
