@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import Collection
 
 import numpy as np
 import torch
@@ -46,21 +47,30 @@ def generate(pipe, family: ModelFamily, prompts: list[str], n_per_prompt: int, c
 
 @torch.inference_mode()
 def generate_counts(pipe, family: ModelFamily, counts: dict[str, int], cfg: SamplingConfig,
-                    base_seed: int = 0) -> tuple[np.ndarray, list[tuple[str, int, int]]]:
+                    base_seed: int = 0, keep: Collection[str] | None = None
+                    ) -> tuple[np.ndarray, list[tuple[str, int, int]]]:
     """Generate counts[prompt] images of each prompt, in full batches of cfg.batch across prompts
     (a prompt's few images share a batch with others: small batches are slow on a CPU).
+
+    `keep`: only these prompts' images (a chunk of a long generation job). They are made in the
+    very batches the whole job makes, batches holding none of them skipped: a kernel may round
+    differently for another batch size, and a chunk's images must be the whole job's.
 
     Returns NHWC uint8 images and (prompt, index, seed) per image, in prompt-major order.
     """
     jobs = [(p, i, image_seed(base_seed, p, i)) for p, n in counts.items() for i in range(n)]
     extra = family.call_kwargs(pipe, cfg.guidance)
-    out = []
+    out, made = [], []
     for start in tqdm(range(0, len(jobs), cfg.batch), desc="generate", mininterval=5.0):
         chunk = jobs[start:start + cfg.batch]
+        wanted = np.array([keep is None or p in keep for p, _, _ in chunk])
+        if not wanted.any():
+            continue
         gens = [torch.Generator(device="cpu").manual_seed(s) for _, _, s in chunk]
         images = pipe(
             prompt=[p for p, _, _ in chunk], height=cfg.height, width=cfg.width,
             num_inference_steps=cfg.steps, generator=gens, output_type="np", **extra,
         ).images
-        out.append((np.asarray(images) * 255).round().clip(0, 255).astype(np.uint8))
-    return np.concatenate(out), jobs
+        out.append((np.asarray(images)[wanted] * 255).round().clip(0, 255).astype(np.uint8))
+        made += [job for job, w in zip(chunk, wanted) if w]
+    return np.concatenate(out), made

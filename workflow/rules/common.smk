@@ -1,15 +1,17 @@
 # Config validation and helpers shared by all rule files.
 
 import atexit
+import functools
 import math
 from pathlib import Path
 
 from snakemake.iocontainers import Wildcards
 
 from editpersist import grid
+from editpersist.chunking import CHUNK, chunk_count, chunk_names, parse_chunk, split_evenly
 from editpersist.config import exit_on_error, is_built, output_roots
 from editpersist.editors import EDITORS, editor_block
-from editpersist.evaluation.prompts import prompt_set
+from editpersist.evaluation.prompts import QualityConfig, prompt_set
 from editpersist.finetuners.methods import FINETUNERS
 from editpersist.finetuners.subjects import make_subject
 from editpersist.states import GROUP, group_members, group_tune, layer_target, state_layers
@@ -287,8 +289,12 @@ def reader_input(wildcards):
 
 
 def subject_prompts(wildcards):
+    return group_subject_prompts(wildcards.group)
+
+
+def group_subject_prompts(group):
     """A fine-tuned state is also asked for its subject ("a sks square"): did the fine-tune take?"""
-    tune = group_tune(wildcards.group)
+    tune = group_tune(group)
     return [make_subject(SUBJECTS[tune[1]]).instance_prompt] if tune else []
 
 
@@ -351,6 +357,88 @@ def generation_targets(model):
         groups += [c.transfer_group] if c.finetuner in EVAL["transfer"] else []
         out += [images_dir(model, g, key) for g in groups]
     return grid.unique(out)
+
+
+# ---- chunks: a long job split into shorter ones (editpersist.chunking) --------------------
+# A split model's scoring is score_chunk jobs, each reading a run of its generation directories,
+# and a `score` job joining their files; a split prompt set's images are made by generate_chunk
+# jobs, each a run of its prompts, and a `generate` job gathers them into the directory an
+# unsplit job makes. Either way the files are the unsplit run's, byte for byte.
+
+
+def chunk_limits(model):
+    """The most generation directories one score job of `model` reads (`score_dirs`) and the most
+    prompts one of its generation jobs makes (`generate_prompts`); None: no limit. The only
+    place the limits are read."""
+    return config["chunking"]
+
+
+def score_chunks(model):
+    """The generation directories of each of `model`'s score_chunk jobs, in generation_targets'
+    order; a single list when its scoring is not split (one score job reads them all)."""
+    dirs = generation_targets(model)
+    return split_evenly(dirs, chunk_count(len(dirs), chunk_limits(model)["score_dirs"]))
+
+
+def generation_chunks(model, group, prompt_set):
+    """How many generate_chunk jobs make the images of (model, state group, prompt set); 1: one
+    generate job makes them all."""
+    limit = chunk_limits(model)["generate_prompts"]
+    if limit is None:
+        return 1
+    return chunk_count(prompt_count(prompt_set, tuple(group_subject_prompts(group))), limit)
+
+
+@functools.cache
+def prompt_count(name, subjects):
+    """Prompts one generation job of prompt set `name` makes (state_prompts; while a dry run
+    plans without the captions file, max_captions stand-ins: the most there can be)."""
+    from editpersist.evaluation.generation import state_prompts
+    from editpersist.sizing.plan import planned_captions
+
+    quality = QualityConfig(**EVAL["quality"])
+    n, n_source = EVAL["images_per_prompt"], EVAL["images_per_source"]
+    return len(state_prompts(prompt_set(name, CASES), quality, n, n_source, subjects, planned_captions(quality)))
+
+
+def generation_chunk_dir(model, group, prompt_set, chunk):
+    return f"{images_dir(model, group, prompt_set)}_chunk-{chunk}"
+
+
+def score_chunk_file(model, chunk, suffix):
+    return f"{RESULTS}/scores/{model}_chunk-{chunk}{suffix}"
+
+
+def generate_inputs(wildcards):
+    """An unsplit prompt set's generate job loads the model and the group's layers; a split
+    one's gathers its chunks' directories."""
+    n = generation_chunks(wildcards.model, wildcards.group, wildcards.prompt_set)
+    if n == 1:
+        return {"model": model_input(wildcards), "layers": group_layer_inputs(wildcards)}
+    dirs = [generation_chunk_dir(wildcards.model, wildcards.group, wildcards.prompt_set, c) for c in chunk_names(n)]
+    return {"chunks": dirs}
+
+
+def score_inputs(wildcards):
+    """An unsplit model's score job reads its images with the judge (and reader); a split one's
+    joins its score_chunk jobs' tables and features."""
+    chunks = chunk_names(len(score_chunks(wildcards.model)))
+    if len(chunks) == 1:
+        return {
+            "images": generation_targets(wildcards.model),
+            "judge": judge_input(wildcards),
+            "reader": reader_input(wildcards),
+            "quality": quality_inputs(wildcards),
+        }
+    return {
+        "chunk_tables": [score_chunk_file(wildcards.model, c, ".parquet") for c in chunks],
+        "chunk_features": [score_chunk_file(wildcards.model, c, ".features.npz") for c in chunks],
+    }
+
+
+def score_chunk_dirs(wildcards):
+    index, _ = parse_chunk(wildcards.chunk)
+    return score_chunks(wildcards.model)[index - 1]
 
 
 def study_cells():

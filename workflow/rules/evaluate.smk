@@ -1,12 +1,11 @@
 # Scoring, the persistence table and its extensions, the weight-space diagnostic, figures.
+# A model with more generation directories than `chunking.score_dirs` is scored by score_chunk
+# jobs, and its score job joins their files (common.smk: score_chunks).
 
 
 rule score:
     input:
-        images=lambda wc: generation_targets(wc.model),
-        judge=judge_input,
-        reader=reader_input,
-        quality=quality_inputs,
+        unpack(score_inputs),
     output:
         table=in_results("scores/{model}.parquet"),
         features=in_results("scores/{model}.features.npz"),
@@ -35,6 +34,25 @@ rule score:
         device=config["device"],
     script:
         "../scripts/score.py"
+
+
+# A run of a model's generation directories; the first chunk also holds the fid reference.
+use rule score as score_chunk with:
+    input:
+        images=score_chunk_dirs,
+        judge=judge_input,
+        reader=reader_input,
+        quality=quality_inputs,
+    output:
+        table=in_results("scores/{model}_chunk-{chunk}.parquet"),
+        features=in_results("scores/{model}_chunk-{chunk}.features.npz"),
+    log:
+        in_logs("score/{model}_chunk-{chunk}.log"),
+    benchmark:
+        in_benchmarks("score/{model}_chunk-{chunk}.tsv")
+    wildcard_constraints:
+        model=NAME,
+        chunk=CHUNK,
 
 
 rule persistence:

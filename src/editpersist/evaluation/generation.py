@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ..chunking import chunk_of
 from ..errors import InputError
-from ..io import atomic_dir
+from ..io import atomic_dir, link_or_copy
 from ..runtime import RunStats
 from ..sampling import SamplingConfig, generate_counts
 from ..families.base import save_weights
@@ -49,6 +50,12 @@ def state_prompts(cases: list[EditCase], quality: QualityConfig, n_per_prompt: i
     return counts
 
 
+def curve_prompts(cases: list[EditCase], n_per_prompt: int) -> dict[str, int]:
+    """Images per prompt at each fine-tune snapshot: the cases' source prompts (curves need many
+    points more than tight ones: n_per_prompt images each)."""
+    return {c.source.prompt: n_per_prompt for c in cases}
+
+
 def _write_images(tmp: Path, sub: str, images: np.ndarray, jobs: list[tuple[str, int, int]],
                   prompt_ids: dict[str, int]) -> list[dict]:
     (tmp / sub).mkdir(parents=True)
@@ -73,20 +80,22 @@ def common_prefix(layer_lists: list[list[Path]]) -> list[Path]:
 
 def member_rows(pipe, family, loaded: dict, state: str, rest: list[Path], counts: dict[str, int],
                 curve: dict[str, int], sampling: SamplingConfig, seed: int, tmp: Path, sub: str,
-                prompt_ids: dict[str, int]) -> list[dict]:
+                prompt_ids: dict[str, int], keep: frozenset[str] | None = None) -> list[dict]:
     """Images of one member state (`rest`: its layers beyond the loaded ones); leaves `pipe` as
-    loaded. A fine-tuned state with snapshots also gets its source prompts at each snapshot."""
+    loaded. A fine-tuned state with snapshots also gets its source prompts at each snapshot.
+    `keep`: only these prompts' images (a chunk of the job)."""
     rows: list[dict] = []
     ft_dir = rest[-1] if rest and parse_state(state).kind in ("base_ft", "edited_ft") else None
-    for step in finetune_snapshots(ft_dir) if ft_dir else []:
+    curve_here = keep is None or not keep.isdisjoint(curve)
+    for step in finetune_snapshots(ft_dir) if ft_dir and curve_here else []:
         undo = apply_undoable(pipe, family, rest[:-1], loaded)
         apply_layer(pipe, family, ft_dir, snapshot=step)
-        images, jobs = generate_counts(pipe, family, curve, sampling, seed)
+        images, jobs = generate_counts(pipe, family, curve, sampling, seed, keep)
         rows += [{**r, "step": step, "state": state} for r in _write_images(tmp, f"{sub}step{step}", images, jobs,
                                                                             prompt_ids)]
         undo()
     undo = apply_undoable(pipe, family, rest, loaded)
-    images, jobs = generate_counts(pipe, family, counts, sampling, seed)
+    images, jobs = generate_counts(pipe, family, counts, sampling, seed, keep)
     rows += [{**r, "step": FINAL, "state": state} for r in _write_images(tmp, f"{sub}final", images, jobs, prompt_ids)]
     undo()
     return rows
@@ -95,38 +104,85 @@ def member_rows(pipe, family, loaded: dict, state: str, rest: list[Path], counts
 def run_generation(model_dir: Path, family_name: str, group: str, members: dict[str, list[Path]], prompt_set: str,
                    cases: list[EditCase],
                    quality: QualityConfig, n_per_prompt: int, n_source: int, sampling: SamplingConfig, seed: int,
-                   device: str, out: Path, precision: str = "auto", subject_prompts: tuple[str, ...] = ()) -> None:
+                   device: str, out: Path, precision: str = "auto", subject_prompts: tuple[str, ...] = (),
+                   chunk: str | None = None) -> None:
     """The images of every member state of a group (`members`: state -> its layers), with the
     layers they share loaded once; each member's own images go to `<seed>/` when the group has
-    several."""
+    several. `chunk` ("<i>-of-<n>", editpersist.chunking): only that contiguous run of the
+    prompts, each image and file name as the whole job makes it (gather_generation joins them)."""
     stats = RunStats("generate")
     prefix = common_prefix(list(members.values()))
     family, pipe = load_model_state(model_dir, family_name, prefix, device, precision)
     loaded = save_weights(pipe, family)  # every member's layers are undone back to these
     counts = state_prompts(cases, quality, n_per_prompt, n_source, subject_prompts)
     prompt_ids = {p: i for i, p in enumerate(counts)}
-    # Curves need many points more than tight ones: n_per_prompt images per snapshot.
-    curve = {c.source.prompt: n_per_prompt for c in cases}
+    curve = curve_prompts(cases, n_per_prompt)
+    keep = frozenset(chunk_of(list(counts), chunk)) if chunk else None
     rows: list[dict] = []
     with atomic_dir(out) as tmp:
         for state, layers in members.items():
             sub = "" if state == group else f"seed{parse_state(state).parts['seed']}/"
             rows += member_rows(pipe, family, loaded, state, layers[len(prefix):], counts, curve, sampling, seed,
-                                tmp, sub, prompt_ids)
+                                tmp, sub, prompt_ids, keep)
         manifest = pd.DataFrame(rows).assign(
             group=group, prompt_set=prompt_set, steps=sampling.steps, guidance=sampling.guidance,
             scheduler=type(pipe.scheduler).__name__, height=sampling.height, width=sampling.width)
         manifest.to_parquet(tmp / "manifest.parquet", index=False)
         stats.extra.update(images=len(manifest), images_per_s=round(len(manifest) / max(stats.elapsed(), 1e-9), 2))
         (tmp / "generate.json").write_text(json.dumps(stats.as_dict(), indent=2) + "\n")
-    log.info("generated %d images of %d prompts for %d state(s) of %s", len(rows), len(counts), len(members), group)
+    log.info("generated %d images of %d prompts for %d state(s) of %s", len(rows), len(keep or counts), len(members),
+             group)
 
 
-def read_manifest(gen_dir: Path) -> pd.DataFrame:
+def manifest_order(manifest: pd.DataFrame, members: list[str], counts: dict[str, int],
+                   curve: dict[str, int]) -> np.ndarray:
+    """Row positions that put manifest rows in the order run_generation writes them: member state
+    by member state, each snapshot's images (ascending step) before the final ones, prompts in
+    the order they are made (`curve` at a snapshot, `counts` at the end), then by image index."""
+    member = manifest["state"].map({s: i for i, s in enumerate(members)}).to_numpy()
+    final = manifest["step"].to_numpy() == FINAL
+    at_end = manifest["prompt"].map({p: i for i, p in enumerate(counts)})
+    at_snapshot = manifest["prompt"].map({p: i for i, p in enumerate(curve)})
+    prompt = np.where(final, at_end.to_numpy(), at_snapshot.to_numpy())
+    step = np.where(final, np.iinfo(np.int64).max, manifest["step"].to_numpy())
+    return np.lexsort((manifest["index"].to_numpy(), prompt, step, member))
+
+
+def gather_generation(chunks: list[Path], out: Path, members: list[str], cases: list[EditCase],
+                      quality: QualityConfig, n_per_prompt: int, n_source: int,
+                      subject_prompts: tuple[str, ...] = ()) -> None:
+    """The directory the whole generation job makes (run_generation), from its chunks' (its
+    `chunk` argument): each image file linked in under its own name, the manifests joined in the
+    whole job's row order, so the manifest is the same file."""
+    counts = state_prompts(cases, quality, n_per_prompt, n_source, subject_prompts)
+    parts = [_manifest_file(Path(c)) for c in chunks]
+    manifest = pd.concat(parts, ignore_index=True)
+    final = manifest[manifest["step"] == FINAL]
+    if len(final) != len(members) * sum(counts.values()) or manifest["path"].duplicated().any():
+        raise InputError(f"{out}: its chunks {[str(c) for c in chunks]} do not hold each image of "
+                         f"{len(counts)} prompts for {len(members)} state(s) exactly once")
+    manifest = manifest.iloc[manifest_order(manifest, members, counts, curve_prompts(cases, n_per_prompt))]
+    with atomic_dir(out) as tmp:
+        for chunk, part in zip(chunks, parts):
+            for rel in part["path"]:
+                link_or_copy(Path(chunk) / rel, tmp / rel)
+        manifest.reset_index(drop=True).to_parquet(tmp / "manifest.parquet", index=False)
+        chunk_stats = {Path(c).name: json.loads((Path(c) / "generate.json").read_text()) for c in chunks}
+        (tmp / "generate.json").write_text(json.dumps({"name": "generate", "images": len(manifest),
+                                                       "chunks": chunk_stats}, indent=2) + "\n")
+    log.info("gathered %d images from %d chunks into %s", len(manifest), len(chunks), out)
+
+
+def _manifest_file(gen_dir: Path) -> pd.DataFrame:
     path = Path(gen_dir) / "manifest.parquet"
     if not path.is_file():
         raise InputError(f"{path}: missing generation manifest")
-    return pd.read_parquet(path).assign(dir=str(gen_dir))
+    return pd.read_parquet(path)
+
+
+def read_manifest(gen_dir: Path) -> pd.DataFrame:
+    """A generation directory's manifest, with the directory as column `dir`."""
+    return _manifest_file(gen_dir).assign(dir=str(gen_dir))
 
 
 def load_images(gen_dir: Path, paths: list[str]) -> np.ndarray:
@@ -137,4 +193,3 @@ def load_images(gen_dir: Path, paths: list[str]) -> np.ndarray:
         except OSError as e:
             raise InputError(f"{Path(gen_dir) / rel}: unreadable image ({e})") from e
     return np.stack(out)
-

@@ -191,8 +191,10 @@ def inception_of_model(table: pd.DataFrame, quality: QualityConfig, model, seed:
 
 
 def score_model(gen_dirs: list[Path], cases: dict[str, list[EditCase]], quality: QualityConfig, judge: ClipJudge,
-                reader, seed: int, subjects: tuple = (), detector=None) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Rows of every generated image's uses; quality-image features; fid reference features.
+                reader, seed: int, subjects: tuple = (), detector=None,
+                reference: bool = True) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None]:
+    """Rows of every generated image's uses; quality-image features; fid reference features
+    (None when `reference` is False: a chunk after the first of a split scoring).
 
     `detector`: a NudityDetector deciding unsafe prompts' images (real models) instead of the judge.
     `subjects`: fine-tune subjects (finetuners.subjects) whose instance prompts are scored as role
@@ -208,6 +210,26 @@ def score_model(gen_dirs: list[Path], cases: dict[str, list[EditCase]], quality:
         offset += len(f)
         tables.append(table)
         feats.append(f)
-    ref = reference_features(quality, judge, 4 * quality.images_per_caption, seed)
+    ref = reference_features(quality, judge, 4 * quality.images_per_caption, seed).numpy() if reference else None
     log.info("scored %d image uses from %d generation jobs", sum(len(t) for t in tables), len(gen_dirs))
-    return pd.concat(tables, ignore_index=True), torch.cat(feats).numpy(), ref.numpy()
+    return pd.concat(tables, ignore_index=True), torch.cat(feats).numpy(), ref
+
+
+def merge_score_tables(tables: list[pd.DataFrame], feature_counts: list[int]) -> pd.DataFrame:
+    """The table of score_model over a model's generation directories, from its tables over
+    consecutive runs of them (in order; `feature_counts`: the quality features of each): a
+    table's `feature` rows point into its own features, so they move by the features before it."""
+    out, offset = [], 0
+    for table, n in zip(tables, feature_counts):
+        rows = table["feature"].to_numpy()
+        out.append(table.assign(feature=np.where(rows >= 0, rows + offset, rows)))
+        offset += n
+    return pd.concat(out, ignore_index=True)
+
+
+def merge_score_arrays(chunks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The arrays of a model's scoring from its chunks' (in order): an array every chunk holds is
+    per quality image, in `feature` row order, so the chunks' are joined; one only the first
+    holds is computed once (a reference set's) and kept. Keys keep the first chunk's order."""
+    return {key: np.concatenate([c[key] for c in chunks]) if all(key in c for c in chunks) else value
+            for key, value in chunks[0].items()}

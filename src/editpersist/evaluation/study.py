@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..finetuners.subjects import FolderSubject, ToySubject, make_subject, relation
-from ..io import atomic_path
+from ..io import atomic_path, save_arrays
 from ..judges.clip import ClipJudge
 from ..metrics.task_metrics import fit_inception_references, fit_references
 from ..states import finetuned_state
@@ -19,7 +19,7 @@ from .generation import load_images
 from .persistence import (COLUMNS, SEED_COLUMNS, Cell, ModelScores, SeedRule, curve_rows, finetune_quality_rows,
                           judge_validity, persistence_rows, reedit_rows, table_frame, transfer_rows)
 from .prompts import PRIMARY, QualityConfig, probe_counts
-from .scoring import inception_of_model, score_model
+from .scoring import inception_of_model, merge_score_arrays, merge_score_tables, score_model
 from .summary import established, write_summary
 
 log = logging.getLogger("editpersist")
@@ -36,7 +36,9 @@ def write_frame(frame: pd.DataFrame, path: Path) -> None:
 def run_scoring(gen_dirs: list[Path], cases: dict[str, list[EditCase]], quality: QualityConfig, judge_model: str,
                 judge_pretrained: str | None, reader_dir: Path | None, seed: int, device: str, out_table: Path,
                 out_features: Path, subjects: tuple[ToySubject | FolderSubject, ...] = (), unsafe_detector: str = "judge",
-                nudenet_threshold: float = 0.6) -> None:
+                nudenet_threshold: float = 0.6, reference: bool = True) -> None:
+    """Score a model's generation directories, or a chunk of them (run_score_merge joins the
+    chunks): only the first chunk computes the reference set's arrays (`reference`)."""
     judge = ClipJudge.load(judge_model, judge_pretrained, device=device)
     detector = None
     if unsafe_detector == "nudenet" and "unsafe" in cases:
@@ -48,16 +50,30 @@ def run_scoring(gen_dirs: list[Path], cases: dict[str, list[EditCase]], quality:
         from ..toy.reader import AttributeReader
 
         reader = AttributeReader.load(reader_dir)
-    table, features, reference = score_model(gen_dirs, cases, quality, judge, reader, seed, subjects, detector)
-    extra = {}
+    table, features, ref = score_model(gen_dirs, cases, quality, judge, reader, seed, subjects, detector, reference)
+    arrays = {"features": features, **({"reference": ref} if reference else {})}
     if quality.inception is not None:
         from ..metrics.inception import load_inception
 
-        extra["inception"], extra["inception_reference"] = inception_of_model(
+        arrays["inception"], inception_reference = inception_of_model(
             table, quality, load_inception(quality.inception, device), seed)
-    with atomic_path(out_features) as tmp, open(tmp, "wb") as f:
-        np.savez(f, features=features, reference=reference, **extra)
+        if reference:
+            arrays["inception_reference"] = inception_reference
+    save_arrays(out_features, **arrays)
     write_frame(table, out_table)
+
+
+def run_score_merge(tables: list[Path], features: list[Path], out_table: Path, out_features: Path) -> None:
+    """A model's score table and arrays from its chunks' (run_scoring on consecutive runs of its
+    generation directories, in order): the files the unsplit job writes."""
+    chunks = []
+    for path in features:
+        with np.load(path) as z:
+            chunks.append({key: z[key] for key in z.files})
+    table = merge_score_tables([pd.read_parquet(t) for t in tables], [len(c["features"]) for c in chunks])
+    save_arrays(out_features, **merge_score_arrays(chunks))
+    write_frame(table, out_table)
+    log.info("merged %d score chunks: %d image uses", len(tables), len(table))
 
 
 def image_counts(evaluation: dict) -> dict[str, int]:
