@@ -34,56 +34,52 @@ def _check_image(owner: str, height: int, width: int) -> None:
 
 
 @dataclass(frozen=True)
-class DenoiseStep:
-    """One call of the denoiser as the pipeline makes it in a sampling step, under no_grad:
-    `batch` images, the batch doubled by classifier-free guidance when `cfg`."""
+class _ImageCall:
+    """A call on `batch` images of `height` x `width` pixels (the subclass says which)."""
 
     arch: str
     batch: int
     height: int
     width: int
+
+    def _check(self, dtype: str) -> None:
+        name = type(self).__name__
+        _check_diffusion(self.arch)
+        _check_positive(name, batch=self.batch)
+        _check_image(name, self.height, self.width)
+        torch_dtype(dtype)
+
+
+@dataclass(frozen=True)
+class DenoiseStep(_ImageCall):
+    """One call of the denoiser as the pipeline makes it in a sampling step, under no_grad:
+    `batch` images, the batch doubled by classifier-free guidance when `cfg`."""
+
     cfg: bool
     dtype: str
 
     def __post_init__(self):
-        _check_diffusion(self.arch)
-        _check_positive("DenoiseStep", batch=self.batch)
-        _check_image("DenoiseStep", self.height, self.width)
-        torch_dtype(self.dtype)
+        self._check(self.dtype)
 
 
 @dataclass(frozen=True)
-class VaeDecode:
+class VaeDecode(_ImageCall):
     """The pipeline's final decode of `batch` latents to images, under no_grad."""
 
-    arch: str
-    batch: int
-    height: int
-    width: int
     dtype: str
 
     def __post_init__(self):
-        _check_diffusion(self.arch)
-        _check_positive("VaeDecode", batch=self.batch)
-        _check_image("VaeDecode", self.height, self.width)
-        torch_dtype(self.dtype)
+        self._check(self.dtype)
 
 
 @dataclass(frozen=True)
-class VaeEncode:
+class VaeEncode(_ImageCall):
     """Encoding `batch` images to latents (the posterior mean), under no_grad."""
 
-    arch: str
-    batch: int
-    height: int
-    width: int
     dtype: str
 
     def __post_init__(self):
-        _check_diffusion(self.arch)
-        _check_positive("VaeEncode", batch=self.batch)
-        _check_image("VaeEncode", self.height, self.width)
-        torch_dtype(self.dtype)
+        self._check(self.dtype)
 
 
 @dataclass(frozen=True)
