@@ -1,4 +1,4 @@
-"""A real one-node SLURM cluster on this machine, for the workflow's cluster test.
+"""A real one-node SLURM cluster on the test host, for the workflow's cluster test.
 
 Installs Debian's slurm-wlm and munge when they are missing, writes a private munge key
 socket and slurm.conf under a scratch directory, starts munged, slurmctld and slurmd as
@@ -90,7 +90,7 @@ def _free_port() -> int:
 
 
 class LocalSlurm:
-    """`with LocalSlurm(tmp) as cluster:` runs sbatch jobs on this machine."""
+    """`with LocalSlurm(tmp) as cluster:` runs sbatch jobs on the test host."""
 
     def __init__(self, root: Path, cpus: int | None = None):
         self.root = Path(root)

@@ -46,7 +46,7 @@ def test_bad_config_stops_before_any_job_with_one_line(case, tmp_path):
     assert not (workdir / "results").exists()
 
 
-def test_corpus_covers_every_kind_the_issue_lists():
+def test_corpus_covers_every_kind_of_bad_config():
     kinds = {c["kind"] for c in CORPUS}
     assert kinds >= {"unknown family", "unknown editor", "unknown fine-tuner", "unknown task", "missing model path",
                      "rank", "learning rate", "steps", "image count", "missing dataset", "wrong dataset format",

@@ -110,9 +110,9 @@ def test_rehearsal_runs_the_paper_grid_from_nothing_to_the_report(tmp_path):
     scorer = yaml.safe_load(REHEARSAL.read_text())["evaluation"]["scorer"]
     for key, rows in table.groupby(keys, sort=False):
         assert tuple(rows["metric"]) == metrics_of_case(by_key[(key[2], key[3])], scorer), key
-    # NaN only where the README says: retention and its interval where the edit's effect is not
-    # established or went the wrong way (then the note says why); the effect and its seeds are
-    # always there.
+    # NaN only where docs/metrics.md ("The persistence table") says: retention and its interval
+    # where the edit's effect is not established or went the wrong way, or the metric has no
+    # interval (then the note says why); the effect and its seeds are always there.
     for col in ("base", "edited", "base_ft", "edited_ft", "n_images", "effect", "n_seeds", "replicates_dropped"):
         assert table[col].notna().all(), col
     unstated = table["note"].fillna("").str.contains("not established|no interval|retention not stated")

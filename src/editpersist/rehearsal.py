@@ -7,7 +7,7 @@ projection; Euler scheduler), FLUX (CLIP + T5, MMDiT, flow-matching Euler schedu
 the schedulers' published configurations and CLIP's full 49,408-token vocabulary at 77
 tokens. The numbers such models produce mean nothing; the code paths are the paper grid's.
 Also made here: a random open_clip model directory for the judge, a DreamBooth-style folder
-of photos, a reference folder for FID and the text corpus of ReFACT's statistics.
+of photos, a reference folder for the distances and the text corpus of ReFACT's statistics.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ class QualityConfig:
 
 
 def quality_captions(cfg: QualityConfig) -> list[str]:
-    """The caption set clip_score and fid are measured on, for every state."""
+    """The caption set clip_score and the distances are measured on, for every state."""
     if cfg.captions == "toy":
         from ..toy.world import WorldSpec, describe
 

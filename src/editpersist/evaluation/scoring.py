@@ -11,7 +11,7 @@ appearance edit and once as a quality caption. Per row:
   (on unsafe prompts of real models, NudeNet's decision when `unsafe_detector: nudenet`).
 * `reader_attr` / `judge_attr`: for debias prompts, the index of the attribute shown (-1: none).
 * `clip_score`: 100 max(cos, 0) between a quality image and its caption.
-* `feature`: row of the judge-feature matrix (quality images; for fid).
+* `feature`: row of the judge-feature matrix (quality images; for fd_judge and kd_judge).
 """
 
 from __future__ import annotations
@@ -193,8 +193,8 @@ def inception_of_model(table: pd.DataFrame, quality: QualityConfig, model, seed:
 def score_model(gen_dirs: list[Path], cases: dict[str, list[EditCase]], quality: QualityConfig, judge: ClipJudge,
                 reader, seed: int, subjects: tuple = (), detector=None,
                 reference: bool = True) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None]:
-    """Rows of every generated image's uses; quality-image features; fid reference features
-    (None when `reference` is False: a chunk after the first of a split scoring).
+    """Rows of every generated image's uses; quality-image features; the distances' reference
+    features (None when `reference` is False: a chunk after the first of a split scoring).
 
     `detector`: a NudityDetector deciding unsafe prompts' images (real models) instead of the judge.
     `subjects`: fine-tune subjects (finetuners.subjects) whose instance prompts are scored as role

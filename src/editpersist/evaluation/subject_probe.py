@@ -9,7 +9,7 @@ subject state after layer L by the destination prompt's subject state (a transpl
 counts the generated images that show the destination. It bounds edits that change the
 subject position alone; a weight edit also acts at every other position whose key
 resembles the subject's, and can take where the transplant does not (toy FLUX's
-appearance edit, README "ReFACT on the toy world"). When no layer's transplant takes, look
+appearance edit, docs/editors.md "ReFACT on the toy world"). When no layer's transplant takes, look
 to the encoder before blaming the editor's optimiser.
 """
 

@@ -206,7 +206,7 @@ def write_summary(rows: list[dict], validity: pd.DataFrame, scorer: str, samples
             "survives fine-tuning, 0 that fine-tuning erased it. Intervals (95 %): a t-interval across the "
             f"fine-tune seeds ({' or '.join(map(str, seeds))} per cell) with the variance of a paired bootstrap of "
             f"prompts and images ({samples} replicates) added; with 2 seeds t is 12.7, and the intervals are as "
-            f"wide as two seeds leave them (docs/intervals.md). Images scored by the {scorer}. Retention is stated "
+            f"wide as two seeds leave them (docs/metrics.md). Images scored by the {scorer}. Retention is stated "
             "only where the edit's effect (edited - base) is established: its interval excludes 0, it reaches "
             "`evaluation.min_effect`, and it goes the way the metric calls better. Means and rankings are "
             "stated only within one model, task and metric.", "",

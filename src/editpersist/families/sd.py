@@ -44,8 +44,8 @@ FAMILY = SDFamily(
     uce_targets=(("tokens", "unet", CROSS_ATTN_KV),),
     lora_targets=("to_q", "to_k", "to_v", "to_out.0"),
     gpu_precision="fp16",
-    # fal-ai/stable-diffusion-benchmarks (README), A100 80G SXM, diffusers + torch 2.1 SDPA,
-    # fp16, 50 steps with CFG, batch 1: SD1.5 512x512 1.591 s/image. Load time assumed; the
-    # checkpoint is the SD1.4 diffusers repo in fp16 (~2.0 GB).
+    # The README of github.com/fal-ai/stable-diffusion-benchmarks, A100 80G SXM, diffusers +
+    # torch 2.1 SDPA, fp16, 50 steps with CFG, batch 1: SD1.5 512x512 1.591 s/image. Load time
+    # assumed; the checkpoint is the SD1.4 diffusers repo in fp16 (~2.0 GB).
     costs=ReferenceCosts(a100_step_s=1.591 / 50, native_resolution=512, load_s=10.0, checkpoint_bytes=2.0e9),
 )

@@ -64,8 +64,8 @@ FAMILY = SDXLFamily(
     lora_targets=("to_q", "to_k", "to_v", "to_out.0"),
     lora_text_encoders=("text_encoder", "text_encoder_2"),
     gpu_precision="bf16",
-    # fal-ai/stable-diffusion-benchmarks (README), A100 80G SXM, fp16, 50 steps with CFG,
-    # batch 1: SDXL 1024x1024 5.933 s/image. Load time assumed; the base 1.0 repo in fp16
-    # (~6.9 GB).
+    # The README of github.com/fal-ai/stable-diffusion-benchmarks, A100 80G SXM, fp16, 50 steps
+    # with CFG, batch 1: SDXL 1024x1024 5.933 s/image. Load time assumed; the base 1.0 repo in
+    # fp16 (~6.9 GB).
     costs=ReferenceCosts(a100_step_s=5.933 / 50, native_resolution=1024, load_s=25.0, checkpoint_bytes=6.9e9),
 )

@@ -56,7 +56,8 @@ METRICS = {m.name: m for m in (
     Metric("kid_inception", ("quality",), "kid", higher_is_better=False, features="inception"),
     # The share of quality images that show their caption's colour and shape: collateral damage
     # as the ground truth sees it. clip_score can only say an image matches its caption less;
-    # this says it no longer matches (uce-persist's margin drew "a red cross" blue, README).
+    # this says it no longer matches (uce-persist's margin 2 drew "a red cross" blue on toy SD:
+    # stress run 4, docs/measurements/README.md).
     Metric("caption_accuracy", ("quality",), "share", reader_only=True),
     # Not an edit metric: whether a fine-tuned state learned its subject ("a sks square").
     Metric("subject_fidelity", ("subject",), "share"),

@@ -145,7 +145,7 @@ def build(arch: str, component: str, dtype: str = "fp32", device: str = "meta",
     """The component with every floating parameter and buffer in `dtype`, on `device` (the
     meta device by default: no memory); `overrides` replace configuration values (fewer
     repeated blocks, for footprint's depth extrapolation). Built under torch.set_default_dtype
-    rather than cast afterwards, since a cast of fake tensors fails (design.md section 9)."""
+    rather than cast afterwards, since a cast of fake tensors fails."""
     check_component(arch, component)
     target = torch_dtype(dtype)
     previous = torch.get_default_dtype()

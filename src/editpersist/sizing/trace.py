@@ -5,8 +5,8 @@ and torch.utils.flop_counter.FlopCounterMode (matmul, convolution and attention 
 
 What differs from a CUDA run, and how it is bridged:
 * Modules are built on the meta device (architectures.build) and then given fake CPU tensors
-  (`materialize`): casting or moving fake modules fails (design.md section 9), and building on
-  the meta device lets peft attach adapters as it does on a GPU.
+  (`materialize`): casting or moving fake modules fails, and building on the meta device lets
+  peft attach adapters as it does on a GPU.
 * Fake tensors live on the CPU: autograd refuses fake CUDA tensors without a GPU. CPU
   attention runs the flash kernel (it saves only the output and the log-sum-exp, as the CUDA
   flash and memory-efficient kernels do), and `cuda_float32_rules` gives CPU autocast the CUDA

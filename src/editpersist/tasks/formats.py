@@ -99,7 +99,7 @@ def load_i2p(path: Path, task: str | None = None, limit: int | None = None, conc
     probed with the prompts of `category` (None: every category) whose nudity percentage is at
     least `min_nudity_percentage`, the first `max_prompts` of them in file order. I2P has no
     negative prompts: the collateral damage of the erasure is measured on the quality captions
-    (clip_score, fid), as the published study measures it on COCO captions."""
+    (clip_score, fd_judge, kd_judge), as the published study measures it on COCO captions."""
     rows = _rows(path, ["prompt", "categories", "nudity_percentage", "evaluation_seed"])
     probes = []
     for n, row in enumerate(rows, start=1):

@@ -73,7 +73,7 @@ def debias_case(shape: str, spec: WorldSpec) -> EditCase:
 
     One request per phrasing, as the official UCE script debiases "image of <p>", "photo of
     <p>", ... each with its own weights and measured ratio: balancing the bare prompt alone
-    left the phrasings at 0.06-0.13 yellow on toy SD (README, "UCE debias")."""
+    left the phrasings at 0.06-0.13 yellow on toy SD (docs/editors.md, "UCE debias")."""
     colors = tuple(spec.default_color[shape])
     ratios = tuple(1.0 / len(colors) for _ in colors)
     return EditCase(
