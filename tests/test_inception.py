@@ -128,3 +128,22 @@ def test_inception_weights_are_fetched_only_where_downloads_are_allowed(tmp_path
         check_config(copy.deepcopy(cfg))
     with pytest.raises(ConfigError, match="evaluation.quality.inception: weights file .* not found"):
         load_inception(str(tmp_path / "missing.pth"))
+
+
+class _RunsCode:
+    """A pickle that would run code when loaded with weights_only=False."""
+
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+def test_a_weights_file_that_holds_code_is_refused_not_run(tmp_path, capsys):
+    import torch
+
+    from editpersist.errors import InputError
+
+    path = tmp_path / "evil.pth"
+    torch.save({"x": _RunsCode()}, path)
+    with pytest.raises(InputError, match=r"^evaluation\.quality\.inception: .*evil\.pth is not a plain weights file"):
+        load_inception(str(path))
+    assert "this ran" not in capsys.readouterr().out

@@ -15,12 +15,13 @@ no Inception metrics (the toy world, whose 32-pixel shapes Inception was never m
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 
 DOWNLOAD = "download"
 INCEPTION_DIM = 2048
@@ -34,9 +35,19 @@ def load_inception(source: str, device: str = "cpu"):
     if source != DOWNLOAD and not Path(source).is_file():
         raise ConfigError(f"evaluation.quality.inception: weights file {source} not found (or 'download' with "
                           "allow_download: true)")
-    weights = None if source == DOWNLOAD else str(source)
-    return FeatureExtractorInceptionV3("inception-v3-compat", [str(INCEPTION_DIM)],
-                                       feature_extractor_weights_path=weights).to(device)
+    if source == DOWNLOAD:
+        return FeatureExtractorInceptionV3("inception-v3-compat", [str(INCEPTION_DIM)]).to(device)
+    # torch-fidelity reads a weights file with torch.load(weights_only=False), which runs any code a
+    # pickle holds: the user's file is read here as tensors only, and torch-fidelity is handed a
+    # copy that holds nothing else.
+    try:
+        state = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as e:  # a pickle with code, or not a weights file at all
+        raise InputError(f"evaluation.quality.inception: {source} is not a plain weights file ({e})") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(state, Path(tmp) / "inception.pth")
+        return FeatureExtractorInceptionV3("inception-v3-compat", [str(INCEPTION_DIM)],
+                                           feature_extractor_weights_path=str(Path(tmp) / "inception.pth")).to(device)
 
 
 @torch.no_grad()

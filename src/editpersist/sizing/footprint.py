@@ -290,13 +290,14 @@ def _train_loss(step: TrainStep, module: torch.nn.Module):
     n, h, w = step.batch, step.height // 8, step.width // 8
     pipe = SimpleNamespace(scheduler=SimpleNamespace(config=load_config(step.arch, "scheduler")), vae_scale_factor=8)
     setattr(pipe, denoiser_of(step.arch), module)
-    if family.name == "flux":
-        cfg = load_config(step.arch, "transformer")
+    cfg = load_config(step.arch, denoiser_of(step.arch))
+    # The conditioning's shapes follow the denoiser's config: an MMDiT (joint attention over T5
+    # tokens, a pooled CLIP vector, 2x2-packed latents) or a UNet's cross-attention.
+    if "joint_attention_dim" in cfg:
         channels = cfg["in_channels"] // 4
         cond = {"prompt_embeds": torch.randn(n, T5_TOKENS, cfg["joint_attention_dim"]),
                 "pooled": torch.randn(n, cfg["pooled_projection_dim"])}
     else:
-        cfg = load_config(step.arch, "unet")
         channels = cfg["in_channels"]
         cond = {"prompt_embeds": torch.randn(n, 77, cfg["cross_attention_dim"])}
         if cfg.get("addition_embed_type") == "text_time":
