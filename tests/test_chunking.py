@@ -144,3 +144,17 @@ def test_chunked_study_gives_the_unsplit_tables_byte_for_byte(tiny_study, tmp_pa
     for m in manifests:
         assert m.read_bytes() == (tiny_study / m.relative_to(wd)).read_bytes(), m
     assert images_of(wd) == images_of(tiny_study)
+
+
+def test_the_fewest_chunks_that_fit_a_cap():
+    """Items of 5, 1, 1, 1, 1, 5 images in contiguous even runs: one chunk holds 14, two hold
+    7 each, so a cap of 7 needs 2 and a cap of 6 needs 3 (5+1, 1+1, 1+5); a cap no single item
+    fits gives every item its own chunk."""
+    from editpersist.chunking import fewest_chunks, split_evenly
+
+    images = [5, 1, 1, 1, 1, 5]
+
+    def largest(k):
+        return max(sum(part) for part in split_evenly(images, k))
+
+    assert [fewest_chunks(6, largest, cap) for cap in (14, 7, 6, 4)] == [1, 2, 3, 6]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Sequence, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 from .errors import InputError
 
@@ -27,6 +27,15 @@ def chunk_count(n_items: int, limit: int | None) -> int:
     if limit is None or n_items <= limit:
         return 1
     return math.ceil(n_items / limit)
+
+
+def fewest_chunks(n_items: int, largest: Callable[[int], float], cap: float) -> int:
+    """The fewest chunks (at most one per item) whose largest, `largest(k)` for k chunks, is
+    within `cap`; every item alone when even that is not."""
+    for k in range(1, n_items + 1):
+        if largest(k) <= cap:
+            return k
+    return max(1, n_items)
 
 
 def split_evenly(items: Sequence[T], n_chunks: int) -> list[list[T]]:

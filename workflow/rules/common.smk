@@ -8,7 +8,7 @@ from pathlib import Path
 from snakemake.iocontainers import Wildcards
 
 from editpersist import grid
-from editpersist.chunking import CHUNK, chunk_count, chunk_names, parse_chunk, split_evenly
+from editpersist.chunking import CHUNK, chunk_count, chunk_names, fewest_chunks, parse_chunk, split_evenly
 from editpersist.config import exit_on_error, is_built, output_roots
 from editpersist.editors import EDITORS, editor_block
 from editpersist.evaluation.prompts import QualityConfig, prompt_set
@@ -69,7 +69,6 @@ def uses_gpu(model):
     return model not in BUILT_MODELS and config["device"] != "cpu"
 
 
-GPUS = lambda wildcards: int(uses_gpu(wildcards.model))
 # Minutes per attempt of a built model's job (per fine-tune seed where the job covers several).
 BUILT_RUNTIME = {"refact_stats": 30, "edit": 30, "reedit": 30, "class_images": 30, "finetune": 60, "generate": 30}
 PER_SEED_RULES = ("reedit", "finetune", "generate")
@@ -98,10 +97,12 @@ def sizing_record(kind, wildcards):
         return {**finetune_record(wildcards), "finetuner": wildcards.finetuner}
     if kind == "class_images":
         return class_images_job(wildcards)
-    if kind == "generate":
+    if kind in ("generate", "generate_chunk"):
         return generate_record(wildcards)
     if kind == "score":
         return {"n_images": sum(generated_images(wildcards.model, d) for d in generation_targets(wildcards.model))}
+    if kind == "score_chunk":
+        return {"n_images": sum(generated_images(wildcards.model, d) for d in score_chunk_dirs(wildcards))}
     return model_record(wildcards)
 
 
@@ -109,30 +110,57 @@ SNAPSHOTS = {name: len(ft.get("snapshots", [])) for name, ft in config["finetune
 
 
 def generate_record(wildcards):
+    """The generation record with its image count (of its chunk's prompts, for a chunk)."""
     from editpersist.sizing.plan import generation_images
 
     record = generate_job(wildcards)
-    return {**record, "n_images": generation_images(record, EVAL, SNAPSHOTS)}
+    return {**record, "n_images": generation_images(record, EVAL, SNAPSHOTS, wildcards.get("chunk"))}
 
 
+@functools.cache
 def generated_images(model, directory):
     """Images of one generation target (a directory images_dir names)."""
     group, prompt_set = directory.removeprefix(f"{RESULTS}/images/{model}/").rsplit("/", 1)
     return generate_record(Wildcards(fromdict={"model": model, "group": group, "prompt_set": prompt_set}))["n_images"]
 
 
+def job_kind(kind, wildcards):
+    """A job's kind as the sizing names it: a chunk job (generate_chunk, score_chunk)
+    inherits its rule's resources, so it is told apart by its `chunk` wildcard."""
+    return f"{kind}_chunk" if "chunk" in wildcards.keys() else kind
+
+
+def gathers(kind, wildcards):
+    """A split job's generate or score job only joins its chunks' files: no GPU, no model."""
+    if "chunk" in wildcards.keys() or kind not in ("generate", "score"):
+        return False
+    if kind == "score":
+        return len(score_chunks(wildcards.model)) > 1
+    return generation_chunks(wildcards.model, wildcards.group, wildcards.prompt_set) > 1
+
+
+def sized(kind, wildcards):
+    """Whether a job's resources come from its sizing: a real model's job that runs the model."""
+    return uses_gpu(wildcards.model) and not gathers(kind, wildcards)
+
+
 def sized_job(kind, wildcards):
     """The job's sizing; a job that cannot fit the GPU stops the plan with one line."""
     from editpersist.sizing.sizer import job_key
 
+    kind = job_kind(kind, wildcards)
     return exit_on_error(SIZER.size, kind, job_key(wildcards), wildcards.model, sizing_record(kind, wildcards))
+
+
+def job_gpus(kind):
+    return lambda wildcards: int(sized(kind, wildcards))
 
 
 def job_runtime(kind):
     """Minutes, growing with each retry (a job killed at its time limit gets more)."""
 
     def runtime(wildcards, attempt):
-        if uses_gpu(wildcards.model):
+        if sized(kind, wildcards):
             return attempt * sized_job(kind, wildcards).runtime_min
         seeds = len(job_seeds(wildcards)) if kind in PER_SEED_RULES else 1
         return attempt * seeds * BUILT_RUNTIME.get(kind, 60)
@@ -143,13 +171,13 @@ def job_runtime(kind):
 def job_mem_mb(kind):
     """Host memory: the weights a job loads (staged in host memory before moving to the GPU)
     plus the process; 4 GB for a model the workflow built."""
-    return lambda wildcards: 1024 * sized_job(kind, wildcards).host_mem_gb if uses_gpu(wildcards.model) else 4000
+    return lambda wildcards: 1024 * sized_job(kind, wildcards).host_mem_gb if sized(kind, wildcards) else 4000
 
 
 def job_gpu_mem_mb(kind):
     """The GPU memory the job's sizing needs (with its safety factor); 0 without a GPU. Use it
     with a partition constraint where GPUs of several sizes share one partition."""
-    return lambda wildcards: 1024 * sized_job(kind, wildcards).gpu_mem_gb if uses_gpu(wildcards.model) else 0
+    return lambda wildcards: 1024 * sized_job(kind, wildcards).gpu_mem_gb if sized(kind, wildcards) else 0
 
 
 def weights_mem_mb(wildcards):
@@ -373,20 +401,49 @@ def chunk_limits(model):
     return config["chunking"]
 
 
+@functools.cache
 def score_chunks(model):
     """The generation directories of each of `model`'s score_chunk jobs, in generation_targets'
-    order; a single list when its scoring is not split (one score job reads them all)."""
+    order; a single list when its scoring is not split (one score job reads them all). A real
+    model's scoring is also split as finely as its sizing needs: the fewest chunks whose
+    largest fits the maximum wall time."""
     dirs = generation_targets(model)
-    return split_evenly(dirs, chunk_count(len(dirs), chunk_limits(model)["score_dirs"]))
+    n = chunk_count(len(dirs), chunk_limits(model)["score_dirs"])
+    if uses_gpu(model):
+        cap = SIZER.images_within_wall(model, "score", model_record(Wildcards(fromdict={"model": model})))
+        images = [generated_images(model, d) for d in dirs]
+        n = max(n, fewest_chunks(len(dirs), lambda k: max(sum(part) for part in split_evenly(images, k)), cap))
+    return split_evenly(dirs, n)
 
 
+@functools.cache
 def generation_chunks(model, group, prompt_set):
     """How many generate_chunk jobs make the images of (model, state group, prompt set); 1: one
-    generate job makes them all."""
+    generate job makes them all. A real model's job is also split as finely as its sizing
+    needs: the fewest chunks whose largest fits the maximum wall time."""
     limit = chunk_limits(model)["generate_prompts"]
-    if limit is None:
-        return 1
-    return chunk_count(prompt_count(prompt_set, tuple(group_subject_prompts(group))), limit)
+    n_prompts = prompt_count(prompt_set, tuple(group_subject_prompts(group)))
+    n = 1 if limit is None else chunk_count(n_prompts, limit)
+    if uses_gpu(model):
+        from editpersist.chunking import chunk_names as names
+        from editpersist.sizing.plan import generation_images
+
+        wc = Wildcards(fromdict={"model": model, "group": group, "prompt_set": prompt_set})
+        record = generate_job(wc)
+        cap = SIZER.images_within_wall(model, "generate", record)
+        n = max(
+            n,
+            fewest_chunks(
+                n_prompts,
+                lambda k: (
+                    max(generation_images(record, EVAL, SNAPSHOTS, c) for c in names(k))
+                    if k > 1
+                    else generation_images(record, EVAL, SNAPSHOTS)
+                ),
+                cap,
+            ),
+        )
+    return n
 
 
 @functools.cache

@@ -24,7 +24,7 @@ rule refact_stats:
     resources:
         runtime=job_runtime("refact_stats"),
         mem_mb=job_mem_mb("refact_stats"),
-        gpu=GPUS,
+        gpu=job_gpus("refact_stats"),
         gpu_mem_mb=job_gpu_mem_mb("refact_stats"),
     params:
         family=lambda wc: MODELS[wc.model]["family"],
@@ -54,7 +54,7 @@ rule edit:
     resources:
         runtime=job_runtime("edit"),
         mem_mb=job_mem_mb("edit"),
-        gpu=GPUS,
+        gpu=job_gpus("edit"),
         gpu_mem_mb=job_gpu_mem_mb("edit"),
     params:
         job=edit_job,
@@ -88,7 +88,7 @@ use rule edit as reedit with:
     resources:
         runtime=job_runtime("reedit"),
         mem_mb=job_mem_mb("reedit"),
-        gpu=GPUS,
+        gpu=job_gpus("reedit"),
         gpu_mem_mb=job_gpu_mem_mb("reedit"),
     params:
         job=reedit_job,

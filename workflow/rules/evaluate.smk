@@ -21,7 +21,7 @@ rule score:
     resources:
         runtime=job_runtime("score"),
         mem_mb=job_mem_mb("score"),
-        gpu=GPUS,
+        gpu=job_gpus("score"),
         gpu_mem_mb=job_gpu_mem_mb("score"),
     params:
         cases=CASES,

@@ -24,7 +24,7 @@ rule class_images:
     resources:
         runtime=job_runtime("class_images"),
         mem_mb=job_mem_mb("class_images"),
-        gpu=GPUS,
+        gpu=job_gpus("class_images"),
         gpu_mem_mb=job_gpu_mem_mb("class_images"),
     params:
         job=class_images_job,
@@ -58,7 +58,7 @@ rule finetune:
     resources:
         runtime=job_runtime("finetune"),
         mem_mb=job_mem_mb("finetune"),
-        gpu=GPUS,
+        gpu=job_gpus("finetune"),
         gpu_mem_mb=job_gpu_mem_mb("finetune"),
     params:
         job=finetune_job,

@@ -23,7 +23,7 @@ rule generate:
     resources:
         runtime=job_runtime("generate"),
         mem_mb=job_mem_mb("generate"),
-        gpu=GPUS,
+        gpu=job_gpus("generate"),
         gpu_mem_mb=job_gpu_mem_mb("generate"),
     params:
         job=generate_job,

@@ -7,7 +7,9 @@ the rules' `params.job` hold (workflow/rules/common.smk), so what is sized is wh
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
+from ..chunking import chunk_of
 from ..editors.refact import refact_layer
 from ..evaluation.generation import state_prompts
 from ..errors import ConfigError
@@ -129,14 +131,16 @@ def planned_captions(quality: QualityConfig) -> list[str]:
         return [f"<quality caption {i}>" for i in range(quality.max_captions)]
 
 
-def generation_images(record: dict, evaluation: dict, snapshots: dict[str, int]) -> int:
+def generation_images(record: dict, evaluation: dict, snapshots: dict[str, int], chunk: str | None = None) -> int:
     """Images one generation job makes: every member state's prompts, plus each snapshot's
-    source prompts for a fine-tuned member that kept snapshots (its fine-tune's first seed)."""
+    source prompts for a fine-tuned member that kept snapshots (its fine-tune's first seed);
+    `chunk`: of that run of the prompts only (evaluation.generation.run_generation)."""
     quality = QualityConfig(**evaluation["quality"])
     counts = state_prompts(list(record["cases"]), quality, evaluation["images_per_prompt"],
                            evaluation["images_per_source"], tuple(record["subject_prompts"]), planned_captions(quality))
-    per_state = sum(counts.values())
-    curve = len({c.source.prompt for c in record["cases"]}) * evaluation["images_per_prompt"]
+    keep = set(chunk_of(list(counts), chunk)) if chunk else set(counts)
+    per_state = sum(n for p, n in counts.items() if p in keep)
+    curve = len({c.source.prompt for c in record["cases"]} & keep) * evaluation["images_per_prompt"]
     total = 0
     for i, state in enumerate(record["members"]):
         total += per_state
@@ -176,8 +180,8 @@ def build_work(rule: str, job: str, model: str, arch: str, record: dict, config:
     if rule == "finetune":
         return finetune_work(job, model, arch, record, record["finetuner"], data["n_images"], data["n_class_images"],
                              precision, knobs)
-    if rule == "generate":
-        return generate_work(job, model, arch, record, record["n_images"], precision)
+    if rule in ("generate", "generate_chunk"):
+        return replace(generate_work(job, model, arch, record, record["n_images"], precision), rule=rule)
     if rule in ("score", "score_chunk"):
         return score_work(rule, job, model, arch, record["n_images"])
     raise ValueError(f"no sizing for rule {rule!r}")

@@ -13,7 +13,8 @@ from pathlib import Path
 from ..errors import ConfigError
 
 # The job kinds the sizing prices: the GPU rules of the workflow.
-GPU_RULES = ("refact_stats", "edit", "reedit", "class_images", "finetune", "generate", "score_chunk", "score")
+GPU_RULES = ("refact_stats", "edit", "reedit", "class_images", "finetune", "generate", "generate_chunk", "score_chunk",
+             "score")
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,11 @@ class SizingSettings:
     calibration: dict[str, float] = field(default_factory=dict)  # measured utilisation per kind
 
     def utilisation_of(self, kind: str) -> float:
-        return self.calibration.get(kind) or self.utilisation.get(kind) or self.utilisation["default"]
+        """A chunk of a job runs as the whole job does: generate_chunk at generate's rate."""
+        for k in (kind, kind.removesuffix("_chunk")):
+            if self.calibration.get(k) or self.utilisation.get(k):
+                return self.calibration.get(k) or self.utilisation[k]
+        return self.utilisation["default"]
 
     @property
     def max_wall_s(self) -> float:

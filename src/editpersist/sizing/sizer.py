@@ -13,7 +13,7 @@ from pathlib import Path
 from ..io import atomic_path, write_json
 from . import footprint as fp
 from .plan import build_work
-from .resources import SizedJob, size_to_fit
+from .resources import SizedJob, size_to_fit, size_work
 from .settings import sizing_settings
 
 # The published architecture each family is sized at unless a model entry names another
@@ -61,6 +61,16 @@ class GridSizer:
 
             self.sized[(rule, key)] = size_to_fit(build, self.settings, self.footprints)
         return self.sized[(rule, key)]
+
+    def images_within_wall(self, model: str, kind: str, record: dict) -> float:
+        """The most images one `kind` job (score, generate) of `model` may handle for its requested
+        runtime to stay within the maximum wall time: the time left after process start and
+        loading, over the seconds one image costs (compute and I/O, from a sized job of 1,000)."""
+        work = build_work(kind, "limit", model, architecture_of(self.models[model]), {**record, "n_images": 1000},
+                          self.config)
+        sized = size_work(work, self.settings, self.footprints)
+        budget = self.settings.max_wall_s / self.settings.runtime_safety - self.settings.job_overhead_s - sized.load_s
+        return budget / ((sized.compute_s + sized.io_s) / 1000)
 
     def weight_gb(self, model: str, dtype: str) -> float:
         """The model's pipeline weights in `dtype`, in GiB."""
