@@ -147,3 +147,24 @@ def test_a_weights_file_that_holds_code_is_refused_not_run(tmp_path, capsys):
     with pytest.raises(InputError, match=r"^evaluation\.quality\.inception: .*evil\.pth is not a plain weights file"):
         load_inception(str(path))
     assert "this ran" not in capsys.readouterr().out
+
+
+def test_the_published_weights_are_fetched_once_and_read_as_tensors(tmp_path, monkeypatch, random_inception):
+    """'download' fetches torch-fidelity's file into torch's hub cache (here a stand-in of the same
+    layout) once, and reads it by the same tensors-only path as a user's file."""
+    import torch
+
+    loaded, fresh = random_inception
+    fetched = []
+
+    def fake_download(url, dst):
+        fetched.append(url)
+        torch.save(fresh.state_dict(), dst)
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    images = _images(3, 2)
+    for _ in range(2):
+        np.testing.assert_array_equal(inception_features(load_inception("download"), images),
+                                      inception_features(loaded, images))
+    assert len(fetched) == 1 and fetched[0].startswith("https://github.com/toshas/torch-fidelity/")

@@ -29,16 +29,21 @@ INCEPTION_DIM = 2048
 
 def load_inception(source: str, device: str = "cpu"):
     """torch-fidelity's FeatureExtractorInceptionV3 returning pool3 features, its weights read from
-    the file `source` or, with `source` "download", fetched by torch-fidelity."""
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    the file `source` or, with `source` "download", from torch-fidelity's published file, fetched
+    into torch's hub cache once."""
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
 
-    if source != DOWNLOAD and not Path(source).is_file():
+    if source == DOWNLOAD:
+        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(URL_INCEPTION_V3).name
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(URL_INCEPTION_V3, str(path))
+        source = str(path)
+    if not Path(source).is_file():
         raise ConfigError(f"evaluation.quality.inception: weights file {source} not found (or 'download' with "
                           "allow_download: true)")
-    if source == DOWNLOAD:
-        return FeatureExtractorInceptionV3("inception-v3-compat", [str(INCEPTION_DIM)]).to(device)
-    # torch-fidelity reads a weights file with torch.load(weights_only=False), which runs any code a
-    # pickle holds: the user's file is read here as tensors only, and torch-fidelity is handed a
+    # torch-fidelity unpickles a weights file with no restriction (weights_only off), which runs any
+    # code a pickle holds: the file is read here as tensors only, and torch-fidelity is handed a
     # copy that holds nothing else.
     try:
         state = torch.load(source, map_location="cpu", weights_only=True)
