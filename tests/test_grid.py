@@ -30,6 +30,52 @@ def test_exclusions_drop_exactly_the_matching_cells():
     assert "base/ft/full/sks-square/seed1" in grid.finetune_states(kept, "toy-sd")
 
 
+def test_a_model_overrides_its_finetune_settings_key_by_key():
+    import jsonschema
+
+    from editpersist.config import check_config
+
+    cfg = copy.deepcopy(TOY)
+    cfg["models"][1]["finetuners"] = {"lora": {"steps": 350, "seeds": [4, 5, 6], "snapshots": []}}
+    jsonschema.validate(cfg, yaml.safe_load((ROOT / "config/config.schema.yaml").read_text()))
+    check_config(cfg)
+    lora = TOY["finetuners"]["lora"]
+    assert grid.finetuner_settings(cfg, "toy-flux", "lora") == {**lora, "steps": 350, "seeds": [4, 5, 6],
+                                                                 "snapshots": []}
+    assert grid.finetuner_settings(cfg, "toy-sd", "lora") == lora
+    assert grid.finetuner_settings(cfg, "toy-flux", "dora") == TOY["finetuners"]["dora"]
+    cells = grid.study_cells(cfg, load_cases(cfg["tasks"]))
+    assert {c.seeds for c in cells if c.model == "toy-flux" and c.finetuner == "lora"} == {(4, 5, 6)}
+    assert {c.seeds for c in cells if c.model == "toy-sd" and c.finetuner == "lora"} == {tuple(lora["seeds"])}
+
+
+@pytest.mark.parametrize("override,message", [
+    ({"lora": {"stepz": 3}}, r"models\[1\]\.finetuners\.lora\.stepz: unknown key"),
+    ({"lora": {"steps": 0}}, r"models\[1\]\.finetuners\.lora\.steps"),
+    ({"sgd": {"steps": 3}}, r"models\[1\]\.finetuners\.sgd: unknown key"),
+])
+def test_a_bad_finetune_override_names_its_key(override, message):
+    import re
+
+    from editpersist.config import schema_problem
+
+    cfg = copy.deepcopy(TOY)
+    cfg["models"][1]["finetuners"] = override
+    problem = schema_problem(cfg, yaml.safe_load((ROOT / "config/config.schema.yaml").read_text()))
+    assert problem is not None and re.match(message, problem), problem
+
+
+def test_an_override_of_a_finetuner_the_grid_does_not_run_is_refused():
+    from editpersist.config import check_config
+
+    cfg = copy.deepcopy(TOY)
+    del cfg["finetuners"]["dora"]
+    cfg["evaluation"]["reedit"] = []
+    cfg["models"][1]["finetuners"] = {"dora": {"steps": 3}}
+    with pytest.raises(ConfigError, match=r"^models\[1\]\.finetuners\.dora: overrides a fine-tuner the grid"):
+        check_config(cfg)
+
+
 def test_editors_only_get_the_modes_they_have():
     cells = grid.study_cells(TOY, load_cases(TOY["tasks"]))
     assert {c.task for c in cells if c.editor == "refact"} == {"appearance", "role"}

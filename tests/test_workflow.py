@@ -56,6 +56,9 @@ def test_tiny_toy_world_builds_end_to_end_and_reruns_nothing(tiny_study):
             assert [p.name for p in (ft / f"lora/sks-square/seed{seed}").glob("snapshot_*")] == \
                 (["snapshot_1.safetensors"] if seed == 0 else [])
         assert sorted(p.name for p in (ft / "dreambooth/sks-square").glob("seed*")) == ["seed0"]
+        # toy-flux's entry overrides the LoRA steps; toy-sd keeps the block's.
+        flux_ft = wd / f"results/states/toy-flux/{start}/ft/lora/sks-square/seed0"
+        assert json.loads((flux_ft / "finetune.json").read_text())["steps"] == 3
         assert (ft / "dreambooth/sks-square/seed0/delta.safetensors").is_file()
         assert (ft / "dreambooth/sks-square/seed0/snapshot_1.safetensors").is_file()
     # The built models load like any real model.

@@ -96,6 +96,10 @@ def check_config(config: dict, planning: bool = False) -> None:
         if not is_built(m["path"]) and not download:
             _missing_path(f"models[{i}].path", m["path"], planning)
         check_built_model(f"models[{i}]", m)
+        for ft in m.get("finetuners", {}):
+            if ft not in config["finetuners"]:
+                raise ConfigError(f"models[{i}].finetuners.{ft}: overrides a fine-tuner the grid does not run "
+                                  f"(finetuners has {list(config['finetuners'])})")
     for i, s in enumerate(config["finetune_data"]["subjects"]):
         if "path" in s and not is_built(s["path"]):
             _missing_path(f"finetune_data.subjects[{i}].path", s["path"], planning)

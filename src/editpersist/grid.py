@@ -92,7 +92,8 @@ def study_cells(config: dict, cases: dict[str, list[EditCase]]) -> list[GridCell
     """The persistence table's cells, in a fixed order, without the excluded ones."""
     rules = config.get("exclude", [])
     cells = [
-        GridCell(model["name"], editor, task, case.name, finetuner, subject["name"], finetune_seeds(config, finetuner))
+        GridCell(model["name"], editor, task, case.name, finetuner, subject["name"],
+                 finetune_seeds(config, model["name"], finetuner))
         for model in config["models"]
         for editor in config["editors"]
         for task, task_cases in cases.items()
@@ -104,8 +105,16 @@ def study_cells(config: dict, cases: dict[str, list[EditCase]]) -> list[GridCell
     return [c for c in cells if not is_excluded(c, rules)]
 
 
-def finetune_seeds(config: dict, finetuner: str) -> tuple[int, ...]:
-    return tuple(config["finetuners"][finetuner].get("seeds", [0]))
+def finetuner_settings(config: dict, model: str, finetuner: str) -> dict:
+    """A fine-tuner's settings for one model: the `finetuners:` block's, with the model
+    entry's own `finetuners.<name>` keys in their place (a small model may need more steps
+    or another learning rate than a large one to learn the same subject)."""
+    entry = next(m for m in config["models"] if m["name"] == model)
+    return {**config["finetuners"][finetuner], **entry.get("finetuners", {}).get(finetuner, {})}
+
+
+def finetune_seeds(config: dict, model: str, finetuner: str) -> tuple[int, ...]:
+    return tuple(finetuner_settings(config, model, finetuner).get("seeds", [0]))
 
 
 def no_cells(config: dict) -> None:

@@ -106,7 +106,9 @@ def sizing_record(kind, wildcards):
     return model_record(wildcards)
 
 
-SNAPSHOTS = {name: len(ft.get("snapshots", [])) for name, ft in config["finetuners"].items()}
+# Snapshots kept per model and fine-tuner (a model entry may override a fine-tuner's keys).
+SNAPSHOTS = {m: {ft: len(grid.finetuner_settings(config, m, ft).get("snapshots", [])) for ft in config["finetuners"]}
+             for m in MODELS}
 
 
 def generate_record(wildcards):
@@ -114,7 +116,7 @@ def generate_record(wildcards):
     from editpersist.sizing.plan import generation_images
 
     record = generate_job(wildcards)
-    return {**record, "n_images": generation_images(record, EVAL, SNAPSHOTS, wildcards.get("chunk"))}
+    return {**record, "n_images": generation_images(record, EVAL, SNAPSHOTS[wildcards.model], wildcards.get("chunk"))}
 
 
 @functools.cache
@@ -192,7 +194,7 @@ def job_seeds(wildcards):
     a state group names); one for the base and edited states."""
     tune = group_tune(wildcards.group) if "group" in wildcards.keys() else None
     finetuner = wildcards.get("finetuner") or (tune[0] if tune else None)
-    return list(grid.finetune_seeds(config, finetuner)) if finetuner else [0]
+    return list(grid.finetune_seeds(config, wildcards.model, finetuner)) if finetuner else [0]
 
 
 # ---- job records ---------------------------------------------------------------------------
@@ -232,7 +234,8 @@ def finetune_job(wildcards):
 
 
 def finetune_record(wildcards):
-    cfg = {k: v for k, v in config["finetuners"][wildcards.finetuner].items() if k != "seeds"}
+    settings = grid.finetuner_settings(config, wildcards.model, wildcards.finetuner)
+    cfg = {k: v for k, v in settings.items() if k != "seeds"}
     return {
         "family": MODELS[wildcards.model]["family"],
         "seeds": job_seeds(wildcards),
@@ -436,9 +439,9 @@ def generation_chunks(model, group, prompt_set):
             fewest_chunks(
                 n_prompts,
                 lambda k: (
-                    max(generation_images(record, EVAL, SNAPSHOTS, c) for c in names(k))
+                    max(generation_images(record, EVAL, SNAPSHOTS[model], c) for c in names(k))
                     if k > 1
-                    else generation_images(record, EVAL, SNAPSHOTS)
+                    else generation_images(record, EVAL, SNAPSHOTS[model])
                 ),
                 cap,
             ),

@@ -84,7 +84,7 @@ rule persistence:
         models={name: m["family"] for name, m in MODELS.items()},
         cells=study_cells(),
         subjects=SUBJECTS,
-        steps={name: ft["steps"] for name, ft in config["finetuners"].items()},
+        steps={m: {ft: grid.finetuner_settings(config, m, ft)["steps"] for ft in config["finetuners"]} for m in MODELS},
         cases=CASES,
         evaluation=EVAL,
     script:
@@ -159,8 +159,8 @@ rule figures:
     params:
         cells=study_cells(),
         cases=CASES,
-        # The image grids show each fine-tuner's first seed.
-        finetuners={name: grid.finetune_seeds(config, name)[0] for name in config["finetuners"]},
+        # The image grids show each model's first seed of each fine-tuner.
+        finetuners={m: {ft: grid.finetune_seeds(config, m, ft)[0] for ft in config["finetuners"]} for m in MODELS},
         k=EVAL["grid_images"],
     script:
         "../scripts/figures.py"

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from ..editors import EDITORS
 from ..families import get_family
 from ..finetuners.methods import FINETUNERS
-from ..grid import GridCell, finetune_groups, finetune_seeds, finetune_states
+from ..grid import GridCell, finetune_groups, finetune_seeds, finetune_states, finetuner_settings
 from ..states import parse_state
 from ..tasks.formats import DEBIAS_PHRASINGS
 
@@ -81,7 +81,7 @@ def model_images(cells: list[GridCell], model: str, config: dict) -> dict[str, i
     mine = [c for c in cells if c.model == model]
     cases = {(c.task, c.edit) for c in mine}
     all_cases = sum(images_per_case(t, ev) for t, _ in cases)
-    n_snap = {ft: len(config["finetuners"][ft].get("snapshots", [])) for ft in config["finetuners"]}
+    n_snap = {ft: len(finetuner_settings(config, model, ft).get("snapshots", [])) for ft in config["finetuners"]}
     sources = len(cases)  # a snapshot generates each case's source prompt
     out = {"base": all_cases + quality_images(ev), "base_ft": 0, "edited": 0, "edited_ft": 0, "reedit": 0,
            "transfer": 0}
@@ -90,7 +90,7 @@ def model_images(cells: list[GridCell], model: str, config: dict) -> dict[str, i
     for state in finetune_states(mine, model):
         ft = finetuner_of(state)
         if state.startswith("base/"):  # every case; the subject prompt; snapshots
-            first = int(parse_state(state).parts["seed"]) == finetune_seeds(config, ft)[0]
+            first = int(parse_state(state).parts["seed"]) == finetune_seeds(config, model, ft)[0]
             out["base_ft"] += all_cases + quality_images(ev) + n + (n_snap[ft] * sources * n if first else 0)
     for c in mine:  # each state once per fine-tune seed
         per = images_per_case(c.task, ev) + quality_images(ev)
@@ -115,7 +115,7 @@ def model_cost(cells: list[GridCell], model: dict, config: dict) -> ModelCost:
     ft_s = 0.0
     for state in states:
         ft = finetuner_of(state)
-        cfg = config["finetuners"][ft]
+        cfg = finetuner_settings(config, name, ft)
         prior = 2 if FINETUNERS[ft].prior_preservation else 1
         factor = TRAIN * (CKPT if cfg.get("gradient_checkpointing") else 1) * prior
         ft_s += cfg["steps"] * cfg["batch"] * step * factor + ref.load_s

@@ -100,7 +100,7 @@ class StudySpec:
     models: dict[str, str]  # name -> family
     cells: list[dict]  # {model, editor, task, edit, finetuner, subject, seeds}
     subjects: dict[str, dict]  # name -> subject fields (make_subject)
-    finetune_steps: dict[str, int]
+    finetune_steps: dict[str, dict[str, int]]  # model -> fine-tuner -> training steps
     reedit: tuple[str, ...]  # fine-tuners whose edited_ft states are re-edited
     transfer: tuple[str, ...]  # adapter fine-tuners applied to edited models
     min_effect: float | dict = 0.0  # evaluation.min_effect
@@ -138,7 +138,7 @@ def run_study(scores: dict[str, ModelScores], spec: StudySpec, cases: dict[str, 
     for cell in tqdm(cells, desc="persistence", mininterval=5.0):
         s = scores[cell.model]
         rows += persistence_rows(s, cell, spec.min_effect, rule)
-        curves += curve_rows(s, cell, spec.finetune_steps[cell.finetuner], spec.min_effect, rule)
+        curves += curve_rows(s, cell, spec.finetune_steps[cell.model][cell.finetuner], spec.min_effect, rule)
         if cell.finetuner in spec.reedit:
             reedits += reedit_rows(s, cell, spec.min_effect, rule)
         if cell.finetuner in spec.transfer:
@@ -211,7 +211,8 @@ def weights_with_retention(weights: pd.DataFrame, persistence: pd.DataFrame) -> 
 
 def run_figures(persistence: pd.DataFrame, curves: pd.DataFrame, weights: pd.DataFrame,
                 score_tables: dict[str, pd.DataFrame], cells: list[dict], cases: dict[str, list[EditCase]],
-                finetuners: dict[str, int], k: int, out: dict[str, Path]) -> None:
+                finetuners: dict[str, dict[str, int]], k: int, out: dict[str, Path]) -> None:
+    """`finetuners`: model -> fine-tuner -> the fine-tune seed its image grids show."""
     from ..io import atomic_dir
     from . import plots
 
@@ -232,7 +233,7 @@ def run_figures(persistence: pd.DataFrame, curves: pd.DataFrame, weights: pd.Dat
             if key in seen:
                 continue
             seen.add(key)
-            rows = case_grid_rows(score_tables[c["model"]], c["editor"], by_key[(c["task"], c["edit"])], finetuners,
-                                  c["subject"], k)
+            rows = case_grid_rows(score_tables[c["model"]], c["editor"], by_key[(c["task"], c["edit"])],
+                                  finetuners[c["model"]], c["subject"], k)
             if rows:
                 plots.state_grid(rows, tmp / f"{'.'.join(key)}.png")
