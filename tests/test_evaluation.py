@@ -860,3 +860,22 @@ def test_packed_batches_give_each_prompt_the_images_it_gets_alone(tiny_model_dir
                                             for i in range(4)], ("a square", 0)]
     alone, _ = generate(pipe, family, ["a red circle"], 4, cfg, base_seed=5)
     np.testing.assert_array_equal(packed[3:7], alone)
+
+
+def test_the_summary_says_which_cells_decide_nothing_and_why():
+    """Hand-made cells: three agreeing seeds at 0.97 keep the edit; three at 0.51 keep part of it;
+    two seeds at 0.95 and 0.05 disagree; two at 0.5 and 0.6 agree but two seeds leave t = 12.7."""
+    from editpersist.evaluation.summary import verdict, verdict_line
+
+    rows = {"keeps": _summary_row("a", "lora", [0.96, 0.97, 0.98], spread=0.005),
+            "partly": _summary_row("a", "dora", [0.50, 0.51, 0.52], spread=0.005),
+            "seeds disagree": _summary_row("a", "full", [0.95, 0.05], spread=0.01),
+            "too few seeds": _summary_row("a", "dreambooth", [0.5, 0.6], spread=0.01),
+            "one seed": _summary_row("b", "lora", [0.9])}
+    assert {name: verdict(r) for name, r in rows.items()} == {name: name for name in rows}
+    line = verdict_line(list(rows.values()))
+    assert line.startswith("- Of those that state a retention (5), 1 keep the edit (interval at or above 0.8), "
+                           "0 lose it (at or below 0.2) and 1 keep part of it (inside (0.2, 0.8)); 3 are undecided: ")
+    assert "1 because their seeds disagree (one keeps the edit, another loses it: a/uce/appearance/e/full)" in line
+    assert "1 whose seeds agree but whose 2 seeds leave the interval across 0.2 or 0.8" in line
+    assert "1 resting on one fine-tune seed" in line

@@ -190,6 +190,56 @@ def left_out_lines(prim: list[dict], min_ft_fidelity: float, min_target_reach: f
     return lines
 
 
+# A cell keeps its edit when its whole interval is at or above KEEP, loses it when at or below LOSE.
+KEEP, LOSE = 0.8, 0.2
+
+
+def verdict(row: dict) -> str:
+    """What a stated retention decides: "keeps", "loses", "partly" (interval inside (LOSE, KEEP)),
+    or why it decides nothing: "one seed" (no seed-to-seed spread known), "seeds disagree" (one
+    kept seed keeps the edit and another loses it) or "too few seeds" (the seeds agree, but as
+    few as these leave the interval across a bar)."""
+    if row["n_seeds"] <= 1:
+        return "one seed"
+    if row["ci_low"] >= KEEP:
+        return "keeps"
+    if row["ci_high"] <= LOSE:
+        return "loses"
+    if row["ci_low"] > LOSE and row["ci_high"] < KEEP:
+        return "partly"
+    values = np.asarray(row["_seed_values"], dtype=float)  # the kept seeds' retentions
+    values = values[np.isfinite(values)]
+    if values.size and values.max() >= KEEP and values.min() <= LOSE:
+        return "seeds disagree"
+    return "too few seeds"
+
+
+def verdict_line(stated: list[dict]) -> str:
+    """How many stated retentions keep, lose or partly keep their edit, and why the rest decide nothing."""
+    counts = {v: [r for r in stated if verdict(r) == v] for v in
+              ("keeps", "loses", "partly", "seeds disagree", "too few seeds", "one seed")}
+    line = (f"- Of those that state a retention ({len(stated)}), {len(counts['keeps'])} keep the edit (interval at or "
+            f"above {KEEP:g}), {len(counts['loses'])} lose it (at or below {LOSE:g}) and {len(counts['partly'])} keep "
+            f"part of it (inside ({LOSE:g}, {KEEP:g}))")
+    undecided = len(stated) - len(counts["keeps"]) - len(counts["loses"]) - len(counts["partly"])
+    if not undecided:
+        return line + "; none is undecided."
+    why = []
+    if counts["seeds disagree"]:
+        names = ", ".join(f"{r['model']}/{r['editor']}/{r['task']}/{r['edit']}/{r['finetuner']}"
+                          for r in counts["seeds disagree"])
+        why.append(f"{len(counts['seeds disagree'])} because their seeds disagree (one keeps the edit, another "
+                   f"loses it: {names})")
+    if counts["too few seeds"]:
+        n = sorted({r["n_seeds"] for r in counts["too few seeds"]})
+        why.append(f"{len(counts['too few seeds'])} whose seeds agree but whose {' or '.join(map(str, n))} seeds "
+                   f"leave the interval across {LOSE:g} or {KEEP:g}")
+    if counts["one seed"]:
+        why.append(f"{len(counts['one seed'])} resting on one fine-tune seed, whose interval says nothing of "
+                   "seed-to-seed spread")
+    return line + f"; {undecided} are undecided: " + "; ".join(why) + "."
+
+
 def write_summary(rows: list[dict], validity: pd.DataFrame, scorer: str, samples: int,
                   finetune_quality: pd.DataFrame | None = None, min_ft_fidelity: float = 0.0,
                   min_target_reach: float = 0.0) -> str:
@@ -212,13 +262,7 @@ def write_summary(rows: list[dict], validity: pd.DataFrame, scorer: str, samples
             "stated only within one model, task and metric.", "",
             *left_out_lines(prim, min_ft_fidelity, min_target_reach),
             f"- {len(took)} of {len(prim)} cells have an established effect on their primary metric."]
-    decided = [r for r in took if r["n_seeds"] > 1]
-    persisted = [r for r in decided if r["ci_low"] >= 0.8]
-    erased = [r for r in decided if r["ci_high"] <= 0.2]
-    text.append(f"- Of those, {len(persisted)} keep the edit (interval above 0.8) and {len(erased)} lose it "
-                "(interval below 0.2); the others are in between or uncertain"
-                + (f", {len(took) - len(decided)} of them because they rest on one fine-tune seed, whose interval "
-                   "says nothing of seed-to-seed spread" if len(took) > len(decided) else "") + ".")
+    text.append(verdict_line([r for r in took if np.isfinite(r["retention"])]))
     text += ["", "## Rankings within each model, task and primary metric", "",
              *stratum_lines(prim_ft, prim_editor, prim),
              "", "## Mean retention by fine-tuner, per stratum (every metric)", "", markdown_table(by_ft), "",

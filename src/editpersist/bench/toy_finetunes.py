@@ -1,0 +1,196 @@
+"""Choosing the toy world's fine-tune settings away from the study: `python -m editpersist.bench toy-finetunes`.
+
+A fine-tune says something about persistence only if it learns its subject and leaves the
+edits' targets drawable (evaluation.min_ft_fidelity, min_target_reach). This search picks, per
+toy model and fine-tuner, settings that do both, without the study's fine-tune seeds, subject,
+data seed or evaluation images:
+
+* tuning subjects: other colours and shapes than the study's ("sks-square" purple), each drawn
+  in a colour its shape does not default to, as the study's is (`TUNING_SUBJECTS`);
+* tuning seeds (`TUNING_SEEDS`) for the training noise and for the subject's renders;
+* the unedited model only (the study fine-tunes edited models too; its filters report those);
+* images from a seed stream of their own ("finetune_fit"), read by the toy reader.
+
+For every candidate (a multiple of the config's steps and learning rate) and tuning run it
+records the subject fidelity (share of "a sks <class>" images showing the subject, as the
+study's ft_fidelity) and each edit target's reach (share of "a blue circle", "a triangle", ...
+images drawn as asked, as the study's target_reach). A candidate qualifies when its worst run
+clears both bars by `margin` (10 images per prompt decide a study seed, so a setting sitting at
+the bar would fail about half its seeds); among qualifying ones the cheapest (fewest steps,
+then the smaller learning rate) is chosen. Writes results/bench/toy_finetunes.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+
+log = logging.getLogger("editpersist")
+
+# Shapes in a colour they do not default to, none of them the study's subject or a held-out
+# pair (WorldSpec.held_out_pairs); names of their own, so no state or seed is shared with the study.
+TUNING_SUBJECTS = ({"name": "tune-yellow-square", "class": "square", "color": "yellow"},
+                   {"name": "tune-red-triangle", "class": "triangle", "color": "red"})
+TUNING_SEEDS = (100, 101)
+STEP_FACTORS = (1.0, 2.0)
+LR_FACTORS = (0.5, 1.0, 2.0)
+
+
+@dataclass(frozen=True)
+class FitRun:
+    """One fine-tune of the unedited model and what it still draws."""
+
+    model: str
+    finetuner: str
+    steps: int
+    lr: float
+    subject: str
+    seed: int
+    subject_fidelity: float
+    target_reach: dict[str, float]
+    wall_s: float
+
+    @property
+    def worst(self) -> float:
+        return min([self.subject_fidelity, *self.target_reach.values()])
+
+
+def candidates(settings: dict, step_factors=STEP_FACTORS, lr_factors=LR_FACTORS) -> list[dict]:
+    """Multiples of the configured steps and learning rate, cheapest first."""
+    out = [{**settings, "steps": max(1, round(settings["steps"] * s)), "lr": settings["lr"] * f}
+           for s, f in itertools.product(step_factors, lr_factors)]
+    return sorted(out, key=lambda c: (c["steps"], c["lr"]))
+
+
+def qualifies(runs: list[FitRun], min_fidelity: float, min_reach: float, margin: float) -> bool:
+    return bool(runs) and all(r.subject_fidelity >= min_fidelity + margin
+                              and all(v >= min_reach + margin for v in r.target_reach.values()) for r in runs)
+
+
+def choose(runs: list[FitRun], min_fidelity: float, min_reach: float, margin: float) -> tuple[int, float] | None:
+    """(steps, lr) of the cheapest qualifying candidate, or None when none qualifies."""
+    by_candidate: dict[tuple[int, float], list[FitRun]] = {}
+    for r in runs:
+        by_candidate.setdefault((r.steps, r.lr), []).append(r)
+    ok = [k for k, rs in by_candidate.items() if qualifies(rs, min_fidelity, min_reach, margin)]
+    return min(ok) if ok else None
+
+
+def edit_targets(config: dict) -> list[str]:
+    """Every target prompt of the study's edits ("a blue circle", "a triangle")."""
+    from ..tasks import load_cases
+
+    cases = load_cases(config["tasks"])
+    return sorted({c.target.prompt for task in cases.values() for c in task if c.target is not None})
+
+
+def fit_run(model: dict, finetuner: str, settings: dict, subject_spec: dict, seed: int, targets: list[str],
+            config: dict, reader, n_images: int, device: str) -> FitRun:
+    from ..finetuners.config import FinetuneConfig
+    from ..finetuners.core import ImageSet, finetune
+    from ..finetuners.subjects import make_subject
+    from ..metrics.reader_metrics import matches, text_attributes
+    from ..sampling import SamplingConfig, generate, generate_counts, stream_seed
+    from ..states import load_model_state
+
+    start = time.perf_counter()
+    subject = make_subject(subject_spec)
+    sampling = SamplingConfig(**{**config.get("sampling", {}), **model.get("sampling", {})})
+    family, pipe = load_model_state(Path(model["path"]), model["family"], [], device)
+    keys = ("steps", "lr", "batch", "precision", "rank", "alpha", "prior_weight", "gradient_checkpointing")
+    cfg = FinetuneConfig(finetuner, seed=seed, **{k: settings[k] for k in keys if k in settings})
+    prior = None
+    if cfg.spec.prior_preservation:
+        n_class = config["finetune_data"]["n_class_images"]
+        images, _ = generate(pipe, family, [subject.class_prompt], n_class, sampling,
+                             base_seed=stream_seed(seed, "class_images"))
+        prior = ImageSet(images, [subject.class_prompt] * n_class)
+    finetune(pipe, family, subject.images(config["finetune_data"]["n_images"], seed, sampling.height), cfg,
+             prior=prior)
+    prompts = [subject.instance_prompt, *targets]
+    images, meta = generate_counts(pipe, family, {p: n_images for p in prompts}, sampling,
+                                   base_seed=stream_seed(seed, "finetune_fit"))
+    reads = reader.read(images)
+    shares = {p: float(np.mean([matches(r, subject.reader_attributes if p == subject.instance_prompt
+                                        else text_attributes(p)) for r, (q, _, _) in zip(reads, meta) if q == p]))
+              for p in prompts}
+    return FitRun(model["name"], finetuner, cfg.steps, cfg.lr, subject.name, seed, shares.pop(subject.instance_prompt),
+                  shares, time.perf_counter() - start)
+
+
+def markdown(runs: list[FitRun], chosen: dict, bars: dict) -> str:
+    lines = [f"Bars: subject fidelity >= {bars['min_fidelity']:g} and every target's reach >= "
+             f"{bars['min_reach']:g}, each by a margin of {bars['margin']:g}, in every tuning run.", "",
+             "| model | fine-tuner | steps | lr | subject | seed | subject fidelity | target reach | wall (s) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in runs:
+        reach = ", ".join(f"{p}: {v:.2f}" for p, v in r.target_reach.items())
+        lines.append(f"| {r.model} | {r.finetuner} | {r.steps} | {r.lr:g} | {r.subject} | {r.seed} | "
+                     f"{r.subject_fidelity:.2f} | {reach} | {r.wall_s:.1f} |")
+    lines += ["", "| model | fine-tuner | chosen (steps, lr) |", "| --- | --- | --- |"]
+    for (model, ft), pick in chosen.items():
+        lines.append(f"| {model} | {ft} | {pick if pick else 'none qualifies'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    import yaml
+    from tqdm.auto import tqdm
+
+    from ..io import atomic_path
+    from ..toy.reader import AttributeReader
+
+    p = argparse.ArgumentParser(prog="python -m editpersist.bench toy-finetunes", description=__doc__.split("\n")[0])
+    p.add_argument("--configfile", default="config/config.yaml")
+    p.add_argument("--models", nargs="*", help="toy model names (default: every model of the config)")
+    p.add_argument("--finetuners", nargs="*", help="default: every fine-tuner of the config")
+    p.add_argument("--step-factors", type=float, nargs="+", default=list(STEP_FACTORS))
+    p.add_argument("--lr-factors", type=float, nargs="+", default=list(LR_FACTORS))
+    p.add_argument("--images", type=int, default=32, help="images per prompt and run")
+    p.add_argument("--margin", type=float, default=0.1)
+    p.add_argument("--out", default="results/bench/toy_finetunes")
+    args = p.parse_args(sys.argv[2:] if argv is None else argv)
+    from ..config import validate_config
+    from ..grid import finetuner_settings
+
+    config = yaml.safe_load(Path(args.configfile).read_text())
+    validate_config(config)
+    models = [m for m in config["models"] if not args.models or m["name"] in args.models]
+    if not models or any(not m["path"].startswith("resources/toy/") for m in models):
+        raise ConfigError("bench toy-finetunes: --models must name toy models of the config")
+    reader = AttributeReader.load(Path("resources/toy/reader"))
+    targets = edit_targets(config)
+    ev = config.get("evaluation", {})
+    bars = {"min_fidelity": ev.get("min_ft_fidelity", 0.8), "min_reach": ev.get("min_target_reach", 0.8),
+            "margin": args.margin}
+    jobs = [(m, ft, c, s, seed) for m in models for ft in (args.finetuners or config["finetuners"])
+            for c in candidates(finetuner_settings(config, m["name"], ft), args.step_factors, args.lr_factors)
+            for s, seed in zip(TUNING_SUBJECTS, TUNING_SEEDS)]
+    runs = []
+    for m, ft, c, s, seed in tqdm(jobs, desc="toy fine-tunes", mininterval=5.0):
+        runs.append(fit_run(m, ft, c, s, seed, targets, config, reader, args.images, "cpu"))
+        log.info("%s", runs[-1])
+    chosen = {(m["name"], ft): choose([r for r in runs if (r.model, r.finetuner) == (m["name"], ft)],
+                                      bars["min_fidelity"], bars["min_reach"], bars["margin"])
+              for m in models for ft in (args.finetuners or config["finetuners"])}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = {"bars": bars, "targets": targets, "tuning_subjects": TUNING_SUBJECTS, "tuning_seeds": TUNING_SEEDS,
+              "images_per_prompt": args.images, "runs": [asdict(r) for r in runs],
+              "chosen": [{"model": k[0], "finetuner": k[1], "steps": v[0] if v else None, "lr": v[1] if v else None}
+                         for k, v in chosen.items()]}
+    with atomic_path(out.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+    with atomic_path(out.with_suffix(".md")) as tmp:
+        tmp.write_text(markdown(runs, chosen, bars))
+    print(markdown(runs, chosen, bars))

@@ -1,0 +1,51 @@
+"""The toy fine-tune settings' search (bench/toy_finetunes.py): its candidates, its bar and its
+choice, on hand-made runs; and that it keeps away from the study's subject and seeds."""
+
+import yaml
+from pathlib import Path
+
+from editpersist.bench.toy_finetunes import (TUNING_SEEDS, TUNING_SUBJECTS, FitRun, candidates, choose,
+                                             edit_targets)
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+
+
+def run(steps, lr, fidelity, reach, subject="a", seed=100):
+    return FitRun("toy-flux", "lora", steps, lr, subject, seed, fidelity, {"a blue circle": reach, "a triangle": 1.0},
+                  1.0)
+
+
+def test_candidates_are_the_configured_multiples_cheapest_first():
+    got = candidates({"steps": 200, "lr": 2e-3, "rank": 4}, (1.0, 2.0), (0.5, 1.0))
+    assert [(c["steps"], c["lr"]) for c in got] == [(200, 1e-3), (200, 2e-3), (400, 1e-3), (400, 2e-3)]
+    assert all(c["rank"] == 4 for c in got)
+
+
+def test_the_cheapest_candidate_whose_worst_run_clears_both_bars_by_the_margin_is_chosen():
+    runs = [
+        # 200 steps: one run's target reach is 0.85, under 0.8 + margin 0.1.
+        run(200, 1e-3, 1.0, 1.0), run(200, 1e-3, 1.0, 0.85, subject="b", seed=101),
+        # 400 steps at 2e-3: fidelity 0.9 exactly reaches the bar.
+        run(400, 2e-3, 0.9, 0.95), run(400, 2e-3, 1.0, 1.0, subject="b", seed=101),
+        # 400 steps at 1e-3: fidelity short on one run.
+        run(400, 1e-3, 0.88, 1.0), run(400, 1e-3, 1.0, 1.0, subject="b", seed=101),
+        run(800, 1e-3, 1.0, 1.0), run(800, 1e-3, 1.0, 1.0, subject="b", seed=101),
+    ]
+    assert choose(runs, 0.8, 0.8, 0.1) == (400, 2e-3)
+    # Without a margin the first candidate already qualifies.
+    assert choose(runs, 0.8, 0.8, 0.0) == (200, 1e-3)
+    assert choose(runs, 0.8, 0.8, 0.25) is None
+
+
+def test_tuning_keeps_away_from_the_study_subject_and_seeds():
+    study_seeds = {s for ft in TOY["finetuners"].values() for s in ft["seeds"]}
+    study_seeds |= {s for m in TOY["models"] for ft in m.get("finetuners", {}).values() for s in ft.get("seeds", [])}
+    assert not study_seeds & set(TUNING_SEEDS) and TOY["seed"] not in TUNING_SEEDS
+    study = {(s["class"], s["color"]) for s in TOY["finetune_data"]["subjects"]}
+    assert not study & {(s["class"], s["color"]) for s in TUNING_SUBJECTS}
+    assert not {s["name"] for s in TOY["finetune_data"]["subjects"]} & {s["name"] for s in TUNING_SUBJECTS}
+
+
+def test_every_replace_edit_target_of_the_study_is_measured():
+    assert edit_targets(TOY) == ["a blue circle", "a triangle"]
