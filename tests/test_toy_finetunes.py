@@ -32,10 +32,12 @@ def test_the_cheapest_candidate_whose_worst_run_clears_both_bars_by_the_margin_i
         run(400, 1e-3, 0.88, 1.0), run(400, 1e-3, 1.0, 1.0, subject="b", seed=101),
         run(800, 1e-3, 1.0, 1.0), run(800, 1e-3, 1.0, 1.0, subject="b", seed=101),
     ]
-    assert choose(runs, 0.8, 0.8, 0.1) == (400, 2e-3)
+    assert choose(runs, 0.8, 0.8, 0.1) == (400, 2e-3, True)
     # Without a margin the first candidate already qualifies.
-    assert choose(runs, 0.8, 0.8, 0.0) == (200, 1e-3)
-    assert choose(runs, 0.8, 0.8, 0.25) is None
+    assert choose(runs, 0.8, 0.8, 0.0) == (200, 1e-3, True)
+    # None clears 1.05: the best worst run is 800 steps' (1.0).
+    assert choose(runs, 0.8, 0.8, 0.25) == (800, 1e-3, False)
+    assert choose(runs[:6], 0.8, 0.8, 0.25) == (400, 2e-3, False)  # worst runs 0.85, 0.9, 0.88
 
 
 def test_tuning_keeps_away_from_the_study_subject_and_seeds():

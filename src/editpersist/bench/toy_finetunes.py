@@ -17,7 +17,8 @@ study's ft_fidelity) and each edit target's reach (share of "a blue circle", "a 
 images drawn as asked, as the study's target_reach). A candidate qualifies when its worst run
 clears both bars by `margin` (10 images per prompt decide a study seed, so a setting sitting at
 the bar would fail about half its seeds); among qualifying ones the cheapest (fewest steps,
-then the smaller learning rate) is chosen. Writes results/bench/toy_finetunes.{json,md}.
+then the smaller learning rate) is chosen, so the search stops there (--all runs every candidate).
+Where none qualifies, the candidate whose worst run is best is chosen and said to fall short. Writes results/bench/toy_finetunes.{json,md}.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ TUNING_SUBJECTS = ({"name": "tune-yellow-square", "class": "square", "color": "y
                    {"name": "tune-red-triangle", "class": "triangle", "color": "red"})
 TUNING_SEEDS = (100, 101)
 STEP_FACTORS = (1.0, 2.0)
-LR_FACTORS = (0.5, 1.0, 2.0)
+LR_FACTORS = (0.5, 1.0, 1.5, 2.0, 3.0)
 
 
 @dataclass(frozen=True)
@@ -77,13 +78,17 @@ def qualifies(runs: list[FitRun], min_fidelity: float, min_reach: float, margin:
                               and all(v >= min_reach + margin for v in r.target_reach.values()) for r in runs)
 
 
-def choose(runs: list[FitRun], min_fidelity: float, min_reach: float, margin: float) -> tuple[int, float] | None:
-    """(steps, lr) of the cheapest qualifying candidate, or None when none qualifies."""
+def choose(runs: list[FitRun], min_fidelity: float, min_reach: float, margin: float) -> tuple[int, float, bool]:
+    """(steps, lr, qualified): the cheapest qualifying candidate; where none qualifies, the one
+    whose worst run is best (a best effort, reported as such)."""
     by_candidate: dict[tuple[int, float], list[FitRun]] = {}
     for r in runs:
         by_candidate.setdefault((r.steps, r.lr), []).append(r)
     ok = [k for k, rs in by_candidate.items() if qualifies(rs, min_fidelity, min_reach, margin)]
-    return min(ok) if ok else None
+    if ok:
+        return (*min(ok), True)
+    best = max(by_candidate, key=lambda k: (min(r.worst for r in by_candidate[k]), [-x for x in k]))
+    return (*best, False)
 
 
 def edit_targets(config: dict) -> list[str]:
@@ -98,13 +103,13 @@ def fit_run(model: dict, finetuner: str, settings: dict, subject_spec: dict, see
             config: dict, reader, n_images: int, device: str) -> FitRun:
     from ..finetuners.config import FinetuneConfig
     from ..finetuners.core import ImageSet, finetune
-    from ..finetuners.subjects import make_subject
+    from ..finetuners.subjects import ToySubject
     from ..metrics.reader_metrics import matches, text_attributes
     from ..sampling import SamplingConfig, generate, generate_counts, stream_seed
     from ..states import load_model_state
 
     start = time.perf_counter()
-    subject = make_subject(subject_spec)
+    subject = ToySubject(subject_spec["name"], subject_spec["class"], subject_spec["color"])
     sampling = SamplingConfig(**{**config.get("sampling", {}), **model.get("sampling", {})})
     family, pipe = load_model_state(Path(model["path"]), model["family"], [], device)
     keys = ("steps", "lr", "batch", "precision", "rank", "alpha", "prior_weight", "gradient_checkpointing")
@@ -138,8 +143,8 @@ def markdown(runs: list[FitRun], chosen: dict, bars: dict) -> str:
         lines.append(f"| {r.model} | {r.finetuner} | {r.steps} | {r.lr:g} | {r.subject} | {r.seed} | "
                      f"{r.subject_fidelity:.2f} | {reach} | {r.wall_s:.1f} |")
     lines += ["", "| model | fine-tuner | chosen (steps, lr) |", "| --- | --- | --- |"]
-    for (model, ft), pick in chosen.items():
-        lines.append(f"| {model} | {ft} | {pick if pick else 'none qualifies'} |")
+    for (model, ft), (steps, lr, ok) in chosen.items():
+        lines.append(f"| {model} | {ft} | {steps}, {lr:g}{'' if ok else ' (none qualifies: the best worst run)'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -159,7 +164,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--images", type=int, default=32, help="images per prompt and run")
     p.add_argument("--margin", type=float, default=0.1)
     p.add_argument("--out", default="results/bench/toy_finetunes")
+    p.add_argument("--all", action="store_true", help="run every candidate and tuning run, not only until a choice")
     args = p.parse_args(sys.argv[2:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from ..config import validate_config
     from ..grid import finetuner_settings
 
@@ -173,21 +180,27 @@ def main(argv: list[str] | None = None) -> None:
     ev = config.get("evaluation", {})
     bars = {"min_fidelity": ev.get("min_ft_fidelity", 0.8), "min_reach": ev.get("min_target_reach", 0.8),
             "margin": args.margin}
-    jobs = [(m, ft, c, s, seed) for m in models for ft in (args.finetuners or config["finetuners"])
-            for c in candidates(finetuner_settings(config, m["name"], ft), args.step_factors, args.lr_factors)
-            for s, seed in zip(TUNING_SUBJECTS, TUNING_SEEDS)]
-    runs = []
-    for m, ft, c, s, seed in tqdm(jobs, desc="toy fine-tunes", mininterval=5.0):
-        runs.append(fit_run(m, ft, c, s, seed, targets, config, reader, args.images, "cpu"))
-        log.info("%s", runs[-1])
-    chosen = {(m["name"], ft): choose([r for r in runs if (r.model, r.finetuner) == (m["name"], ft)],
-                                      bars["min_fidelity"], bars["min_reach"], bars["margin"])
-              for m in models for ft in (args.finetuners or config["finetuners"])}
+    pairs = [(m, ft) for m in models for ft in (args.finetuners or config["finetuners"])]
+    runs, chosen = [], {}
+    for m, ft in tqdm(pairs, desc="toy fine-tunes", mininterval=5.0):
+        for c in candidates(finetuner_settings(config, m["name"], ft), args.step_factors, args.lr_factors):
+            mine = []
+            # Cheapest first, every tuning run of each candidate tried (a candidate that qualifies
+            # nowhere is chosen by its worst run); the search stops at the first that qualifies
+            # (--all: every candidate).
+            for s, seed in zip(TUNING_SUBJECTS, TUNING_SEEDS):
+                mine.append(fit_run(m, ft, c, s, seed, targets, config, reader, args.images, "cpu"))
+                log.info("%s", mine[-1])
+            runs += mine
+            if not args.all and qualifies(mine, bars["min_fidelity"], bars["min_reach"], bars["margin"]):
+                break
+        chosen[(m["name"], ft)] = choose([r for r in runs if (r.model, r.finetuner) == (m["name"], ft)],
+                                         bars["min_fidelity"], bars["min_reach"], bars["margin"])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {"bars": bars, "targets": targets, "tuning_subjects": TUNING_SUBJECTS, "tuning_seeds": TUNING_SEEDS,
               "images_per_prompt": args.images, "runs": [asdict(r) for r in runs],
-              "chosen": [{"model": k[0], "finetuner": k[1], "steps": v[0] if v else None, "lr": v[1] if v else None}
+              "chosen": [{"model": k[0], "finetuner": k[1], "steps": v[0], "lr": v[1], "qualified": v[2]}
                          for k, v in chosen.items()]}
     with atomic_path(out.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
