@@ -626,6 +626,17 @@ def test_a_replace_case_probes_its_target_prompt_and_no_other_case_does():
     assert all(role != "target" for c in (*cases["debias"], *cases["unsafe"]) for role, _ in case_probes(c))
     counts = state_prompts([appearance], QualityConfig(max_captions=0), 10, 32)
     assert counts["a blue circle"] == 10
+    # The prompts that decide whether a fine-tune seed stays (the target, the subject's) get
+    # images_per_check; every other probe keeps its count.
+    checked = state_prompts([appearance], QualityConfig(max_captions=0), 10, 32, ("a sks square",), n_check=24)
+    assert (checked["a blue circle"], checked["a sks square"]) == (24, 24)
+    assert {p: n for p, n in checked.items() if p not in ("a blue circle", "a sks square")} == \
+        {p: n for p, n in counts.items() if p != "a blue circle"}
+    from editpersist.evaluation.study import image_counts
+
+    ev = {"images_per_prompt": 10, "images_per_source": 32, "images_per_check": 24,
+          "quality": {"images_per_caption": 2}}
+    assert (image_counts(ev)["target"], image_counts(ev)["subject"], image_counts(ev)["positive"]) == (24, 24, 10)
 
 
 class PreferenceJudge:

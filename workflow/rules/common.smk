@@ -11,7 +11,7 @@ from editpersist import grid
 from editpersist.chunking import CHUNK, chunk_count, chunk_names, fewest_chunks, parse_chunk, split_evenly
 from editpersist.config import exit_on_error, is_built, output_roots
 from editpersist.editors import EDITORS, editor_block
-from editpersist.evaluation.prompts import QualityConfig, prompt_set
+from editpersist.evaluation.prompts import QualityConfig, images_per_check, prompt_set
 from editpersist.finetuners.methods import FINETUNERS
 from editpersist.finetuners.subjects import make_subject
 from editpersist.states import GROUP, group_members, group_tune, layer_target, state_layers

@@ -30,6 +30,7 @@ rule generate:
         quality=EVAL["quality"],
         n=EVAL["images_per_prompt"],
         n_source=EVAL["images_per_source"],
+        n_check=images_per_check(EVAL),
         seed=config["seed"],
         device=config["device"],
         precision=config["precision"],

@@ -15,7 +15,7 @@ def job(sm):
         gather_generation(
             chunks=[Path(p) for p in sm.input.chunks], out=Path(sm.output.images), members=list(rec["members"]),
             cases=list(rec["cases"]), quality=quality, n_per_prompt=sm.params.n, n_source=sm.params.n_source,
-            subject_prompts=tuple(rec["subject_prompts"]))
+            subject_prompts=tuple(rec["subject_prompts"]), n_check=sm.params.n_check)
         return
     run_generation(
         model_dir=Path(sm.input.model), family_name=rec["family"], group=sm.wildcards.group,
@@ -24,7 +24,7 @@ def job(sm):
         n_per_prompt=sm.params.n, n_source=sm.params.n_source, sampling=SamplingConfig(**rec["sampling"]),
         seed=sm.params.seed, device=pick_device(sm.params.device), out=Path(sm.output.images),
         precision=sm.params.precision, subject_prompts=tuple(rec["subject_prompts"]),
-        chunk=sm.wildcards.get("chunk"))
+        chunk=sm.wildcards.get("chunk"), n_check=sm.params.n_check)
 
 
 run(snakemake, job)

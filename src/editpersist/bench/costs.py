@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from ..editors import EDITORS
 from ..families import get_family
 from ..finetuners.methods import FINETUNERS
+from ..evaluation.prompts import images_per_check
 from ..grid import GridCell, finetune_groups, finetune_seeds, finetune_states, finetuner_settings
 from ..states import parse_state
 from ..tasks.formats import DEBIAS_PHRASINGS
@@ -85,16 +86,16 @@ def model_images(cells: list[GridCell], model: str, config: dict) -> dict[str, i
     sources = len(cases)  # a snapshot generates each case's source prompt
     out = {"base": all_cases + quality_images(ev), "base_ft": 0, "edited": 0, "edited_ft": 0, "reedit": 0,
            "transfer": 0}
-    n = ev["images_per_prompt"]
+    n, n_check = ev["images_per_prompt"], images_per_check(ev)
     # Snapshots (source prompts at each) are kept on a fine-tune's first seed only.
     for state in finetune_states(mine, model):
         ft = finetuner_of(state)
         if state.startswith("base/"):  # every case; the subject prompt; snapshots
             first = int(parse_state(state).parts["seed"]) == finetune_seeds(config, model, ft)[0]
-            out["base_ft"] += all_cases + quality_images(ev) + n + (n_snap[ft] * sources * n if first else 0)
+            out["base_ft"] += all_cases + quality_images(ev) + n_check + (n_snap[ft] * sources * n if first else 0)
     for c in mine:  # each state once per fine-tune seed
         per = images_per_case(c.task, ev) + quality_images(ev)
-        out["edited_ft"] += len(c.seeds) * (per + n) + n_snap[c.finetuner] * n
+        out["edited_ft"] += len(c.seeds) * (per + n_check) + n_snap[c.finetuner] * n
         out["reedit"] += len(c.seeds) * per if c.finetuner in ev["reedit"] else 0
         out["transfer"] += len(c.seeds) * per if c.finetuner in ev["transfer"] else 0
     out["edited"] = sum(images_per_case(t, ev) + quality_images(ev) for t, _ in cases)

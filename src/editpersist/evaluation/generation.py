@@ -32,18 +32,20 @@ FINAL = -1  # `step` of images of the finished state (snapshots carry their trai
 
 
 def state_prompts(cases: list[EditCase], quality: QualityConfig, n_per_prompt: int, n_source: int,
-                  subject_prompts: tuple[str, ...] = (), captions: list[str] | None = None) -> dict[str, int]:
+                  subject_prompts: tuple[str, ...] = (), captions: list[str] | None = None,
+                  n_check: int | None = None) -> dict[str, int]:
     """Images to generate per prompt: n_source for the prompts each case's edit is fitted on
-    (efficacy rests on the source; debias on every phrasing it balances), n_per_prompt for the
-    other probes (the edit's target prompt included) and for fine-tune subject prompts ("a sks
-    square": did the fine-tune learn its subject?), fewer for quality captions. A prompt with
+    (efficacy rests on the source; debias on every phrasing it balances), n_check (default
+    n_per_prompt) for the prompts that decide whether a fine-tune seed stays in its cell (the
+    edit's target prompt; fine-tune subject prompts, "a sks square": did the fine-tune learn its
+    subject?), n_per_prompt for the other probes, fewer for quality captions. A prompt with
     several uses gets the largest count; every use reads its first images (same seeds).
     `captions`: the quality captions, when not read from `quality`'s file."""
     captions = quality_captions(quality) if captions is None else captions
     counts = {c: quality.images_per_caption for c in captions}
     for prompt in subject_prompts:
-        counts[prompt] = max(counts.get(prompt, 0), n_per_prompt)
-    per_role = probe_counts(n_source, n_per_prompt)
+        counts[prompt] = max(counts.get(prompt, 0), n_per_prompt if n_check is None else n_check)
+    per_role = probe_counts(n_source, n_per_prompt, n_check)
     for case in cases:
         for role, probe in case_probes(case):
             counts[probe.prompt] = max(counts.get(probe.prompt, 0), probe_image_count(case, role, probe, per_role))
@@ -105,7 +107,7 @@ def run_generation(model_dir: Path, family_name: str, group: str, members: dict[
                    cases: list[EditCase],
                    quality: QualityConfig, n_per_prompt: int, n_source: int, sampling: SamplingConfig, seed: int,
                    device: str, out: Path, precision: str = "auto", subject_prompts: tuple[str, ...] = (),
-                   chunk: str | None = None) -> None:
+                   chunk: str | None = None, n_check: int | None = None) -> None:
     """The images of every member state of a group (`members`: state -> its layers), with the
     layers they share loaded once; each member's own images go to `<seed>/` when the group has
     several. `chunk` ("<i>-of-<n>", editpersist.chunking): only that contiguous run of the
@@ -114,7 +116,7 @@ def run_generation(model_dir: Path, family_name: str, group: str, members: dict[
     prefix = common_prefix(list(members.values()))
     family, pipe = load_model_state(model_dir, family_name, prefix, device, precision)
     loaded = save_weights(pipe, family)  # every member's layers are undone back to these
-    counts = state_prompts(cases, quality, n_per_prompt, n_source, subject_prompts)
+    counts = state_prompts(cases, quality, n_per_prompt, n_source, subject_prompts, n_check=n_check)
     prompt_ids = {p: i for i, p in enumerate(counts)}
     curve = curve_prompts(cases, n_per_prompt)
     keep = frozenset(chunk_of(list(counts), chunk)) if chunk else None
@@ -150,11 +152,11 @@ def manifest_order(manifest: pd.DataFrame, members: list[str], counts: dict[str,
 
 def gather_generation(chunks: list[Path], out: Path, members: list[str], cases: list[EditCase],
                       quality: QualityConfig, n_per_prompt: int, n_source: int,
-                      subject_prompts: tuple[str, ...] = ()) -> None:
+                      subject_prompts: tuple[str, ...] = (), n_check: int | None = None) -> None:
     """The directory the whole generation job makes (run_generation), from its chunks' (its
     `chunk` argument): each image file linked in under its own name, the manifests joined in the
     whole job's row order, so the manifest is the same file."""
-    counts = state_prompts(cases, quality, n_per_prompt, n_source, subject_prompts)
+    counts = state_prompts(cases, quality, n_per_prompt, n_source, subject_prompts, n_check=n_check)
     parts = [_manifest_file(Path(c)) for c in chunks]
     manifest = pd.concat(parts, ignore_index=True)
     final = manifest[manifest["step"] == FINAL]

@@ -30,11 +30,18 @@ def case_probes(case: EditCase) -> list[tuple[str, Probe]]:
             + ([("target", case.target)] if case.target else []))
 
 
-def probe_counts(n_source: int, n_per_prompt: int) -> dict[str, int]:
-    """Images per prompt of each probe role of `case_probes`: the source's count, and one count
-    for every other role (a prompt the edit is fitted on gets the source's: probe_image_count)."""
+def probe_counts(n_source: int, n_per_prompt: int, n_check: int | None = None) -> dict[str, int]:
+    """Images per prompt of each probe role of `case_probes`: the source's count, the target's
+    (`n_check`, see images_per_check; default n_per_prompt), and one count for every other role
+    (a prompt the edit is fitted on gets the source's: probe_image_count)."""
     return {"source": n_source, "positive": n_per_prompt, "negative": n_per_prompt, "preserved": n_per_prompt,
-            "target": n_per_prompt}
+            "target": n_per_prompt if n_check is None else n_check}
+
+
+def images_per_check(evaluation: dict) -> int:
+    """Images of the prompts that decide whether a fine-tune seed stays in its cell (the subject
+    prompt, the edit's target prompt): `evaluation.images_per_check`, else images_per_prompt."""
+    return evaluation.get("images_per_check") or evaluation["images_per_prompt"]
 
 
 def fitted_prompts(case: EditCase) -> frozenset[str]:

@@ -18,7 +18,7 @@ from ..tasks.cases import EditCase
 from .generation import load_images
 from .persistence import (COLUMNS, SEED_COLUMNS, Cell, ModelScores, SeedRule, curve_rows, finetune_quality_rows,
                           judge_validity, persistence_rows, reedit_rows, table_frame, transfer_rows)
-from .prompts import PRIMARY, QualityConfig, probe_counts
+from .prompts import PRIMARY, QualityConfig, images_per_check, probe_counts
 from .scoring import inception_of_model, merge_score_arrays, merge_score_tables, score_model
 from .summary import established, write_summary
 
@@ -79,8 +79,8 @@ def run_score_merge(tables: list[Path], features: list[Path], out_table: Path, o
 def image_counts(evaluation: dict) -> dict[str, int]:
     """Images per prompt of each probe role, as the generation jobs made them (the config's
     `evaluation` block): the first so many images of each prompt are what a metric reads."""
-    n = evaluation["images_per_prompt"]
-    return {**probe_counts(evaluation["images_per_source"], n), "subject": n, "snapshot": n,
+    n, n_check = evaluation["images_per_prompt"], images_per_check(evaluation)
+    return {**probe_counts(evaluation["images_per_source"], n, n_check), "subject": n_check, "snapshot": n,
             "quality": evaluation["quality"]["images_per_caption"]}
 
 

@@ -13,7 +13,7 @@ from ..chunking import chunk_of
 from ..editors.refact import refact_layer
 from ..evaluation.generation import state_prompts
 from ..errors import ConfigError
-from ..evaluation.prompts import QualityConfig, quality_captions
+from ..evaluation.prompts import QualityConfig, images_per_check, quality_captions
 from ..finetuners.core import ENCODE_BATCH
 from ..finetuners.methods import FINETUNERS
 from ..states import parse_state
@@ -137,7 +137,8 @@ def generation_images(record: dict, evaluation: dict, snapshots: dict[str, int],
     `chunk`: of that run of the prompts only (evaluation.generation.run_generation)."""
     quality = QualityConfig(**evaluation["quality"])
     counts = state_prompts(list(record["cases"]), quality, evaluation["images_per_prompt"],
-                           evaluation["images_per_source"], tuple(record["subject_prompts"]), planned_captions(quality))
+                           evaluation["images_per_source"], tuple(record["subject_prompts"]), planned_captions(quality),
+                           n_check=images_per_check(evaluation))
     keep = set(chunk_of(list(counts), chunk)) if chunk else set(counts)
     per_state = sum(n for p, n in counts.items() if p in keep)
     curve = len({c.source.prompt for c in record["cases"]} & keep) * evaluation["images_per_prompt"]
