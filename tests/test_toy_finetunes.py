@@ -51,3 +51,32 @@ def test_tuning_keeps_away_from_the_study_subject_and_seeds():
 
 def test_every_replace_edit_target_of_the_study_is_measured():
     assert edit_targets(TOY) == ["a blue circle", "a triangle"]
+
+
+class PromptOrderReader:
+    """Stands in for the toy reader: reads the first `n_subject` images (generate_counts makes
+    the subject prompt's first, prompt-major) as the subject, then alternately a blue circle and
+    a red square, so each target prompt's share is known by hand."""
+
+    def __init__(self, n_subject: int, subject: dict):
+        self.n_subject, self.subject = n_subject, subject
+
+    def read(self, images):
+        out = [{"color": self.subject["color"], "shape": self.subject["class"]}] * self.n_subject
+        return out + [{"color": "blue", "shape": "circle"} if i % 2 == 0 else {"color": "red", "shape": "square"}
+                      for i in range(len(images) - self.n_subject)]
+
+
+def test_a_fit_run_fine_tunes_and_reads_each_prompt_of_its_own(tiny_model_dirs):
+    """Two DreamBooth steps on a tiny random SD; 4 images a prompt. By hand: the subject's 4 all
+    show it; "a blue circle" gets images 0-3 after the subject's (blue circle, red square, ...),
+    so 2 of 4; "a triangle" images 4-7, no triangle among them."""
+    from editpersist.bench.toy_finetunes import fit_run
+
+    model = {"name": "tiny", "family": "sd", "path": str(tiny_model_dirs["sd"])}
+    config = {"sampling": {"steps": 2, "guidance": 3.0}, "finetune_data": {"n_images": 4, "n_class_images": 2}}
+    settings = {"steps": 2, "lr": 1e-4, "batch": 2, "precision": "fp32", "prior_weight": 1.0}
+    run = fit_run(model, "dreambooth", settings, TUNING_SUBJECTS[0], 100, ["a blue circle", "a triangle"], config,
+                  PromptOrderReader(4, TUNING_SUBJECTS[0]), 4, "cpu")
+    assert (run.steps, run.lr, run.seed, run.subject) == (2, 1e-4, 100, "tune-yellow-square")
+    assert run.subject_fidelity == 1.0 and run.target_reach == {"a blue circle": 0.5, "a triangle": 0.0}
