@@ -218,8 +218,17 @@ def test_uce_persist_builds_on_the_uce_block():
     ctx = EditContext(get_family("sd"), "appearance", edit_meter=lambda p, r: 0.0, sampling=SamplingConfig())
     editor = EDITORS["uce-persist"].build(block, ctx)
     assert editor.uce_cfg.lam == 0.3 and editor.cfg.margins == (1.0,)
-    # The option on UCE's own entry builds the same mode.
-    assert isinstance(EDITORS["uce"].build(block, ctx), PersistentUCE)
+    # One way in: UCE's own entry builds plain UCE, and uce.py does not reach back into the
+    # mode built on it (no import cycle).
+    import ast
+    import inspect
+
+    from editpersist.editors import uce
+
+    plain = EDITORS["uce"].build(editors["uce"], ctx)
+    assert not isinstance(plain, PersistentUCE) and plain.cfg.lam == 0.3
+    imports = {n.module for n in ast.walk(ast.parse(inspect.getsource(uce))) if isinstance(n, ast.ImportFrom)}
+    assert "persist" not in imports
 
 
 def test_stress_study_is_the_default_study_with_its_changes(stress_config):

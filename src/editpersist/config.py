@@ -115,28 +115,17 @@ def check_config(config: dict, planning: bool = False) -> None:
     check_exclusions(config)
 
 
-# Tasks whose edits replace a concept: the only ones UCE's persistence-aware mode edits.
-REPLACE_TASKS = ("appearance", "role")
-
-
 def check_persist(config: dict) -> None:
-    """uce-persist builds on editors.uce; the persistence-aware mode edits replace requests only,
-    and its reader meter exists only in the toy world."""
+    """uce-persist builds on editors.uce, and its reader meter exists only in the toy world (the
+    grid gives it replace edits only: its registry entry's modes)."""
     editors = config["editors"]
     if "uce-persist" in editors and "uce" not in editors:
         raise ConfigError("editors.uce-persist: builds on editors.uce (its solve settings), which is missing")
     real = real_models(config)
-    for key in ("uce", "uce-persist"):
-        persist = editors.get(key, {}).get("persist")
-        if persist is None:
-            continue
-        if persist.get("meter", "judge") == "reader" and real:
-            raise ConfigError(f"editors.{key}.persist.meter: 'reader' exists only in the toy world, but model "
-                              f"{real[0]!r} is not a toy model; use 'judge'")
-        other = [t for t in config["tasks"] if t not in REPLACE_TASKS]
-        if key == "uce" and other:
-            raise ConfigError(f"editors.uce.persist: the persistence-aware mode edits {list(REPLACE_TASKS)} only, "
-                              f"but the grid has task {other[0]!r}; give it its own entry, editors.uce-persist")
+    persist = editors.get("uce-persist", {}).get("persist", {})
+    if persist.get("meter", "judge") == "reader" and real:
+        raise ConfigError(f"editors.uce-persist.persist.meter: 'reader' exists only in the toy world, but model "
+                          f"{real[0]!r} is not a toy model; use 'judge'")
 
 
 def check_built_model(key: str, model: dict) -> None:

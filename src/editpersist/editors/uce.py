@@ -65,11 +65,7 @@ class UCEConfig:
 def build(block: dict, ctx: EditContext):
     """The `editors.uce` block: the solve's keys, and `debias` (the loop's tolerance, rounds, step
     and encoding become debias_*; its n_images and meter configure the meter, ctx.ratio_meter).
-    With a `persist` block, the persistence-aware mode built on this editor (editors/persist.py)."""
-    if "persist" in block:
-        from .persist import build as build_persistent  # persist builds on this module
-
-        return build_persistent(block, ctx)
+    The persistence-aware mode is an editor of its own, `uce-persist` (editors/persist.py)."""
     params = {k: v for k, v in block.items() if k != "debias"}
     loop = {f"debias_{k}": v for k, v in block.get("debias", {}).items() if k not in ("n_images", "meter")}
     return UCE(UCEConfig(**params, **loop), ratio_meter=ctx.ratio_meter)
