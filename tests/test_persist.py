@@ -17,7 +17,7 @@ from editpersist.editors.uce import UCE, UCEConfig
 from editpersist.errors import ConfigError, InputError
 from editpersist.families import get_family
 from editpersist.finetuners.subjects import RARE_TOKEN, make_subject
-from editpersist.grid import study_cells
+from editpersist.grid import finetuner_settings, study_cells
 from editpersist.sampling import SamplingConfig
 from editpersist.tasks import load_cases
 from editpersist.tasks.requests import EditRequest
@@ -285,8 +285,10 @@ def test_persist_simulates_only_finetunes_the_study_never_runs(stress_config, mo
     images, seed or learning rate fails here whatever the config strings say."""
     config = stress_config
     subjects = [make_subject(dict(s, cls=s.pop("class"))) for s in map(dict, config["finetune_data"]["subjects"])]
-    seeds = {s for ft in config["finetuners"].values() for s in ft.get("seeds", [0])}
-    lrs = {ft["lr"] for ft in config["finetuners"].values()}
+    # Every model's settings: a model entry may override a fine-tuner's seeds and learning rate.
+    settings = [finetuner_settings(config, m["name"], ft) for m in config["models"] for ft in config["finetuners"]]
+    seeds = {s for ft in settings for s in ft.get("seeds", [0])}
+    lrs = {ft["lr"] for ft in settings}
     cases = load_cases(config["tasks"])
     persistent = [e for e in config["editors"] if "persist" in editor_block(config["editors"], e)]
     assert persistent
