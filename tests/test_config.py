@@ -150,3 +150,23 @@ def test_uce_persist_needs_uce_and_is_the_only_way_in():
     from editpersist.config import schema_problem
 
     assert schema_problem(cfg, SCHEMA).startswith("editors.uce.persist: unknown key")
+
+
+@pytest.mark.parametrize("editor,block,message", [
+    ("uce-persist", {"persist": {"margins": [2.0, 1.0]}}, r"^editors\.uce-persist: persist\.margins \(2\.0, 1\.0\): "
+                                                           r"non-negative and increasing"),
+    ("uce-persist", {"persist": {"identifier": "z", "shield": ["z", "q"]}}, r"^editors\.uce-persist: persist\.identifier"),
+    ("refact", {"loss": "l1"}, None),  # the schema's enum stops it first
+])
+def test_an_editor_block_the_schema_admits_but_its_editor_refuses_stops_at_config_check(editor, block, message):
+    """The editor's own parser runs at config check: a block it refuses is one line naming the
+    editor, before any job, not a traceback inside the edit job."""
+    cfg = copy.deepcopy(DEFAULT)
+    cfg["editors"][editor] = {**cfg["editors"].get(editor, {}), **block}
+    if message is None:
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(cfg, SCHEMA)
+        return
+    jsonschema.validate(cfg, SCHEMA)
+    with pytest.raises(ConfigError, match=message):
+        check_config(cfg)

@@ -12,6 +12,18 @@ from .base import EditorMethod
 EDITORS: dict[str, EditorMethod] = {m.name: m for m in (uce.METHOD, persist.METHOD, time.METHOD, refact.METHOD)}
 
 
+def check_editor_blocks(editors: dict) -> None:
+    """Every editor block of a config read by its editor's own parser (EditorMethod.parse): one
+    line naming the editor for a block its config dataclass refuses."""
+    from ..errors import ConfigError
+
+    for name in editors:
+        try:
+            EDITORS[name].parse(editor_block(editors, name))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"editors.{name}: {e}") from e
+
+
 def editor_block(editors: dict, name: str) -> dict:
     """The config block that builds editor `name`: its own, on top of the block of the editor
     it builds on (uce-persist: editors.uce plus its `persist` settings)."""

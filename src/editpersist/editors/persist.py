@@ -243,16 +243,21 @@ class PersistentUCE:
         return delta
 
 
-def build(block: dict, ctx: EditContext) -> PersistentUCE:
+def parse(block: dict) -> tuple[UCEConfig, PersistConfig]:
     """`editors.uce-persist`: the `editors.uce` block it builds on (`editor_block`) with its
-    `persist` settings; the meter measures the edit, ctx.edit_meter."""
+    `persist` settings."""
+    params = {k: v for k, v in block.items() if k not in ("debias", "persist")}
+    return UCEConfig(**params), PersistConfig.from_block(block["persist"])
+
+
+def build(block: dict, ctx: EditContext) -> PersistentUCE:
+    """The meter measures the edit, ctx.edit_meter."""
     if ctx.edit_meter is None or ctx.sampling is None:
         raise ValueError("uce-persist needs an edit meter and the sampling settings")
-    params = {k: v for k, v in block.items() if k not in ("debias", "persist")}
-    return PersistentUCE(UCEConfig(**params), PersistConfig.from_block(block["persist"]), ctx.edit_meter, ctx.sampling,
-                         ctx.seed)
+    return PersistentUCE(*parse(block), ctx.edit_meter, ctx.sampling, ctx.seed)
 
 
 # A plain UCE solve per margin plus a simulated full fine-tune of `steps` steps and two meter
 # generations: at SD1.4 scale assumed ~3 min per margin on a GPU, two margins on average.
-METHOD = EditorMethod("uce-persist", modes=("replace",), build=build, reference_gpu_s=360.0, builds_on="uce")
+METHOD = EditorMethod("uce-persist", modes=("replace",), build=build, parse=parse, reference_gpu_s=360.0,
+                      builds_on="uce")

@@ -299,6 +299,13 @@ def compute_and_cache_stats(pipe, sites: list[TextSite], corpus: list[str], stat
     return paths
 
 
+def parse(block: dict) -> ReFACTConfig:
+    """The run's settings of the `editors.refact` block, checked without a model (the layer
+    and FLUX's CLIP layer are set per family and task by refact_config)."""
+    return ReFACTConfig(templates=tuple(block.get("templates", OFFICIAL_TEMPLATES)),
+                        **{k: block[k] for k in REFACT_RUN_KEYS if k in block})
+
+
 def build(block: dict, ctx: EditContext) -> "ReFACT":
     return ReFACT(refact_config(block, ctx.family, ctx.task, ctx.seed), ctx.stats_dir)
 
@@ -384,4 +391,5 @@ def prompts_at_subject(tok, templates: tuple[str, ...], subject: str) -> tuple[l
 
 
 # Optimises v* for up to max_steps (100) steps: assumed 60 s on a GPU, statistics costed apart.
-METHOD = EditorMethod("refact", modes=("replace",), build=build, reference_gpu_s=60.0, layer_statistics=True)
+METHOD = EditorMethod("refact", modes=("replace",), build=build, parse=parse, reference_gpu_s=60.0,
+                      layer_statistics=True)

@@ -140,9 +140,13 @@ class TIME:
         return EditDelta(tensors, make_sidecar(self.name, asdict(self.cfg), sorted(tensors), requests, started))
 
 
+def parse(block: dict) -> TIMEConfig:
+    return TIMEConfig(**block)
+
+
 def build(block: dict, ctx: EditContext) -> TIME:
-    return TIME(TIMEConfig(**block))
+    return TIME(parse(block))
 
 
 # A closed-form solve like UCE's (assumed 5 s on a GPU).
-METHOD = EditorMethod("time", modes=("replace",), build=build, reference_gpu_s=5.0)
+METHOD = EditorMethod("time", modes=("replace",), build=build, parse=parse, reference_gpu_s=5.0)

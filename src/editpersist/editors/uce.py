@@ -62,13 +62,17 @@ class UCEConfig:
             raise ValueError(f"debias encoding {self.debias_encoding!r}; expected 'inserted' or 'bare'")
 
 
-def build(block: dict, ctx: EditContext):
+def parse(block: dict) -> UCEConfig:
     """The `editors.uce` block: the solve's keys, and `debias` (the loop's tolerance, rounds, step
     and encoding become debias_*; its n_images and meter configure the meter, ctx.ratio_meter).
     The persistence-aware mode is an editor of its own, `uce-persist` (editors/persist.py)."""
     params = {k: v for k, v in block.items() if k != "debias"}
     loop = {f"debias_{k}": v for k, v in block.get("debias", {}).items() if k not in ("n_images", "meter")}
-    return UCE(UCEConfig(**params, **loop), ratio_meter=ctx.ratio_meter)
+    return UCEConfig(**params, **loop)
+
+
+def build(block: dict, ctx: EditContext):
+    return UCE(parse(block), ratio_meter=ctx.ratio_meter)
 
 
 class UCE:
@@ -200,4 +204,4 @@ class UCE:
 
 # One closed-form solve: 0.7 s at SD1.4's shapes on 2 CPU cores (BENCHMARKS.md), assumed 5 s on a
 # GPU with loading the layers; the debias loop's generations are costed apart.
-METHOD = EditorMethod("uce", modes=("replace", "erase", "debias"), build=build, reference_gpu_s=5.0)
+METHOD = EditorMethod("uce", modes=("replace", "erase", "debias"), build=build, parse=parse, reference_gpu_s=5.0)
