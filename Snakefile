@@ -8,6 +8,7 @@ from pathlib import Path
 from snakemake.utils import min_version, validate
 
 from editpersist.config import exit_on_error, is_dry_run, resolve_extends, validate_config
+from editpersist.editors import check_editor_blocks
 
 min_version("9.20")
 
@@ -27,6 +28,8 @@ PLANNING = is_dry_run(sys.argv)
 # Checked before anything else: a bad config is one line and exit status 1, with nothing
 # created. A dry run only plans, so model and data paths may still be placeholders.
 exit_on_error(validate_config, config, PLANNING, Path(workflow.basedir) / "config/config.schema.yaml")
+# Then every editor block by its editor's own parser (a layer above the config checks).
+exit_on_error(check_editor_blocks, config["editors"])
 validate(config, "config/config.schema.yaml")  # fills the schema's defaults
 
 

@@ -168,5 +168,8 @@ def test_an_editor_block_the_schema_admits_but_its_editor_refuses_stops_at_confi
             jsonschema.validate(cfg, SCHEMA)
         return
     jsonschema.validate(cfg, SCHEMA)
+    check_config(cfg)
+    from editpersist.editors import check_editor_blocks
+
     with pytest.raises(ConfigError, match=message):
-        check_config(cfg)
+        check_editor_blocks(cfg["editors"])

@@ -112,10 +112,6 @@ def check_config(config: dict, planning: bool = False) -> None:
     check_toy_block(config)
     check_evaluation(config, planning)
     check_persist(config)
-    # Imported here: the editors bring torch, which the schema checks above do without.
-    from .editors import check_editor_blocks
-
-    check_editor_blocks(config["editors"])
     check_exclusions(config)
 
 

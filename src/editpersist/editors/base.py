@@ -110,8 +110,9 @@ class EditorMethod:
     modes: tuple[str, ...]
     build: Callable[[dict, EditContext], Editor]
     # The editor's settings from its config block alone (no model): raises ValueError or
-    # TypeError on a block its config dataclass refuses. config.check_config runs it for every
-    # editor of a config, so such a block stops before any job; `build` reads the same settings.
+    # TypeError on a block its config dataclass refuses. The workflow runs it for every editor
+    # right after the config check (editors.check_editor_blocks), so such a block stops before
+    # any job; `build` reads the same settings.
     parse: Callable[[dict], object]
     # Assumed GPU seconds of one edit at real scale, for the grid's cost model (bench/costs.py).
     reference_gpu_s: float
