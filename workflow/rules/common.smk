@@ -107,8 +107,10 @@ def sizing_record(kind, wildcards):
 
 
 # Snapshots kept per model and fine-tuner (a model entry may override a fine-tuner's keys).
-SNAPSHOTS = {m: {ft: len(grid.finetuner_settings(config, m, ft).get("snapshots", [])) for ft in config["finetuners"]}
-             for m in MODELS}
+SNAPSHOTS = {
+    m: {ft: len(grid.finetuner_settings(config, m, ft).get("snapshots", [])) for ft in config["finetuners"]}
+    for m in MODELS
+}
 
 
 def generate_record(wildcards):
