@@ -102,24 +102,22 @@ def edit_targets(config: dict) -> list[str]:
 def fit_run(model: dict, finetuner: str, settings: dict, subject_spec: dict, seed: int, targets: list[str],
             config: dict, reader, n_images: int, device: str) -> FitRun:
     from ..finetuners.config import FinetuneConfig
-    from ..finetuners.core import ImageSet, finetune
+    from ..finetuners.core import finetune
     from ..finetuners.subjects import ToySubject
     from ..metrics.reader_metrics import matches, text_attributes
-    from ..sampling import SamplingConfig, generate, generate_counts, stream_seed
+    from ..sampling import SamplingConfig, generate_counts, stream_seed
+    from ..stages.finetune import class_image_set
     from ..states import load_model_state
 
     start = time.perf_counter()
     subject = ToySubject(subject_spec["name"], subject_spec["class"], subject_spec["color"])
     sampling = SamplingConfig(**{**config.get("sampling", {}), **model.get("sampling", {})})
     family, pipe = load_model_state(Path(model["path"]), model["family"], [], device)
-    keys = ("steps", "lr", "batch", "precision", "rank", "alpha", "prior_weight", "gradient_checkpointing")
-    cfg = FinetuneConfig(finetuner, seed=seed, **{k: settings[k] for k in keys if k in settings})
-    prior = None
-    if cfg.spec.prior_preservation:
-        n_class = config["finetune_data"]["n_class_images"]
-        images, _ = generate(pipe, family, [subject.class_prompt], n_class, sampling,
-                             base_seed=stream_seed(seed, "class_images"))
-        prior = ImageSet(images, [subject.class_prompt] * n_class)
+    # Every setting the study's fine-tune reads (as workflow/scripts/finetune.py builds it), not a
+    # chosen few; seeds are the search's own, and snapshots feed only the study's curves.
+    cfg = FinetuneConfig(finetuner, seed=seed, **{k: v for k, v in settings.items() if k not in ("seeds", "snapshots")})
+    prior = (class_image_set(pipe, family, subject, config["finetune_data"]["n_class_images"], sampling, seed)
+             if cfg.spec.prior_preservation else None)
     finetune(pipe, family, subject.images(config["finetune_data"]["n_images"], seed, sampling.height), cfg,
              prior=prior)
     prompts = [subject.instance_prompt, *targets]
@@ -204,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
                          for k, v in chosen.items()]}
     with atomic_path(out.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
+    table = markdown(runs, chosen, bars)
     with atomic_path(out.with_suffix(".md")) as tmp:
-        tmp.write_text(markdown(runs, chosen, bars))
-    print(markdown(runs, chosen, bars))
+        tmp.write_text(table)
+    print(table)

@@ -37,9 +37,16 @@ def make_class_images(model_dir: Path, family_name: str, start_delta: Path | Non
     """DreamBooth prior-preservation images of the subject's class, from the model being tuned,
     with seeds of their own: the class prompt ("a square") may also be an evaluation prompt."""
     family, pipe = load_model_state(model_dir, family_name, _start_layers(start_delta), device)
-    images, _ = generate(pipe, family, [subject.class_prompt], n, sampling, base_seed=stream_seed(seed, "class_images"))
+    prior = class_image_set(pipe, family, subject, n, sampling, seed)
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
-        np.savez(f, images=images, captions=np.array([subject.class_prompt] * n))
+        np.savez(f, images=prior.images, captions=np.array(prior.captions))
+
+
+def class_image_set(pipe, family, subject: ToySubject | FolderSubject, n: int, sampling: SamplingConfig,
+                    seed: int) -> ImageSet:
+    """`n` images of the subject's class prompt from `pipe`, on the class-image seed stream."""
+    images, _ = generate(pipe, family, [subject.class_prompt], n, sampling, base_seed=stream_seed(seed, "class_images"))
+    return ImageSet(images, [subject.class_prompt] * n)
 
 
 def load_image_set(path: Path) -> ImageSet:
