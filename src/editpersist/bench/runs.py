@@ -6,6 +6,7 @@
 * `finetune`: training steps of LoRA, DoRA and full fine-tuning on toy SD and toy FLUX side by
   side, each (model, method) in its own process so that its peak memory is its own;
 * `generation`: toy SD images/s, batched against one prompt at a time;
+* `sampling`: what the toy models draw at fewer sampling steps, on the same noise as at 20;
 * `storage`: bytes on disk of edit deltas, adapters and full deltas against a full checkpoint;
 * `stages`: per-rule job counts and seconds from the workflow's benchmark files;
 * `overhead`: the fixed cost of a job (a fresh interpreter's imports and model loads).
@@ -149,6 +150,43 @@ def generation_bench(model_dir: str = "resources/toy/models/toy-sd", n: int = 64
         secs = _best_of(lambda: generate(pipe, family, prompts, per, cfg), reps)
         out[f"{name}_images_per_s"] = round(per * len(prompts) / secs, 2)
     out["speedup"] = round(out["batched_images_per_s"] / out["one_at_a_time_images_per_s"], 2)
+    return out
+
+
+def sampling_steps_bench(models: Path = Path("resources/toy/models"), reader_dir: Path = Path("resources/toy/reader"),
+                         steps: tuple[int, ...] = (20, 10), n_per_pair: int = 16, seed: int = 12345) -> dict:
+    """Per toy model and sampling step count: prompt fidelity read by the reader on every colour
+    x shape caption, images/s, and how often an image's read (colour and shape) agrees with the
+    read of the same noise sampled at steps[0]: the evidence for the toy config's step count."""
+    import numpy as np
+    import torch
+
+    from ..evaluation.toy_quality import prompt_fidelity
+    from ..families import get_family
+    from ..sampling import SamplingConfig
+    from ..toy.reader import AttributeReader
+    from ..toy.world import WorldSpec
+
+    torch.set_num_threads(2)
+    reader = AttributeReader.load(reader_dir)
+    out = {"n_per_pair": n_per_pair, "seed": seed, "models": {}}
+    for name, family_name in MODELS.items():
+        family = get_family(family_name)
+        pipe = family.load(models / name)
+        rows, reference = {}, None
+        for n_steps in steps:
+            start = time.perf_counter()
+            figures, images = prompt_fidelity(pipe, family, reader, WorldSpec(), n_per_pair,
+                                              SamplingConfig(steps=n_steps), seed)
+            secs = time.perf_counter() - start
+            reads = [(r["color"], r["shape"]) for r in reader.read(images)]
+            reference = reads if reference is None else reference
+            rows[str(n_steps)] = {
+                "prompt_fidelity": round(figures["prompt_fidelity"], 4), "color_acc": round(figures["color_acc"], 4),
+                "shape_acc": round(figures["shape_acc"], 4), "images_per_s": round(len(images) / secs, 1),
+                f"reads_agree_with_{steps[0]}_steps": round(float(np.mean([a == b for a, b in zip(reads, reference)])), 4),
+                "n_images": figures["n_images"]}
+        out["models"][name] = rows
     return out
 
 
@@ -348,7 +386,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(_one(model_dir, family_name, method, int(steps), int(warmup), int(batch))))
         return
     p = argparse.ArgumentParser(prog="python -m editpersist.bench")
-    simple = {"uce": uce_bench, "refact": refact_bench, "generation": generation_bench, "storage": storage_bench,
+    simple = {"uce": uce_bench, "refact": refact_bench, "generation": generation_bench, "sampling": sampling_steps_bench, "storage": storage_bench,
               "overhead": overhead_bench, "plan": plan_bench, "configs": bad_config_bench}
     p.add_argument("what", choices=["finetune", "stages", "size", "calibrate", *simple])
     p.add_argument("--configfile", default="config/paper.yaml", type=Path, help="size, calibrate: the study's config")
