@@ -138,12 +138,14 @@ def test_a_config_that_extends_another_is_that_config_with_its_changes(tmp_path,
 
 
 def test_uce_persist_needs_uce_and_is_the_only_way_in():
+    from editpersist.editors import check_editor_blocks
+
     cfg = copy.deepcopy(DEFAULT)
     cfg["editors"]["uce-persist"] = {"persist": {"meter": "reader"}}
-    check_config(cfg)
+    check_editor_blocks(cfg)
     del cfg["editors"]["uce"]
     with pytest.raises(ConfigError, match="^editors.uce-persist: builds on editors.uce"):
-        check_config(cfg)
+        check_editor_blocks(cfg)
     # One way in: the persistence-aware mode is the uce-persist editor, not a key of uce's block.
     cfg = copy.deepcopy(DEFAULT)
     cfg["editors"]["uce"]["persist"] = {"meter": "reader"}
@@ -172,4 +174,4 @@ def test_an_editor_block_the_schema_admits_but_its_editor_refuses_stops_at_confi
     from editpersist.editors import check_editor_blocks
 
     with pytest.raises(ConfigError, match=message):
-        check_editor_blocks(cfg["editors"])
+        check_editor_blocks(cfg)

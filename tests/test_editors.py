@@ -5,6 +5,8 @@ import torch
 from editpersist.editors.uce import UCE, UCEConfig
 from editpersist.editors.base import EditDelta, apply_delta, restore
 from editpersist.tasks.requests import EditRequest
+from editpersist.editors import EDITORS
+from editpersist.tasks.cases import EditCase, Probe
 from editpersist.editors.closed_form import apply_transform, shared_transform, solve_general
 from editpersist.editors.text_inputs import Encoded, key_rows, last_word_index, paired_rows
 from editpersist.editors.time import TIME
@@ -178,10 +180,11 @@ def test_reader_meter_reads_colours_from_its_own_seeds(tiny_model_dirs, monkeypa
     reader = editing.reader_classifier
     monkeypatch.setattr(editing, "reader_classifier", lambda images, r: seen.append(images) or reader(images, r))
     sampling = SamplingConfig(steps=2, guidance=1.0)
-    meter = editing.debias_meter({"debias": {"meter": "reader", "n_images": 4}}, None, family, sampling, seed=3,
-                                 device="cpu")
     request = EditRequest("a triangle", mode="debias", attributes=("yellow", "blue"), ratios=(0.5, 0.5),
                           concept="triangle")
+    case = EditCase("debias", "triangle-balance", (request,), source=Probe("a triangle", "a triangle", "a triangle"))
+    specs = EDITORS["uce"].meters({"debias": {"meter": "reader", "n_images": 4}})
+    meter = editing.case_meters(specs, case, family, sampling, 3, None, None, "cpu")["attribute_shares"]
     shares = meter(pipe, request)
     own, jobs = generate(pipe, family, ["a triangle"], 4, sampling, base_seed=stream_seed(3, "debias_meter"))
     evaluation, _ = generate(pipe, family, ["a triangle"], 4, sampling, base_seed=stream_seed(3, "evaluation"))
@@ -221,3 +224,101 @@ def test_uce_can_keep_the_unconditional_branch(tiny_model_dirs):
         return max(shifts)
 
     assert empty_prompt_shift(True) < 0.5 * empty_prompt_shift(False)
+
+
+def _example_method(name="example", builds_on=None, seen=None):
+    """An editor the study does not ship: one registry entry declaring a debias meter."""
+    from editpersist.editors.base import EditorMethod, MeterSpec
+
+    def build(block, ctx):
+        seen.update(block=block, ctx=ctx) if seen is not None else None
+        return name
+
+    spec = MeterSpec("attribute_shares", "reader", 4, "debias_meter", modes=("debias",), key="meter")
+    return EditorMethod(name, modes=("replace", "debias"), build=build, parse=dict, reference_gpu_s=1.0,
+                        meters=lambda block: (spec,), builds_on=builds_on)
+
+
+def test_the_registry_refuses_a_name_twice_and_a_variant_of_nothing():
+    from editpersist.editors import register
+
+    assert list(register([_example_method("a"), _example_method("b", builds_on="a")])) == ["a", "b"]
+    with pytest.raises(ValueError, match="'a' is registered twice"):
+        register([_example_method("a"), _example_method("a")])
+    with pytest.raises(ValueError, match="builds on 'c'"):
+        register([_example_method("b", builds_on="c")])
+
+
+def test_the_edit_stage_builds_the_meters_an_editor_declares_for_the_case_s_modes(monkeypatch):
+    """The stage knows no editor: it builds what the registry entry declares, for the modes the
+    case's requests have, and hands the block through untouched."""
+    from editpersist.sampling import SamplingConfig
+    from editpersist.stages import edit as editing
+
+    seen = {}
+    monkeypatch.setitem(EDITORS, "example", _example_method(seen=seen))
+    family = get_family("sd")
+    debias = EditRequest("a triangle", mode="debias", attributes=("yellow", "blue"), ratios=(0.5, 0.5),
+                         concept="triangle")
+    replace = EditRequest("a circle", mode="replace", target="a blue circle")
+    probe = Probe("a triangle", "a triangle", "a triangle")
+    rest = (None, SamplingConfig(steps=2), 3, "cpu", None)  # judge, sampling, seed, device, statistics
+    built = editing.case_editor("example", {"k": 1}, family, EditCase("debias", "t", (debias,), probe), *rest)
+    assert built == "example" and seen["block"] == {"k": 1}
+    assert set(seen["ctx"].meters) == {"attribute_shares"}
+    editing.case_editor("example", {"k": 1}, family, EditCase("appearance", "c", (replace,), probe), *rest)
+    assert seen["ctx"].meters == {} and seen["ctx"].task == "appearance"
+
+
+def test_every_editor_parses_its_block_through_one_base_that_refuses_unknown_keys():
+    """Each registered editor's parse reads the default config's block (lists frozen to tuples)
+    and refuses a key its config dataclass does not know, naming it."""
+    import yaml
+
+    from conftest import ROOT
+    from editpersist.editors import editor_block
+    from editpersist.editors.persist import PersistConfig
+
+    editors = (yaml.safe_load((ROOT / "config/config.yaml").read_text())["editors"])
+    editors.update({"time": {"lam": 0.1}, "uce-persist": {"persist": {"margins": [0.5, 1.0]}}})
+    for name in EDITORS:
+        block = editor_block(editors, name)
+        EDITORS[name].parse(block)
+        with pytest.raises(ValueError, match="^bogus: not a setting of"):
+            EDITORS[name].parse({**block, "bogus": 1})
+    cfg = PersistConfig.from_block({"margins": [0.5, 1.0], "shield": {"sd": ["qbe"], "flux": ["vok"]}})
+    assert cfg.margins == (0.5, 1.0) and cfg.shield == {"sd": ("qbe",), "flux": ("vok",)}
+    assert EDITORS["refact"].parse(editors["refact"]).templates == tuple(editors["refact"]["templates"])
+
+
+def test_the_worked_example_editor_runs_through_the_edit_stage(tiny_model_dirs, tmp_path, monkeypatch):
+    """docs/adding_an_editor.md's module, as printed there, registered and run by the edit
+    stage the `edit` rule calls: a delta that changes nothing, with the editor's sidecar."""
+    import re
+    import sys
+    import types
+
+    from conftest import ROOT
+    from editpersist.editors.base import EditDelta
+    from editpersist.sampling import SamplingConfig
+    from editpersist.stages.edit import run_edit
+    from editpersist.tasks.toy import toy_cases
+    from editpersist.toy.world import WorldSpec
+
+    page = (ROOT / "docs/adding_an_editor.md").read_text()
+    source = re.search(r"### 1\. The module.*?```python\n(.*?)```", page, re.S).group(1)
+    module = types.ModuleType("editpersist.editors.noop")
+    module.__package__ = "editpersist.editors"
+    monkeypatch.setitem(sys.modules, module.__name__, module)  # dataclasses look their module up there
+    exec(compile(source, "docs/adding_an_editor.md", "exec"), module.__dict__)
+    monkeypatch.setitem(EDITORS, "noop", module.METHOD)
+    case = toy_cases(WorldSpec())["appearance"][0]
+    out = tmp_path / "noop.safetensors"
+    run_edit(tiny_model_dirs["sd"], "sd", "noop", {"label": "control"}, case, None, SamplingConfig(steps=2), 0, "cpu",
+             out)
+    delta = EditDelta.load(out)
+    assert delta.tensors == {} and delta.sidecar["editor"] == "noop"
+    assert delta.sidecar["hyperparameters"] == {"label": "control"} and delta.sidecar["edit"] == case.name
+    with pytest.raises(Exception, match="bogus"):
+        run_edit(tiny_model_dirs["sd"], "sd", "noop", {"bogus": 1}, case, None, SamplingConfig(steps=2), 0, "cpu",
+                 tmp_path / "bad.safetensors")

@@ -3,7 +3,6 @@ initialised network of the same architecture stands in for the published weights
 to a file and loaded through the very path a weights file takes)."""
 
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
 

@@ -11,7 +11,7 @@ from editpersist.config import resolve_extends, validate_config
 from editpersist.editors import EDITORS, editor_block
 from editpersist.editors.base import EditContext
 from editpersist.editors.closed_form import solve_general
-from editpersist.editors.persist import PersistConfig, PersistentUCE, shielded, simulation_prompt, with_identifier
+from editpersist.editors.persist import PersistConfig, PersistentUCE, shielded
 from editpersist.editors.text_inputs import encode_for_edit, key_rows, paired_rows
 from editpersist.editors.uce import UCE, UCEConfig
 from editpersist.errors import ConfigError, InputError
@@ -215,7 +215,8 @@ def test_uce_persist_builds_on_the_uce_block():
     editors = {"uce": {"lam": 0.3, "token_mode": "aligned"}, "uce-persist": {"persist": {"margins": [1.0]}}}
     block = editor_block(editors, "uce-persist")
     assert block == {"lam": 0.3, "token_mode": "aligned", "persist": {"margins": [1.0]}}
-    ctx = EditContext(get_family("sd"), "appearance", edit_meter=lambda p, r: 0.0, sampling=SamplingConfig())
+    ctx = EditContext(get_family("sd"), "appearance", sampling=SamplingConfig(),
+                      meters={"target_share": lambda p, r: 0.0})
     editor = EDITORS["uce-persist"].build(block, ctx)
     assert editor.uce_cfg.lam == 0.3 and editor.cfg.margins == (1.0,)
     # One way in: UCE's own entry builds plain UCE, and uce.py does not reach back into the
@@ -268,8 +269,8 @@ def _simulations(config: dict, entry: str, requests: list[EditRequest], monkeypa
     for name in ("apply_delta", "save_weights", "restore_weights", "restore"):
         monkeypatch.setattr(persist, name, lambda *a: None)
     shares = iter([0.0] + [1.0] * 100)  # the base, then every edited and simulated model
-    ctx = EditContext(get_family("sd"), "appearance", edit_meter=lambda pipe, r: next(shares),
-                      sampling=SamplingConfig())
+    ctx = EditContext(get_family("sd"), "appearance", sampling=SamplingConfig(),
+                      meters={"target_share": lambda pipe, r: next(shares)})
     editor = EDITORS[entry].build(editor_block(config["editors"], entry), ctx)
     editor.edit(None, get_family("sd"), requests)
     return [{"drawn": seen["drawn"][0], "images": subject.images, "captions": subject.captions, "config": cfg,

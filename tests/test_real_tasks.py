@@ -160,3 +160,29 @@ def test_a_limit_reads_only_the_rows_it_takes(tmp_path):
     assert [c.name for c in cases["appearance"]] == ["003-louis-vuitton-bag", "004-ugg-boots"]
     with pytest.raises(ConfigError, match=r"tasks\.role\.path: .*row 5, column 'Positive1' is empty"):
         load_cases({"role": {"dataset": "road", "path": str(path), "limit": 3}})
+
+
+def test_rule_params_carry_a_case_as_plain_data_that_shows_every_field():
+    """The workflow's rule params hold case_record(case): Snakemake's params trigger compares
+    their repr, so a changed preserve weight (a field the dataclass default leaves empty) must
+    change it, and the script reads back the very case."""
+    from dataclasses import replace
+
+    from editpersist.tasks.cases import case_from_record, case_record, cases_from_record, cases_record
+    from editpersist.tasks.toy import toy_cases
+    from editpersist.toy.world import WorldSpec
+
+    cases = toy_cases(WorldSpec())
+    case = cases["appearance"][0]
+    r = case.requests[0]
+    weighted = replace(case, requests=(replace(r, preserve_weights=(2.0,) * len(r.preserve)), *case.requests[1:]))
+    assert repr(case_record(weighted)) != repr(case_record(case))
+    assert case_from_record(case_record(weighted)) == weighted
+    assert cases_from_record(cases_record(cases)) == cases
+    plain = (dict, tuple, list, str, int, float, bool, type(None))
+
+    def only_plain(value):
+        inner = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+        return isinstance(value, plain) and all(only_plain(v) for v in inner)
+
+    assert only_plain(cases_record(cases))

@@ -111,21 +111,7 @@ def check_config(config: dict, planning: bool = False) -> None:
         _missing_path("editors.refact.corpus", corpus, planning)
     check_toy_block(config)
     check_evaluation(config, planning)
-    check_persist(config)
     check_exclusions(config)
-
-
-def check_persist(config: dict) -> None:
-    """uce-persist builds on editors.uce, and its reader meter exists only in the toy world (the
-    grid gives it replace edits only: its registry entry's modes)."""
-    editors = config["editors"]
-    if "uce-persist" in editors and "uce" not in editors:
-        raise ConfigError("editors.uce-persist: builds on editors.uce (its solve settings), which is missing")
-    real = real_models(config)
-    persist = editors.get("uce-persist", {}).get("persist", {})
-    if persist.get("meter", "judge") == "reader" and real:
-        raise ConfigError(f"editors.uce-persist.persist.meter: 'reader' exists only in the toy world, but model "
-                          f"{real[0]!r} is not a toy model; use 'judge'")
 
 
 def check_built_model(key: str, model: dict) -> None:
@@ -157,10 +143,6 @@ def check_evaluation(config: dict, planning: bool = False) -> None:
     if ev.get("scorer", "reader") == "reader" and real:
         raise ConfigError(f"evaluation.scorer: 'reader' exists only in the toy world, but model {real[0]!r} is "
                           "not a toy model; use 'judge'")
-    meter = config["editors"].get("uce", {}).get("debias", {}).get("meter", "judge")
-    if meter == "reader" and real:
-        raise ConfigError(f"editors.uce.debias.meter: 'reader' exists only in the toy world, but model {real[0]!r} "
-                          "is not a toy model; use 'judge'")
     for key in ("reedit", "transfer"):
         missing = [f for f in ev.get(key, []) if f not in config.get("finetuners", {})]
         if missing:

@@ -10,12 +10,13 @@ from snakemake.iocontainers import Wildcards
 from editpersist import grid
 from editpersist.chunking import CHUNK, chunk_count, chunk_names, fewest_chunks, parse_chunk, split_evenly
 from editpersist.config import exit_on_error, is_built, output_roots
-from editpersist.editors import EDITORS, editor_block
+from editpersist.editors import EDITORS, editor_block, editor_meters
 from editpersist.evaluation.prompts import QualityConfig, images_per_check, prompt_set
 from editpersist.finetuners.methods import FINETUNERS
 from editpersist.finetuners.subjects import make_subject
 from editpersist.states import GROUP, group_members, group_tune, layer_target, state_layers
 from editpersist.tasks import case_named, load_cases
+from editpersist.tasks.cases import case_record, cases_record
 
 RESULTS, LOGS, BENCHMARKS = output_roots(config)
 TOY = "resources/toy"
@@ -215,7 +216,7 @@ def edit_job(wildcards):
     return {
         **model_record(wildcards),
         "editor_cfg": editor_block(config["editors"], wildcards.editor),
-        "case": case_named(CASES, wildcards.task, wildcards.edit),
+        "case": case_record(case_named(CASES, wildcards.task, wildcards.edit)),
     }
 
 
@@ -251,7 +252,7 @@ def generate_job(wildcards):
     return {
         **model_record(wildcards),
         "members": group_layers(wildcards),
-        "cases": prompt_set(wildcards.prompt_set, CASES),
+        "cases": [case_record(c) for c in prompt_set(wildcards.prompt_set, CASES)],
         "subject_prompts": subject_prompts(wildcards),
     }
 
@@ -310,10 +311,10 @@ def refact_stats_input(wildcards):
     return f"{RESULTS}/states/{wildcards.model}/refact_stats" if EDITORS[wildcards.editor].layer_statistics else []
 
 
-def persist_reader_input(wildcards):
-    """uce-persist's meter on a toy model reads with the attribute reader (its `meter: reader`)."""
-    block = editor_block(config["editors"], wildcards.editor)
-    return reader_input(wildcards) if block.get("persist", {}).get("meter") == "reader" else []
+def meter_reader_input(wildcards):
+    """An editor meter that reads targets with the toy world's reader (MeterSpec.needs_reader_model)."""
+    specs = editor_meters(config["editors"], wildcards.editor)
+    return reader_input(wildcards) if any(spec.needs_reader_model for spec in specs) else []
 
 
 def reader_input(wildcards):

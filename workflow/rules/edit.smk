@@ -40,7 +40,7 @@ rule edit:
         model=model_input,
         judge=judge_input,
         stats=refact_stats_input,
-        reader=persist_reader_input,
+        reader=meter_reader_input,
     output:
         delta=in_results("states/{model}/edit/{editor}/{task}/{edit}.safetensors"),
         sidecar=in_results("states/{model}/edit/{editor}/{task}/{edit}.json"),
@@ -75,7 +75,7 @@ use rule edit as reedit with:
         finetunes=in_results("states/{model}/edit/{editor}/{task}/{edit}/ft/{finetuner}/{subject}"),
         judge=judge_input,
         stats=refact_stats_input,
-        reader=persist_reader_input,
+        reader=meter_reader_input,
     output:
         reedits=directory(in_results("states/{model}/reedit/{editor}/{task}/{edit}/{finetuner}/{subject}")),
     log:

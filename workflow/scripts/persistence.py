@@ -1,6 +1,7 @@
 from pathlib import Path
 
 from editpersist.evaluation.study import StudySpec, image_counts, load_model_scores, run_study
+from editpersist.tasks.cases import cases_from_record
 from editpersist.workflow import run
 
 
@@ -15,7 +16,7 @@ def job(sm):
                      finetune_steps=dict(sm.params.steps), reedit=tuple(ev["reedit"]), transfer=tuple(ev["transfer"]),
                      min_effect=ev["min_effect"], min_ft_fidelity=ev["min_ft_fidelity"],
                      min_target_reach=ev["min_target_reach"])
-    run_study(scores, spec, dict(sm.params.cases), Path(sm.output.table).parent, Path(sm.output.summary))
+    run_study(scores, spec, cases_from_record(sm.params.cases), Path(sm.output.table).parent, Path(sm.output.summary))
 
 
 run(snakemake, job)

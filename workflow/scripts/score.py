@@ -5,6 +5,7 @@ from editpersist.evaluation.prompts import QualityConfig
 from editpersist.evaluation.study import run_score_merge, run_scoring
 from editpersist.finetuners.subjects import make_subject
 from editpersist.runtime import pick_device
+from editpersist.tasks.cases import cases_from_record
 from editpersist.workflow import run
 
 
@@ -17,7 +18,7 @@ def job(sm):
         return
     chunk = sm.wildcards.get("chunk")
     run_scoring(
-        gen_dirs=[Path(p) for p in sm.input.images], cases=dict(sm.params.cases),
+        gen_dirs=[Path(p) for p in sm.input.images], cases=cases_from_record(sm.params.cases),
         quality=QualityConfig(**sm.params.quality), judge_model=sm.params.judge["model"],
         judge_pretrained=sm.params.judge.get("pretrained"),
         reader_dir=Path(sm.input.reader) if sm.input.reader else None, seed=sm.params.seed,

@@ -9,19 +9,51 @@ workflow's wildcards, the grid and the benchmarks read. Adding an editor: docs/a
 from . import persist, refact, time, uce
 from .base import EditorMethod
 
-EDITORS: dict[str, EditorMethod] = {m.name: m for m in (uce.METHOD, persist.METHOD, time.METHOD, refact.METHOD)}
+
+def register(methods) -> dict[str, EditorMethod]:
+    """The registry of `methods`: a name registered twice, or a variant of an editor that is not
+    registered before it, fails at import (as peft's register_peft_method does)."""
+    registry: dict[str, EditorMethod] = {}
+    for m in methods:
+        if m.name in registry:
+            raise ValueError(f"editor {m.name!r} is registered twice")
+        if m.builds_on is not None and m.builds_on not in registry:
+            raise ValueError(f"editor {m.name!r} builds on {m.builds_on!r}, which is not registered before it")
+        registry[m.name] = m
+    return registry
 
 
-def check_editor_blocks(editors: dict) -> None:
-    """Every editor block of a config read by its editor's own parser (EditorMethod.parse): one
-    line naming the editor for a block its config dataclass refuses."""
+EDITORS: dict[str, EditorMethod] = register((uce.METHOD, persist.METHOD, time.METHOD, refact.METHOD))
+
+
+def check_editor_blocks(config: dict) -> None:
+    """Every editor block of a config read by its editor's own parser (EditorMethod.parse) and
+    meters, after the schema: one line naming the editor and key for a block its config
+    dataclass refuses, a variant whose base editor has no block, or a meter reading with the toy
+    world's reader on a model outside it."""
+    from ..config import real_models
     from ..errors import ConfigError
 
+    editors, real = config["editors"], real_models(config)
     for name in editors:
+        base = EDITORS[name].builds_on
+        if base is not None and base not in editors:
+            raise ConfigError(f"editors.{name}: builds on editors.{base} (its settings), which is missing")
         try:
-            EDITORS[name].parse(editor_block(editors, name))
+            block = editor_block(editors, name)
+            EDITORS[name].parse(block)
+            specs = EDITORS[name].meters(block)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"editors.{name}: {e}") from e
+        for spec in specs:
+            if spec.by == "reader" and real:
+                raise ConfigError(f"editors.{name}.{spec.key}: 'reader' exists only in the toy world, but model "
+                                  f"{real[0]!r} is not a toy model; use 'judge'")
+
+
+def editor_meters(editors: dict, name: str) -> tuple:
+    """The meters (MeterSpec) editor `name`'s config block asks the edit stage for."""
+    return EDITORS[name].meters(editor_block(editors, name))
 
 
 def editor_block(editors: dict, name: str) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -87,24 +87,90 @@ class Editor(Protocol):
     def edit(self, pipe, family, requests: list[EditRequest]) -> EditDelta: ...
 
 
+def frozen_value(value):
+    """A YAML value as a frozen config holds it: lists become tuples, also inside mappings."""
+    if isinstance(value, dict):
+        return {k: frozen_value(v) for k, v in value.items()}
+    return tuple(frozen_value(v) for v in value) if isinstance(value, list) else value
+
+
+class BlockConfig:
+    """The base of every editor's config dataclass: `from_block` reads a config block with known
+    keys only, lists frozen to tuples, and the dataclass's `__post_init__` checks the values. The
+    config check runs it (through each editor's `parse`), so a bad block stops before any job."""
+
+    @classmethod
+    def from_block(cls, block: dict):
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(block) - set(known))
+        if unknown:
+            raise ValueError(f"{unknown[0]}: not a setting of {cls.__name__} (known: {', '.join(known)})")
+        return cls(**{k: frozen_value(v) for k, v in block.items()})
+
+
+# meter(pipe, request): what the model as it is now draws for request.source, read one way.
+Meter = Callable[[Any, EditRequest], Any]
+
+
+@dataclass(frozen=True)
+class MeterSpec:
+    """A meter an editor asks the edit stage for: `n_images` images of a request's source prompt
+    from the model as it is now, with seeds of stream `stream` (sampling.SEED_STREAMS), read
+    `by` the toy world's reader or the CLIP judge as `reading`:
+
+    * "attribute_shares": the share of images showing each of request.attributes (debias);
+    * "target_share": the share showing request.target (an edit's efficacy).
+
+    The stage builds it only for a case with requests of one of `modes`; `key` is where the
+    editor's block sets `by` (for messages)."""
+
+    reading: str
+    by: str
+    n_images: int
+    stream: str
+    modes: tuple[str, ...]
+    key: str
+
+    def __post_init__(self):
+        if self.reading not in ("attribute_shares", "target_share"):
+            raise ValueError(f"meter reading {self.reading!r}: 'attribute_shares' or 'target_share'")
+        if self.by not in ("judge", "reader"):
+            raise ValueError(f"meter {self.by!r}: 'judge' or 'reader'")
+
+    @property
+    def needs_reader_model(self) -> bool:
+        """Attribute shares are colours, read from the pixels; a target (a colour and a shape) is
+        read by the toy world's trained reader."""
+        return self.by == "reader" and self.reading == "target_share"
+
+
 @dataclass(frozen=True)
 class EditContext:
-    """What building an editor may use besides its config block."""
+    """What building an editor may use besides its config block; the same for every editor."""
 
     family: Any  # the ModelFamily of the edited model
     task: str
     seed: int = 0
-    ratio_meter: Callable | None = None  # debias: attribute shares of the current model's images
-    stats_dir: Path | None = None  # ReFACT: the refact_stats rule's layer statistics
-    edit_meter: Callable | None = None  # uce-persist: share of the source's images that show the target
-    sampling: SamplingConfig | None = None  # uce-persist: how its simulated subject's images are drawn
+    sampling: SamplingConfig | None = None  # how the model's images are drawn
+    stats_dir: Path | None = None  # the refact_stats rule's output, for editors with layer_statistics
+    meters: dict[str, Meter] = field(default_factory=dict)  # reading -> meter, as the editor's specs asked
+
+    def meter(self, reading: str, editor: str) -> Meter:
+        if reading not in self.meters:
+            raise ValueError(f"{editor} needs a {reading} meter, and none was built for task {self.task}")
+        return self.meters[reading]
+
+
+def no_meters(block: dict) -> tuple[MeterSpec, ...]:
+    return ()
 
 
 @dataclass(frozen=True)
 class EditorMethod:
-    """One editor as the study knows it: its config key, the edit modes it supports and how its
-    config block becomes an editor (in the editor's own module). `editors.EDITORS` lists them;
-    the config schema, the workflow's wildcards and the grid read that registry."""
+    """One editor as the study knows it: its config key, the edit modes it supports, what it needs
+    from the stage and how its config block becomes an editor (in the editor's own module).
+    `editors.EDITORS` lists them; the config check, the edit stage, the workflow's wildcards
+    and inputs, and the grid read that registry and nothing of an editor's internals."""
 
     name: str
     modes: tuple[str, ...]
@@ -117,6 +183,8 @@ class EditorMethod:
     # Assumed GPU seconds of one edit at real scale, for the grid's cost model (bench/costs.py).
     reference_gpu_s: float
     layer_statistics: bool = False  # reads the refact_stats rule's output
+    # The meters its block asks for (the stage builds them into EditContext.meters).
+    meters: Callable[[dict], tuple[MeterSpec, ...]] = no_meters
     # A variant of another editor: its config block is that editor's with these keys added
     # (`editor_block`), so the study compares the two under the same settings.
     builds_on: str | None = None

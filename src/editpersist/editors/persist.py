@@ -48,7 +48,7 @@ from ..finetuners.core import ImageSet, finetune
 from ..metrics.bootstrap import retention
 from ..sampling import SamplingConfig, generate, stream_seed
 from ..tasks.requests import EditRequest
-from .base import EditContext, EditDelta, EditorMethod, apply_delta, restore
+from .base import BlockConfig, EditContext, EditDelta, EditorMethod, MeterSpec, apply_delta, restore
 from .uce import UCE, UCEConfig
 
 log = logging.getLogger("editpersist")
@@ -58,7 +58,7 @@ EditMeter = Callable[[object, EditRequest], float]
 
 
 @dataclass(frozen=True)
-class PersistConfig:
+class PersistConfig(BlockConfig):
     margins: tuple[float, ...] = (0.5, 1.0, 2.0)  # tried in this order; the first that survives is kept
     target: float = 0.9  # simulated retention a margin must reach
     identifier: str = "zwx"  # the simulated subject's made-up word (never the study's "sks")
@@ -114,15 +114,6 @@ class PersistConfig:
 
     def shield_weight_for(self, family_name: str) -> float:
         return per_family(self.shield_weight, "shield_weight", "weight", family_name)
-
-    @classmethod
-    def from_block(cls, block: dict) -> "PersistConfig":
-        """A `persist:` config block (YAML lists become tuples, also per family)."""
-        def frozen(v):
-            if isinstance(v, dict):
-                return {k: frozen(w) for k, w in v.items()}
-            return tuple(v) if isinstance(v, list) else v
-        return cls(**{k: frozen(v) for k, v in block.items()})
 
     def finetune_config(self) -> FinetuneConfig:
         return FinetuneConfig(method="full", steps=self.steps, lr=self.lr, batch=self.batch, seed=self.seed)
@@ -247,17 +238,23 @@ def parse(block: dict) -> tuple[UCEConfig, PersistConfig]:
     """`editors.uce-persist`: the `editors.uce` block it builds on (`editor_block`) with its
     `persist` settings."""
     params = {k: v for k, v in block.items() if k not in ("debias", "persist")}
-    return UCEConfig(**params), PersistConfig.from_block(block["persist"])
+    return UCEConfig.from_block(params), PersistConfig.from_block(block["persist"])
+
+
+def meters(block: dict) -> tuple[MeterSpec, ...]:
+    """The edit's meter: the share of `meter_images` images of the source that show the target."""
+    cfg = PersistConfig.from_block(block["persist"])
+    return (MeterSpec("target_share", cfg.meter, cfg.meter_images, "persist_meter", modes=("replace",),
+                      key="persist.meter"),)
 
 
 def build(block: dict, ctx: EditContext) -> PersistentUCE:
-    """The meter measures the edit, ctx.edit_meter."""
-    if ctx.edit_meter is None or ctx.sampling is None:
-        raise ValueError("uce-persist needs an edit meter and the sampling settings")
-    return PersistentUCE(*parse(block), ctx.edit_meter, ctx.sampling, ctx.seed)
+    if ctx.sampling is None:
+        raise ValueError("uce-persist needs the sampling settings of its simulated subject's images")
+    return PersistentUCE(*parse(block), ctx.meter("target_share", "uce-persist"), ctx.sampling, ctx.seed)
 
 
 # A plain UCE solve per margin plus a simulated full fine-tune of `steps` steps and two meter
 # generations: at SD1.4 scale assumed ~3 min per margin on a GPU, two margins on average.
 METHOD = EditorMethod("uce-persist", modes=("replace",), build=build, parse=parse, reference_gpu_s=360.0,
-                      builds_on="uce")
+                      meters=meters, builds_on="uce")

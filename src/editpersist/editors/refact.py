@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +49,7 @@ from ..families.base import TextSite
 from ..io import load_tensors, save_tensors
 from ..tasks.requests import EditRequest
 from ..tokens import subject_last_index, tokenize
-from .base import EditContext, EditDelta, EditorMethod, make_sidecar, working_dtype
+from .base import BlockConfig, EditContext, EditDelta, EditorMethod, make_sidecar, working_dtype
 
 log = logging.getLogger("editpersist")
 
@@ -61,7 +61,7 @@ LOSSES = ("l2", "cosine")
 
 
 @dataclass(frozen=True)
-class ReFACTConfig:
+class ReFACTConfig(BlockConfig):
     layer: int = 7  # best for role edits on SD1.4; 9 for appearance
     templates: tuple[str, ...] = OFFICIAL_TEMPLATES
     lr: float = 0.05
@@ -88,7 +88,9 @@ class ReFACTConfig:
 
 # ------------------------------------------------------- from the config ----
 
-REFACT_RUN_KEYS = ("lr", "max_steps", "stop_prob", "max_norm_factor", "weight_decay", "loss", "ridge")
+# Keys of the `editors.refact` block that say where it edits and with which layer statistics
+# (refact_layer, the refact_stats rule), not how one edit runs (ReFACTConfig).
+REFACT_SITE_KEYS = ("layers", "corpus", "corpus_size")
 
 
 def refact_layer(cfg: dict, family_name: str, task: str | None) -> int | list[int]:
@@ -109,9 +111,8 @@ def refact_layer(cfg: dict, family_name: str, task: str | None) -> int | list[in
 
 def refact_config(cfg: dict, family, task: str, seed: int = 0) -> ReFACTConfig:
     """The editor's configuration from its `editors.refact` block, for one family and task."""
-    return ReFACTConfig(layer=refact_layer(cfg, family.name, task), templates=tuple(cfg["templates"]), seed=seed,
-                        flux_clip_layer=family.pooled_clip_layer(cfg["layers"]),
-                        **{k: cfg[k] for k in REFACT_RUN_KEYS if k in cfg})
+    return replace(parse(cfg), layer=refact_layer(cfg, family.name, task), seed=seed,
+                   flux_clip_layer=family.pooled_clip_layer(cfg["layers"]))
 
 
 def refact_stat_sites(cfg: dict, family) -> list[TextSite]:
@@ -302,8 +303,7 @@ def compute_and_cache_stats(pipe, sites: list[TextSite], corpus: list[str], stat
 def parse(block: dict) -> ReFACTConfig:
     """The run's settings of the `editors.refact` block, checked without a model (the layer
     and FLUX's CLIP layer are set per family and task by refact_config)."""
-    return ReFACTConfig(templates=tuple(block.get("templates", OFFICIAL_TEMPLATES)),
-                        **{k: block[k] for k in REFACT_RUN_KEYS if k in block})
+    return ReFACTConfig.from_block({k: v for k, v in block.items() if k not in REFACT_SITE_KEYS})
 
 
 def build(block: dict, ctx: EditContext) -> "ReFACT":

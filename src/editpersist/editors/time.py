@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..tasks.requests import EditRequest
-from .base import EditContext, EditDelta, EditorMethod, make_sidecar
+from .base import BlockConfig, EditContext, EditDelta, EditorMethod, make_sidecar
 from .closed_form import apply_transform, shared_transform
 from .text_inputs import encode_for_edit
 
@@ -36,7 +36,7 @@ AUGMENTATIONS = ("A photo of ", "An image of ", "A picture of ")
 
 
 @dataclass(frozen=True)
-class TIMEConfig:
+class TIMEConfig(BlockConfig):
     lam: float = 0.1
     edit_keys: bool = True  # the published run edits to_k as well (--with_to_k)
     augment: bool = False  # the published run's --with_augs
@@ -141,7 +141,7 @@ class TIME:
 
 
 def parse(block: dict) -> TIMEConfig:
-    return TIMEConfig(**block)
+    return TIMEConfig.from_block(block)
 
 
 def build(block: dict, ctx: EditContext) -> TIME:

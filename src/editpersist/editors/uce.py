@@ -24,7 +24,7 @@ import torch
 
 from ..metrics.task_metrics import attribute_shares
 from ..tasks.requests import EditRequest, attribute_prompt
-from .base import EditContext, EditDelta, EditorMethod, apply_delta, make_sidecar, restore
+from .base import BlockConfig, EditContext, EditDelta, EditorMethod, MeterSpec, apply_delta, make_sidecar, restore
 from .closed_form import apply_transform, shared_transform
 from .text_inputs import Encoded, encode_for_edit, key_rows, paired_rows
 
@@ -35,7 +35,7 @@ RatioMeter = Callable[[object, EditRequest], list[float]]
 
 
 @dataclass(frozen=True)
-class UCEConfig:
+class UCEConfig(BlockConfig):
     lam: float = 0.5  # official code's default
     s_e: float = 1.0
     s_p: float = 1.0
@@ -62,17 +62,29 @@ class UCEConfig:
             raise ValueError(f"debias encoding {self.debias_encoding!r}; expected 'inserted' or 'bare'")
 
 
+# Keys of the `debias` block that configure its meter (`meters`), not the solve.
+METER_KEYS = ("n_images", "meter")
+
+
 def parse(block: dict) -> UCEConfig:
     """The `editors.uce` block: the solve's keys, and `debias` (the loop's tolerance, rounds, step
-    and encoding become debias_*; its n_images and meter configure the meter, ctx.ratio_meter).
+    and encoding become debias_*; its n_images and meter configure the meter, `meters`).
     The persistence-aware mode is an editor of its own, `uce-persist` (editors/persist.py)."""
     params = {k: v for k, v in block.items() if k != "debias"}
-    loop = {f"debias_{k}": v for k, v in block.get("debias", {}).items() if k not in ("n_images", "meter")}
-    return UCEConfig(**params, **loop)
+    loop = {f"debias_{k}": v for k, v in block.get("debias", {}).items() if k not in METER_KEYS}
+    return UCEConfig.from_block({**params, **loop})
+
+
+def meters(block: dict) -> tuple[MeterSpec, ...]:
+    """The debias loop's meter: attribute shares of `n_images` images of each phrasing (32 unless
+    set), read by the judge unless `meter: reader`."""
+    loop = block.get("debias", {})
+    return (MeterSpec("attribute_shares", loop.get("meter", "judge"), loop.get("n_images", 32), "debias_meter",
+                      modes=("debias",), key="debias.meter"),)
 
 
 def build(block: dict, ctx: EditContext):
-    return UCE(parse(block), ratio_meter=ctx.ratio_meter)
+    return UCE(parse(block), ratio_meter=ctx.meters.get("attribute_shares"))
 
 
 class UCE:
@@ -204,4 +216,5 @@ class UCE:
 
 # One closed-form solve: 0.7 s at SD1.4's shapes on 2 CPU cores (BENCHMARKS.md), assumed 5 s on a
 # GPU with loading the layers; the debias loop's generations are costed apart.
-METHOD = EditorMethod("uce", modes=("replace", "erase", "debias"), build=build, parse=parse, reference_gpu_s=5.0)
+METHOD = EditorMethod("uce", modes=("replace", "erase", "debias"), build=build, parse=parse, reference_gpu_s=5.0,
+                      meters=meters)

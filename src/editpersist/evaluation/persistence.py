@@ -442,7 +442,6 @@ def seed_rows(scores: ModelScores, cell: Cell, metric: str, r: dict, min_effect:
     keys = {k: v for k, v in cell_keys(cell).items() if k in SEED_COLUMNS}
     out = []
     for i, seed in enumerate(every["seeds"]):
-        kept = stated and seed in r["seeds"]
         reps = every["seed_replicates"][i] if stated else np.full(every["seed_replicates"].shape[1], np.nan)
         out.append({**keys, "metric": metric, "seed": seed, "base_ft": every["seed_base_ft"][i],
                     "edited_ft": every["seed_value"][i],

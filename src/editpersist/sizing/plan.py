@@ -18,6 +18,7 @@ from ..finetuners.core import ENCODE_BATCH
 from ..finetuners.methods import FINETUNERS
 from ..states import parse_state
 from ..tasks.formats import DEBIAS_PHRASINGS
+from ..tasks.cases import case_from_record
 from . import architectures as archs
 from . import footprint as fp
 from .work import Work, pipeline_dtype, sampling_calls, weight_bytes
@@ -136,12 +137,13 @@ def generation_images(record: dict, evaluation: dict, snapshots: dict[str, int],
     source prompts for a fine-tuned member that kept snapshots (its fine-tune's first seed);
     `chunk`: of that run of the prompts only (evaluation.generation.run_generation)."""
     quality = QualityConfig(**evaluation["quality"])
-    counts = state_prompts(list(record["cases"]), quality, evaluation["images_per_prompt"],
+    cases = [case_from_record(c) for c in record["cases"]]
+    counts = state_prompts(cases, quality, evaluation["images_per_prompt"],
                            evaluation["images_per_source"], tuple(record["subject_prompts"]), planned_captions(quality),
                            n_check=images_per_check(evaluation))
     keep = set(chunk_of(list(counts), chunk)) if chunk else set(counts)
     per_state = sum(n for p, n in counts.items() if p in keep)
-    curve = len({c.source.prompt for c in record["cases"]} & keep) * evaluation["images_per_prompt"]
+    curve = len({c.source.prompt for c in cases} & keep) * evaluation["images_per_prompt"]
     total = 0
     for i, state in enumerate(record["members"]):
         total += per_state

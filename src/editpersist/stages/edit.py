@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..editors import EDITORS
-from ..editors.base import EditContext, EditDelta, Editor
-from ..editors.persist import PersistConfig
+from ..editors.base import EditContext, EditDelta, Editor, MeterSpec
 from ..editors.refact import compute_and_cache_stats, refact_corpus, refact_stat_sites
 from ..errors import ConfigError
 from ..families import get_family
@@ -69,21 +68,6 @@ def judge_shows_target(judge: ClipJudge):
     return lambda images, r: judge.choose(judge.image_features(images), [r.target, r.before]) == 0
 
 
-def persist_meter(editor_cfg: dict, judge_dir: str | None, reader_dir: str | None, family, sampling: SamplingConfig,
-                  seed: int, device: str):
-    cfg = PersistConfig.from_block(editor_cfg["persist"])
-    n, seed = cfg.meter_images, stream_seed(seed, "persist_meter")
-    if cfg.meter == "reader":
-        if reader_dir is None:
-            raise ConfigError("persist.meter: 'reader' needs the toy world's attribute reader")
-        shows = reader_shows_target(AttributeReader.load(Path(reader_dir)))
-    elif judge_dir is None:
-        raise ConfigError("judge: uce-persist needs a CLIP judge to measure its edit")
-    else:
-        shows = judge_shows_target(ClipJudge.load(judge_dir, device=device))
-    return source_meter(family, sampling, n, seed, target_share_of(shows))
-
-
 def judge_classifier(judge: ClipJudge):
     """The judge's argmax over the source prompt with each attribute written next to its concept
     (100 * cos, as in the two-way decision): how the evaluation's debias_score classifies too."""
@@ -96,15 +80,31 @@ def reader_classifier(images, request: EditRequest) -> list[int]:
     return [request.attributes.index(c) if c in request.attributes else -1 for c in read_colors(images)]
 
 
-def debias_meter(editor_cfg: dict, judge_dir: str | None, family, sampling: SamplingConfig, seed: int, device: str):
-    cfg = editor_cfg.get("debias", {})
-    n, seed = cfg.get("n_images", 32), stream_seed(seed, "debias_meter")
-    if cfg.get("meter", "judge") == "reader":
-        return source_meter(family, sampling, n, seed, attribute_shares_of(reader_classifier))
+def meter_reading(spec: MeterSpec, judge_dir: str | None, reader_dir: str | None, device: str):
+    """How a meter reads its images: `read(images, request)` for the spec's reading and reader."""
+    if spec.reading == "attribute_shares":
+        if spec.by == "reader":
+            return attribute_shares_of(reader_classifier)
+        if judge_dir is None:
+            raise ConfigError("judge: a debias edit needs a CLIP judge to measure attribute ratios")
+        return attribute_shares_of(judge_classifier(ClipJudge.load(judge_dir, device=device)))
+    if spec.by == "reader":
+        if reader_dir is None:
+            raise ConfigError(f"{spec.stream}: meter 'reader' needs the toy world's attribute reader")
+        return target_share_of(reader_shows_target(AttributeReader.load(Path(reader_dir))))
     if judge_dir is None:
-        raise ConfigError("judge: a debias edit needs a CLIP judge to measure attribute ratios")
-    return source_meter(family, sampling, n, seed,
-                        attribute_shares_of(judge_classifier(ClipJudge.load(judge_dir, device=device))))
+        raise ConfigError(f"judge: the {spec.stream} needs a CLIP judge to measure the edit")
+    return target_share_of(judge_shows_target(ClipJudge.load(judge_dir, device=device)))
+
+
+def case_meters(specs, case: EditCase, family, sampling: SamplingConfig, seed: int, judge_dir: str | None,
+                reader_dir: str | None, device: str) -> dict:
+    """The meters an editor asked for (EditorMethod.meters) that serve a mode of the case's
+    requests, by reading; each draws its images from its own seed stream."""
+    modes = {r.mode for r in case.requests}
+    return {spec.reading: source_meter(family, sampling, spec.n_images, stream_seed(seed, spec.stream),
+                                       meter_reading(spec, judge_dir, reader_dir, device))
+            for spec in specs if modes & set(spec.modes)}
 
 
 def run_refact_stats(model_dir: Path, family_name: str, cfg: dict, seed: int, device: str, out: Path) -> None:
@@ -115,25 +115,16 @@ def run_refact_stats(model_dir: Path, family_name: str, cfg: dict, seed: int, de
         compute_and_cache_stats(pipe, sites, refact_corpus(cfg, seed), tmp)
 
 
-def build_editor(name: str, block: dict, ctx: EditContext) -> Editor:
-    """The registered editor `name` built from its config block (editors.EDITORS)."""
-    if name not in EDITORS:
-        raise ConfigError(f"editors: unknown editor {name!r}; expected one of {sorted(EDITORS)}")
-    return EDITORS[name].build(block, ctx)
-
-
 def case_editor(editor_name: str, editor_cfg: dict, family, case: EditCase, judge_dir: str | None,
                 sampling: SamplingConfig, seed: int, device: str, stats_dir: Path | None,
                 reader_dir: str | None = None) -> Editor:
-    """The editor of one case, with the debias meter when the case balances attributes, and the
-    edit meter when the editor simulates fine-tunes (uce-persist)."""
-    meter = edits = None
-    if any(r.mode == "debias" for r in case.requests):
-        meter = debias_meter(editor_cfg, judge_dir, family, sampling, seed, device)
-    if "persist" in editor_cfg:
-        edits = persist_meter(editor_cfg, judge_dir, reader_dir, family, sampling, seed, device)
-    ctx = EditContext(family, case.task, seed, meter, stats_dir, edit_meter=edits, sampling=sampling)
-    return build_editor(editor_name, editor_cfg, ctx)
+    """The editor of one case, with the meters it declares for the case's modes."""
+    if editor_name not in EDITORS:
+        raise ConfigError(f"editors: unknown editor {editor_name!r}; expected one of {sorted(EDITORS)}")
+    meters = case_meters(EDITORS[editor_name].meters(editor_cfg), case, family, sampling, seed, judge_dir,
+                         reader_dir, device)
+    ctx = EditContext(family, case.task, seed, sampling, stats_dir, meters)
+    return EDITORS[editor_name].build(editor_cfg, ctx)
 
 
 def edit_and_save(pipe, family, editor: Editor, case: EditCase, model_dir: Path, out: Path) -> EditDelta:

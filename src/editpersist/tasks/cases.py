@@ -7,7 +7,7 @@ prompt lists say what evaluation generates and what each image should show.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from .requests import EditRequest
 
@@ -62,3 +62,32 @@ class EditCase:
             return None
         r = next((r for r in found if r.source == self.source.prompt), found[0])
         return Probe(r.target, r.before, r.target)
+
+
+def case_record(case: EditCase) -> dict:
+    """The case as plain data (dicts, tuples, strings, numbers), as the workflow's rule params
+    carry it: Snakemake's params trigger compares their repr, so every field of the case and its
+    requests, whatever its dataclass prints, reruns the jobs that read it when it changes."""
+    return asdict(case)
+
+
+def _probe(record: dict) -> Probe:
+    return Probe(**record)
+
+
+def case_from_record(record: dict) -> EditCase:
+    """The EditCase `case_record` wrote (lists read back as tuples)."""
+    requests = tuple(EditRequest(**{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in r.items()})
+                     for r in record["requests"])
+    return EditCase(record["task"], record["name"], requests, _probe(record["source"]),
+                    positives=tuple(map(_probe, record["positives"])), negatives=tuple(map(_probe, record["negatives"])),
+                    expect=dict(record["expect"]), preserved=tuple(map(_probe, record["preserved"])))
+
+
+def cases_record(cases: dict[str, list[EditCase]]) -> dict[str, list[dict]]:
+    """Every task's cases as plain data (case_record)."""
+    return {task: [case_record(c) for c in task_cases] for task, task_cases in cases.items()}
+
+
+def cases_from_record(record: dict) -> dict[str, list[EditCase]]:
+    return {task: [case_from_record(c) for c in task_cases] for task, task_cases in record.items()}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import InputError
 
@@ -24,10 +24,9 @@ class EditRequest:
     # (RoAD: "Canada's Prime Minister" shows "Justin Trudeau"); ReFACT contrasts the target with it.
     original: str = ""
     # The weight of each `preserve` prompt in a closed-form solve (UCE), in its order; empty: 1
-    # each. Only uce-persist's shield sets them (editors/persist.py), inside the editor, and the
-    # edit's sidecar records them. Out of the repr, which the workflow's rule params print: a
-    # study's cases would otherwise all read as changed and rerun for a field none of them sets.
-    preserve_weights: tuple[float, ...] = field(default=(), repr=False)
+    # each. uce-persist's shield sets them (editors/persist.py), inside the editor, and the
+    # edit's sidecar records them.
+    preserve_weights: tuple[float, ...] = ()
 
     def __post_init__(self):
         if self.preserve_weights and (len(self.preserve_weights) != len(self.preserve)
