@@ -29,18 +29,19 @@ from .families.base import restore_weights
 from .errors import InputError
 from .io import load_tensors
 
-_NAME = r"[A-Za-z0-9][A-Za-z0-9-]*"
+# A model, editor, task, edit, fine-tuner or subject name as it appears in a path.
+NAME = r"[A-Za-z0-9][A-Za-z0-9-]*"
 SEED = r"seed[0-9]+"
-EDITED = rf"edit/{_NAME}/{_NAME}/{_NAME}"
+EDITED = rf"edit/{NAME}/{NAME}/{NAME}"
 START = rf"base|{EDITED}"
-_TUNE = rf"{_NAME}/{_NAME}/{SEED}"  # <finetuner>/<subject>/seed<k>
+_TUNE = rf"{NAME}/{NAME}/{SEED}"  # <finetuner>/<subject>/seed<k>
 FINETUNED = rf"(?:{START})/ft/{_TUNE}"
 # Every state name.
 STATE = rf"{START}|{FINETUNED}|{EDITED}/ft/{_TUNE}/reedit|{EDITED}/transfer/{_TUNE}"
 # A state group: a state name without its fine-tune seed, naming the states of every seed at
 # once (one job trains, or generates the images of, all seeds of a fine-tune: the model and
 # the libraries load once per job, not once per seed). For Snakemake's wildcard_constraints.
-_TUNE_GROUP = rf"{_NAME}/{_NAME}"
+_TUNE_GROUP = rf"{NAME}/{NAME}"
 _GROUP_PARTS = rf"({START})/ft/({_TUNE_GROUP})(/reedit)?|({EDITED})/transfer/({_TUNE_GROUP})"
 GROUP = rf"{START}|(?:{START})/ft/{_TUNE_GROUP}(?:/reedit)?|{EDITED}/transfer/{_TUNE_GROUP}"
 

@@ -10,13 +10,15 @@ from snakemake.iocontainers import Wildcards
 from editpersist import grid
 from editpersist.chunking import CHUNK, chunk_count, chunk_names, fewest_chunks, parse_chunk, split_evenly
 from editpersist.config import exit_on_error, is_built, output_roots
+from editpersist.downloads import DATASETS
 from editpersist.editors import EDITORS, editor_block, editor_meters
 from editpersist.evaluation.prompts import QualityConfig, images_per_check, prompt_set
+from editpersist.families import FAMILIES
 from editpersist.finetuners.methods import FINETUNERS
 from editpersist.finetuners.subjects import make_subject
-from editpersist.states import GROUP, group_members, group_tune, layer_target, state_layers
+from editpersist.states import GROUP, NAME, START, group_members, group_tune, layer_target, state_layers
 from editpersist.tasks import case_named, load_cases
-from editpersist.tasks.cases import case_record, cases_record
+from editpersist.tasks.cases import TASKS, case_record, cases_record
 
 RESULTS, LOGS, BENCHMARKS = output_roots(config)
 TOY = "resources/toy"
@@ -24,9 +26,6 @@ REHEARSAL = "resources/rehearsal"
 TOY_STATS = f"{TOY}/stats"
 TOY_MODELS = {m["name"]: m for m in config["models"] if m["path"].startswith(f"{TOY}/models/")}
 MODELS = {m["name"]: m for m in config["models"]}
-# Wildcard constraints from the registries: a new editor or fine-tuner needs no rule edit.
-EDITOR_NAMES = "|".join(EDITORS)
-FINETUNER_NAMES = "|".join(FINETUNERS)
 # Models the workflow builds itself (toy world, rehearsal): small, CPU-sized jobs.
 BUILT_MODELS = {name for name, m in MODELS.items() if is_built(m["path"])}
 CASES = exit_on_error(load_cases, config["tasks"], planning=PLANNING)
@@ -34,11 +33,32 @@ CELLS = grid.study_cells(config, CASES)
 if not CELLS:
     exit_on_error(grid.no_cells, config)
 EVAL = config["evaluation"]
-NAME = "[A-Za-z0-9][A-Za-z0-9-]*"
 # Subject records as make_subject takes them ("class" is a Python keyword).
 SUBJECTS = {
     s["name"]: {("cls" if k == "class" else k): v for k, v in s.items()} for s in config["finetune_data"]["subjects"]
 }
+
+
+# Every wildcard's grammar, in one place for every rule: names and state starts and groups from
+# editpersist.states, editors and fine-tuners from their registries (a new one needs no rule
+# edit), tasks from editpersist.tasks, chunks from editpersist.chunking, families from theirs.
+wildcard_constraints:
+    model=NAME,
+    editor="|".join(EDITORS),
+    task="|".join(TASKS),
+    edit=NAME,
+    finetuner="|".join(FINETUNERS),
+    subject=NAME,
+    start=START,
+    group=GROUP,
+    prompt_set=rf"all|(?:{'|'.join(TASKS)})\.{NAME}",
+    chunk=CHUNK,
+    dataset="|".join(DATASETS),
+    # The families a rehearsal model is built for; the toy world's VAEs (one per toy family);
+    # the rehearsal's image folders (the FID reference, one per subject's photos).
+    family="|".join(FAMILIES),
+    kind="sd|flux",
+    folder=rf"reference|photos/{NAME}",
 
 
 def in_results(path):

@@ -1,9 +1,6 @@
 # Fetching the pinned dataset files of the real study (design.md section 7). Runs only
 # when the config sets allow_download: true; `snakemake download_datasets` fetches all.
 
-from editpersist.downloads import DATASETS
-
-
 rule download_dataset:
     output:
         csv="resources/datasets/{dataset}.csv",
@@ -12,8 +9,6 @@ rule download_dataset:
         "logs/datasets/{dataset}.log",
     benchmark:
         "benchmarks/datasets/{dataset}.tsv"
-    wildcard_constraints:
-        dataset="|".join(DATASETS),
     conda:
         "../../envs/editpersist.yaml"
     threads: 1

@@ -1,13 +1,6 @@
 # Edit stage: base model + edit case -> edit delta (changed tensors) and its JSON sidecar.
 
 
-wildcard_constraints:
-    model="[A-Za-z0-9][A-Za-z0-9-]*",
-    editor=EDITOR_NAMES,
-    task="appearance|role|debias|unsafe",
-    edit="[A-Za-z0-9][A-Za-z0-9-]*",
-
-
 rule refact_stats:
     input:
         model=model_input,
@@ -82,9 +75,6 @@ use rule edit as reedit with:
         in_logs("reedit/{model}/{editor}/{task}/{edit}/{finetuner}/{subject}.log"),
     benchmark:
         in_benchmarks("reedit/{model}/{editor}/{task}/{edit}/{finetuner}/{subject}.tsv")
-    wildcard_constraints:
-        finetuner=FINETUNER_NAMES,
-        subject=NAME,
     resources:
         runtime=job_runtime("reedit"),
         mem_mb=job_mem_mb("reedit"),

@@ -13,8 +13,6 @@ rule score:
         in_logs("score/{model}.log"),
     benchmark:
         in_benchmarks("score/{model}.tsv")
-    wildcard_constraints:
-        model=NAME,
     conda:
         "../../envs/editpersist.yaml"
     threads: 2
@@ -50,9 +48,6 @@ use rule score as score_chunk with:
         in_logs("score/{model}_chunk-{chunk}.log"),
     benchmark:
         in_benchmarks("score/{model}_chunk-{chunk}.tsv")
-    wildcard_constraints:
-        model=NAME,
-        chunk=CHUNK,
 
 
 rule persistence:
@@ -102,8 +97,6 @@ rule weights:
         in_logs("weights/{model}.log"),
     benchmark:
         in_benchmarks("weights/{model}.tsv")
-    wildcard_constraints:
-        model=NAME,
     conda:
         "../../envs/editpersist.yaml"
     threads: 1

@@ -2,8 +2,6 @@
 # The unedited control lives under results/states/<model>/base/ft/... and is trained once
 # per (model, fine-tuner, fine-tune data), shared by every editor and task.
 
-START = r"base|edit/[A-Za-z0-9-]+/[A-Za-z0-9-]+/[A-Za-z0-9-]+"
-
 
 rule class_images:
     input:
@@ -15,9 +13,6 @@ rule class_images:
         in_logs("class_images/{model}/{start}/{subject}.log"),
     benchmark:
         in_benchmarks("class_images/{model}/{start}/{subject}.tsv")
-    wildcard_constraints:
-        start=START,
-        subject=NAME,
     conda:
         "../../envs/editpersist.yaml"
     threads: 1
@@ -48,10 +43,6 @@ rule finetune:
         in_logs("finetune/{model}/{start}/{finetuner}/{subject}.log"),
     benchmark:
         in_benchmarks("finetune/{model}/{start}/{finetuner}/{subject}.tsv")
-    wildcard_constraints:
-        start=START,
-        finetuner=FINETUNER_NAMES,
-        subject=NAME,
     conda:
         "../../envs/editpersist.yaml"
     threads: 1

@@ -14,9 +14,6 @@ rule generate:
         in_logs("generate/{model}/{group}/{prompt_set}.log"),
     benchmark:
         in_benchmarks("generate/{model}/{group}/{prompt_set}.tsv")
-    wildcard_constraints:
-        group=GROUP,
-        prompt_set=r"all|[a-z]+\.[A-Za-z0-9][A-Za-z0-9-]*",
     conda:
         "../../envs/editpersist.yaml"
     threads: 1
@@ -50,5 +47,3 @@ use rule generate as generate_chunk with:
         in_logs("generate/{model}/{group}/{prompt_set}_chunk-{chunk}.log"),
     benchmark:
         in_benchmarks("generate/{model}/{group}/{prompt_set}_chunk-{chunk}.tsv")
-    wildcard_constraints:
-        chunk=CHUNK,

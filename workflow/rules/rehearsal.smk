@@ -32,8 +32,6 @@ rule rehearsal_model:
         "logs/rehearsal/model_{family}.log",
     benchmark:
         "benchmarks/rehearsal/model_{family}.tsv"
-    wildcard_constraints:
-        family="sd|sdxl|flux",
     conda:
         "../../envs/editpersist.yaml"
     threads: 1
@@ -74,8 +72,6 @@ rule rehearsal_images:
         "logs/rehearsal/{folder}.log",
     benchmark:
         "benchmarks/rehearsal/{folder}.tsv"
-    wildcard_constraints:
-        folder="reference|photos/[A-Za-z0-9][A-Za-z0-9-]*",
     conda:
         "../../envs/editpersist.yaml"
     threads: 1

@@ -58,8 +58,6 @@ rule toy_vae:
         "logs/toy/vae_{kind}.log",
     benchmark:
         "benchmarks/toy/vae_{kind}.tsv"
-    wildcard_constraints:
-        kind="sd|flux",
     conda:
         "../../envs/editpersist.yaml"
     threads: 2
