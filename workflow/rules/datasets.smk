@@ -1,6 +1,7 @@
 # Fetching the pinned dataset files of the real study (design.md section 7). Runs only
 # when the config sets allow_download: true; `snakemake download_datasets` fetches all.
 
+
 rule download_dataset:
     output:
         csv="resources/datasets/{dataset}.csv",
