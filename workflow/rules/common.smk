@@ -12,13 +12,13 @@ from editpersist.chunking import CHUNK, chunk_count, chunk_names, fewest_chunks,
 from editpersist.config import exit_on_error, is_built, output_roots
 from editpersist.downloads import DATASETS
 from editpersist.editors import EDITORS, editor_block, editor_meters
-from editpersist.evaluation.prompts import QualityConfig, images_per_check, prompt_set
+from editpersist.evaluation.prompts import QualityConfig, case_key, images_per_check, prompt_set
 from editpersist.families import FAMILIES
 from editpersist.finetuners.methods import FINETUNERS
 from editpersist.finetuners.subjects import make_subject
 from editpersist.states import GROUP, NAME, START, group_members, group_tune, layer_target, state_layers
 from editpersist.tasks import case_named, load_cases
-from editpersist.tasks.cases import TASKS, case_record, cases_record
+from editpersist.tasks.cases import TASKS, cases_record
 
 RESULTS, LOGS, BENCHMARKS = output_roots(config)
 TOY = "resources/toy"
@@ -33,6 +33,9 @@ CELLS = grid.study_cells(config, CASES)
 if not CELLS:
     exit_on_error(grid.no_cells, config)
 EVAL = config["evaluation"]
+# The edit cases as the jobs' params carry them, as plain data (tasks.cases.case_record), made once.
+CASE_RECORDS = cases_record(CASES)
+CASE_RECORD_OF = {case_key(c): r for task in CASES for c, r in zip(CASES[task], CASE_RECORDS[task])}
 # Subject records as make_subject takes them ("class" is a Python keyword).
 SUBJECTS = {
     s["name"]: {("cls" if k == "class" else k): v for k, v in s.items()} for s in config["finetune_data"]["subjects"]
@@ -139,7 +142,15 @@ def generate_record(wildcards):
     from editpersist.sizing.plan import generation_images
 
     record = generate_job(wildcards)
-    return {**record, "n_images": generation_images(record, EVAL, SNAPSHOTS[wildcards.model], wildcards.get("chunk"))}
+    n_images = generation_images(
+        prompt_set(wildcards.prompt_set, CASES),
+        record["subject_prompts"],
+        record["members"],
+        EVAL,
+        SNAPSHOTS[wildcards.model],
+        wildcards.get("chunk"),
+    )
+    return {**record, "n_images": n_images}
 
 
 @functools.cache
@@ -236,7 +247,7 @@ def edit_job(wildcards):
     return {
         **model_record(wildcards),
         "editor_cfg": editor_block(config["editors"], wildcards.editor),
-        "case": case_record(case_named(CASES, wildcards.task, wildcards.edit)),
+        "case": CASE_RECORD_OF[case_key(case_named(CASES, wildcards.task, wildcards.edit))],
     }
 
 
@@ -272,7 +283,7 @@ def generate_job(wildcards):
     return {
         **model_record(wildcards),
         "members": group_layers(wildcards),
-        "cases": [case_record(c) for c in prompt_set(wildcards.prompt_set, CASES)],
+        "cases": [CASE_RECORD_OF[case_key(c)] for c in prompt_set(wildcards.prompt_set, CASES)],
         "subject_prompts": subject_prompts(wildcards),
     }
 
@@ -443,32 +454,29 @@ def score_chunks(model):
 
 
 @functools.cache
-def generation_chunks(model, group, prompt_set):
+def generation_chunks(model, group, set_name):
     """How many generate_chunk jobs make the images of (model, state group, prompt set); 1: one
     generate job makes them all. A real model's job is also split as finely as its sizing
     needs: the fewest chunks whose largest fits the maximum wall time."""
     limit = chunk_limits(model)["generate_prompts"]
-    n_prompts = prompt_count(prompt_set, tuple(group_subject_prompts(group)))
+    n_prompts = prompt_count(set_name, tuple(group_subject_prompts(group)))
     n = 1 if limit is None else chunk_count(n_prompts, limit)
     if uses_gpu(model):
         from editpersist.chunking import chunk_names as names
         from editpersist.sizing.plan import generation_images
 
-        wc = Wildcards(fromdict={"model": model, "group": group, "prompt_set": prompt_set})
+        wc = Wildcards(fromdict={"model": model, "group": group, "prompt_set": set_name})
         record = generate_job(wc)
         cap = SIZER.images_within_wall(model, "generate", record)
-        n = max(
-            n,
-            fewest_chunks(
-                n_prompts,
-                lambda k: (
-                    max(generation_images(record, EVAL, SNAPSHOTS[model], c) for c in names(k))
-                    if k > 1
-                    else generation_images(record, EVAL, SNAPSHOTS[model])
-                ),
-                cap,
-            ),
+        images = functools.partial(
+            generation_images,
+            prompt_set(set_name, CASES),
+            record["subject_prompts"],
+            record["members"],
+            EVAL,
+            SNAPSHOTS[model],
         )
+        n = max(n, fewest_chunks(n_prompts, lambda k: max(images(c) for c in names(k)) if k > 1 else images(), cap))
     return n
 
 

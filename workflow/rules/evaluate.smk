@@ -22,7 +22,7 @@ rule score:
         gpu=job_gpus("score"),
         gpu_mem_mb=job_gpu_mem_mb("score"),
     params:
-        cases=cases_record(CASES),
+        cases=CASE_RECORDS,
         quality=EVAL["quality"],
         subjects=SUBJECTS,
         unsafe_detector=EVAL["unsafe_detector"],
@@ -80,7 +80,7 @@ rule persistence:
         cells=study_cells(),
         subjects=SUBJECTS,
         steps={m: {ft: grid.finetuner_settings(config, m, ft)["steps"] for ft in config["finetuners"]} for m in MODELS},
-        cases=cases_record(CASES),
+        cases=CASE_RECORDS,
         evaluation=EVAL,
     script:
         "../scripts/persistence.py"
@@ -151,7 +151,7 @@ rule figures:
         runtime=lambda wc, attempt: 30 * attempt,
     params:
         cells=study_cells(),
-        cases=cases_record(CASES),
+        cases=CASE_RECORDS,
         # The image grids show each model's first seed of each fine-tuner.
         finetuners={m: {ft: grid.finetune_seeds(config, m, ft)[0] for ft in config["finetuners"]} for m in MODELS},
         k=EVAL["grid_images"],

@@ -386,8 +386,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(_one(model_dir, family_name, method, int(steps), int(warmup), int(batch))))
         return
     p = argparse.ArgumentParser(prog="python -m editpersist.bench")
-    simple = {"uce": uce_bench, "refact": refact_bench, "generation": generation_bench, "sampling": sampling_steps_bench, "storage": storage_bench,
-              "overhead": overhead_bench, "plan": plan_bench, "configs": bad_config_bench}
+    simple = {"uce": uce_bench, "refact": refact_bench, "generation": generation_bench, "sampling": sampling_steps_bench,
+              "storage": storage_bench, "overhead": overhead_bench, "plan": plan_bench, "configs": bad_config_bench}
     p.add_argument("what", choices=["finetune", "stages", "size", "calibrate", *simple])
     p.add_argument("--configfile", default="config/paper.yaml", type=Path, help="size, calibrate: the study's config")
     p.add_argument("--profile", default=None, type=Path, help="size: plan with this Snakemake profile")

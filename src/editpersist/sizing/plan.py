@@ -18,7 +18,7 @@ from ..finetuners.core import ENCODE_BATCH
 from ..finetuners.methods import FINETUNERS
 from ..states import parse_state
 from ..tasks.formats import DEBIAS_PHRASINGS
-from ..tasks.cases import case_from_record
+from ..tasks.cases import EditCase
 from . import architectures as archs
 from . import footprint as fp
 from .work import Work, pipeline_dtype, sampling_calls, weight_bytes
@@ -132,20 +132,20 @@ def planned_captions(quality: QualityConfig) -> list[str]:
         return [f"<quality caption {i}>" for i in range(quality.max_captions)]
 
 
-def generation_images(record: dict, evaluation: dict, snapshots: dict[str, int], chunk: str | None = None) -> int:
-    """Images one generation job makes: every member state's prompts, plus each snapshot's
-    source prompts for a fine-tuned member that kept snapshots (its fine-tune's first seed);
-    `chunk`: of that run of the prompts only (evaluation.generation.run_generation)."""
+def generation_images(cases: list[EditCase], subject_prompts: tuple[str, ...], members, evaluation: dict,
+                      snapshots: dict[str, int], chunk: str | None = None) -> int:
+    """Images one generation job makes (its prompt set's `cases`, its `members` states): every
+    member state's prompts, plus each snapshot's source prompts for a fine-tuned member that kept
+    snapshots (its fine-tune's first seed); `chunk`: of that run of the prompts only
+    (evaluation.generation.run_generation)."""
     quality = QualityConfig(**evaluation["quality"])
-    cases = [case_from_record(c) for c in record["cases"]]
-    counts = state_prompts(cases, quality, evaluation["images_per_prompt"],
-                           evaluation["images_per_source"], tuple(record["subject_prompts"]), planned_captions(quality),
-                           n_check=images_per_check(evaluation))
+    counts = state_prompts(cases, quality, evaluation["images_per_prompt"], evaluation["images_per_source"],
+                           tuple(subject_prompts), planned_captions(quality), n_check=images_per_check(evaluation))
     keep = set(chunk_of(list(counts), chunk)) if chunk else set(counts)
     per_state = sum(n for p, n in counts.items() if p in keep)
     curve = len({c.source.prompt for c in cases} & keep) * evaluation["images_per_prompt"]
     total = 0
-    for i, state in enumerate(record["members"]):
+    for i, state in enumerate(members):
         total += per_state
         name = parse_state(state)
         if name.kind in ("base_ft", "edited_ft") and i == 0:
