@@ -29,7 +29,7 @@ PLANNING = is_dry_run(sys.argv)
 # created. A dry run only plans, so model and data paths may still be placeholders.
 exit_on_error(validate_config, config, PLANNING, Path(workflow.basedir) / "config/config.schema.yaml")
 # Then every editor block by its editor's own parser (a layer above the config checks).
-exit_on_error(check_editor_blocks, config)
+exit_on_error(check_editor_blocks, config, PLANNING)
 validate(config, "config/config.schema.yaml")  # fills the schema's defaults
 
 

@@ -21,6 +21,15 @@ from editpersist.toy.tokenizers import build_clip_tokenizer, build_t5_tokenizer 
 from editpersist.toy.world import WorldSpec, sample_captions  # noqa: E402
 
 
+def make_cell(model, family, editor, case, finetuner, subject, relation, seeds=(0,)):
+    """A persistence-table cell of one edit case: its grid cell and what the tables read besides."""
+    from editpersist.evaluation.persistence import Cell
+    from editpersist.grid import GridCell
+
+    return Cell(GridCell(model, editor, case.task, case.name, finetuner, subject, tuple(seeds)), family, case,
+                relation)
+
+
 @pytest.fixture(scope="session")
 def tokenizer_dirs(tmp_path_factory) -> dict[str, Path]:
     import numpy as np

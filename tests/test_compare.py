@@ -7,9 +7,10 @@ import pytest
 import yaml
 from test_evaluation import APPEARANCE, EDITED, _ft, _scores
 
+from conftest import make_cell
 from editpersist.evaluation.compare import (configured_margin, edited_side_by_side, retention_side_by_side,
                                             verdict)
-from editpersist.evaluation.persistence import COLUMNS, Cell, persistence_rows, table_frame
+from editpersist.evaluation.persistence import COLUMNS, persistence_rows, table_frame
 from editpersist.evaluation.study import by_seed_replicates
 from editpersist.metrics.seed_interval import SeedInterval
 
@@ -26,7 +27,7 @@ def _study():
     captions = {EDITED: 0.5, REFACT: 0.875}
     scores = _scores(states, samples=1000, caption_rates=captions)
     rows = [r for editor in ("uce", "refact")
-            for r in persistence_rows(scores, Cell("toy-sd", "sd", editor, APPEARANCE, "lora", "s", "unrelated",
+            for r in persistence_rows(scores, make_cell("toy-sd", "sd", editor, APPEARANCE, "lora", "s", "unrelated",
                                                    seeds=(0, 1)), min_effect=0.1)]
     by_seed = by_seed_replicates([s for r in rows for s in r["_by_seed"]])
     return rows, table_frame(rows, COLUMNS), by_seed

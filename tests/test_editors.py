@@ -322,3 +322,39 @@ def test_the_worked_example_editor_runs_through_the_edit_stage(tiny_model_dirs, 
     with pytest.raises(Exception, match="bogus"):
         run_edit(tiny_model_dirs["sd"], "sd", "noop", {"bogus": 1}, case, None, SamplingConfig(steps=2), 0, "cpu",
                  tmp_path / "bad.safetensors")
+
+
+def test_editors_declare_their_work_and_the_sizing_prices_it_without_knowing_them(monkeypatch):
+    """What an edit computes comes from its editor (EditorMethod.work): UCE's debias loop measures
+    the source and the five official phrasings, 32 images each, in each of its 30 rounds at most
+    (5,760 images, judged one by one at batch 1); ReFACT optimises on its templates plus the
+    prompt. An editor the sizing has never heard of is sized from its declaration alone."""
+    from editpersist.editors.base import EditorMethod, EditWork
+    from editpersist.sizing import footprint as fp
+    from editpersist.sizing.plan import edit_work
+
+    uce_block = {"debias": {"max_rounds": 30, "n_images": 32}}
+    assert EDITORS["uce"].work(uce_block, "sd", "debias") == EditWork(meter_images=30 * 6 * 32)
+    assert EDITORS["uce"].work(uce_block, "sd", "appearance") == EditWork()
+    refact_block = {"layers": {"sd": {"appearance": 9, "role": 7}}, "templates": ["{}", "a photo of {}"],
+                    "max_steps": 100}
+    assert EDITORS["refact"].work(refact_block, "sd", "role") == EditWork(text_steps=100, text_layer=7,
+                                                                         text_prompts=3)
+    persist_block = {"persist": {"margins": [0.5, 1.0], "steps": 50, "batch": 4, "meter_images": 8,
+                                 "n_images": 16}}
+    assert EDITORS["uce-persist"].work(persist_block, "sd", "appearance") == EditWork(
+        meter_images=2 * 2 * 8 + 16, simulated_steps=100, simulated_batch=4)
+
+    record = {"family": "sd", "sampling": {"height": 512, "width": 512, "steps": 50, "guidance": 7.5},
+              "editor_cfg": uce_block}
+    calls = dict((type(w).__name__, n) for w, n in edit_work("edit", "j", "sd14", "sd14", record, "uce", "debias",
+                                                                "bf16").calls)
+    assert calls["JudgeImages"] == 30 * 6 * 32 and calls["ClosedFormSolve"] == 1
+    monkeypatch.setitem(EDITORS, "stepper", EditorMethod(
+        "stepper", ("replace",), build=None, parse=dict, reference_gpu_s=1.0,
+        work=lambda block, family, task: EditWork(text_steps=block["n"], text_layer=3, text_prompts=2)))
+    work = edit_work("edit", "j", "sd14", "sd14", {**record, "editor_cfg": {"n": 7}}, "stepper", "role", "bf16")
+    steps = [(w, n) for w, n in work.calls if isinstance(w, fp.RefactStep)]
+    assert [(w.n_prompts, w.layer, n) for w, n in steps] == [(2, 3, 7)]
+    assert not any(isinstance(w, fp.ClosedFormSolve) for w, _ in work.calls)
+    assert not any(isinstance(w, fp.JudgeImages) for w, _ in work.calls)

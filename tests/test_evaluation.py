@@ -1,20 +1,24 @@
 """Evaluation: state names, generation manifests, scoring, bootstrap, metrics and the table."""
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from conftest import make_cell
 from editpersist.errors import InputError
 from editpersist.evaluation.generation import state_prompts
-from editpersist.evaluation.persistence import COLUMNS, Cell, ModelScores, persistence_rows, ratio_row, table_frame
+from editpersist.evaluation.persistence import COLUMNS, ModelScores, persistence_rows, ratio_row, table_frame
 from editpersist.evaluation.prompts import QualityConfig, case_key, case_probes
 from editpersist.evaluation.scoring import probe_hits
 from editpersist.evaluation.weights import update_alignment
 from editpersist.metrics.bootstrap import draw_indices, percentile_interval, resample_each_seed, retention
 from editpersist.metrics.fid import FrechetReference
 from editpersist.metrics.task_metrics import debias_gap, fit_references, sampling_debias_gap
-from editpersist.states import finetuned_state, layer_target, parse_state, state_layers
+from editpersist.states import BASE, GROUP, STATE, State, layer_target
 from editpersist.tasks.cases import Probe
 from editpersist.tasks.toy import toy_cases
 
@@ -38,15 +42,16 @@ def test_state_names_parse_into_kinds_and_layers():
                                                                    "base/ft/lora/sks-square/seed2"]),
     }
     for name, (kind, layers) in cases.items():
-        assert parse_state(name).kind == kind, name
-        assert state_layers(name) == layers, name
+        assert State.parse(name).kind == kind, name
+        assert State.parse(name).layers() == layers, name
+        assert State.parse(name).name == name
     # The workflow outputs holding them: one directory per fine-tune (and per fine-tune's
     # re-edits) for all its seeds, one file per edit.
-    layers = state_layers(f"{EDITED}/ft/dora/sks-square/seed1/reedit")
+    layers = State.parse(f"{EDITED}/ft/dora/sks-square/seed1/reedit").layers()
     assert [layer_target(layer) for layer in layers] == [
         f"{EDITED}.safetensors", f"{EDITED}/ft/dora/sks-square", "reedit/uce/appearance/circle-to-blue/dora/sks-square"]
     assert layer_target(f"results/states/toy-sd/{layers[2]}") == f"results/states/toy-sd/{layer_target(layers[2])}"
-    assert parse_state(f"{EDITED}/ft/dora/sks-square/seed12").parts == {
+    assert State.parse(f"{EDITED}/ft/dora/sks-square/seed12").parts == {
         "editor": "uce", "task": "appearance", "edit": "circle-to-blue", "finetuner": "dora", "subject": "sks-square",
         "seed": "12"}
 
@@ -55,7 +60,36 @@ def test_state_names_parse_into_kinds_and_layers():
                                  "base/ft/lora/sks-square", "base/ft/lora/sks-square/seed", "base/ft/lora/s/seedx"])
 def test_malformed_state_names_are_rejected(bad):
     with pytest.raises(InputError, match="not a model state name"):
-        parse_state(bad)
+        State.parse(bad)
+
+
+def test_states_built_by_name_are_the_states_parsed_and_groups_hold_their_seeds():
+    """Every way of building a state gives the name the grammar (STATE, GROUP) accepts, and
+    parsing it gives the same state back; a group's members are its seeds' states."""
+    edited = State.edited("uce", "appearance", "circle-to-blue")
+    built = {
+        BASE: "base", edited: EDITED,
+        BASE.finetuned("lora", "sks-square", 3): "base/ft/lora/sks-square/seed3",
+        edited.finetuned("dora", "sks-square", 0).reedited(): f"{EDITED}/ft/dora/sks-square/seed0/reedit",
+        edited.transferred("lora", "sks-square", 2): f"{EDITED}/transfer/lora/sks-square/seed2",
+    }
+    for state, name in built.items():
+        assert state.name == name and re.fullmatch(STATE, name) and State.parse(name) == state
+    group = edited.finetuned("dora", "sks-square").reedited()
+    assert group.name == f"{EDITED}/ft/dora/sks-square/reedit" and re.fullmatch(GROUP, group.name)
+    assert State.parse_group(group.name) == group
+    assert [s.name for s in group.members([0, 4])] == [f"{EDITED}/ft/dora/sks-square/seed{k}/reedit" for k in (0, 4)]
+    assert BASE.members([0, 1]) == [BASE] and edited.group == edited
+    assert edited.path("states") == Path(f"states/{EDITED}.safetensors")
+    assert BASE.finetuned("lora", "s", 1).path("states") == Path("states/base/ft/lora/s/seed1")
+    # States the grammar has no name for cannot be made.
+    for bad in (dict(reedit=True), dict(finetuner="lora", subject="s", transfer=True),
+                dict(editor="uce", task="role"), dict(seed=1),
+                dict(editor="uce", task="role", edit="e", finetuner="lora", subject="s", reedit=True, transfer=True)):
+        with pytest.raises(InputError):
+            State(**bad)
+    with pytest.raises(InputError, match="not a model state group"):
+        State.parse_group("base/ft/lora/s/seed1")
 
 
 def test_retention_is_nan_when_the_edit_changed_nothing():
@@ -150,13 +184,13 @@ def test_a_debias_row_says_how_many_images_its_shares_rest_on():
     edited = "edit/uce/debias/triangle-balance"
     scores = _debias_scores(8, None, {"base": (0,), edited: (0, 1, -1, -1), _ft("base"): (0,),
                                       _ft(edited): (0, -1, -1, -1)})
-    cell = Cell("toy-flux", "flux", "uce", DEBIAS, "lora", "s", "unrelated")
+    cell = make_cell("toy-flux", "flux", "uce", DEBIAS, "lora", "s", "unrelated")
     row = ratio_row(scores, cell, "debias_score", cell.grid.edited_fts)
     # Balanced among the 2 of 4 images that show a colour; all yellow among 1 of 4. Sampling
     # alone, by hand: 4 of 8 images a prompt, sum_k C(4,k) |k/4 - 1/2| / 16 = 3/16; 2 of 8: 1/4.
-    assert (row["base"], row["edited"], row["value"]) == (0.5, 0.0, 0.5)
+    assert (row.base, row.edited, row.value) == (0.5, 0.0, 0.5)
     assert ("shares are among the images that show an attribute: 0.50 of the edited model's, 0.25 of this state's; "
-            "balanced among those, sampling alone would score 0.188 and 0.250") in row["note"]
+            "balanced among those, sampling alone would score 0.188 and 0.250") in row.note
 
 
 def test_update_alignment_measures_how_much_of_the_edit_was_undone():
@@ -205,7 +239,7 @@ def _scores(hit_rates: dict[str, float], n: int = 64, samples: int = 400, counts
 
 
 def _ft(start: str, seed: int = 0) -> str:
-    return finetuned_state(start, "lora", "s", seed)
+    return State.parse(start).finetuned("lora", "s", seed).name
 
 
 ONE_SEED = "one fine-tune seed: the interval is of images and prompts only"
@@ -215,7 +249,7 @@ def test_persistence_rows_use_the_base_ft_control_and_give_the_effect():
     """base_ft differs from base, so a row that swapped the control for the base (0.75) or the
     edited state for edited_ft would not give the hand-computed 0.5."""
     states = {"base": 0.125, EDITED: 0.9375, _ft("base"): 0.3125, _ft(EDITED): 0.71875}
-    cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated")
+    cell = make_cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated")
     rows = persistence_rows(_scores(states), cell, min_effect=0.1)
     assert [r["metric"] for r in rows] == ["efficacy", "generality", "specificity", "specificity_preserved",
                                            "clip_score", "fd_judge", "kd_judge", "caption_accuracy"]
@@ -246,7 +280,7 @@ def test_caption_accuracy_is_the_readers_share_of_quality_images_that_show_their
     judge has no reading of its own for it."""
     states = {"base": 0.125, EDITED: 0.9375, _ft("base"): 0.3125, _ft(EDITED): 0.71875}
     captions = {"base": 1.0, EDITED: 0.5, _ft("base"): 0.875, _ft(EDITED): 0.25}
-    cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated")
+    cell = make_cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated")
     rows = {r["metric"]: r for r in persistence_rows(_scores(states, caption_rates=captions), cell, min_effect=0.1)}
     r = rows["caption_accuracy"]
     assert (r["base"], r["edited"], r["base_ft"], r["edited_ft"]) == (1.0, 0.5, 0.875, 0.25)
@@ -266,7 +300,7 @@ def test_target_reach_is_the_fine_tuned_bases_share_of_its_target():
               _ft(EDITED, 1): 0.0}
     targets = {"base": 1.0, EDITED: 1.0, _ft("base", 0): 0.75, _ft("base", 1): 0.25, _ft(EDITED, 0): 1.0,
                _ft(EDITED, 1): 1.0}
-    cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(0, 1))
+    cell = make_cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(0, 1))
     rows = persistence_rows(_scores(states, target_rates=targets), cell, min_effect=0.1)
     assert {r["target_reach"] for r in rows} == {0.25}
     assert [s["target_reach"] for s in rows[0]["_by_seed"]] == [0.75, 0.25]
@@ -276,7 +310,7 @@ def test_target_reach_is_the_fine_tuned_bases_share_of_its_target():
 def test_retention_of_an_edit_that_barely_moved_is_not_stated():
     """3 of 64 images: retention would be a ratio of noise (0.67 in [0, 1]); the row gives the
     effect with its interval and says why retention is empty."""
-    cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated")
+    cell = make_cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated")
     states = {"base": 0.0, EDITED: 3 / 64, _ft("base"): 0.0, _ft(EDITED): 2 / 64}
     row = persistence_rows(_scores(states), cell, min_effect=0.1)[0]
     assert row["effect"] == pytest.approx(3 / 64) and np.isnan(row["retention"]) and np.isnan(row["ci_low"])
@@ -300,7 +334,7 @@ def test_the_seed_level_interval_is_a_t_interval_across_seeds_with_the_image_var
     states = {"base": 0.0, EDITED: 1.0, _ft("base", 0): 0.0, _ft("base", 1): 0.0, _ft(EDITED, 0): 1.0,
               _ft(EDITED, 1): 0.0}
     scores = _scores(states, samples=2000)
-    two = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(0, 1))
+    two = make_cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(0, 1))
     row = persistence_rows(scores, two)[0]
     within = robust_variance(row["_seed_replicates"].mean(0))
     assert 1e-5 < within < 1e-3
@@ -308,7 +342,7 @@ def test_the_seed_level_interval_is_a_t_interval_across_seeds_with_the_image_var
     assert row["n_seeds"] == 2 and row["retention"] == 0.5 and list(row["_seed_values"]) == [1.0, 0.0]
     assert row["ci_low"] == pytest.approx(0.5 - half) and row["ci_high"] == pytest.approx(0.5 + half)
     assert [(s["seed"], s["retention"], s["kept"]) for s in row["_by_seed"]] == [(0, 1.0, True), (1, 0.0, True)]
-    one = persistence_rows(scores, Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(0,)))[0]
+    one = persistence_rows(scores, make_cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated"))[0]
     # One seed: the normal interval of the images alone, never zero wide, and it says so.
     assert one["n_seeds"] == 1 and one["retention"] == 1.0 and one["note"] == ONE_SEED
     assert one["ci_low"] == pytest.approx(1 - 1.959964 * np.sqrt(robust_variance(one["_seed_replicates"][0])))
@@ -330,7 +364,7 @@ def test_kid_effect_replicates_pair_the_states_draws_and_fid_is_a_point_estimate
     one replicate's draws minus the base's at the very same draws."""
     from editpersist.metrics.kid import KernelReference
 
-    cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated")
+    cell = make_cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated")
     states = {"base": 0.0, EDITED: 0.9375, _ft("base"): 0.0, _ft(EDITED): 0.5}
     scores = _scores(states, samples=300, feature_shift={EDITED: 1.5, _ft(EDITED): 1.5})
     rows = {r["metric"]: r for r in persistence_rows(scores, cell)}
@@ -355,7 +389,7 @@ def test_a_distance_compares_every_state_on_the_same_image_count():
     """Two fine-tune seeds of 16 quality images each: fd_judge, biased by the image count, is the
     mean of each seed's distance on its own 16 images (the base's count), by hand, not the
     distance of the 32 pooled; n_images says 16."""
-    cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(0, 1))
+    cell = make_cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(0, 1))
     states = {"base": 0.0, EDITED: 1.0, _ft("base", 0): 0.0, _ft("base", 1): 0.0, _ft(EDITED, 0): 0.5,
               _ft(EDITED, 1): 0.5}
     scores = _scores(states, dim=3, feature_shift={_ft(EDITED, 1): 1.0})
@@ -379,7 +413,7 @@ def test_curves_keep_a_snapshot_step_one_state_lacks_as_a_noted_gap():
     snaps.append(source[source["state"] == _ft("base")].assign(step=100))  # edited_ft has no step 100
     scores.table = pd.concat([scores.table, *snaps], ignore_index=True)
     scores.__post_init__()
-    cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated")
+    cell = make_cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated")
     rows = curve_rows(scores, cell, total_steps=200)
     assert [r["step"] for r in rows] == [0, 50, 100, 200]
     assert rows[0]["retention"] == 1.0 and rows[1]["retention"] == pytest.approx(0.5)
@@ -400,7 +434,7 @@ def test_curves_pair_the_seeds_that_have_snapshots_end_point_included():
     half = seed0.assign(step=50, reader_hit=np.where(seed0["state"] == _ft(EDITED, 0), seed0["index"] % 2, 0.0))
     scores.table = pd.concat([scores.table, half], ignore_index=True)
     scores.__post_init__()
-    cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(0, 1))
+    cell = make_cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(0, 1))
     rows = curve_rows(scores, cell, total_steps=200)
     assert [(r["step"], r["n_seeds"]) for r in rows] == [(0, 1), (50, 1), (200, 1)]
     assert rows[1]["retention"] == pytest.approx(0.5) and rows[2]["retention"] == 1.0
@@ -687,7 +721,7 @@ def test_a_seed_whose_fine_tune_did_not_learn_leaves_its_cell_in_every_table():
     per-seed rows alike, and the retention is seed 1's; under 0.8 no seed is left."""
     from editpersist.evaluation.persistence import NO_SEED, SeedRule, curve_rows, reedit_rows
 
-    cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(0, 1))
+    cell = make_cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(0, 1))
     states = {"base": 0.0, EDITED: 1.0, _ft("base", 0): 0.0, _ft("base", 1): 0.0, _ft(EDITED, 0): 1.0,
               _ft(EDITED, 1): 0.0, f"{_ft(EDITED, 0)}/reedit": 1.0, f"{_ft(EDITED, 1)}/reedit": 0.5}
     scores = _with_subject(_scores(states), {_ft("base", 0): 1.0, _ft("base", 1): 0.75, _ft(EDITED, 0): 0.5,
@@ -710,6 +744,22 @@ def test_a_seed_whose_fine_tune_did_not_learn_leaves_its_cell_in_every_table():
     assert not any(s["kept"] for s in none["_by_seed"])
 
 
+def test_reedit_and_transfer_rows_name_their_own_numerator():
+    """Each table reads the same comparison under its own column names: the re-edited state is
+    `reedited` and its ratio `restored` (0.75, not edited_ft's 0.25); the adapter moved onto the
+    edit is `transfer` with `retention_transfer` 0.5, beside the cell's own fine-tune's 0.25."""
+    from editpersist.evaluation.persistence import reedit_rows, transfer_rows
+
+    cell = make_cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated")
+    states = {"base": 0.0, EDITED: 1.0, _ft("base"): 0.0, _ft(EDITED): 0.25, f"{_ft(EDITED)}/reedit": 0.75,
+              f"{EDITED}/transfer/lora/s/seed0": 0.5}
+    reedit = reedit_rows(_scores(states), cell)[0]
+    assert (reedit["edited"], reedit["edited_ft"], reedit["reedited"], reedit["restored"]) == (1.0, 0.25, 0.75, 0.75)
+    transfer = transfer_rows(_scores(states), cell)[0]
+    assert (transfer["transfer"], transfer["retention_transfer"], transfer["retention_own_ft"]) == (0.5, 0.5, 0.25)
+    assert transfer["n_seeds"] == 1 and transfer["note"] == ONE_SEED
+
+
 def test_a_seed_whose_fine_tune_erased_the_target_leaves_its_cell_and_the_summary_names_it():
     """base_ft's seed 1 draws "a blue circle" blue in 16 of 64 images: under min_target_reach 0.8
     it leaves the cell; the summary names that seed, and a cell left with no seed."""
@@ -719,14 +769,14 @@ def test_a_seed_whose_fine_tune_erased_the_target_leaves_its_cell_and_the_summar
     states = {"base": 0.0, EDITED: 1.0, _ft("base", 0): 0.0, _ft("base", 1): 0.0, _ft(EDITED, 0): 1.0,
               _ft(EDITED, 1): 0.0}
     targets = {_ft("base", 0): 1.0, _ft("base", 1): 0.25}
-    cell = Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(0, 1))
+    cell = make_cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(0, 1))
     scores = _scores(states, target_rates=targets)
     rule = SeedRule(min_target_reach=0.8)
     row = persistence_rows(scores, cell, min_effect=0.1, rule=rule)[0]
     assert row["n_seeds"] == 1 and row["retention"] == 1.0 and row["target_reach"] == 1.0
     assert row["note"].startswith("seed 1 left out: its fine-tuned base draws the target in 0.25 of images")
     # The same fine-tunes, as a cell of seed 1 alone.
-    gone = persistence_rows(scores, Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(1,)),
+    gone = persistence_rows(scores, make_cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s", "unrelated", seeds=(1,)),
                             min_effect=0.1, rule=rule)[0]
     text = write_summary([row, gone], EMPTY, "reader", 200, min_target_reach=0.8)
     assert ("2 fine-tune seeds are left out of their cells because their fine-tune erased the edit's target "

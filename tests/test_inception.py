@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import make_cell
 from editpersist.errors import ConfigError
 from editpersist.metrics.fid import FrechetReference
 from editpersist.metrics.inception import INCEPTION_DIM, inception_features, load_inception
@@ -80,7 +81,7 @@ def test_a_study_with_inception_features_gets_fid_and_kid_rows_on_equal_counts(m
     monkeypatch.setattr(inception, "inception_features", stand_in)
     from test_evaluation import APPEARANCE, EDITED, _ft, _scores
 
-    from editpersist.evaluation.persistence import Cell, persistence_rows
+    from editpersist.evaluation.persistence import persistence_rows
     from editpersist.evaluation.prompts import QualityConfig
     from editpersist.evaluation.scoring import inception_of_model, quality_images
     from editpersist.metrics.task_metrics import fit_inception_references
@@ -103,7 +104,7 @@ def test_a_study_with_inception_features_gets_fid_and_kid_rows_on_equal_counts(m
     np.testing.assert_array_equal(feats, stand_in(None, images))
     assert feats.shape == (len(quality), 12) and ref.shape == (2 * 4, 12)
     scores.inception, scores.inception_references = feats, fit_inception_references(ref)
-    rows = {r["metric"]: r for r in persistence_rows(scores, Cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s",
+    rows = {r["metric"]: r for r in persistence_rows(scores, make_cell("toy-sd", "sd", "uce", APPEARANCE, "lora", "s",
                                                                   "unrelated"))}
     kid, fid = rows["kid_inception"], rows["fid_inception"]
     grid = scores.grid("base", None, "kid_inception").ravel()

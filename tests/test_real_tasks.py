@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import make_cell
 from editpersist.tasks.requests import attribute_prompt
 from editpersist.errors import InputError
-from editpersist.evaluation.persistence import Cell, ModelScores, persistence_rows
+from editpersist.evaluation.persistence import ModelScores, persistence_rows
 from editpersist.evaluation.prompts import case_key, case_probes
 from editpersist.evaluation.scoring import probe_hits
 from editpersist.metrics.task_metrics import fit_references, metrics_of_case
@@ -100,8 +101,8 @@ def test_professions_debias_rows_are_the_gap_to_the_desired_ratio():
     assert r["retention"] == pytest.approx((1 / 6 - 0.25) / (0.0 - 0.5))
 
 
-def _cell(case) -> Cell:
-    return Cell("m", "sd", "uce", case, "lora", "dog", "unrelated")
+def _cell(case):
+    return make_cell("m", "sd", "uce", case, "lora", "dog", "unrelated")
 
 
 def _rename(table: pd.DataFrame, case) -> pd.DataFrame:

@@ -47,7 +47,7 @@ def test_the_pilot_is_sized_job_for_job_as_its_dry_run_plans_it(tmp_path, monkey
     rows = _rows(tmp_path / "size_pilot.csv")
     assert summary["jobs"] == len(rows) == 51
     gpu = [r for r in rows if r["gpu"] == "1"]
-    assert {r["rule"] for r in gpu} == {"edit", "reedit", "refact_stats", "finetune", "generate", "score"}
+    assert {r["rule"] for r in gpu} == {"edit", "reedit", "layer_stats", "finetune", "generate", "score"}
     for r in gpu:
         assert int(r["planned_runtime_min"]) == int(r["runtime_min"]) > 0
         assert int(r["planned_gpu_mem_mb"]) == 1024 * int(r["mem_gb_requested"])

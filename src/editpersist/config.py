@@ -70,7 +70,7 @@ def _duplicates(names: list[str]) -> list[str]:
     return [n for n, k in Counter(names).items() if k > 1]
 
 
-def _missing_path(key: str, path: str, planning: bool) -> None:
+def missing_path(key: str, path: str, planning: bool) -> None:
     """A path the workflow cannot make must exist; a dry run only plans, so it warns."""
     if Path(path).exists():
         return
@@ -94,7 +94,7 @@ def check_config(config: dict, planning: bool = False) -> None:
     for i, m in enumerate(models):
         # Built models are made by the workflow; with downloads allowed a path may be a hub id.
         if not is_built(m["path"]) and not download:
-            _missing_path(f"models[{i}].path", m["path"], planning)
+            missing_path(f"models[{i}].path", m["path"], planning)
         check_built_model(f"models[{i}]", m)
         for ft in m.get("finetuners", {}):
             if ft not in config["finetuners"]:
@@ -102,13 +102,10 @@ def check_config(config: dict, planning: bool = False) -> None:
                                   f"(finetuners has {list(config['finetuners'])})")
     for i, s in enumerate(config["finetune_data"]["subjects"]):
         if "path" in s and not is_built(s["path"]):
-            _missing_path(f"finetune_data.subjects[{i}].path", s["path"], planning)
+            missing_path(f"finetune_data.subjects[{i}].path", s["path"], planning)
     judge = config["judge"]["model"]
     if "/" in judge and not is_built(judge):  # a directory, not an open_clip architecture name
-        _missing_path("judge.model", judge, planning)
-    corpus = config["editors"].get("refact", {}).get("corpus", "toy")
-    if corpus != "toy" and not is_built(corpus):
-        _missing_path("editors.refact.corpus", corpus, planning)
+        missing_path("judge.model", judge, planning)
     check_toy_block(config)
     check_evaluation(config, planning)
     check_exclusions(config)
@@ -150,13 +147,13 @@ def check_evaluation(config: dict, planning: bool = False) -> None:
     quality = ev.get("quality", {})
     for key in ("captions", "reference"):
         if quality.get(key, "toy") != "toy" and not is_built(quality[key]):
-            _missing_path(f"evaluation.quality.{key}", quality[key], planning)
+            missing_path(f"evaluation.quality.{key}", quality[key], planning)
     inception = quality.get("inception")
     if inception == "download" and not config.get("allow_download", False):
         raise ConfigError("evaluation.quality.inception: 'download' fetches the Inception weights, but "
                           "allow_download is false; set it to true or give the weights file's path")
     if inception not in (None, "download"):
-        _missing_path("evaluation.quality.inception", inception, planning)
+        missing_path("evaluation.quality.inception", inception, planning)
 
 
 def check_exclusions(config: dict) -> None:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 from .editors import EDITORS
 from .errors import ConfigError
-from .states import group_members
+from .states import BASE, State
 from .tasks.cases import EditCase
 
 CELL_KEYS = ("model", "editor", "task", "edit", "finetuner", "subject")
@@ -34,46 +34,66 @@ class GridCell:
     seeds: tuple[int, ...] = (0,)
 
     @property
-    def start(self) -> str:
-        """The edited state, as the `start` wildcard of the fine-tune rule."""
-        return f"edit/{self.editor}/{self.task}/{self.edit}"
+    def edited(self) -> State:
+        return State.edited(self.editor, self.task, self.edit)
 
     @property
+    def start(self) -> str:
+        """The edited state, as the `start` wildcard of the fine-tune rule."""
+        return self.edited.name
+
+    # Each group names every seed's state at once (one fine-tune job, one generation job).
+    @property
     def base_ft_group(self) -> str:
-        """base_ft of every seed at once (one fine-tune job, one generation job)."""
-        return f"base/ft/{self.finetuner}/{self.subject}"
+        return self._base_ft.name
 
     @property
     def edited_ft_group(self) -> str:
-        return f"{self.start}/ft/{self.finetuner}/{self.subject}"
+        return self._edited_ft.name
 
     @property
     def reedit_group(self) -> str:
-        return f"{self.edited_ft_group}/reedit"
+        return self._edited_ft.reedited().name
 
     @property
     def transfer_group(self) -> str:
-        return f"{self.start}/transfer/{self.finetuner}/{self.subject}"
+        return self.edited.transferred(self.finetuner, self.subject).name
 
-    # The member states of each group, one per seed (the state grammar of editpersist.states).
+    # The member states of each group, one per seed.
     @property
     def base_fts(self) -> list[str]:
-        return group_members(self.base_ft_group, self.seeds)
+        return self._members(self._base_ft)
 
     @property
     def edited_fts(self) -> list[str]:
-        return group_members(self.edited_ft_group, self.seeds)
+        return self._members(self._edited_ft)
 
     @property
     def reedited(self) -> list[str]:
-        return group_members(self.reedit_group, self.seeds)
+        return self._members(self._edited_ft.reedited())
 
     @property
     def transfers(self) -> list[str]:
-        return group_members(self.transfer_group, self.seeds)
+        return self._members(self.edited.transferred(self.finetuner, self.subject))
 
-    def as_dict(self) -> dict:
+    @property
+    def _base_ft(self) -> State:
+        return BASE.finetuned(self.finetuner, self.subject)
+
+    @property
+    def _edited_ft(self) -> State:
+        return self.edited.finetuned(self.finetuner, self.subject)
+
+    def _members(self, group: State) -> list[str]:
+        return [s.name for s in group.members(self.seeds)]
+
+    def record(self) -> dict:
+        """The cell as plain data (a rule parameter Snakemake can compare between runs)."""
         return {**asdict(self), "seeds": list(self.seeds)}
+
+    @classmethod
+    def from_record(cls, record: dict) -> GridCell:
+        return cls(**{**record, "seeds": tuple(record["seeds"])})
 
 
 def editor_fits(editor: str, case: EditCase) -> bool:

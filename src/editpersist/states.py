@@ -11,6 +11,11 @@ A state is named by its path under `results/states/<model>/`:
     edit/<editor>/<task>/<edit>/transfer/<ft>/<subj>/seed<k>
                                                 edited + the adapter trained on the base
 
+`State` is the one place these names are built (`name`) and read (`parse`); the regular
+expressions below are the same grammar for Snakemake's wildcard constraints. A state
+without its seed is a group: the states of every seed of one fine-tune at once (one job
+trains, or generates the images of, all seeds: the model and the libraries load once).
+
 The state is rebuilt by loading the base once and applying its layers in order: an edit
 delta (`.safetensors` of new tensor values), or a fine-tune directory (a diffusers LoRA
 file, fused so later layers see plain weights, or a `delta.safetensors`).
@@ -19,7 +24,7 @@ file, fused so later layers see plain weights, or a `delta.safetensors`).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -34,15 +39,10 @@ NAME = r"[A-Za-z0-9][A-Za-z0-9-]*"
 SEED = r"seed[0-9]+"
 EDITED = rf"edit/{NAME}/{NAME}/{NAME}"
 START = rf"base|{EDITED}"
-_TUNE = rf"{NAME}/{NAME}/{SEED}"  # <finetuner>/<subject>/seed<k>
-FINETUNED = rf"(?:{START})/ft/{_TUNE}"
-# Every state name.
-STATE = rf"{START}|{FINETUNED}|{EDITED}/ft/{_TUNE}/reedit|{EDITED}/transfer/{_TUNE}"
-# A state group: a state name without its fine-tune seed, naming the states of every seed at
-# once (one job trains, or generates the images of, all seeds of a fine-tune: the model and
-# the libraries load once per job, not once per seed). For Snakemake's wildcard_constraints.
-_TUNE_GROUP = rf"{NAME}/{NAME}"
-_GROUP_PARTS = rf"({START})/ft/({_TUNE_GROUP})(/reedit)?|({EDITED})/transfer/({_TUNE_GROUP})"
+_TUNE_GROUP = rf"{NAME}/{NAME}"  # <finetuner>/<subject>
+_TUNE = rf"{_TUNE_GROUP}/{SEED}"
+# Every state name, and every group name.
+STATE = rf"{START}|(?:{START})/ft/{_TUNE}|{EDITED}/ft/{_TUNE}/reedit|{EDITED}/transfer/{_TUNE}"
 GROUP = rf"{START}|(?:{START})/ft/{_TUNE_GROUP}(?:/reedit)?|{EDITED}/transfer/{_TUNE_GROUP}"
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -50,80 +50,138 @@ DELTA_FILE = "delta.safetensors"
 
 
 @dataclass(frozen=True)
-class StateName:
-    """A parsed state name; `kind` is one of base, edited, base_ft, edited_ft, reedited, transfer."""
+class State:
+    """A model state (or, with `seed` None, the group of a fine-tune's seeds). `State()` is the
+    base; an edit sets editor, task and edit; a fine-tune sets finetuner and subject (and the
+    seed); `reedit` applies the edit again after the fine-tune; `transfer` puts the adapter the
+    base was fine-tuned with on the edited model."""
 
-    name: str
-    kind: str
-    edit: str | None  # "edit/<editor>/<task>/<edit>", or None for unedited states
-    finetune: str | None  # "<finetuner>/<subject>/seed<k>"
+    editor: str | None = None
+    task: str | None = None
+    edit: str | None = None
+    finetuner: str | None = None
+    subject: str | None = None
+    seed: int | None = None
+    reedit: bool = False
+    transfer: bool = False
+
+    def __post_init__(self):
+        edited = (self.editor, self.task, self.edit)
+        tuned = (self.finetuner, self.subject)
+        if None in edited and edited != (None,) * 3 or None in tuned and tuned != (None,) * 2:
+            raise InputError(f"{self}: an edit needs editor, task and edit; a fine-tune finetuner and subject")
+        if self.seed is not None and self.finetuner is None:
+            raise InputError(f"{self}: a seed belongs to a fine-tune")
+        if (self.reedit or self.transfer) and (self.editor is None or self.finetuner is None):
+            raise InputError(f"{self}: re-edit and transfer are of an edit and a fine-tune")
+        if self.reedit and self.transfer:
+            raise InputError(f"{self}: a state is re-edited or transferred, not both")
+
+    @classmethod
+    def edited(cls, editor: str, task: str, edit: str) -> State:
+        return cls(editor, task, edit)
+
+    def finetuned(self, finetuner: str, subject: str, seed: int | None = None) -> State:
+        """This (base or edited) state fine-tuned; without `seed`, the group of every seed."""
+        return replace(self.start, finetuner=finetuner, subject=subject, seed=seed)
+
+    def transferred(self, finetuner: str, subject: str, seed: int | None = None) -> State:
+        return replace(self.finetuned(finetuner, subject, seed), transfer=True)
+
+    def reedited(self) -> State:
+        return replace(self, reedit=True)
+
+    @property
+    def start(self) -> State:
+        """The base or edited state a fine-tune starts from."""
+        return State(self.editor, self.task, self.edit)
+
+    @property
+    def group(self) -> State:
+        return replace(self, seed=None)
+
+    @property
+    def is_group(self) -> bool:
+        return self.finetuner is not None and self.seed is None
+
+    def members(self, seeds) -> list[State]:
+        """The states of a group, one per fine-tune seed (base and edited states are their own group)."""
+        return [replace(self, seed=int(k)) for k in seeds] if self.is_group else [self]
+
+    @property
+    def kind(self) -> str:
+        """One of base, edited, base_ft, edited_ft, reedited, transfer."""
+        if self.transfer:
+            return "transfer"
+        if self.reedit:
+            return "reedited"
+        if self.finetuner is not None:
+            return "edited_ft" if self.editor else "base_ft"
+        return "edited" if self.editor else "base"
+
+    @property
+    def name(self) -> str:
+        out = "base" if self.editor is None else f"edit/{self.editor}/{self.task}/{self.edit}"
+        if self.finetuner is not None:
+            out += f"/{'transfer' if self.transfer else 'ft'}/{self.finetuner}/{self.subject}"
+            out += "" if self.seed is None else f"/seed{self.seed}"
+            out += "/reedit" if self.reedit else ""
+        return out
+
+    def path(self, states_dir: Path) -> Path:
+        """Where the workflow keeps this state's last layer (the edit delta of an edited state)."""
+        return Path(states_dir) / (f"{self.name}.safetensors" if self.kind == "edited" else self.name)
 
     @property
     def parts(self) -> dict[str, str]:
+        """The set fields as table columns (the seed as written in the name)."""
         out = {}
-        if self.edit:
-            _, out["editor"], out["task"], out["edit"] = self.edit.split("/")
-        if self.finetune:
-            out["finetuner"], out["subject"], seed = self.finetune.split("/")
-            out["seed"] = seed.removeprefix("seed")
+        if self.editor:
+            out.update(editor=self.editor, task=self.task, edit=self.edit)
+        if self.finetuner:
+            out.update(finetuner=self.finetuner, subject=self.subject)
+            if self.seed is not None:
+                out["seed"] = str(self.seed)
         return out
 
+    @classmethod
+    def parse(cls, name: str, group: bool = False) -> State:
+        """The state a name gives (`group`: a group name, without the seed)."""
+        if not re.fullmatch(GROUP if group else STATE, name):
+            what = "model state group" if group else "model state name"
+            raise InputError(f"{name!r}: not a {what} (see editpersist.states)")
+        parts = name.split("/")
+        start = cls() if parts[0] == "base" else cls.edited(*parts[1:4])
+        rest = parts[1:] if parts[0] == "base" else parts[4:]
+        if not rest:
+            return start
+        how, finetuner, subject, *rest = rest
+        seed = int(rest.pop(0).removeprefix("seed")) if rest and rest[0].startswith("seed") else None
+        state = start.finetuned(finetuner, subject, seed)
+        if how == "transfer":
+            return replace(state, transfer=True)
+        return state.reedited() if rest == ["reedit"] else state
 
-def finetuned_state(start: str, finetuner: str, subject: str, seed: int) -> str:
-    """base_ft (start "base") or edited_ft (start an edited state) of one fine-tune seed."""
-    return f"{start}/ft/{finetuner}/{subject}/seed{seed}"
+    @classmethod
+    def parse_group(cls, name: str) -> State:
+        return cls.parse(name, group=True)
 
-
-def parse_state(name: str) -> StateName:
-    if not re.fullmatch(STATE, name):
-        raise InputError(f"{name!r}: not a model state name (see editpersist.states)")
-    m = re.fullmatch(rf"({EDITED})/transfer/({_TUNE})", name)
-    if m:
-        return StateName(name, "transfer", m.group(1), m.group(2))
-    reedit = name.endswith("/reedit")
-    core = name.removesuffix("/reedit")
-    m = re.fullmatch(rf"({START})/ft/({_TUNE})", core)
-    if m:
-        edit = None if m.group(1) == "base" else m.group(1)
-        kind = "reedited" if reedit else ("edited_ft" if edit else "base_ft")
-        return StateName(name, kind, edit, m.group(2))
-    if core == "base":
-        return StateName(name, "base", None, None)
-    return StateName(name, "edited", core, None)
-
-
-def state_layers(name: str) -> list[str]:
-    """Paths (relative to results/states/<model>/) of the layers that build a state, in order."""
-    s = parse_state(name)
-    if s.kind == "base":
-        return []
-    if s.kind == "edited":
-        return [f"{s.edit}.safetensors"]
-    if s.kind == "transfer":
-        return [f"{s.edit}.safetensors", f"base/ft/{s.finetune}"]
-    start = s.edit or "base"
-    layers = state_layers(start) + [f"{start}/ft/{s.finetune}"]
-    if s.kind == "reedited":
-        layers.append(reedit_path(s))
-    return layers
+    def layers(self) -> list[str]:
+        """Paths (relative to results/states/<model>/) of the layers that build the state, in order."""
+        if self.kind == "base":
+            return []
+        if self.kind == "edited":
+            return [f"{self.name}.safetensors"]
+        tuned = f"{self.finetuner}/{self.subject}/seed{self.seed}"
+        if self.kind == "transfer":
+            return [f"{self.start.name}.safetensors", f"base/ft/{tuned}"]
+        layers = self.start.layers() + [f"{self.start.name}/ft/{tuned}"]
+        if self.reedit:  # beside, not inside, the fine-tune directory it builds on
+            layers.append(f"reedit/{self.editor}/{self.task}/{self.edit}/{tuned}.safetensors")
+        return layers
 
 
-def group_members(group: str, seeds) -> list[str]:
-    """The states of a group, one per fine-tune seed (base and edited states are their own group)."""
-    m = re.fullmatch(_GROUP_PARTS, group)
-    if m is None:
-        if not re.fullmatch(START, group):
-            raise InputError(f"{group!r}: not a model state group (see editpersist.states)")
-        return [group]
-    if m.group(1) is not None:
-        return [f"{m.group(1)}/ft/{m.group(2)}/seed{k}{m.group(3) or ''}" for k in seeds]
-    return [f"{m.group(4)}/transfer/{m.group(5)}/seed{k}" for k in seeds]
-
-
-def group_tune(group: str) -> tuple[str, str] | None:
-    """(fine-tuner, subject) of a group of fine-tuned (or transfer) states; None for base and edited."""
-    m = re.fullmatch(_GROUP_PARTS, group)
-    return None if m is None else tuple((m.group(2) or m.group(5)).split("/"))
+BASE = State()
 
 
 def layer_target(layer: str) -> str:
@@ -132,13 +190,6 @@ def layer_target(layer: str) -> str:
     if re.search(r"(^|/)reedit/", layer):
         return re.sub(rf"/{SEED}\.safetensors$", "", layer)
     return re.sub(rf"/{SEED}$", "", layer) if "/ft/" in layer and not layer.endswith(".safetensors") else layer
-
-
-def reedit_path(s: StateName) -> str:
-    """Where a re-edit delta lives (beside, not inside, the fine-tune directory it builds on; the
-    re-edits of every seed of a fine-tune share a directory)."""
-    p = s.parts
-    return f"reedit/{p['editor']}/{p['task']}/{p['edit']}/{s.finetune}.safetensors"
 
 
 def finetune_snapshots(ft_dir: Path) -> list[int]:

@@ -16,7 +16,7 @@ from editpersist.evaluation.prompts import QualityConfig, case_key, images_per_c
 from editpersist.families import FAMILIES
 from editpersist.finetuners.methods import FINETUNERS
 from editpersist.finetuners.subjects import make_subject
-from editpersist.states import GROUP, NAME, START, group_members, group_tune, layer_target, state_layers
+from editpersist.states import GROUP, NAME, START, State, layer_target
 from editpersist.tasks import case_named, load_cases
 from editpersist.tasks.cases import TASKS, cases_record
 
@@ -94,7 +94,7 @@ def uses_gpu(model):
 
 
 # Minutes per attempt of a built model's job (per fine-tune seed where the job covers several).
-BUILT_RUNTIME = {"refact_stats": 30, "edit": 30, "reedit": 30, "class_images": 30, "finetune": 60, "generate": 30}
+BUILT_RUNTIME = {"layer_stats": 30, "edit": 30, "reedit": 30, "class_images": 30, "finetune": 60, "generate": 30}
 PER_SEED_RULES = ("reedit", "finetune", "generate")
 
 
@@ -117,6 +117,8 @@ def sizing_record(kind, wildcards):
     if kind in ("edit", "reedit"):
         base = edit_job(wildcards) if kind == "edit" else reedit_job(wildcards)
         return {**base, "editor": wildcards.editor, "task": wildcards.task}
+    if kind == "layer_stats":
+        return {**layer_stats_job(wildcards), "editor": wildcards.editor}
     if kind == "finetune":
         return {**finetune_record(wildcards), "finetuner": wildcards.finetuner}
     if kind == "class_images":
@@ -226,8 +228,8 @@ def weights_mem_mb(wildcards):
 def job_seeds(wildcards):
     """The fine-tune seeds one job covers: its fine-tuner's (a `finetuner` wildcard, or the one
     a state group names); one for the base and edited states."""
-    tune = group_tune(wildcards.group) if "group" in wildcards.keys() else None
-    finetuner = wildcards.get("finetuner") or (tune[0] if tune else None)
+    group = State.parse_group(wildcards.group) if "group" in wildcards.keys() else None
+    finetuner = wildcards.get("finetuner") or (group.finetuner if group else None)
     return list(grid.finetune_seeds(config, wildcards.model, finetuner)) if finetuner else [0]
 
 
@@ -241,6 +243,10 @@ def job_seeds(wildcards):
 
 def model_record(wildcards):
     return {"family": MODELS[wildcards.model]["family"], "sampling": sampling_of(wildcards.model)}
+
+
+def layer_stats_job(wildcards):
+    return {**model_record(wildcards), "editor_cfg": editor_block(config["editors"], wildcards.editor)}
 
 
 def edit_job(wildcards):
@@ -316,10 +322,6 @@ def quality_inputs(wildcards):
     return [EVAL["quality"][key] for key in ("captions", "reference") if built_input(EVAL["quality"][key])]
 
 
-def corpus_input(wildcards):
-    return built_input(config["editors"].get("refact", {}).get("corpus"))
-
-
 def sampling_of(model):
     """The sampling block with the model's own overrides (resolution, steps, guidance)."""
     return {**config["sampling"], **MODELS[model].get("sampling", {})}
@@ -327,9 +329,8 @@ def sampling_of(model):
 
 def start_delta(wildcards):
     """The edit delta a state starts from; none for the base model."""
-    if wildcards.start == "base":
-        return []
-    return f"{RESULTS}/states/{wildcards.model}/{wildcards.start}.safetensors"
+    start = State.parse(wildcards.start)
+    return [] if start.kind == "base" else str(start.path(f"{RESULTS}/states/{wildcards.model}"))
 
 
 def class_images_input(wildcards):
@@ -338,8 +339,17 @@ def class_images_input(wildcards):
     return f"{RESULTS}/states/{wildcards.model}/{wildcards.start}/class_images/{wildcards.subject}.npz"
 
 
-def refact_stats_input(wildcards):
-    return f"{RESULTS}/states/{wildcards.model}/refact_stats" if EDITORS[wildcards.editor].layer_statistics else []
+def layer_stats_input(wildcards):
+    """The layer statistics the editor declares (EditorMethod.statistics); none for most."""
+    if EDITORS[wildcards.editor].statistics is None:
+        return []
+    return f"{RESULTS}/states/{wildcards.model}/layer_stats/{wildcards.editor}"
+
+
+def layer_stats_files(wildcards):
+    """The files an editor's block names for its statistics (a corpus), where a rule makes them."""
+    block = editor_block(config["editors"], wildcards.editor)
+    return [p for p in map(built_input, EDITORS[wildcards.editor].statistics.files(block).values()) if p]
 
 
 def meter_reader_input(wildcards):
@@ -359,15 +369,15 @@ def subject_prompts(wildcards):
 
 def group_subject_prompts(group):
     """A fine-tuned state is also asked for its subject ("a sks square"): did the fine-tune take?"""
-    tune = group_tune(group)
-    return [make_subject(SUBJECTS[tune[1]]).instance_prompt] if tune else []
+    subject = State.parse_group(group).subject
+    return [make_subject(SUBJECTS[subject]).instance_prompt] if subject else []
 
 
 def group_layers(wildcards):
     """Each member state of a group (one per fine-tune seed) with the paths of its layers."""
     return {
-        state: [f"{RESULTS}/states/{wildcards.model}/{layer}" for layer in state_layers(state)]
-        for state in group_members(wildcards.group, job_seeds(wildcards))
+        state.name: [f"{RESULTS}/states/{wildcards.model}/{layer}" for layer in state.layers()]
+        for state in State.parse_group(wildcards.group).members(job_seeds(wildcards))
     }
 
 
@@ -534,7 +544,7 @@ def score_chunk_dirs(wildcards):
 
 def study_cells():
     """The persistence table's cells as records: (model, editor, task, edit, finetuner, subject, seeds)."""
-    return [c.as_dict() for c in CELLS]
+    return [c.record() for c in CELLS]
 
 
 def study_outputs():

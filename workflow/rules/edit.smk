@@ -1,38 +1,38 @@
 # Edit stage: base model + edit case -> edit delta (changed tensors) and its JSON sidecar.
 
 
-rule refact_stats:
+# The layer statistics an editor declares (EditorMethod.statistics), once per model.
+rule layer_stats:
     input:
         model=model_input,
-        corpus=corpus_input,
+        files=layer_stats_files,
     output:
-        stats=directory(in_results("states/{model}/refact_stats")),
+        stats=directory(in_results("states/{model}/layer_stats/{editor}")),
     log:
-        in_logs("refact_stats/{model}.log"),
+        in_logs("layer_stats/{model}/{editor}.log"),
     benchmark:
-        in_benchmarks("refact_stats/{model}.tsv")
+        in_benchmarks("layer_stats/{model}/{editor}.tsv")
     conda:
         "../../envs/editpersist.yaml"
     threads: 1
     resources:
-        runtime=job_runtime("refact_stats"),
-        mem_mb=job_mem_mb("refact_stats"),
-        gpu=job_gpus("refact_stats"),
-        gpu_mem_mb=job_gpu_mem_mb("refact_stats"),
+        runtime=job_runtime("layer_stats"),
+        mem_mb=job_mem_mb("layer_stats"),
+        gpu=job_gpus("layer_stats"),
+        gpu_mem_mb=job_gpu_mem_mb("layer_stats"),
     params:
-        family=lambda wc: MODELS[wc.model]["family"],
-        cfg=config["editors"].get("refact"),
+        job=layer_stats_job,
         seed=config["seed"],
         device=config["device"],
     script:
-        "../scripts/refact_stats.py"
+        "../scripts/layer_stats.py"
 
 
 rule edit:
     input:
         model=model_input,
         judge=judge_input,
-        stats=refact_stats_input,
+        stats=layer_stats_input,
         reader=meter_reader_input,
     output:
         delta=in_results("states/{model}/edit/{editor}/{task}/{edit}.safetensors"),
@@ -67,7 +67,7 @@ use rule edit as reedit with:
         delta=in_results("states/{model}/edit/{editor}/{task}/{edit}.safetensors"),
         finetunes=in_results("states/{model}/edit/{editor}/{task}/{edit}/ft/{finetuner}/{subject}"),
         judge=judge_input,
-        stats=refact_stats_input,
+        stats=layer_stats_input,
         reader=meter_reader_input,
     output:
         reedits=directory(in_results("states/{model}/reedit/{editor}/{task}/{edit}/{finetuner}/{subject}")),

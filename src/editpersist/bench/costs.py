@@ -20,13 +20,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..editors import EDITORS
+from ..editors import EDITORS, editor_block
 from ..families import get_family
 from ..finetuners.methods import FINETUNERS
 from ..evaluation.prompts import images_per_check
 from ..grid import GridCell, finetune_groups, finetune_seeds, finetune_states, finetuner_settings
-from ..states import parse_state
-from ..tasks.formats import DEBIAS_PHRASINGS
+from ..states import State
 
 # Assumed: H100 SXM vs A100 on these fp16/bf16 networks (peak dense tensor FLOPs differ by
 # 3.2x; memory-bound attention and VAE keep real pipelines nearer 2x).
@@ -62,10 +61,6 @@ class ModelCost:
     disk_bytes: dict[str, float]
 
 
-def finetuner_of(state: str) -> str:
-    return parse_state(state).parts["finetuner"]
-
-
 def images_per_case(task: str, ev: dict) -> int:
     source, others = PROBES[task]
     return source * ev["images_per_source"] + others * ev["images_per_prompt"]
@@ -88,10 +83,10 @@ def model_images(cells: list[GridCell], model: str, config: dict) -> dict[str, i
            "transfer": 0}
     n, n_check = ev["images_per_prompt"], images_per_check(ev)
     # Snapshots (source prompts at each) are kept on a fine-tune's first seed only.
-    for state in finetune_states(mine, model):
-        ft = finetuner_of(state)
-        if state.startswith("base/"):  # every case; the subject prompt; snapshots
-            first = int(parse_state(state).parts["seed"]) == finetune_seeds(config, model, ft)[0]
+    for state in map(State.parse, finetune_states(mine, model)):
+        ft = state.finetuner
+        if state.kind == "base_ft":  # every case; the subject prompt; snapshots
+            first = state.seed == finetune_seeds(config, model, ft)[0]
             out["base_ft"] += all_cases + quality_images(ev) + n_check + (n_snap[ft] * sources * n if first else 0)
     for c in mine:  # each state once per fine-tune seed
         per = images_per_case(c.task, ev) + quality_images(ev)
@@ -107,7 +102,7 @@ def model_cost(cells: list[GridCell], model: dict, config: dict) -> ModelCost:
     sampling = {**config.get("sampling", {}), **model.get("sampling", {})}
     step = ref.a100_step_s / A100_TO_H100 * (sampling["height"] / ref.native_resolution) ** 2
     mine = [c for c in cells if c.model == name]
-    states = finetune_states(mine, name)
+    states = [State.parse(s) for s in finetune_states(mine, name)]
     images = model_images(cells, name, config)
     n_images = sum(images.values())
     # One generation job per edited state and per fine-tune (all its seeds), plus the base.
@@ -115,31 +110,34 @@ def model_cost(cells: list[GridCell], model: dict, config: dict) -> ModelCost:
     hours = {"generate": (n_images * sampling["steps"] * step + gen_jobs * ref.load_s) / 3600}
     ft_s = 0.0
     for state in states:
-        ft = finetuner_of(state)
+        ft = state.finetuner
         cfg = finetuner_settings(config, name, ft)
         prior = 2 if FINETUNERS[ft].prior_preservation else 1
         factor = TRAIN * (CKPT if cfg.get("gradient_checkpointing") else 1) * prior
         ft_s += cfg["steps"] * cfg["batch"] * step * factor + ref.load_s
     hours["finetune"] = ft_s / 3600
-    starts = {c.start: c.editor for c in mine}
-    debias = config["editors"].get("uce", {}).get("debias", {})
-    # An upper bound: every phrasing a profession's edit balances (the source and the official
-    # five) measured in every round; a settled phrasing is measured no more.
-    phrasings = len(DEBIAS_PHRASINGS) + 1
-    debias_s = debias.get("max_rounds", 30) * phrasings * debias.get("n_images", 32) * sampling["steps"] * step
-    hours["edit"] = sum(EDITORS[e].reference_gpu_s + ref.load_s + (debias_s if "/debias/" in s else 0)
-                        for s, e in starts.items()) / 3600
-    # One re-edit job per fine-tune group: a load, then the cell's editor once per seed (a
-    # debias re-edit runs its loop again).
-    hours["reedit"] = sum(len(c.seeds) * (EDITORS[c.editor].reference_gpu_s + (debias_s if c.task == "debias" else 0))
-                          + ref.load_s for c in mine if c.finetuner in config["evaluation"]["reedit"]) / 3600
-    dreambooth = sum(1 for s in states if FINETUNERS[finetuner_of(s)].prior_preservation)
+    starts = {c.start: (c.editor, c.task) for c in mine}
+
+    def edit_s(editor: str, task: str) -> float:
+        """One edit: the editor's assumed time, plus the images it generates and judges and the
+        fine-tune steps it simulates, as it declares them (EditorMethod.work; a measuring loop
+        at its most rounds)."""
+        work = EDITORS[editor].work(editor_block(config["editors"], editor), model["family"], task)
+        return (EDITORS[editor].reference_gpu_s + work.meter_images * sampling["steps"] * step
+                + work.simulated_steps * work.simulated_batch * step * TRAIN)
+
+    hours["edit"] = sum(edit_s(e, t) + ref.load_s for e, t in starts.values()) / 3600
+    # One re-edit job per fine-tune group: a load, then the cell's editor once per seed.
+    hours["reedit"] = sum(len(c.seeds) * edit_s(c.editor, c.task) + ref.load_s
+                          for c in mine if c.finetuner in config["evaluation"]["reedit"]) / 3600
+    dreambooth = sum(1 for s in states if FINETUNERS[s.finetuner].prior_preservation)
     hours["class_images"] = dreambooth * config["finetune_data"]["n_class_images"] * sampling["steps"] * step / 3600
     hours["score"] = n_images * SCORE_S_PER_IMAGE / 3600
-    refact = config["editors"].get("refact")
-    hours["refact_stats"] = (refact["corpus_size"] * STATS_S_PER_TEXT / 3600) if refact else 0.0
+    stats = [EDITORS[e].statistics.work(editor_block(config["editors"], e), model["family"])
+             for e in dict.fromkeys(e for e, _ in starts.values()) if EDITORS[e].statistics]
+    hours["layer_stats"] = sum(w.texts for w in stats) * STATS_S_PER_TEXT / 3600
     size = ref.checkpoint_bytes
-    ft_bytes = sum(FINETUNERS[finetuner_of(s)].state_share * size for s in states)
+    ft_bytes = sum(FINETUNERS[s.finetuner].state_share * size for s in states)
     png = PNG_BYTES[512 if sampling["height"] <= 512 else 1024]
     disk = {"edit_deltas": len(starts) * EDIT_SHARE * size, "finetuned_states": ft_bytes,
             "images": n_images * png}

@@ -26,12 +26,13 @@ def register(methods) -> dict[str, EditorMethod]:
 EDITORS: dict[str, EditorMethod] = register((uce.METHOD, persist.METHOD, time.METHOD, refact.METHOD))
 
 
-def check_editor_blocks(config: dict) -> None:
+def check_editor_blocks(config: dict, planning: bool = False) -> None:
     """Every editor block of a config read by its editor's own parser (EditorMethod.parse) and
     meters, after the schema: one line naming the editor and key for a block its config
-    dataclass refuses, a variant whose base editor has no block, or a meter reading with the toy
-    world's reader on a model outside it."""
-    from ..config import real_models
+    dataclass refuses, a variant whose base editor has no block, a meter reading with the toy
+    world's reader on a model outside it, or a file its statistics read that does not exist
+    (`planning`, a dry run: a warning)."""
+    from ..config import is_built, missing_path, real_models
     from ..errors import ConfigError
 
     editors, real = config["editors"], real_models(config)
@@ -49,6 +50,10 @@ def check_editor_blocks(config: dict) -> None:
             if spec.by == "reader" and real:
                 raise ConfigError(f"editors.{name}.{spec.key}: 'reader' exists only in the toy world, but model "
                                   f"{real[0]!r} is not a toy model; use 'judge'")
+        statistics = EDITORS[name].statistics
+        for key, path in (statistics.files(block) if statistics else {}).items():
+            if not is_built(path):
+                missing_path(f"editors.{name}.{key}", path, planning)
 
 
 def editor_meters(editors: dict, name: str) -> tuple:

@@ -152,7 +152,7 @@ class EditContext:
     task: str
     seed: int = 0
     sampling: SamplingConfig | None = None  # how the model's images are drawn
-    stats_dir: Path | None = None  # the refact_stats rule's output, for editors with layer_statistics
+    stats_dir: Path | None = None  # the layer_stats rule's output, for editors with `statistics`
     meters: dict[str, Meter] = field(default_factory=dict)  # reading -> meter, as the editor's specs asked
 
     def meter(self, reading: str, editor: str) -> Meter:
@@ -163,6 +163,51 @@ class EditContext:
 
 def no_meters(block: dict) -> tuple[MeterSpec, ...]:
     return ()
+
+
+@dataclass(frozen=True)
+class EditWork:
+    """What one edit computes, in the terms the GPU sizing and the cost model price (they know
+    no editor): the text encodings of the case's prompts, then one closed-form solve, or
+    `text_steps` optimisation steps of `text_prompts` prompts on text-encoder layer `text_layer`
+    (FLUX's pooled CLIP encoder too when `pooled_clip`); `meter_images` images generated and
+    judged while editing (an upper bound); `simulated_steps` steps of a simulated full fine-tune
+    of batch `simulated_batch`."""
+
+    text_steps: int = 0
+    text_layer: int | None = None
+    text_prompts: int = 1
+    pooled_clip: bool = False
+    meter_images: int = 0
+    simulated_steps: int = 0
+    simulated_batch: int = 1
+
+
+def closed_form_work(block: dict, family_name: str, task: str) -> EditWork:
+    return EditWork()
+
+
+@dataclass(frozen=True)
+class StatsWork:
+    """What a model's layer statistics cover: `texts` corpus texts through the text encoder at
+    each of `layers` (and FLUX's pooled CLIP layer when `pooled_clip`), in batches of `batch`."""
+
+    texts: int
+    layers: tuple[int, ...]
+    pooled_clip: bool
+    batch: int
+
+
+@dataclass(frozen=True)
+class LayerStatistics:
+    """Statistics an editor reads, made once per model before its edits (the layer_stats rule):
+    `compute(pipe, family, block, seed, out_dir)` writes them; `work(block, family_name)` says
+    what that covers, without a model; `files(block)` gives the files the block names, as
+    {key: path} (checked at config check; inputs of the rule)."""
+
+    compute: Callable[[Any, Any, dict, int, Path], None]
+    work: Callable[[dict, str], StatsWork]
+    files: Callable[[dict], dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -180,9 +225,12 @@ class EditorMethod:
     # right after the config check (editors.check_editor_blocks), so such a block stops before
     # any job; `build` reads the same settings.
     parse: Callable[[dict], object]
-    # Assumed GPU seconds of one edit at real scale, for the grid's cost model (bench/costs.py).
+    # Assumed GPU seconds of one edit at real scale besides what `work` prices (the images it
+    # generates, the fine-tunes it simulates), for the grid's cost model (bench/costs.py).
     reference_gpu_s: float
-    layer_statistics: bool = False  # reads the refact_stats rule's output
+    # What one edit of a task computes, from the block (EditWork): the sizing prices it.
+    work: Callable[[dict, str, str], EditWork] = closed_form_work
+    statistics: LayerStatistics | None = None  # made once per model by the layer_stats rule
     # The meters its block asks for (the stage builds them into EditContext.meters).
     meters: Callable[[dict], tuple[MeterSpec, ...]] = no_meters
     # A variant of another editor: its config block is that editor's with these keys added

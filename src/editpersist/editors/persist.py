@@ -48,7 +48,7 @@ from ..finetuners.core import ImageSet, finetune
 from ..metrics.bootstrap import retention
 from ..sampling import SamplingConfig, generate, stream_seed
 from ..tasks.requests import EditRequest
-from .base import BlockConfig, EditContext, EditDelta, EditorMethod, MeterSpec, apply_delta, restore
+from .base import BlockConfig, EditContext, EditDelta, EditorMethod, EditWork, MeterSpec, apply_delta, restore
 from .uce import UCE, UCEConfig
 
 log = logging.getLogger("editpersist")
@@ -248,13 +248,22 @@ def meters(block: dict) -> tuple[MeterSpec, ...]:
                       key="persist.meter"),)
 
 
+def work(block: dict, family_name: str, task: str) -> EditWork:
+    """Per margin tried (all of them, at most): a simulated full fine-tune and the meter's images
+    of the source before and after it; the simulated subject's images once."""
+    cfg = parse(block)[1]
+    margins = len(cfg.margins)
+    return EditWork(meter_images=margins * 2 * cfg.meter_images + cfg.n_images, simulated_steps=margins * cfg.steps,
+                    simulated_batch=cfg.batch)
+
+
 def build(block: dict, ctx: EditContext) -> PersistentUCE:
     if ctx.sampling is None:
         raise ValueError("uce-persist needs the sampling settings of its simulated subject's images")
     return PersistentUCE(*parse(block), ctx.meter("target_share", "uce-persist"), ctx.sampling, ctx.seed)
 
 
-# A plain UCE solve per margin plus a simulated full fine-tune of `steps` steps and two meter
-# generations: at SD1.4 scale assumed ~3 min per margin on a GPU, two margins on average.
-METHOD = EditorMethod("uce-persist", modes=("replace",), build=build, parse=parse, reference_gpu_s=360.0,
-                      meters=meters, builds_on="uce")
+# A plain UCE solve per margin (assumed 5 s each, as UCE's); the simulated fine-tunes and the
+# meter's images are priced from `work`.
+METHOD = EditorMethod("uce-persist", modes=("replace",), build=build, parse=parse, reference_gpu_s=15.0,
+                      meters=meters, work=work, builds_on="uce")

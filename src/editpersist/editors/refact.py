@@ -45,11 +45,13 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, InputError
+from ..families import get_family
 from ..families.base import TextSite
 from ..io import load_tensors, save_tensors
 from ..tasks.requests import EditRequest
 from ..tokens import subject_last_index, tokenize
-from .base import BlockConfig, EditContext, EditDelta, EditorMethod, make_sidecar, working_dtype
+from .base import (BlockConfig, EditContext, EditDelta, EditorMethod, EditWork, LayerStatistics, StatsWork,
+                   make_sidecar, working_dtype)
 
 log = logging.getLogger("editpersist")
 
@@ -89,7 +91,7 @@ class ReFACTConfig(BlockConfig):
 # ------------------------------------------------------- from the config ----
 
 # Keys of the `editors.refact` block that say where it edits and with which layer statistics
-# (refact_layer, the refact_stats rule), not how one edit runs (ReFACTConfig).
+# (refact_layer, the layer_stats rule), not how one edit runs (ReFACTConfig).
 REFACT_SITE_KEYS = ("layers", "corpus", "corpus_size")
 
 
@@ -179,8 +181,11 @@ def capture_io(encoder, module: torch.nn.Module, enc) -> tuple[torch.Tensor, tor
 
 # ------------------------------------------------------------------ steps ----
 
+STATS_BATCH = 64  # corpus texts per forward pass of the statistics
+
+
 @torch.no_grad()
-def layer_stats(encoder, tok, module: torch.nn.Module, corpus: list[str], batch: int = 64) -> torch.Tensor:
+def layer_stats(encoder, tok, module: torch.nn.Module, corpus: list[str], batch: int = STATS_BATCH) -> torch.Tensor:
     """Uncentred second moment E[k k^T] of the module's inputs over every real token of the corpus."""
     total, count = None, 0
     for i in range(0, len(corpus), batch):
@@ -306,6 +311,33 @@ def parse(block: dict) -> ReFACTConfig:
     return ReFACTConfig.from_block({k: v for k, v in block.items() if k not in REFACT_SITE_KEYS})
 
 
+def uses_pooled_clip(block: dict, family_name: str) -> bool:
+    return get_family(family_name).pooled_clip_layer(block["layers"]) is not None
+
+
+def work(block: dict, family_name: str, task: str) -> EditWork:
+    """ReFACT's optimisation of v*: up to max_steps steps over the templates and the prompt."""
+    cfg = parse(block)
+    return EditWork(text_steps=cfg.max_steps, text_layer=refact_layer(block, family_name, task),
+                    text_prompts=len(cfg.templates) + 1, pooled_clip=uses_pooled_clip(block, family_name))
+
+
+def compute_statistics(pipe, family, block: dict, seed: int, out_dir: Path) -> None:
+    compute_and_cache_stats(pipe, refact_stat_sites(block, family), refact_corpus(block, seed), out_dir)
+
+
+def statistics_work(block: dict, family_name: str) -> StatsWork:
+    """One pass over the corpus per statistics site: each layer a task edits, in each encoder."""
+    return StatsWork(block["corpus_size"], tuple(refact_layer(block, family_name, None)),
+                     uses_pooled_clip(block, family_name), STATS_BATCH)
+
+
+def corpus_files(block: dict) -> dict[str, str]:
+    """The statistics corpus, unless it is the toy world's captions (made, not read)."""
+    corpus = block.get("corpus", "toy")
+    return {} if corpus == "toy" else {"corpus": corpus}
+
+
 def build(block: dict, ctx: EditContext) -> "ReFACT":
     return ReFACT(refact_config(block, ctx.family, ctx.task, ctx.seed), ctx.stats_dir)
 
@@ -331,11 +363,11 @@ class ReFACT:
             module = encoder.get_submodule(site.module)
             stats = stats_file(self.stats_dir, site)
             if not stats.is_file():
-                raise InputError(f"{stats}: ReFACT statistics missing; run the refact_stats rule first")
+                raise InputError(f"{stats}: ReFACT statistics missing; run the layer_stats rule first")
             stored = load_tensors(stats)
             if "eig_range" not in stored:
                 raise InputError(f"{stats}: statistics without eig_range (written by an older version); rerun "
-                                 "the refact_stats rule")
+                                 "the layer_stats rule")
             conditioning = condition_numbers(stored["eig_range"], ridge_of(stored["C"], self.cfg.ridge))
             C = with_ridge(stored["C"], self.cfg.ridge)
             W = module.weight.detach().clone().to(working_dtype(module.weight))
@@ -391,5 +423,5 @@ def prompts_at_subject(tok, templates: tuple[str, ...], subject: str) -> tuple[l
 
 
 # Optimises v* for up to max_steps (100) steps: assumed 60 s on a GPU, statistics costed apart.
-METHOD = EditorMethod("refact", modes=("replace",), build=build, parse=parse, reference_gpu_s=60.0,
-                      layer_statistics=True)
+METHOD = EditorMethod("refact", modes=("replace",), build=build, parse=parse, reference_gpu_s=60.0, work=work,
+                      statistics=LayerStatistics(compute_statistics, statistics_work, corpus_files))

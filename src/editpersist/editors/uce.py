@@ -23,8 +23,10 @@ import numpy as np
 import torch
 
 from ..metrics.task_metrics import attribute_shares
+from ..tasks.formats import DEBIAS_PHRASINGS
 from ..tasks.requests import EditRequest, attribute_prompt
-from .base import BlockConfig, EditContext, EditDelta, EditorMethod, MeterSpec, apply_delta, make_sidecar, restore
+from .base import (BlockConfig, EditContext, EditDelta, EditorMethod, EditWork, MeterSpec, apply_delta, make_sidecar,
+                   restore)
 from .closed_form import apply_transform, shared_transform
 from .text_inputs import Encoded, encode_for_edit, key_rows, paired_rows
 
@@ -81,6 +83,15 @@ def meters(block: dict) -> tuple[MeterSpec, ...]:
     loop = block.get("debias", {})
     return (MeterSpec("attribute_shares", loop.get("meter", "judge"), loop.get("n_images", 32), "debias_meter",
                       modes=("debias",), key="debias.meter"),)
+
+
+def work(block: dict, family_name: str, task: str) -> EditWork:
+    """A closed-form solve; a debias edit also measures every phrasing it balances (the source
+    and the official five) in every round, at most."""
+    if task != "debias":
+        return EditWork()
+    rounds, meter = parse(block).debias_max_rounds, meters(block)[0]
+    return EditWork(meter_images=rounds * (len(DEBIAS_PHRASINGS) + 1) * meter.n_images)
 
 
 def build(block: dict, ctx: EditContext):
@@ -215,6 +226,6 @@ class UCE:
 
 
 # One closed-form solve: 0.7 s at SD1.4's shapes on 2 CPU cores (BENCHMARKS.md), assumed 5 s on a
-# GPU with loading the layers; the debias loop's generations are costed apart.
+# GPU with loading the layers; the debias loop's generations are priced from `work`.
 METHOD = EditorMethod("uce", modes=("replace", "erase", "debias"), build=build, parse=parse, reference_gpu_s=5.0,
-                      meters=meters)
+                      meters=meters, work=work)

@@ -23,7 +23,7 @@ from ..io import atomic_dir, link_or_copy
 from ..runtime import RunStats
 from ..sampling import SamplingConfig, generate_counts
 from ..families.base import save_weights
-from ..states import apply_layer, apply_undoable, finetune_snapshots, load_model_state, parse_state
+from ..states import apply_layer, apply_undoable, finetune_snapshots, load_model_state, State
 from ..tasks.cases import EditCase
 from .prompts import QualityConfig, case_probes, probe_counts, probe_image_count, quality_captions
 
@@ -87,7 +87,7 @@ def member_rows(pipe, family, loaded: dict, state: str, rest: list[Path], counts
     loaded. A fine-tuned state with snapshots also gets its source prompts at each snapshot.
     `keep`: only these prompts' images (a chunk of the job)."""
     rows: list[dict] = []
-    ft_dir = rest[-1] if rest and parse_state(state).kind in ("base_ft", "edited_ft") else None
+    ft_dir = rest[-1] if rest and State.parse(state).kind in ("base_ft", "edited_ft") else None
     curve_here = keep is None or not keep.isdisjoint(curve)
     for step in finetune_snapshots(ft_dir) if ft_dir and curve_here else []:
         undo = apply_undoable(pipe, family, rest[:-1], loaded)
@@ -123,7 +123,7 @@ def run_generation(model_dir: Path, family_name: str, group: str, members: dict[
     rows: list[dict] = []
     with atomic_dir(out) as tmp:
         for state, layers in members.items():
-            sub = "" if state == group else f"seed{parse_state(state).parts['seed']}/"
+            sub = "" if state == group else f"seed{State.parse(state).seed}/"
             rows += member_rows(pipe, family, loaded, state, layers[len(prefix):], counts, curve, sampling, seed,
                                 tmp, sub, prompt_ids, keep)
         manifest = pd.DataFrame(rows).assign(

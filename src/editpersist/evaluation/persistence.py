@@ -26,7 +26,7 @@ from ..metrics.bootstrap import (draw_indices, dropped, percentile_interval, res
                                  with_share_floor)
 from ..metrics.seed_interval import seed_level_interval
 from ..metrics.task_metrics import METRICS, attribute_coverage, metrics_of_case, reduce_grid, sampling_debias_floor
-from ..states import parse_state
+from ..states import State
 from ..tasks.cases import EditCase
 from .prompts import PRIMARY, case_key, case_probes, probe_image_count
 
@@ -236,25 +236,30 @@ def metric_case(metric: str, case: EditCase) -> EditCase | None:
 
 @dataclass(frozen=True)
 class Cell:
-    """One (model, editor, case, fine-tuner, fine-tune data) cell of the grid, with its seeds."""
+    """A grid cell with what its tables read besides its states: the model's family, the edit
+    case, and how the fine-tune's subject relates to the edit."""
 
-    model: str
+    grid: GridCell
     family: str
-    editor: str
     case: EditCase
-    finetuner: str
-    subject: str
     relation: str
-    seeds: tuple[int, ...] = (0,)
 
-    @property
-    def grid(self) -> GridCell:
-        return GridCell(self.model, self.editor, self.case.task, self.case.name, self.finetuner, self.subject,
-                        self.seeds)
+    def __post_init__(self):
+        if (self.grid.task, self.grid.edit) != (self.case.task, self.case.name):
+            raise ValueError(f"{self.grid}: cell paired with the case {self.case.task}/{self.case.name}")
+
+    model = property(lambda self: self.grid.model)
+    editor = property(lambda self: self.grid.editor)
+    finetuner = property(lambda self: self.grid.finetuner)
+    subject = property(lambda self: self.grid.subject)
+    seeds = property(lambda self: self.grid.seeds)
 
     @property
     def edited(self) -> str:
         return self.grid.start
+
+    def with_seeds(self, seeds: tuple[int, ...]) -> Cell:
+        return replace(self, grid=replace(self.grid, seeds=seeds))
 
 
 def min_effect_of(min_effect: float | dict, metric: str) -> float:
@@ -337,11 +342,11 @@ def rule_cell(scores: ModelScores, cell: Cell, rule: SeedRule) -> tuple[Cell, li
     kept, notes = kept_seeds(scores, cell, rule)
     if not kept:
         return cell, notes + [NO_SEED], False
-    return replace(cell, seeds=kept), notes, True
+    return cell.with_seeds(kept), notes, True
 
 
 def seed_of(state: str) -> int:
-    return int(parse_state(state).parts["seed"])
+    return State.parse(state).seed
 
 
 def effect_direction_problem(metric: str, effect: float) -> str:
@@ -355,13 +360,73 @@ def effect_direction_problem(metric: str, effect: float) -> str:
             f"{'higher' if m.higher_is_better else 'lower'} is better): retention not stated")
 
 
+@dataclass(frozen=True, eq=False)
+class Ratio:
+    """One metric of a cell: the edit's effect (edited - base) and, per fine-tune seed,
+    (numerator - base_ft) / effect, with intervals. The numerator (`value`) is edited_ft,
+    reedited or transfer: each table names it in its column map. `ratio` is the mean of the kept
+    seeds' and is stated only where the effect is `established` (`note` says why not); its
+    interval is seed-level (metrics.seed_interval). The `seed_*` arrays hold one entry per seed."""
+
+    base: float
+    edited: float
+    base_ft: float
+    value: float
+    ratio: float
+    ci_low: float
+    ci_high: float
+    n_images: int
+    n_seeds: int
+    effect: float
+    effect_ci_low: float
+    effect_ci_high: float
+    replicates_dropped: int
+    note: str
+    established: bool
+    ft_fidelity: float  # the lowest of its seeds': every seed kept learned its subject this well
+    target_reach: float
+    seeds: tuple[int, ...]
+    seed_base_ft: np.ndarray
+    seed_value: np.ndarray
+    seed_fidelity: np.ndarray
+    seed_reach: np.ndarray
+    seed_values: np.ndarray
+    seed_replicates: np.ndarray
+    effect_replicates: np.ndarray
+    edited_replicates: np.ndarray
+
+    def columns(self, names: dict[str, str]) -> dict:
+        """A table's columns (`names`: column -> field)."""
+        return {column: getattr(self, name) for column, name in names.items()}
+
+    def unstated(self) -> Ratio:
+        """The ratio with no retention (its cell kept no fine-tune seed)."""
+        nan = float("nan")
+        return replace(self, ratio=nan, ci_low=nan, ci_high=nan, established=False, n_seeds=0,
+                       seed_values=np.full_like(self.seed_values, nan),
+                       seed_replicates=np.full_like(self.seed_replicates, nan))
+
+
+def _same(*names: str) -> dict[str, str]:
+    return {n: n for n in names}
+
+
+# Each table's columns from a Ratio (column -> field).
+EFFECT_COLUMNS = _same("effect", "effect_ci_low", "effect_ci_high", "n_seeds", "replicates_dropped", "note",
+                       "ft_fidelity", "target_reach")
+PERSISTENCE_COLUMNS = {**_same("base", "edited", "base_ft"), "edited_ft": "value", "retention": "ratio",
+                       **_same("ci_low", "ci_high", "n_images"), **EFFECT_COLUMNS}
+REEDIT_COLUMNS = {"reedited": "value", "restored": "ratio",
+                  **_same("ci_low", "ci_high", "n_images", "n_seeds", "note", "ft_fidelity")}
+TRANSFER_COLUMNS = {"transfer": "value", "retention_transfer": "ratio",
+                    **_same("ci_low", "ci_high", "n_images", "n_seeds", "note", "ft_fidelity")}
+CURVE_COLUMNS = {"retention": "ratio", **_same("ci_low", "ci_high")}
+
+
 def ratio_row(scores: ModelScores, cell: Cell, metric: str, numerators: list[str], min_effect: float | dict = 0.0,
-              step: int = -1, roles: tuple[str, ...] | None = None, base_fts: list[str] | None = None) -> dict:
-    """The edit's effect (edited - base) and, per fine-tune seed, (numerator - base_ft) / effect
-    for one metric, with intervals; the numerator and base_ft (one state per fine-tune seed,
-    `base_fts` default: the cell's) at step `step` (-1: the end). The ratio is the mean of the
-    seeds' and is given only where the effect is established (`note` says why not); its interval
-    is seed-level (metrics.seed_interval)."""
+              step: int = -1, roles: tuple[str, ...] | None = None, base_fts: list[str] | None = None) -> Ratio:
+    """The Ratio of one metric with `numerators` (one state per fine-tune seed) over base_ft
+    (`base_fts`, default: the cell's), both at step `step` (-1: the end)."""
     case = metric_case(metric, cell.case)
     base_fts = cell.grid.base_fts if base_fts is None else base_fts
     base, edited = (scores.estimate(s, case, metric, -1, roles) for s in ("base", cell.edited))
@@ -389,38 +454,29 @@ def ratio_row(scores: ModelScores, cell: Cell, metric: str, numerators: list[str
         notes.append(f"{n_dropped} of {len(within)} replicates had no effect and were dropped")
     fidelity = seed_fidelities(scores, numerators, base_fts)
     reach = target_reaches(scores, cell.case, base_fts)
-    nan_seeds = np.full_like(seed_values, np.nan)
-    return {"base": base.value, "edited": edited.value, "base_ft": base_ft.value, "value": num.value,
-            "ratio": ratio, "ci_low": low, "ci_high": high, "n_images": num.n_images, "n_seeds": num.n_seeds,
-            "effect": effect, "effect_ci_low": effect_low, "effect_ci_high": effect_high,
-            "replicates_dropped": n_dropped, "note": "; ".join(n for n in notes if n), "established": not problem,
-            # The lowest of its seeds': every seed kept learned its subject at least this well.
-            "ft_fidelity": float(np.nanmin(fidelity)) if np.isfinite(fidelity).any() else float("nan"),
-            "target_reach": float(np.nanmin(reach)) if np.isfinite(reach).any() else float("nan"),
-            "seeds": tuple(seed_of(s) for s in numerators), "seed_base_ft": base_ft.per_seed,
-            "seed_value": num.per_seed, "seed_fidelity": fidelity, "seed_reach": reach,
-            "seed_values": seed_values if not problem else nan_seeds,
-            "seed_replicates": seed_reps if not problem else np.full_like(seed_reps, np.nan),
-            "effect_replicates": effect_reps, "edited_replicates": edited.replicates[0]}
-
-
-def unstated(r: dict) -> dict:
-    """The row with no retention (its cell kept no fine-tune seed)."""
-    nan = float("nan")
-    return {**r, "ratio": nan, "ci_low": nan, "ci_high": nan, "established": False, "n_seeds": 0,
-            "seed_values": np.full_like(r["seed_values"], nan),
-            "seed_replicates": np.full_like(r["seed_replicates"], nan)}
+    return Ratio(
+        base=base.value, edited=edited.value, base_ft=base_ft.value, value=num.value, ratio=ratio, ci_low=low,
+        ci_high=high, n_images=num.n_images, n_seeds=num.n_seeds, effect=effect, effect_ci_low=effect_low,
+        effect_ci_high=effect_high, replicates_dropped=n_dropped, note="; ".join(n for n in notes if n),
+        established=not problem,
+        ft_fidelity=float(np.nanmin(fidelity)) if np.isfinite(fidelity).any() else float("nan"),
+        target_reach=float(np.nanmin(reach)) if np.isfinite(reach).any() else float("nan"),
+        seeds=tuple(seed_of(s) for s in numerators), seed_base_ft=base_ft.per_seed, seed_value=num.per_seed,
+        seed_fidelity=fidelity, seed_reach=reach,
+        seed_values=seed_values if not problem else np.full_like(seed_values, np.nan),
+        seed_replicates=seed_reps if not problem else np.full_like(seed_reps, np.nan),
+        effect_replicates=effect_reps, edited_replicates=edited.replicates[0])
 
 
 def ruled_row(scores: ModelScores, cell: Cell, metric: str, numerators_of, min_effect: float | dict,
-              rule: SeedRule, **kwargs) -> dict:
+              rule: SeedRule, **kwargs) -> Ratio:
     """ratio_row on the seeds `rule` keeps (`numerators_of(cell)`: the states compared with
     base_ft, one per seed), the notes on the seeds left out first."""
     ruled, seed_notes, any_kept = rule_cell(scores, cell, rule)
     r = ratio_row(scores, ruled, metric, numerators_of(ruled), min_effect, **kwargs)
     if not any_kept:
-        r = unstated(r)
-    return {**r, "note": "; ".join(n for n in [*seed_notes, r["note"]] if n)}
+        r = r.unstated()
+    return replace(r, note="; ".join(n for n in [*seed_notes, r.note] if n))
 
 
 def cell_keys(cell: Cell) -> dict:
@@ -428,41 +484,37 @@ def cell_keys(cell: Cell) -> dict:
             "edit": cell.case.name, "finetuner": cell.finetuner, "ft_data": cell.subject, "relation": cell.relation}
 
 
-EFFECT_KEYS = ("effect", "effect_ci_low", "effect_ci_high", "n_seeds", "replicates_dropped", "note", "ft_fidelity",
-               "target_reach")
-
-
-def seed_rows(scores: ModelScores, cell: Cell, metric: str, r: dict, min_effect: float | dict) -> list[dict]:
-    """One row per fine-tune seed of the cell, kept or not (`r`: the cell's row on its kept
+def seed_rows(scores: ModelScores, cell: Cell, metric: str, r: Ratio, min_effect: float | dict) -> list[dict]:
+    """One row per fine-tune seed of the cell, kept or not (`r`: the cell's ratio on its kept
     seeds): the seed's own base_ft, edited_ft, retention and fine-tune checks, with the seed's
     bootstrap replicates of retention (`_replicates`, for paired comparisons)."""
-    every = r if len(r["seeds"]) == len(cell.seeds) else ratio_row(scores, cell, metric, cell.grid.edited_fts,
-                                                                  min_effect)
-    stated = r["established"]
+    every = r if len(r.seeds) == len(cell.seeds) else ratio_row(scores, cell, metric, cell.grid.edited_fts,
+                                                                min_effect)
+    stated = r.established
     keys = {k: v for k, v in cell_keys(cell).items() if k in SEED_COLUMNS}
     out = []
-    for i, seed in enumerate(every["seeds"]):
-        reps = every["seed_replicates"][i] if stated else np.full(every["seed_replicates"].shape[1], np.nan)
-        out.append({**keys, "metric": metric, "seed": seed, "base_ft": every["seed_base_ft"][i],
-                    "edited_ft": every["seed_value"][i],
-                    "retention": every["seed_values"][i] if stated else float("nan"),
-                    "ft_fidelity": every["seed_fidelity"][i], "target_reach": every["seed_reach"][i],
-                    "kept": seed in r["seeds"] and r["n_seeds"] > 0, "_replicates": reps,
-                    "_edited_replicates": every["edited_replicates"]})
+    for i, seed in enumerate(every.seeds):
+        reps = every.seed_replicates[i] if stated else np.full(every.seed_replicates.shape[1], np.nan)
+        out.append({**keys, "metric": metric, "seed": seed, "base_ft": every.seed_base_ft[i],
+                    "edited_ft": every.seed_value[i],
+                    "retention": every.seed_values[i] if stated else float("nan"),
+                    "ft_fidelity": every.seed_fidelity[i], "target_reach": every.seed_reach[i],
+                    "kept": seed in r.seeds and r.n_seeds > 0, "_replicates": reps,
+                    "_edited_replicates": every.edited_replicates})
     return out
 
 
 def persistence_rows(scores: ModelScores, cell: Cell, min_effect: float | dict = 0.0,
                      rule: SeedRule = SeedRule()) -> list[dict]:
+    """The cell's rows of the persistence table, one per metric; the `_` keys carry the seeds'
+    values and bootstrap replicates for the summary and the per-seed table."""
     out = []
     for metric in scores.metrics_of(cell.case):
         r = ruled_row(scores, cell, metric, lambda c: c.grid.edited_fts, min_effect, rule)
-        out.append({**cell_keys(cell), "metric": metric, "base": r["base"], "edited": r["edited"],
-                    "base_ft": r["base_ft"], "edited_ft": r["value"], "retention": r["ratio"],
-                    "ci_low": r["ci_low"], "ci_high": r["ci_high"], "n_images": r["n_images"],
-                    **{k: r[k] for k in EFFECT_KEYS}, "_seeds": r["seeds"] if r["n_seeds"] else (),
-                    "_seed_values": r["seed_values"], "_seed_replicates": r["seed_replicates"],
-                    "_effect_replicates": r["effect_replicates"], "_edited_replicates": r["edited_replicates"],
+        out.append({**cell_keys(cell), "metric": metric, **r.columns(PERSISTENCE_COLUMNS),
+                    "_seeds": r.seeds if r.n_seeds else (), "_seed_values": r.seed_values,
+                    "_seed_replicates": r.seed_replicates, "_effect_replicates": r.effect_replicates,
+                    "_edited_replicates": r.edited_replicates,
                     "_by_seed": seed_rows(scores, cell, metric, r, min_effect)})
     return out
 
@@ -482,28 +534,26 @@ def curve_rows(scores: ModelScores, cell: Cell, total_steps: int, min_effect: fl
     ruled, seed_notes, any_kept = rule_cell(scores, cell, rule)
     pairs = [(b, e) for b, e in zip(ruled.grid.base_fts, ruled.grid.edited_fts) if scores.steps(b) or scores.steps(e)]
     base_fts, edited_fts = map(list, zip(*pairs)) if pairs else (ruled.grid.base_fts, ruled.grid.edited_fts)
+    nan = float("nan")
 
-    def row(step: int, r: dict) -> dict:
-        ratio, low, high = (r["ratio"], r["ci_low"], r["ci_high"]) if any_kept else (float("nan"),) * 3
-        note = "; ".join(n for n in [*seed_notes, r["note"]] if n)
-        return {**cell_keys(cell), "metric": metric, "step": step, "retention": ratio, "ci_low": low,
-                "ci_high": high, "n_seeds": len(edited_fts) if any_kept else 0, "note": note}
+    def row(step: int, point: dict, note: str) -> dict:
+        point = point if any_kept else dict.fromkeys(CURVE_COLUMNS, nan)
+        return {**cell_keys(cell), "metric": metric, "step": step, **point,
+                "n_seeds": len(edited_fts) if any_kept else 0, "note": "; ".join(n for n in [*seed_notes, note] if n)}
 
     final = ratio_row(scores, ruled, metric, edited_fts, min_effect, roles=("source",), base_fts=base_fts)
     # Step 0 is the edited model itself: retention 1 by definition, where the edit did something.
-    start = 1.0 if final["established"] else float("nan")
-    rows = [row(0, {"ratio": start, "ci_low": start, "ci_high": start,
-                    "note": "" if final["established"] else final["note"]})]
+    start = 1.0 if final.established else nan
+    rows = [row(0, dict.fromkeys(CURVE_COLUMNS, start), "" if final.established else final.note)]
     states = base_fts + edited_fts
     for step in sorted(set().union(*(scores.steps(s) for s in states))):
         missing = [s for s in states if step not in scores.steps(s)]
         if missing:
-            nan = float("nan")
-            rows.append(row(step, {"ratio": nan, "ci_low": nan, "ci_high": nan, "note": f"no snapshot in {missing[0]}"}))
+            rows.append(row(step, dict.fromkeys(CURVE_COLUMNS, nan), f"no snapshot in {missing[0]}"))
             continue
-        rows.append(row(step, ratio_row(scores, ruled, metric, edited_fts, min_effect, step=step, roles=("source",),
-                                        base_fts=base_fts)))
-    rows.append(row(total_steps, final))
+        r = ratio_row(scores, ruled, metric, edited_fts, min_effect, step=step, roles=("source",), base_fts=base_fts)
+        rows.append(row(step, r.columns(CURVE_COLUMNS), r.note))
+    rows.append(row(total_steps, final.columns(CURVE_COLUMNS), final.note))
     return rows
 
 
@@ -515,10 +565,8 @@ def reedit_rows(scores: ModelScores, cell: Cell, min_effect: float | dict = 0.0,
         r = ruled_row(scores, cell, metric, lambda c: c.grid.reedited, min_effect, rule)
         ruled = rule_cell(scores, cell, rule)[0]
         eft = scores.estimate(tuple(ruled.grid.edited_fts), metric_case(metric, cell.case), metric).value
-        out.append({**cell_keys(cell), "metric": metric, "edited": r["edited"], "edited_ft": eft,
-                    "reedited": r["value"], "restored": r["ratio"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
-                    "n_images": r["n_images"], "n_seeds": r["n_seeds"], "note": r["note"],
-                    "ft_fidelity": r["ft_fidelity"]})
+        out.append({**cell_keys(cell), "metric": metric, "edited": r.edited, "edited_ft": eft,
+                    **r.columns(REEDIT_COLUMNS)})
     return out
 
 
@@ -529,10 +577,9 @@ def transfer_rows(scores: ModelScores, cell: Cell, min_effect: float | dict = 0.
     for metric in scores.metrics_of(cell.case):
         r = ruled_row(scores, cell, metric, lambda c: c.grid.transfers, min_effect, rule)
         own = ruled_row(scores, cell, metric, lambda c: c.grid.edited_fts, min_effect, rule)
-        out.append({**cell_keys(cell), "metric": metric, "transfer": r["value"], "retention_transfer": r["ratio"],
-                    "ci_low": r["ci_low"], "ci_high": r["ci_high"], "retention_own_ft": own["ratio"],
-                    "n_images": r["n_images"], "n_seeds": r["n_seeds"], "note": r["note"],
-                    "ft_fidelity": r["ft_fidelity"]})
+        row = {**cell_keys(cell), "metric": metric, **r.columns(TRANSFER_COLUMNS)}
+        # The same cell's retention after its own fine-tune, beside the transfer's.
+        out.append({**row, "retention_own_ft": own.ratio})
     return out
 
 
@@ -561,7 +608,7 @@ def finetune_quality_rows(scores: ModelScores, model: str) -> list[dict]:
             continue
         est = scores.estimate(state, None, "subject_fidelity")
         low, high = percentile_interval(est.replicates[0])
-        parsed = parse_state(state)
+        parsed = State.parse(state)
         out.append({"model": model, "state": state, "kind": parsed.kind, **parsed.parts, "subject_fidelity": est.value,
                     "ci_low": low, "ci_high": high, "n_images": est.n_images})
     return out

@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 
 from ..finetuners.subjects import FolderSubject, ToySubject, make_subject, relation
+from ..grid import GridCell
 from ..io import atomic_path, save_arrays
 from ..judges.clip import ClipJudge
 from ..metrics.task_metrics import fit_inception_references, fit_references
-from ..states import finetuned_state
+from ..states import BASE, State
 from ..tasks.cases import EditCase
 from .generation import load_images
 from .persistence import (COLUMNS, SEED_COLUMNS, Cell, ModelScores, SeedRule, curve_rows, finetune_quality_rows,
@@ -98,7 +99,7 @@ class StudySpec:
     """What the tables cover, as the workflow's config selects it."""
 
     models: dict[str, str]  # name -> family
-    cells: list[dict]  # {model, editor, task, edit, finetuner, subject, seeds}
+    cells: list[GridCell]
     subjects: dict[str, dict]  # name -> subject fields (make_subject)
     finetune_steps: dict[str, dict[str, int]]  # model -> fine-tuner -> training steps
     reedit: tuple[str, ...]  # fine-tuners whose edited_ft states are re-edited
@@ -111,10 +112,9 @@ class StudySpec:
 def build_cells(spec: StudySpec, cases: dict[str, list[EditCase]]) -> list[Cell]:
     by_key = {(c.task, c.name): c for task_cases in cases.values() for c in task_cases}
     out = []
-    for c in spec.cells:
-        case = by_key[(c["task"], c["edit"])]
-        out.append(Cell(c["model"], spec.models[c["model"]], c["editor"], case, c["finetuner"], c["subject"],
-                        relation(make_subject(spec.subjects[c["subject"]]), case), tuple(c["seeds"])))
+    for grid in spec.cells:
+        case = by_key[(grid.task, grid.edit)]
+        out.append(Cell(grid, spec.models[grid.model], case, relation(make_subject(spec.subjects[grid.subject]), case)))
     return out
 
 
@@ -185,11 +185,11 @@ def case_grid_rows(table: pd.DataFrame, editor: str, case: EditCase, finetuners:
                    k: int) -> list[tuple[str, np.ndarray]]:
     """The same noise seeds of the case's source prompt across base, edited and fine-tuned states
     (`finetuners`: fine-tuner -> the fine-tune seed shown)."""
-    edited = f"edit/{editor}/{case.task}/{case.name}"
-    states = [("base", "base"), ("edited", edited)]
+    edited = State.edited(editor, case.task, case.name)
+    states = [("base", BASE.name), ("edited", edited.name)]
     for ft, seed in finetuners.items():
-        states += [(f"base_ft {ft}", finetuned_state("base", ft, subject, seed)),
-                   (f"edited_ft {ft}", finetuned_state(edited, ft, subject, seed))]
+        states += [(f"base_ft {ft}", BASE.finetuned(ft, subject, seed).name),
+                   (f"edited_ft {ft}", edited.finetuned(ft, subject, seed).name)]
     out = []
     for label, state in states:
         images = state_images(table, state, case.source.prompt, k)
@@ -210,7 +210,7 @@ def weights_with_retention(weights: pd.DataFrame, persistence: pd.DataFrame) -> 
 
 
 def run_figures(persistence: pd.DataFrame, curves: pd.DataFrame, weights: pd.DataFrame,
-                score_tables: dict[str, pd.DataFrame], cells: list[dict], cases: dict[str, list[EditCase]],
+                score_tables: dict[str, pd.DataFrame], cells: list[GridCell], cases: dict[str, list[EditCase]],
                 finetuners: dict[str, dict[str, int]], k: int, out: dict[str, Path]) -> None:
     """`finetuners`: model -> fine-tuner -> the fine-tune seed its image grids show."""
     from ..io import atomic_dir
@@ -229,11 +229,11 @@ def run_figures(persistence: pd.DataFrame, curves: pd.DataFrame, weights: pd.Dat
     seen = set()
     with atomic_dir(out["grids"]) as tmp:
         for c in cells:
-            key = (c["model"], c["editor"], c["task"], c["edit"], c["subject"])
+            key = (c.model, c.editor, c.task, c.edit, c.subject)
             if key in seen:
                 continue
             seen.add(key)
-            rows = case_grid_rows(score_tables[c["model"]], c["editor"], by_key[(c["task"], c["edit"])],
-                                  finetuners[c["model"]], c["subject"], k)
+            rows = case_grid_rows(score_tables[c.model], c.editor, by_key[(c.task, c.edit)], finetuners[c.model],
+                                  c.subject, k)
             if rows:
                 plots.state_grid(rows, tmp / f"{'.'.join(key)}.png")

@@ -22,7 +22,7 @@ import torch
 
 from ..editors.base import EditDelta, apply_delta, restore, state_parameter
 from ..families.base import restore_weights, save_weights
-from ..states import apply_layer, finetuned_state, load_model_state
+from ..states import BASE, State, apply_layer, load_model_state
 
 log = logging.getLogger("editpersist")
 
@@ -83,15 +83,15 @@ def weight_diagnostics(model_dir: Path, family_name: str, pairs: list[dict], sta
     rows, control_dir, control = [], None, {}
     with torch.no_grad():
         for p, seed in tqdm(jobs, desc="weights", mininterval=5.0):
-            edited = f"edit/{p['editor']}/{p['task']}/{p['edit']}"
-            delta = EditDelta.load(states_dir / f"{edited}.safetensors")
-            this_control = states_dir / finetuned_state("base", p["finetuner"], p["subject"], seed)
+            edited = State.edited(p["editor"], p["task"], p["edit"])
+            delta = EditDelta.load(edited.path(states_dir))
+            this_control = BASE.finetuned(p["finetuner"], p["subject"], seed).path(states_dir)
             keys = set(delta.tensors)
             if this_control != control_dir:
                 control_dir, control = this_control, {}
             if not keys <= control.keys():
                 control.update(_tuned(pipe, family, control_dir, keys - control.keys()))
-            ft = states_dir / finetuned_state(edited, p["finetuner"], p["subject"], seed)
+            ft = edited.finetuned(p["finetuner"], p["subject"], seed).path(states_dir)
             for r in edit_ft_alignment(pipe, family, delta, ft, control):
                 rows.append({**{k: v for k, v in p.items() if k != "seeds"}, "seed": seed, **r})
     frame = pd.DataFrame(rows)

@@ -10,23 +10,18 @@ import math
 from dataclasses import replace
 
 from ..chunking import chunk_of
-from ..editors.refact import refact_layer
+from ..editors import EDITORS
+from ..editors.base import EditWork
 from ..evaluation.generation import state_prompts
 from ..errors import ConfigError
 from ..evaluation.prompts import QualityConfig, images_per_check, quality_captions
 from ..finetuners.core import ENCODE_BATCH
 from ..finetuners.methods import FINETUNERS
-from ..states import parse_state
-from ..tasks.formats import DEBIAS_PHRASINGS
+from ..states import State
 from ..tasks.cases import EditCase
 from . import architectures as archs
 from . import footprint as fp
 from .work import Work, pipeline_dtype, sampling_calls, weight_bytes
-
-# ReFACT's layer statistics run the corpus through the text encoder in batches of this size
-# (editors.refact.layer_stats' default).
-REFACT_STATS_BATCH = 64
-
 
 def _work(rule, job, model, arch, dtype, calls, *, resident: float | None = None, **kw) -> Work:
     """A job that loads the whole pipeline and keeps it on the GPU unless told otherwise."""
@@ -36,60 +31,47 @@ def _work(rule, job, model, arch, dtype, calls, *, resident: float | None = None
                 load_bytes=load, **kw)
 
 
-def refact_encoders(arch: str, family_name: str, refact_cfg: dict) -> tuple[str, ...]:
-    """The text encoders ReFACT edits with this config (FLUX's CLIP only when its layers name one)."""
-    from ..families import get_family
-
-    return fp.refact_encoders(arch, get_family(family_name).pooled_clip_layer(refact_cfg["layers"]) is not None)
-
-
-def edit_calls(arch: str, family_name: str, editor: str, editor_cfg: dict, task: str, sampling: dict, dtype: str,
-               templates: int) -> list[tuple[object, float]]:
-    """One edit: prompt encodings and the closed-form solve (UCE, TIME, uce-persist's margins),
-    ReFACT's optimisation, and a debias edit's measuring loop (every round at most)."""
+def edit_calls(arch: str, family_name: str, work: EditWork, sampling: dict, dtype: str) -> list[tuple[object, float]]:
+    """One edit as its editor declares it (EditWork): prompt encodings, then the closed-form
+    solve or the optimisation on a text-encoder layer; the fine-tunes it simulates; the images
+    it generates and judges (every round of a measuring loop, at most)."""
     from ..families import get_family
 
     family = get_family(family_name)
     calls: list[tuple[object, float]] = [(fp.TextEncode(arch, enc, 32, dtype), 1) for enc in family.text_encoders]
-    if editor == "refact":
-        layer = refact_layer(editor_cfg, family_name, task)
-        for enc in refact_encoders(arch, family_name, editor_cfg):
-            calls.append((fp.RefactStep(arch, enc, templates, dtype, layer), editor_cfg["max_steps"]))
+    if work.text_steps:
+        for enc in fp.refact_encoders(arch, work.pooled_clip):
+            calls.append((fp.RefactStep(arch, enc, work.text_prompts, dtype, work.text_layer), work.text_steps))
     else:
         calls.append((fp.ClosedFormSolve(arch, family_name), 1))
-    debias = editor_cfg.get("debias")
-    if task == "debias" and debias:
-        n = debias["max_rounds"] * (len(DEBIAS_PHRASINGS) + 1) * debias["n_images"]
-        calls += sampling_calls(arch, family_name, sampling, n, dtype)
-        calls.append((fp.JudgeImages(sampling.get("batch", 1), "bf16"), math.ceil(n / sampling.get("batch", 1))))
-    persist = editor_cfg.get("persist")
-    if persist:
-        # Each margin tried: a simulated full fine-tune and two meter generations.
-        margins = len(persist.get("margins", (0.5, 1.0, 2.0)))
+    if work.simulated_steps:
         res = sampling["height"]
-        calls.append((fp.TrainStep(arch, "full", persist.get("batch", 1), res, res, dtype, True, "adamw", 0, False),
-                      margins * persist.get("steps", 100)))
-        calls += [(w, margins * n) for w, n in
-                  sampling_calls(arch, family_name, sampling, 2 * persist.get("n_images", 16), dtype)]
+        calls.append((fp.TrainStep(arch, "full", work.simulated_batch, res, res, dtype, True, "adamw", 0, False),
+                      work.simulated_steps))
+    if work.meter_images:
+        batch = sampling.get("batch", 1)
+        calls += sampling_calls(arch, family_name, sampling, work.meter_images, dtype)
+        calls.append((fp.JudgeImages(batch, "bf16"), math.ceil(work.meter_images / batch)))
     return calls
 
 
 def edit_work(rule: str, job: str, model: str, arch: str, record: dict, editor: str, task: str, precision: str,
               seeds: int = 1) -> Work:
     dtype = pipeline_dtype(record["family"], precision)
-    calls = edit_calls(arch, record["family"], editor, record["editor_cfg"], task, record["sampling"], dtype,
-                       len(record["editor_cfg"].get("templates", ())) + 1)
+    work = EDITORS[editor].work(record["editor_cfg"], record["family"], task)
+    calls = edit_calls(arch, record["family"], work, record["sampling"], dtype)
     return _work(rule, job, model, arch, dtype, [(w, n * seeds) for w, n in calls])
 
 
-def refact_stats_work(job: str, model: str, arch: str, family_name: str, refact_cfg: dict, precision: str) -> Work:
-    dtype = pipeline_dtype(family_name, precision)
-    batches = math.ceil(refact_cfg["corpus_size"] / REFACT_STATS_BATCH)
-    # One pass over the corpus per statistics site: each layer a task edits, in each encoder.
-    calls = [(fp.LayerStats(arch, enc, layer, REFACT_STATS_BATCH, dtype), batches)
-             for layer in refact_layer(refact_cfg, family_name, None)
-             for enc in refact_encoders(arch, family_name, refact_cfg)]
-    return _work("refact_stats", job, model, arch, dtype, calls)
+def layer_stats_work(job: str, model: str, arch: str, record: dict, editor: str, precision: str) -> Work:
+    """An editor's layer statistics (LayerStatistics.work): one pass over the corpus per site,
+    each layer it covers in each text encoder it edits."""
+    dtype = pipeline_dtype(record["family"], precision)
+    stats = EDITORS[editor].statistics.work(record["editor_cfg"], record["family"])
+    batches = math.ceil(stats.texts / stats.batch)
+    calls = [(fp.LayerStats(arch, enc, layer, stats.batch, dtype), batches)
+             for layer in stats.layers for enc in fp.refact_encoders(arch, stats.pooled_clip)]
+    return _work("layer_stats", job, model, arch, dtype, calls)
 
 
 def class_images_work(job: str, model: str, arch: str, record: dict, n: int, precision: str) -> Work:
@@ -147,9 +129,9 @@ def generation_images(cases: list[EditCase], subject_prompts: tuple[str, ...], m
     total = 0
     for i, state in enumerate(members):
         total += per_state
-        name = parse_state(state)
+        name = State.parse(state)
         if name.kind in ("base_ft", "edited_ft") and i == 0:
-            total += snapshots.get(name.parts["finetuner"], 0) * curve
+            total += snapshots.get(name.finetuner, 0) * curve
     return total
 
 
@@ -173,8 +155,8 @@ def build_work(rule: str, job: str, model: str, arch: str, record: dict, config:
     wildcards the record lacks: editor, task, finetuner; image counts for scoring)."""
     precision = config.get("precision", "auto")
     data = config["finetune_data"]
-    if rule == "refact_stats":
-        return refact_stats_work(job, model, arch, record["family"], config["editors"]["refact"], precision)
+    if rule == "layer_stats":
+        return layer_stats_work(job, model, arch, record, record["editor"], precision)
     if rule in ("edit", "reedit"):
         return edit_work(rule, job, model, arch, record, record["editor"], record["task"], precision,
                          seeds=len(record.get("seeds", [0])))

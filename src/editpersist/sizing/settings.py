@@ -13,7 +13,7 @@ from pathlib import Path
 from ..errors import ConfigError
 
 # The job kinds the sizing prices: the GPU rules of the workflow.
-GPU_RULES = ("refact_stats", "edit", "reedit", "class_images", "finetune", "generate", "generate_chunk", "score_chunk",
+GPU_RULES = ("layer_stats", "edit", "reedit", "class_images", "finetune", "generate", "generate_chunk", "score_chunk",
              "score")
 
 
@@ -59,7 +59,7 @@ DEFAULTS = {
     # peak; diffusion sampling at batch 4-16 and CLIP scoring sit in the same range; the
     # closed-form edits are dominated by loading and small kernels.
     "utilisation": {"default": 0.3, "finetune": 0.35, "generate": 0.4, "class_images": 0.4, "score_chunk": 0.4,
-                    "score": 0.4, "edit": 0.2, "reedit": 0.2, "refact_stats": 0.3},
+                    "score": 0.4, "edit": 0.2, "reedit": 0.2, "layer_stats": 0.3},
     "runtime_safety": 1.5,
     "memory_safety": 1.1,
     "max_wall_hours": 24.0,

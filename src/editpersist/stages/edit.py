@@ -9,7 +9,6 @@ import numpy as np
 
 from ..editors import EDITORS
 from ..editors.base import EditContext, EditDelta, Editor, MeterSpec
-from ..editors.refact import compute_and_cache_stats, refact_corpus, refact_stat_sites
 from ..errors import ConfigError
 from ..families import get_family
 from ..io import atomic_dir
@@ -107,12 +106,16 @@ def case_meters(specs, case: EditCase, family, sampling: SamplingConfig, seed: i
             for spec in specs if modes & set(spec.modes)}
 
 
-def run_refact_stats(model_dir: Path, family_name: str, cfg: dict, seed: int, device: str, out: Path) -> None:
+def run_layer_stats(model_dir: Path, family_name: str, editor_name: str, block: dict, seed: int, device: str,
+                    out: Path) -> None:
+    """The layer statistics editor `editor_name` declares (EditorMethod.statistics) for one model."""
+    statistics = EDITORS[editor_name].statistics
+    if statistics is None:
+        raise ConfigError(f"editors.{editor_name}: this editor reads no layer statistics")
     family = get_family(family_name)
     pipe = family.load(model_dir, device=device)
-    sites = refact_stat_sites(cfg, family)
     with atomic_dir(out) as tmp:
-        compute_and_cache_stats(pipe, sites, refact_corpus(cfg, seed), tmp)
+        statistics.compute(pipe, family, block, seed, tmp)
 
 
 def case_editor(editor_name: str, editor_cfg: dict, family, case: EditCase, judge_dir: str | None,
