@@ -2,6 +2,7 @@
 # `snakemake --cores 2` runs the study on the built-in toy world (config/config.yaml);
 # `snakemake --profile profiles/slurm --configfile <yours>` spreads it over a cluster.
 
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,10 @@ from editpersist.config import exit_on_error, is_dry_run, resolve_extends, valid
 from editpersist.editors import check_editor_blocks
 
 min_version("9.20")
+
+# Where envs/editpersist.post-deploy.sh installs the package from when --sdm conda builds the
+# rules' environment.
+os.environ.setdefault("EDITPERSIST_ROOT", workflow.basedir)
 
 
 # The toy study is the default. A config given with --configfile replaces it whole rather

@@ -19,7 +19,7 @@ LAYERS = [
     {"sampling", "editors", "finetuners"},
     {"states", "grid", "stages"},
     {"evaluation", "rehearsal"},
-    {"bench", "sizing"},
+    {"bench", "sizing", "cli"},
 ]
 LAYER_OF = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 

@@ -67,8 +67,11 @@ def test_missing_real_model_path_names_the_key(tmp_path):
     check_config(cfg)  # may then be a hub id
 
 
-def test_conda_env_pins_the_same_versions_as_the_package():
-    """Cluster users' conda env and pip users' install must not drift apart."""
+def test_conda_env_is_the_lock_and_installs_the_package():
+    """Cluster users' conda env (--sdm conda) and pip users' install must not drift apart: the
+    env pins exactly the lock, which holds every dependency of pyproject.toml at its version;
+    Snakemake's post-deploy script beside it installs the package (without touching a pin)
+    from the folder the Snakefile exports, and every rule runs in that env."""
     import re
     import tomllib
     from pathlib import Path
@@ -76,11 +79,20 @@ def test_conda_env_pins_the_same_versions_as_the_package():
     root = Path(__file__).resolve().parents[1]
     deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
     env = (root / "envs/editpersist.yaml").read_text()
-    conda_pins = set(re.findall(r"^\s+- ([A-Za-z0-9_.-]+==[^\s]+)$", env, flags=re.M))
-    assert set(deps) == conda_pins
+    conda_pins = re.findall(r"^\s+- ([A-Za-z0-9_.-]+==[^\s]+)$", env, flags=re.M)
+    lock = (root / "requirements.lock").read_text().split()
+    assert sorted(conda_pins) == sorted(lock) and len(set(conda_pins)) == len(conda_pins)
     assert all("==" in d for d in deps)
-    lock = set((root / "requirements.lock").read_text().split())
     assert {d.lower().replace("_", "-") for d in deps} <= {p.lower().replace("_", "-") for p in lock}
+    deploy = (root / "envs/editpersist.post-deploy.sh").read_text()
+    assert re.search(r'^python -m pip install --no-deps -e "\$root"$', deploy, flags=re.M)
+    assert 'root="${EDITPERSIST_ROOT:?' in deploy
+    assert 'os.environ.setdefault("EDITPERSIST_ROOT", workflow.basedir)' in (root / "Snakefile").read_text()
+    # Every rule that runs code (a script) runs it in that env.
+    blocks = [b for f in (root / "workflow/rules").glob("*.smk") for b in re.split(r"^rule ", f.read_text(), flags=re.M)]
+    jobs = [b for b in blocks if "\n    script:" in b]
+    envs = [re.search(r'^    conda:\n        "(.+)"$', b, re.M) for b in jobs]
+    assert len(jobs) > 20 and {e and e.group(1) for e in envs} == {"../../envs/editpersist.yaml"}
 
 
 def test_reader_scorer_with_a_real_model_is_rejected(tmp_path):

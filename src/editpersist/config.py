@@ -239,6 +239,17 @@ def resolve_extends(config: dict) -> None:
     config.update(base)
 
 
+def read_config(path: Path) -> dict:
+    """A config file as the Snakefile reads it (`extends` resolved), before the schema's defaults."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    config = yaml.safe_load(path.read_text()) or {}
+    if "extends" in config:
+        resolve_extends(config)
+    return config
+
+
 def output_roots(config: dict) -> tuple[str, str, str]:
     """Where a study writes its results, logs and benchmark records. The default study keeps
     the top-level `logs/` and `benchmarks/`; a study with its own `results` root keeps them under

@@ -388,7 +388,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m editpersist.bench")
     simple = {"uce": uce_bench, "refact": refact_bench, "generation": generation_bench, "sampling": sampling_steps_bench,
               "storage": storage_bench, "overhead": overhead_bench, "plan": plan_bench, "configs": bad_config_bench}
-    p.add_argument("what", choices=["finetune", "stages", "size", "calibrate", *simple])
+    p.add_argument("what", choices=["finetune", "stages", "size", "calibrate", *simple, "coverage", "toy-finetunes"],
+                   help="coverage and toy-finetunes take options of their own (<what> --help)")
     p.add_argument("--configfile", default="config/paper.yaml", type=Path, help="size, calibrate: the study's config")
     p.add_argument("--profile", default=None, type=Path, help="size: plan with this Snakemake profile")
     p.add_argument("--ship", action="store_true", help="size: add the grid's footprints to the package's cache")

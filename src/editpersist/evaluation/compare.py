@@ -170,8 +170,8 @@ def read_by_seed(table_path: Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m editpersist.evaluation.compare", description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None, prog: str = "python -m editpersist.evaluation.compare") -> None:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("table", type=Path, help="a persistence.csv (persistence_by_seed.parquet beside it)")
     parser.add_argument("editors", nargs=2)
     parser.add_argument("--config", type=Path, default=None,
