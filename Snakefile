@@ -48,6 +48,7 @@ if "toy" in config:
 
 include: "workflow/rules/rehearsal.smk"
 include: "workflow/rules/datasets.smk"
+include: "workflow/rules/hub.smk"
 include: "workflow/rules/edit.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/generate.smk"

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError, EditPersistError
+from .hub import resolve_hub_models
 
 TOY_PREFIX = "resources/toy/"
 REHEARSAL_PREFIX = "resources/rehearsal/"
@@ -184,6 +185,7 @@ def validate_config(config: dict, planning: bool = False, schema_path: Path = SC
     problem = schema_problem(config, yaml.safe_load(schema_path.read_text()))
     if problem:
         raise ConfigError(problem)
+    resolve_hub_models(config)  # a Hub model's path is its snapshot folder from here on
     check_config(config, planning)
 
 

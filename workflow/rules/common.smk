@@ -16,6 +16,7 @@ from editpersist.evaluation.prompts import QualityConfig, case_key, images_per_c
 from editpersist.families import FAMILIES
 from editpersist.finetuners.methods import FINETUNERS
 from editpersist.finetuners.subjects import make_subject
+from editpersist.hub import hub_cache, is_cached
 from editpersist.states import GROUP, NAME, START, State, layer_target
 from editpersist.tasks import case_named, load_cases
 from editpersist.tasks.cases import TASKS, cases_record
@@ -28,6 +29,10 @@ TOY_MODELS = {m["name"]: m for m in config["models"] if m["path"].startswith(f"{
 MODELS = {m["name"]: m for m in config["models"]}
 # Models the workflow builds itself (toy world, rehearsal): small, CPU-sized jobs.
 BUILT_MODELS = {name for name, m in MODELS.items() if is_built(m["path"])}
+# Hub models (editpersist.hub: their path is the snapshot folder) the download_model rule fetches.
+HUB_CACHE = hub_cache(config)
+HUB_DOWNLOADS = {name for name, m in MODELS.items() if "hub" in m and not is_cached(Path(m["path"]))}
+HUB_IDS = {(f"{m['hub'].replace('/', '--')}", m["revision"]): m["hub"] for m in MODELS.values() if "hub" in m}
 CASES = exit_on_error(load_cases, config["tasks"], planning=PLANNING)
 CELLS = grid.study_cells(config, CASES)
 if not CELLS:
@@ -62,6 +67,9 @@ wildcard_constraints:
     family="|".join(FAMILIES),
     kind="sd|flux",
     folder=rf"reference|photos/{NAME}",
+    # A Hub model's folder in the cache, and its pinned commit (editpersist.hub).
+    repo=r"[A-Za-z0-9][A-Za-z0-9._-]*--[A-Za-z0-9][A-Za-z0-9._-]*",
+    revision="[0-9a-f]{40}",
 
 
 def in_results(path):
@@ -301,6 +309,8 @@ def model_input(wildcards):
     """The model directory; a built model is an output of the toy or rehearsal rules, a real one
     must exist (check_config refused it otherwise), except while a dry run plans with placeholders."""
     path = MODELS[wildcards.model]["path"]
+    if wildcards.model in HUB_DOWNLOADS:  # made by the download_model rule
+        return path
     return [] if PLANNING and wildcards.model not in BUILT_MODELS and not Path(path).exists() else path
 
 

@@ -99,7 +99,11 @@ COLUMNS = ("rule", "job", "model", "gpu", "peak_gb", "tflops", "hours", "runtime
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    columns = list(dict.fromkeys([*COLUMNS, *(k for r in rows for k in r)]))
+    # The memory breakdown's columns (whichever a row has), then what the plan asked for: an
+    # order that does not depend on which job the dry run lists first.
+    planned = ["planned_runtime_min", "planned_gpu_mem_mb", "planned_mem_mb"]
+    extra = sorted({k for r in rows for k in r} - set(COLUMNS) - set(planned))
+    columns = [*COLUMNS, *extra, *(k for k in planned if any(k in r for r in rows))]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
