@@ -830,6 +830,35 @@ def test_heatmap_panels_average_a_tasks_edits_and_leave_missing_cells_blank(tmp_
                                                  "ci_low", "ci_high"]), tmp_path / "curves.png")
 
 
+def test_the_figures_show_exactly_the_cells_the_summary_states_and_clip_nothing(tmp_path):
+    """Four cells: one keeps its edit past 1 (1.3), one reverses it (-0.2), one has no
+    established effect and one lost every seed to the fine-tune filters. The summary states two
+    retentions; the forest plot and the heatmap show those two, each where it is, and the
+    colour scale reaches both."""
+    from editpersist.evaluation import plots
+    from editpersist.evaluation.study import stated_cells
+    from editpersist.evaluation.summary import write_summary
+
+    rows = [_summary_row("a", "lora", [1.3, 1.3], spread=0.01, edit="past"),
+            _summary_row("a", "dora", [-0.2, -0.2], spread=0.01, edit="reversed"),
+            _summary_row("a", "full", [np.nan, np.nan], edit="no-effect"),
+            _summary_row("a", "lora", [np.nan, np.nan], edit="no-seed", n_seeds=0)]
+    text = write_summary(rows, EMPTY, "reader", 200)
+    assert "Of those that state a retention (2)" in text
+    table = pd.DataFrame(rows).drop(columns=[k for k in rows[0] if k.startswith("_")])
+    stated = stated_cells(table)
+    panels = plots.forest_panels(stated)
+    assert list(panels) == [("a", "appearance")]
+    assert sorted(panels[("a", "appearance")]["edit"]) == ["past", "reversed"]
+    assert plots.retention_forest(stated, tmp_path / "forest") == [("a", "appearance")]
+    assert (tmp_path / "forest/a.appearance.png").is_file()
+    heat = plots.heatmap_panels(stated)["appearance"]
+    assert heat.loc[("a", "uce"), "lora"] == pytest.approx(1.3) and heat.loc[("a", "uce"), "dora"] == pytest.approx(-0.2)
+    assert "full" not in heat.columns  # the cell without an established effect is not a blank 0
+    assert plots.colour_range(heat.to_numpy(dtype=float).ravel()) == pytest.approx((-0.2, 1.3))
+    plots.retention_heatmap(stated, tmp_path / "heat.png")
+
+
 def test_one_job_for_several_seeds_gives_each_seed_the_images_it_would_get_alone(tiny_model_dirs, tmp_path):
     """A group job applies and undoes each member's layers in turn (snapshots, a text-encoder
     adapter, an edit shared by both): every image must equal the one its state gets alone."""

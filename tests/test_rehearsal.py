@@ -136,5 +136,7 @@ def test_rehearsal_runs_the_paper_grid_from_nothing_to_the_report(tmp_path):
     report = run_snakemake(wd, "--cores", "2", "--configfile", str(REHEARSAL), "--report", "report.html")
     assert report.returncode == 0, report.stderr[-3000:]
     assert (wd / "report.html").stat().st_size > 100_000
+    html = (wd / "report.html").read_text()
+    assert "Every cell, with its interval" in html and "colour: editor, marker: fine-tuner" in html  # forest plots
     again = run_snakemake(wd, "-n", "--cores", "2", "--configfile", str(REHEARSAL))
     assert "Nothing to be done" in again.stdout + again.stderr

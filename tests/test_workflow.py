@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_CONFIG, new_workdir, run_snakemake
+from editpersist.evaluation.prompts import PRIMARY
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,6 +132,10 @@ def _check_study_outputs(wd: Path) -> None:
     for plot in ("retention_heatmap.png", "retention_curves.png", "weights_vs_retention.png"):
         assert (wd / "results/plots" / plot).stat().st_size > 0
     assert len(list((wd / "results/plots/grids").glob("*.png"))) == 2
+    # A forest plot per model and task that states a retention.
+    stated = table[(table["metric"] == table["task"].map(PRIMARY)) & table["retention"].notna()]
+    assert {p.stem for p in (wd / "results/plots/forest").glob("*.png")} == (
+        {f"{m}.{t}" for m, t in zip(stated["model"], stated["task"])} or {"none"})
 
 
 def test_rules_are_formatted_with_snakefmt():

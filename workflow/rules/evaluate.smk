@@ -123,6 +123,14 @@ rule figures:
         heatmap=report(
             in_results("plots/retention_heatmap.png"), category="Retention", caption="../report/retention_heatmap.rst"
         ),
+        forest=report(
+            directory(in_results("plots/forest")),
+            patterns=["{name}.png"],
+            category="Retention",
+            subcategory="Every cell, with its interval",
+            caption="../report/forest.rst",
+            labels={"panel": "{name}"},
+        ),
         curves=report(
             in_results("plots/retention_curves.png"),
             category="Retention over steps",

@@ -13,4 +13,4 @@ run(snakemake, lambda sm: run_figures(
     score_tables={Path(p).stem: pd.read_parquet(p) for p in sm.input.scores},
     cells=[GridCell.from_record(c) for c in sm.params.cells],
     cases=cases_from_record(sm.params.cases), finetuners=dict(sm.params.finetuners), k=sm.params.k,
-    out={key: Path(sm.output[key]) for key in ("heatmap", "curves", "weights", "weights_table", "grids")}))
+    out={key: Path(sm.output[key]) for key in ("heatmap", "forest", "curves", "weights", "weights_table", "grids")}))

@@ -1,4 +1,5 @@
-"""Figures of the report: retention heatmaps, retention-over-steps curves, image grids."""
+"""Figures of the report: retention heatmaps, forest plots of every cell's retention, retention-over-steps
+curves, image grids."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pandas as pd
 
 from ..images import grid as image_grid
 from ..io import atomic_path
+from .summary import KEEP, LOSE
 
 
 def _pyplot():
@@ -40,25 +42,96 @@ def heatmap_panels(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
             .reindex(index=rows, columns=cols) for task in sorted(table["task"].unique())}
 
 
+def colour_range(values: np.ndarray) -> tuple[float, float]:
+    """[0, 1], widened to every value shown: retention past 1 (a fine-tune that completed an
+    erasure) or below 0 (one that reversed the edit) keeps its own colour, never the end's."""
+    finite = values[np.isfinite(values)]
+    return (min(0.0, finite.min()), max(1.0, finite.max())) if finite.size else (0.0, 1.0)
+
+
 def retention_heatmap(table: pd.DataFrame, out: Path) -> None:
-    """One panel per task: rows model x editor, columns fine-tuner, colour = primary retention."""
+    """One panel per task: rows model x editor, columns fine-tuner, colour = mean primary
+    retention of the cells `table` holds (the summary's stated cells, study.stated_cells)."""
     plt = _pyplot()
 
+    if table.empty:
+        return _nothing_to_show(out, "No cell states a retention: no heatmap to show.")
     panels = heatmap_panels(table)
     n_rows = len(next(iter(panels.values())))
+    vmin, vmax = colour_range(np.concatenate([p.to_numpy(dtype=float).ravel() for p in panels.values()]))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 2, 0.5 * n_rows + 2.2), squeeze=False,
                              sharey=True)
     for ax, (task, piv) in zip(axes[0], panels.items()):
         sub = table[table["task"] == task]
-        im = ax.imshow(piv.to_numpy(dtype=float), vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(piv.shape[1]), piv.columns, rotation=30)
+        im = ax.imshow(piv.to_numpy(dtype=float), vmin=vmin, vmax=vmax, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(piv.shape[1]), piv.columns, rotation=40, ha="right")
         ax.set_yticks(range(piv.shape[0]), [f"{m} / {e}" for m, e in piv.index])
         for (i, j), v in np.ndenumerate(piv.to_numpy(dtype=float)):
-            ax.text(j, i, "NaN" if np.isnan(v) else f"{v:.2f}", ha="center", va="center",
-                    color="white" if not np.isnan(v) and v < 0.5 else "black", fontsize=8)
+            ax.text(j, i, "–" if np.isnan(v) else f"{v:.2f}", ha="center", va="center",
+                    color="white" if not np.isnan(v) and v < (vmin + vmax) / 2 else "black", fontsize=8)
         ax.set_title(f"{task} ({sub['metric'].iloc[0]})")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="retention")
     _save(fig, out)
+
+
+def _nothing_to_show(out: Path, text: str) -> None:
+    plt = _pyplot()
+
+    fig, ax = plt.subplots(figsize=(5, 1.5))
+    ax.text(0.5, 0.5, text, ha="center", va="center")
+    ax.axis("off")
+    _save(fig, out)
+
+
+FT_MARKERS = "osD^v<>p"
+
+
+def forest_panels(table: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
+    """Per (model, task): its cells, one row each, grouped by editor, then fine-tuner."""
+    order = ["editor", "finetuner", "edit", "ft_data"]
+    return {(model, task): rows.sort_values(order).reset_index(drop=True)
+            for (model, task), rows in table.groupby(["model", "task"], sort=True)}
+
+
+def forest_plot(rows: pd.DataFrame, title: str, out: Path) -> None:
+    """Each cell's retention with its interval, one line per cell (editor by colour, fine-tuner
+    by marker); the axis reaches every interval, 0 and 1 marked, and the keep/lose bars dashed."""
+    plt = _pyplot()
+
+    editors = sorted(rows["editor"].unique())
+    colours = dict(zip(editors, plt.get_cmap("tab10").colors))
+    markers = dict(zip(sorted(rows["finetuner"].unique()), FT_MARKERS))
+    y = np.arange(len(rows))[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.22 * len(rows) + 1.6))
+    for (editor, ft), sub in rows.groupby(["editor", "finetuner"]):
+        at = y[sub.index]
+        err = np.vstack([sub["retention"] - sub["ci_low"], sub["ci_high"] - sub["retention"]])
+        ax.errorbar(sub["retention"], at, xerr=err, fmt=markers[ft], color=colours[editor], ms=4, capsize=2, lw=1,
+                    label=f"{editor} / {ft}")
+    low, high = colour_range(rows[["ci_low", "ci_high", "retention"]].to_numpy(dtype=float).ravel())
+    ax.set_xlim(low - 0.05 * (high - low), high + 0.05 * (high - low))
+    for x, style in ((0, "-"), (1, "-"), (LOSE, "--"), (KEEP, "--")):  # the summary's verdict bars
+        ax.axvline(x, color="grey", lw=0.6, ls=style)
+    ax.set_yticks(y, [f"{r.edit} · {r.ft_data}" for r in rows.itertuples()], fontsize=6)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xlabel(f"retention of {rows['metric'].iloc[0]} (95 % interval)")
+    ax.set_title(title)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _save(fig, out)
+
+
+def retention_forest(table: pd.DataFrame, out_dir: Path) -> list[tuple[str, str]]:
+    """One forest plot per (model, task) of the cells `table` holds, as `<model>.<task>.png`
+    in `out_dir`; returns the panels drawn."""
+    from ..io import atomic_dir
+
+    panels = forest_panels(table)
+    with atomic_dir(out_dir) as tmp:
+        for (model, task), rows in panels.items():
+            forest_plot(rows, f"{model}: {task}", tmp / f"{model}.{task}.png")
+        if not panels:
+            _nothing_to_show(tmp / "none.png", "No cell states a retention: no forest plot to show.")
+    return list(panels)
 
 
 def retention_curves(curves: pd.DataFrame, out: Path) -> None:
@@ -67,11 +140,7 @@ def retention_curves(curves: pd.DataFrame, out: Path) -> None:
 
     panels = curves[["model", "task"]].drop_duplicates().to_records(index=False) if len(curves) else []
     if not len(panels):
-        fig, ax = plt.subplots(figsize=(5, 1.5))
-        ax.text(0.5, 0.5, "No edit took: no retention curve to show.", ha="center", va="center")
-        ax.axis("off")
-        _save(fig, out)
-        return
+        return _nothing_to_show(out, "No edit took: no retention curve to show.")
     cols = min(4, len(panels))
     rows = int(np.ceil(len(panels) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)

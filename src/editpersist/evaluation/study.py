@@ -202,6 +202,13 @@ def primary_table(persistence: pd.DataFrame) -> pd.DataFrame:
     return persistence[persistence["metric"] == persistence["task"].map(PRIMARY)]
 
 
+def stated_cells(persistence: pd.DataFrame) -> pd.DataFrame:
+    """The cells the summary states a retention for: primary metric, established effect, at
+    least one fine-tune seed kept (the per-seed fidelity and target filters)."""
+    prim = primary_table(persistence)
+    return prim[[established(r) for r in prim.to_dict("records")]]
+
+
 def weights_with_retention(weights: pd.DataFrame, persistence: pd.DataFrame) -> pd.DataFrame:
     """The weight diagnostic of every (edit, fine-tune) pair beside its behavioural retention."""
     prim = primary_table(persistence).rename(columns={"ft_data": "subject"})
@@ -216,12 +223,13 @@ def run_figures(persistence: pd.DataFrame, curves: pd.DataFrame, weights: pd.Dat
     from ..io import atomic_dir
     from . import plots
 
-    plots.retention_heatmap(primary_table(persistence), out["heatmap"])
-    # Curves of edits without an established effect are ratios of noise; plot only the others.
+    # What the summary states, and nothing else: a cell without an established effect, or whose
+    # every seed left it, has no retention to plot (a ratio of noise).
+    stated = stated_cells(persistence)
+    plots.retention_heatmap(stated, out["heatmap"])
+    plots.retention_forest(stated, out["forest"])
     keys = ["model", "editor", "task", "edit", "finetuner", "ft_data"]
-    took = primary_table(persistence)
-    took = took[[established(r) for r in took.to_dict("records")]][keys]
-    plots.retention_curves(curves.merge(took, on=keys), out["curves"])
+    plots.retention_curves(curves.merge(stated[keys], on=keys), out["curves"])
     merged = weights_with_retention(weights, persistence)
     write_frame(merged, out["weights_table"])
     plots.weights_vs_retention(merged[merged["module"] == "(all)"], out["weights"])
