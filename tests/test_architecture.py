@@ -12,8 +12,8 @@ PACKAGE = ROOT / "src" / "editpersist"
 
 # Bottom to top; a module may import its own layer and the ones below, never above.
 LAYERS = [
-    {"errors", "io", "runtime", "config", "tokens", "hooks", "downloads", "latents", "images", "training", "workflow",
-     "chunking"},
+    {"errors", "io", "runtime", "config", "tokens", "hooks", "downloads", "hub", "latents", "images", "training",
+     "workflow", "chunking"},
     {"toy", "tasks", "datasets", "metrics", "judges"},
     {"families"},
     {"sampling", "editors", "finetuners"},

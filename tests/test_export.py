@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import TINY_CONFIG
 from editpersist.cli import main
 from editpersist.sampling import SamplingConfig, generate
 from editpersist.states import BASE, LORA_FILE, State, load_model_state
@@ -93,8 +94,13 @@ def test_an_adapter_state_also_exports_its_lora_for_load_lora_weights(study, tin
 
 
 def config_file(tmp_path: Path, tiny_model_dirs) -> Path:
+    """The tiny study's config with the tiny SD pipeline as its model."""
+    from editpersist.config import with_overrides
+
+    cfg = with_overrides(yaml.safe_load(TINY_CONFIG.read_text()), {
+        "models": [{"name": "tiny-sd", "family": "sd", "path": str(tiny_model_dirs["sd"])}], "evaluation.scorer": "judge"})
     path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump({"models": [{"name": "tiny-sd", "family": "sd", "path": str(tiny_model_dirs["sd"])}]}))
+    path.write_text(yaml.safe_dump(cfg))
     return path
 
 
@@ -116,3 +122,20 @@ def test_the_console_script_lists_every_subcommand_and_each_has_help():
         sub = subprocess.run([sys.executable, "-m", "editpersist.cli", command, "--help"], capture_output=True,
                              text=True, env=env)
         assert sub.returncode == 0 and sub.stdout.startswith("usage:"), sub.stderr
+
+
+def test_plan_prints_the_dry_run_s_jobs_and_the_grid_s_cost(capsys):
+    """`editpersist plan`: the dry run's jobs per rule agree with the grid's own count of its
+    shared jobs (editpersist.grid), and every model of the config is priced."""
+    from editpersist import grid
+    from editpersist.tasks import load_cases
+
+    main(["plan", "--configfile", str(TINY_CONFIG)])
+    out = capsys.readouterr().out
+    cfg = yaml.safe_load(TINY_CONFIG.read_text())
+    shared = grid.shared_job_counts(grid.study_cells(cfg, load_cases(cfg["tasks"], planning=True)))
+    jobs = {line.split("|")[1].strip(): int(line.split("|")[2].replace(",", "")) for line in out.splitlines()
+            if line.startswith("| ") and line.count("|") == 3 and line.split("|")[2].strip().replace(",", "").isdigit()}
+    assert jobs["edit"] == shared["edit"] and jobs["finetune"] == shared["finetune"]
+    assert {m["name"] for m in cfg["models"]} <= {line.split("|")[1].strip() for line in out.splitlines()
+                                                   if line.count("|") == 4}

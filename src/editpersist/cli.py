@@ -92,12 +92,10 @@ def plan(configfile: Path, profile: Path | None, size: bool) -> str:
 
 
 def export(args) -> str:
-    from .config import output_roots, read_config
-    from .hub import resolve_hub_models
+    from .config import load_config, output_roots
     from .stages.export import export_state
 
-    config = read_config(args.configfile)
-    resolve_hub_models(config)  # a Hub model's path: its snapshot in the cache
+    config = load_config(args.configfile)  # a Hub model's path: its snapshot in the cache
     models = {m["name"]: m for m in config["models"]}
     if args.model not in models:
         raise ConfigError(f"{args.configfile}: no model {args.model!r} (models: {', '.join(models)})")

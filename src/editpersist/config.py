@@ -252,6 +252,17 @@ def read_config(path: Path) -> dict:
     return config
 
 
+def load_config(path: Path, planning: bool = True) -> dict:
+    """A config file as the workflow sees it: `extends` resolved, checked (`planning`: missing
+    data paths warn), Hub models resolved to their snapshot folders, the schema's defaults filled."""
+    from snakemake.utils import validate
+
+    config = read_config(path)
+    validate_config(config, planning)
+    validate(config, str(SCHEMA))
+    return config
+
+
 def output_roots(config: dict) -> tuple[str, str, str]:
     """Where a study writes its results, logs and benchmark records. The default study keeps
     the top-level `logs/` and `benchmarks/`; a study with its own `results` root keeps them under

@@ -18,13 +18,14 @@ editpersist.bench finetune/generation` on the GPU machine).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from ..editors import EDITORS, editor_block
 from ..families import get_family
 from ..finetuners.methods import FINETUNERS
 from ..evaluation.prompts import images_per_check
 from ..grid import GridCell, finetune_groups, finetune_seeds, finetune_states, finetuner_settings
+from ..sampling import SamplingConfig
 from ..states import State
 
 # Assumed: H100 SXM vs A100 on these fp16/bf16 networks (peak dense tensor FLOPs differ by
@@ -99,7 +100,8 @@ def model_images(cells: list[GridCell], model: str, config: dict) -> dict[str, i
 
 def model_cost(cells: list[GridCell], model: dict, config: dict) -> ModelCost:
     ref, name = get_family(model["family"]).costs, model["name"]
-    sampling = {**config.get("sampling", {}), **model.get("sampling", {})}
+    # The settings a job samples with: the study's, the model's overrides, SamplingConfig's defaults.
+    sampling = asdict(SamplingConfig(**{**config.get("sampling", {}), **model.get("sampling", {})}))
     step = ref.a100_step_s / A100_TO_H100 * (sampling["height"] / ref.native_resolution) ** 2
     mine = [c for c in cells if c.model == name]
     states = [State.parse(s) for s in finetune_states(mine, name)]

@@ -337,14 +337,13 @@ def dry_run_jobs(config: Path, profile: Path | None = None) -> tuple[float, dict
 def plan_bench(config: Path = Path("config/paper.yaml"), profile: Path = Path("profiles/slurm")) -> dict:
     """The paper grid as planned: dry-run time, jobs per rule against the same grid without
     shared work, and the cost model's GPU-hours and disk on one H100."""
-    import yaml
-
     from .. import grid
-    from . import costs
+    from ..config import load_config
     from ..tasks import load_cases
+    from . import costs
 
     wall, counts = dry_run_jobs(config, profile)
-    cfg = yaml.safe_load(config.read_text())
+    cfg = load_config(config)  # as the workflow reads it: the schema's defaults filled
     cells = grid.study_cells(cfg, load_cases(cfg["tasks"], planning=True))
     per_model = {m["name"]: costs.model_cost(cells, m, cfg) for m in cfg["models"]}
     return {
