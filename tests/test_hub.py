@@ -101,3 +101,15 @@ def test_a_config_naming_a_hub_id_plans_offline_against_the_cache_and_stops_with
     assert fetching.returncode == 0, fetching.stderr
     assert "rule download_model:" in fetching.stdout
     assert f"output: {snapshot_dir(tmp_path / 'empty', REPO, REVISION)}" in fetching.stdout
+
+
+def test_the_download_job_refuses_without_leave_and_fails_in_one_line_offline(tmp_path, monkeypatch):
+    from editpersist.errors import InputError
+    from editpersist.hub import download_snapshot
+
+    with pytest.raises(ConfigError, match=f"allow_download: false, so {REPO} cannot be fetched"):
+        download_snapshot(REPO, REVISION, tmp_path, allow=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InputError, match=rf"^{REPO} at revision {REVISION}: download failed \("):
+        download_snapshot(REPO, REVISION, tmp_path, allow=True)
+    assert not snapshot_dir(tmp_path, REPO, REVISION).exists()
