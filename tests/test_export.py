@@ -4,7 +4,6 @@ diffusers loads and that draws the images the project's own loader draws, on the
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -113,9 +112,11 @@ def test_export_refuses_a_state_the_study_has_not_made_and_writes_nothing(study,
 
 
 def test_the_console_script_lists_every_subcommand_and_each_has_help():
-    exe = shutil.which("editpersist") or pytest.fail("the editpersist console script is not installed")
+    # pip puts the console script beside the interpreter it installed the package for.
+    exe = Path(sys.executable).parent / "editpersist"
+    assert exe.is_file(), "the editpersist console script is not installed"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    top = subprocess.run([exe, "--help"], capture_output=True, text=True, env=env)
+    top = subprocess.run([str(exe), "--help"], capture_output=True, text=True, env=env)
     assert top.returncode == 0
     for command in ("plan", "export", "compare", "bench"):
         assert f"\n    {command} " in top.stdout, top.stdout

@@ -34,9 +34,14 @@ def hub_cache(config: dict) -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
+def repo_folder(repo_id: str) -> str:
+    """The name of a model repository's folder in the cache, without its "models--" prefix."""
+    return repo_id.replace("/", "--")
+
+
 def snapshot_dir(cache: Path, repo_id: str, revision: str) -> Path:
     """Where huggingface_hub keeps `revision` of model repository `repo_id` in `cache`."""
-    return Path(cache) / f"models--{repo_id.replace('/', '--')}" / "snapshots" / revision
+    return Path(cache) / f"models--{repo_folder(repo_id)}" / "snapshots" / revision
 
 
 def is_cached(folder: Path) -> bool:

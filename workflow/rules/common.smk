@@ -16,7 +16,7 @@ from editpersist.evaluation.prompts import QualityConfig, case_key, images_per_c
 from editpersist.families import FAMILIES
 from editpersist.finetuners.methods import FINETUNERS
 from editpersist.finetuners.subjects import make_subject
-from editpersist.hub import hub_cache, is_cached
+from editpersist.hub import hub_cache, is_cached, repo_folder
 from editpersist.states import GROUP, NAME, START, State, layer_target
 from editpersist.tasks import case_named, load_cases
 from editpersist.tasks.cases import TASKS, cases_record
@@ -32,7 +32,7 @@ BUILT_MODELS = {name for name, m in MODELS.items() if is_built(m["path"])}
 # Hub models (editpersist.hub: their path is the snapshot folder) the download_model rule fetches.
 HUB_CACHE = hub_cache(config)
 HUB_DOWNLOADS = {name for name, m in MODELS.items() if "hub" in m and not is_cached(Path(m["path"]))}
-HUB_IDS = {(f"{m['hub'].replace('/', '--')}", m["revision"]): m["hub"] for m in MODELS.values() if "hub" in m}
+HUB_IDS = {(repo_folder(m["hub"]), m["revision"]): m["hub"] for m in MODELS.values() if "hub" in m}
 CASES = exit_on_error(load_cases, config["tasks"], planning=PLANNING)
 CELLS = grid.study_cells(config, CASES)
 if not CELLS:

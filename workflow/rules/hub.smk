@@ -18,7 +18,6 @@ rule download_model:
         runtime=120,
     params:
         repo_id=lambda wc: HUB_IDS[(wc.repo, wc.revision)],
-        cache=str(HUB_CACHE),
         allow=config["allow_download"],
     script:
         "../scripts/download_model.py"
