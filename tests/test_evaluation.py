@@ -78,8 +78,10 @@ def test_states_built_by_name_are_the_states_parsed_and_groups_hold_their_seeds(
     group = edited.finetuned("dora", "sks-square").reedited()
     assert group.name == f"{EDITED}/ft/dora/sks-square/reedit" and re.fullmatch(GROUP, group.name)
     assert State.parse_group(group.name) == group
+    with pytest.raises(InputError, match="a group of seeds is no one state"):
+        group.layers()
     assert [s.name for s in group.members([0, 4])] == [f"{EDITED}/ft/dora/sks-square/seed{k}/reedit" for k in (0, 4)]
-    assert BASE.members([0, 1]) == [BASE] and edited.group == edited
+    assert BASE.members([0, 1]) == [BASE] and edited.members([0, 1]) == [edited]
     assert edited.path("states") == Path(f"states/{EDITED}.safetensors")
     assert BASE.finetuned("lora", "s", 1).path("states") == Path("states/base/ft/lora/s/seed1")
     # States the grammar has no name for cannot be made.

@@ -57,7 +57,7 @@ class GridCell:
 
     @property
     def transfer_group(self) -> str:
-        return self.edited.transferred(self.finetuner, self.subject).name
+        return self._transfer.name
 
     # The member states of each group, one per seed.
     @property
@@ -74,7 +74,7 @@ class GridCell:
 
     @property
     def transfers(self) -> list[str]:
-        return self._members(self.edited.transferred(self.finetuner, self.subject))
+        return self._members(self._transfer)
 
     @property
     def _base_ft(self) -> State:
@@ -83,6 +83,10 @@ class GridCell:
     @property
     def _edited_ft(self) -> State:
         return self.edited.finetuned(self.finetuner, self.subject)
+
+    @property
+    def _transfer(self) -> State:
+        return self.edited.transferred(self.finetuner, self.subject)
 
     def _members(self, group: State) -> list[str]:
         return [s.name for s in group.members(self.seeds)]

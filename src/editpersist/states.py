@@ -97,10 +97,6 @@ class State:
         return State(self.editor, self.task, self.edit)
 
     @property
-    def group(self) -> State:
-        return replace(self, seed=None)
-
-    @property
     def is_group(self) -> bool:
         return self.finetuner is not None and self.seed is None
 
@@ -157,9 +153,9 @@ class State:
             return start
         how, finetuner, subject, *rest = rest
         seed = int(rest.pop(0).removeprefix("seed")) if rest and rest[0].startswith("seed") else None
-        state = start.finetuned(finetuner, subject, seed)
         if how == "transfer":
-            return replace(state, transfer=True)
+            return start.transferred(finetuner, subject, seed)
+        state = start.finetuned(finetuner, subject, seed)
         return state.reedited() if rest == ["reedit"] else state
 
     @classmethod
@@ -168,6 +164,8 @@ class State:
 
     def layers(self) -> list[str]:
         """Paths (relative to results/states/<model>/) of the layers that build the state, in order."""
+        if self.is_group:
+            raise InputError(f"{self.name!r}: a group of seeds is no one state; take its members")
         if self.kind == "base":
             return []
         if self.kind == "edited":
@@ -179,6 +177,10 @@ class State:
         if self.reedit:  # beside, not inside, the fine-tune directory it builds on
             layers.append(f"reedit/{self.editor}/{self.task}/{self.edit}/{tuned}.safetensors")
         return layers
+
+    def layer_paths(self, states_dir: Path) -> list[Path]:
+        """`layers` under a model's states folder (results/states/<model>)."""
+        return [Path(states_dir) / layer for layer in self.layers()]
 
 
 BASE = State()

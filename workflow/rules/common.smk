@@ -126,7 +126,7 @@ def sizing_record(kind, wildcards):
         base = edit_job(wildcards) if kind == "edit" else reedit_job(wildcards)
         return {**base, "editor": wildcards.editor, "task": wildcards.task}
     if kind == "layer_stats":
-        return {**layer_stats_job(wildcards), "editor": wildcards.editor}
+        return {**editor_job(wildcards), "editor": wildcards.editor}
     if kind == "finetune":
         return {**finetune_record(wildcards), "finetuner": wildcards.finetuner}
     if kind == "class_images":
@@ -253,14 +253,14 @@ def model_record(wildcards):
     return {"family": MODELS[wildcards.model]["family"], "sampling": sampling_of(wildcards.model)}
 
 
-def layer_stats_job(wildcards):
+def editor_job(wildcards):
+    """A model with an editor's block: the layer_stats job's record, and the base of an edit's."""
     return {**model_record(wildcards), "editor_cfg": editor_block(config["editors"], wildcards.editor)}
 
 
 def edit_job(wildcards):
     return {
-        **model_record(wildcards),
-        "editor_cfg": editor_block(config["editors"], wildcards.editor),
+        **editor_job(wildcards),
         "case": CASE_RECORD_OF[case_key(case_named(CASES, wildcards.task, wildcards.edit))],
     }
 

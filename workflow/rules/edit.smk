@@ -21,7 +21,7 @@ rule layer_stats:
         gpu=job_gpus("layer_stats"),
         gpu_mem_mb=job_gpu_mem_mb("layer_stats"),
     params:
-        job=layer_stats_job,
+        job=editor_job,
         seed=config["seed"],
         device=config["device"],
     script:

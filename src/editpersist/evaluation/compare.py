@@ -49,11 +49,9 @@ def configured_margin(config: Path | None) -> float:
         return float(default)
     if not config.is_file():
         raise ConfigError(f"--config: {config}: no such config file")
-    from ..config import resolve_extends
+    from ..config import read_config
 
-    cfg = yaml.safe_load(config.read_text()) or {}
-    if "extends" in cfg:
-        resolve_extends(cfg)
+    cfg = read_config(config)
     return float((cfg.get("evaluation") or {}).get("compare_margin", default))
 
 

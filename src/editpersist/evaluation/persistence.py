@@ -32,10 +32,6 @@ from .prompts import PRIMARY, case_key, case_probes, probe_image_count
 
 log = logging.getLogger("editpersist")
 
-COLUMNS = ["model", "family", "editor", "task", "edit", "finetuner", "ft_data", "relation", "metric", "base",
-           "edited", "base_ft", "edited_ft", "retention", "ci_low", "ci_high", "n_images",
-           "effect", "effect_ci_low", "effect_ci_high", "n_seeds", "replicates_dropped", "note", "ft_fidelity",
-           "target_reach"]
 SEED_COLUMNS = ["model", "editor", "task", "edit", "finetuner", "ft_data", "metric", "seed", "base_ft", "edited_ft",
                 "retention", "ft_fidelity", "target_reach", "kept"]
 
@@ -421,6 +417,9 @@ REEDIT_COLUMNS = {"reedited": "value", "restored": "ratio",
 TRANSFER_COLUMNS = {"transfer": "value", "retention_transfer": "ratio",
                     **_same("ci_low", "ci_high", "n_images", "n_seeds", "note", "ft_fidelity")}
 CURVE_COLUMNS = {"retention": "ratio", **_same("ci_low", "ci_high")}
+# The persistence table: the cell's keys (cell_keys), the metric, the Ratio's columns.
+COLUMNS = ["model", "family", "editor", "task", "edit", "finetuner", "ft_data", "relation", "metric",
+           *PERSISTENCE_COLUMNS]
 
 
 def ratio_row(scores: ModelScores, cell: Cell, metric: str, numerators: list[str], min_effect: float | dict = 0.0,

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..images import grid as image_grid
-from ..io import atomic_path
+from ..io import atomic_dir, atomic_path
 from .summary import KEEP, LOSE
 
 
@@ -123,8 +123,6 @@ def forest_plot(rows: pd.DataFrame, title: str, out: Path) -> None:
 def retention_forest(table: pd.DataFrame, out_dir: Path) -> list[tuple[str, str]]:
     """One forest plot per (model, task) of the cells `table` holds, as `<model>.<task>.png`
     in `out_dir`; returns the panels drawn."""
-    from ..io import atomic_dir
-
     panels = forest_panels(table)
     with atomic_dir(out_dir) as tmp:
         for (model, task), rows in panels.items():

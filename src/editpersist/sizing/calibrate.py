@@ -61,7 +61,7 @@ def measured_utilisation(rows: list[dict], seconds: dict[tuple[str, str], float]
 def calibrate(configfile: Path, benchmarks: Path, out: Path) -> dict:
     """Size the pilot's config, read its benchmark files, write the calibration file."""
     from .report import size_config
-    from .summary import read_config
+    from ..config import read_config
 
     settings = sizing_settings(read_config(configfile))
     size_config(configfile, None, Path("results/bench"))

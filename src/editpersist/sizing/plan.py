@@ -23,6 +23,7 @@ from . import architectures as archs
 from . import footprint as fp
 from .work import Work, pipeline_dtype, sampling_calls, weight_bytes
 
+
 def _work(rule, job, model, arch, dtype, calls, *, resident: float | None = None, **kw) -> Work:
     """A job that loads the whole pipeline and keeps it on the GPU unless told otherwise."""
     calls = tuple((w, n) for w, n in calls if n > 0)

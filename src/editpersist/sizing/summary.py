@@ -11,19 +11,8 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-import yaml
-
+from ..config import read_config
 from .settings import sizing_settings
-
-
-def read_config(configfile: Path) -> dict:
-    """A config file as the workflow reads it (a variant's `extends` resolved)."""
-    from ..config import resolve_extends
-
-    cfg = yaml.safe_load(configfile.read_text())
-    if "extends" in cfg:
-        resolve_extends(cfg)
-    return cfg
 
 
 def reference_gpu_hours(cfg: dict) -> float:

@@ -22,7 +22,7 @@ EXPORT_FILE = "editpersist_export.json"
 
 def state_layer_paths(states_dir: Path, state: State) -> list[Path]:
     """The files and folders of the state's layers; one line naming the first that is missing."""
-    paths = [Path(states_dir) / layer for layer in state.layers()]
+    paths = state.layer_paths(states_dir)
     missing = [p for p in paths if not p.exists()]
     if missing:
         raise InputError(f"{missing[0]}: layer of state {state.name!r} not found (run the workflow to make it)")
@@ -32,7 +32,7 @@ def state_layer_paths(states_dir: Path, state: State) -> list[Path]:
 def last_adapter(state: State, layers: list[Path]) -> Path | None:
     """The adapter file of the state's last layer, when it is a LoRA/DoRA fine-tune; a re-edit
     after one is a delta on top, which a LoRA file cannot carry."""
-    if state.kind not in ("base_ft", "edited_ft", "transfer") or not layers:
+    if state.kind not in ("base_ft", "edited_ft", "transfer"):
         return None
     adapter = layers[-1] / LORA_FILE
     return adapter if adapter.is_file() else None
