@@ -164,12 +164,20 @@ def build_toy_flux(data: Path, vae_dir: Path, clip_dir: Path, t5_tok_dir: Path, 
     latents = encode_latents(vae, images)
     transformer = diffusion.build_flux_transformer(vae.config.latent_channels, t5.config.d_model,
                                                    clip_encoder.config.hidden_size)
-    losses = diffusion.pretrain_flux(transformer, t5, t5_tok, clip_encoder, clip_tok, latents, samples,
-                                     diffusion.PretrainConfig(cfg["steps"], cfg["batch"], cfg["lr"], seed=seed,
-                                                              p_drop_pooled=cfg["p_drop_pooled"],
-                                                              p_drop_attribute=cfg["p_drop_attribute"]),
-                                     max_len=t5_tok.model_max_length)
+    def pretrain(steps: int, stage_seed: int, train_t5: bool) -> list[float]:
+        return diffusion.pretrain_flux(transformer, t5, t5_tok, clip_encoder, clip_tok, latents, samples,
+                                       diffusion.PretrainConfig(steps, cfg["batch"], cfg["lr"], seed=stage_seed,
+                                                                p_drop_pooled=cfg["p_drop_pooled"],
+                                                                p_drop_attribute=cfg["p_drop_attribute"]),
+                                       max_len=t5_tok.model_max_length, train_t5=train_t5)
+
+    losses = pretrain(cfg["steps"], seed, train_t5=True)
     stats.extra["routing"] = route(t5, t5_tok, t5.encoder.block, cfg["routing"], seed)
+    # The transformer then learns on the routed T5 it is used with, T5 frozen, as toy SD's UNet
+    # learns on its routed CLIP tower and real FLUX on a frozen T5. Trained only on the states
+    # before routing, it read colour words from states the routing had moved, and a fine-tune of
+    # its text stream erased them (docs/toy-world.md, "Fine-tune settings").
+    losses += pretrain(cfg["steps_on_routed_t5"], seed + 1, train_t5=False)
     pipe = diffusion.assemble_flux(vae, clip_encoder, clip_tok, t5, t5_tok, transformer)
     _save_pretrained_model(pipe, transformer, losses, stats, out, stats_out)
 

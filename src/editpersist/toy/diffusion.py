@@ -189,14 +189,19 @@ def t5_ids(tokenizer, prompts: list[str], max_len: int) -> torch.Tensor:
 
 
 def pretrain_flux(transformer, t5: T5EncoderModel, t5_tokenizer, clip_encoder, clip_tokenizer,
-                  latents: torch.Tensor, samples: list[Sample], cfg: PretrainConfig, max_len: int) -> list[float]:
-    """The T5 encoder is trained jointly (the toy world has no pre-trained T5); CLIP stays frozen."""
+                  latents: torch.Tensor, samples: list[Sample], cfg: PretrainConfig, max_len: int,
+                  train_t5: bool = True) -> list[float]:
+    """With `train_t5` the T5 encoder is trained jointly (the toy world has no pre-trained T5);
+    without, the transformer alone learns on the frozen T5's states. CLIP stays frozen."""
     captions, cap_idx = _caption_index(samples)
     _, pooled = encode_prompts_clip(clip_encoder, clip_tokenizer, captions)
     ids = t5_ids(t5_tokenizer, captions, max_len)
     attribute = attribute_positions(t5_tokenizer, ids)
     objective = FlowMatchingObjective()
     g = torch.Generator().manual_seed(cfg.seed)
+    if not train_t5:
+        with torch.no_grad():
+            frozen = t5(ids).last_hidden_state
 
     def loss(step: int) -> torch.Tensor:
         idx = torch.randint(0, len(samples), (cfg.batch,), generator=g)
@@ -206,13 +211,14 @@ def pretrain_flux(transformer, t5: T5EncoderModel, t5_tokenizer, clip_encoder, c
         if cfg.p_drop_pooled > 0:  # no draw otherwise: the built toy FLUX stays bit-identical
             pooled_c = c.clone()
             pooled_c[torch.rand(cfg.batch, generator=g) < cfg.p_drop_pooled] = 0
-        prompt_embeds = drop_attribute_states(t5(ids[c]).last_hidden_state, attribute[c], cfg.p_drop_attribute, g)
+        states = t5(ids[c]).last_hidden_state if train_t5 else frozen[c]
+        prompt_embeds = drop_attribute_states(states, attribute[c], cfg.p_drop_attribute, g)
         return objective.loss(transformer, latents[idx], prompt_embeds, pooled[pooled_c], g)
 
     transformer.train()
-    t5.train()
-    params = list(transformer.parameters()) + list(t5.parameters())
-    losses = train_steps(params, loss, cfg.steps, cfg.lr, warmup=100, desc="toy-flux")
+    t5.train(train_t5)
+    params = list(transformer.parameters()) + (list(t5.parameters()) if train_t5 else [])
+    losses = train_steps(params, loss, cfg.steps, cfg.lr, warmup=100, desc="toy-flux" if train_t5 else "toy-flux on routed T5")
     transformer.eval()
     t5.eval()
     return losses
