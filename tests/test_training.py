@@ -131,3 +131,27 @@ def test_pretraining_removes_the_colour_words_text_states_at_the_drop_rate(tiny_
     assert share_removed(0.0) == 0.0
     assert share_removed(1.0) == 1.0
     assert 0.35 < share_removed(0.5) < 0.65
+
+
+@pytest.mark.parametrize("train_t5", [True, False])
+def test_flux_pretraining_on_a_frozen_t5_trains_the_transformer_alone(tiny_model_dirs, train_t5):
+    """The stage after the routing learns on the T5 the pipeline ships: T5's weights must come out
+    bit-identical while the transformer moves; the joint stage moves both."""
+    from editpersist.families import get_family
+    from editpersist.toy import diffusion
+    from editpersist.toy.world import Sample
+
+    pipe = get_family("flux").load(tiny_model_dirs["flux"])
+    samples = [Sample(f"a {c} {s}", c, s) for c, s in (("red", "circle"), ("blue", "square"))]
+    latents = torch.randn(len(samples), pipe.transformer.config.in_channels // 4, 4, 4,
+                          generator=torch.Generator().manual_seed(0))
+    t5_before = {k: v.clone() for k, v in pipe.text_encoder_2.state_dict().items()}
+    tr_before = {k: v.clone() for k, v in pipe.transformer.state_dict().items()}
+    cfg = diffusion.PretrainConfig(steps=3, batch=4, lr=1e-3, p_drop_pooled=0.5, p_drop_attribute=0.5)
+    losses = diffusion.pretrain_flux(pipe.transformer, pipe.text_encoder_2, pipe.tokenizer_2, pipe.text_encoder,
+                                     pipe.tokenizer, latents, samples, cfg,
+                                     max_len=pipe.tokenizer_2.model_max_length, train_t5=train_t5)
+    t5_same = all(torch.equal(t5_before[k], v) for k, v in pipe.text_encoder_2.state_dict().items())
+    tr_same = all(torch.equal(tr_before[k], v) for k, v in pipe.transformer.state_dict().items())
+    assert len(losses) == 3 and not tr_same
+    assert t5_same is not train_t5
