@@ -164,6 +164,7 @@ def build_toy_flux(data: Path, vae_dir: Path, clip_dir: Path, t5_tok_dir: Path, 
     latents = encode_latents(vae, images)
     transformer = diffusion.build_flux_transformer(vae.config.latent_channels, t5.config.d_model,
                                                    clip_encoder.config.hidden_size)
+
     def pretrain(steps: int, stage_seed: int, train_t5: bool) -> list[float]:
         return diffusion.pretrain_flux(transformer, t5, t5_tok, clip_encoder, clip_tok, latents, samples,
                                        diffusion.PretrainConfig(steps, cfg["batch"], cfg["lr"], seed=stage_seed,
