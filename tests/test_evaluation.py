@@ -785,7 +785,7 @@ def test_a_seed_whose_fine_tune_erased_the_target_leaves_its_cell_and_the_summar
             "itself") in text
     assert "toy-sd/uce/appearance/circle-to-blue/lora seed 1 (0.25)" in text
     assert "1 cells kept no fine-tune seed and state no retention: toy-sd/uce/appearance/circle-to-blue/lora." in text
-    assert "1 of 2 cells have an established effect" in text
+    assert "1 of 2 cells state a retention" in text
 
 
 def test_a_ranking_compares_levels_only_on_the_cells_every_level_has():
@@ -807,7 +807,7 @@ def test_summary_counts_cells_without_an_established_effect():
     rows = [_summary_row("a", "lora", [np.nan, np.nan], note="edit effect not established: ..."),
             _summary_row("a", "dora", [0.97, 0.99], spread=0.001)]
     text = write_summary(rows, EMPTY, "reader", 200)
-    assert "1 of 2 cells have an established effect" in text and "1 keep the edit" in text
+    assert "1 of 2 cells state a retention" in text and "1 keep the edit" in text
     assert "No stratum has two fine-tuners or editors" in text
 
 

@@ -261,7 +261,8 @@ def write_summary(rows: list[dict], validity: pd.DataFrame, scorer: str, samples
             "`evaluation.min_effect`, and it goes the way the metric calls better. Means and rankings are "
             "stated only within one model, task and metric.", "",
             *left_out_lines(prim, min_ft_fidelity, min_target_reach),
-            f"- {len(took)} of {len(prim)} cells have an established effect on their primary metric."]
+            f"- {len(took)} of {len(prim)} cells state a retention on their primary metric (an established effect "
+            "and at least one fine-tune seed kept)."]
     text.append(verdict_line([r for r in took if np.isfinite(r["retention"])]))
     text += ["", "## Rankings within each model, task and primary metric", "",
              *stratum_lines(prim_ft, prim_editor, prim),
