@@ -5,7 +5,7 @@ import yaml
 from pathlib import Path
 
 from editpersist.bench.toy_finetunes import (TUNING_SEEDS, TUNING_SUBJECTS, FitRun, candidates, choose,
-                                             edit_targets)
+                                             edit_targets, search_start)
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = yaml.safe_load((ROOT / "config/config.yaml").read_text())
@@ -47,6 +47,15 @@ def test_tuning_keeps_away_from_the_study_subject_and_seeds():
     study = {(s["class"], s["color"]) for s in TOY["finetune_data"]["subjects"]}
     assert not study & {(s["class"], s["color"]) for s in TUNING_SUBJECTS}
     assert not {s["name"] for s in TOY["finetune_data"]["subjects"]} & {s["name"] for s in TUNING_SUBJECTS}
+
+
+def test_the_search_starts_from_the_model_entry_or_with_shared_settings_from_the_block():
+    """Toy FLUX's own DoRA learning rate (2e-3) overrides the block's (4e-3); a search after a
+    rebuild starts from the block's, keeping its steps and rank."""
+    own, shared = (search_start(TOY, "toy-flux", "dora", s) for s in (False, True))
+    assert (own["lr"], shared["lr"]) == (2e-3, 4e-3)
+    assert own["steps"] == shared["steps"] == 200 and shared["rank"] == 4
+    assert search_start(TOY, "toy-sd", "dora", False) == shared
 
 
 def test_every_replace_edit_target_of_the_study_is_measured():

@@ -91,6 +91,15 @@ def choose(runs: list[FitRun], min_fidelity: float, min_reach: float, margin: fl
     return (*best, False)
 
 
+def search_start(config: dict, model: str, finetuner: str, shared: bool) -> dict:
+    """The settings the candidates multiply: the model's own (`finetuner_settings`), or with
+    `shared` the `finetuners:` block's alone, for a model whose own were chosen on a build that
+    has since changed."""
+    from ..grid import finetuner_settings
+
+    return dict(config["finetuners"][finetuner]) if shared else finetuner_settings(config, model, finetuner)
+
+
 def edit_targets(config: dict) -> list[str]:
     """Every target prompt of the study's edits ("a blue circle", "a triangle")."""
     from ..tasks import load_cases
@@ -163,10 +172,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--margin", type=float, default=0.1)
     p.add_argument("--out", default="results/bench/toy_finetunes")
     p.add_argument("--all", action="store_true", help="run every candidate and tuning run, not only until a choice")
+    p.add_argument("--shared-settings", action="store_true",
+                   help="start from the finetuners: block's settings, not the model entries' own")
     args = p.parse_args(sys.argv[2:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from ..config import validate_config
-    from ..grid import finetuner_settings
 
     config = yaml.safe_load(Path(args.configfile).read_text())
     validate_config(config)
@@ -181,7 +191,8 @@ def main(argv: list[str] | None = None) -> None:
     pairs = [(m, ft) for m in models for ft in (args.finetuners or config["finetuners"])]
     runs, chosen = [], {}
     for m, ft in tqdm(pairs, desc="toy fine-tunes", mininterval=5.0):
-        for c in candidates(finetuner_settings(config, m["name"], ft), args.step_factors, args.lr_factors):
+        for c in candidates(search_start(config, m["name"], ft, args.shared_settings), args.step_factors,
+                            args.lr_factors):
             mine = []
             # Cheapest first, every tuning run of each candidate tried (a candidate that qualifies
             # nowhere is chosen by its worst run); the search stops at the first that qualifies

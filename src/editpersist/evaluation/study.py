@@ -21,7 +21,7 @@ from .persistence import (COLUMNS, SEED_COLUMNS, Cell, ModelScores, SeedRule, cu
                           judge_validity, persistence_rows, reedit_rows, table_frame, transfer_rows)
 from .prompts import PRIMARY, QualityConfig, images_per_check, probe_counts
 from .scoring import inception_of_model, merge_score_arrays, merge_score_tables, score_model
-from .summary import established, write_summary
+from .summary import states_retention, write_summary
 
 log = logging.getLogger("editpersist")
 
@@ -206,7 +206,7 @@ def stated_cells(persistence: pd.DataFrame) -> pd.DataFrame:
     """The cells the summary states a retention for: primary metric, established effect, at
     least one fine-tune seed kept (the per-seed fidelity and target filters)."""
     prim = primary_table(persistence)
-    return prim[[established(r) for r in prim.to_dict("records")]]
+    return prim[[states_retention(r) for r in prim.to_dict("records")]]
 
 
 def weights_with_retention(weights: pd.DataFrame, persistence: pd.DataFrame) -> pd.DataFrame:

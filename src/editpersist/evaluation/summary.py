@@ -3,7 +3,8 @@
 A mean retention, and so a ranking of fine-tuners or editors, is stated only within a stratum
 (one model, task and metric): averaging UCE over four tasks against ReFACT over two, or
 efficacy against CLIP score, would compare unlike things. Only cells whose edit effect is
-established (persistence.effect_problem) have a retention to average, and a ranking compares
+established (persistence.effect_problem) and that kept a fine-tune seed have a retention to
+average (`states_retention`), and a ranking compares
 levels on the cells every level has (`common_cells`): a fine-tuner whose hardest edit was left
 out would otherwise look better for it. Two levels are ordered by their paired difference on
 those cells and seeds (metrics.seed_interval.combined_interval), not by whether two intervals
@@ -27,7 +28,8 @@ def primary_rows(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["metric"] == PRIMARY[r["task"]]]
 
 
-def established(row: dict) -> bool:
+def states_retention(row: dict) -> bool:
+    """An established effect and at least one kept seed: the cell's retention is a number."""
     return bool(np.isfinite(row["retention"]))
 
 
@@ -36,13 +38,13 @@ def seed_parts(rows: list[dict], coef: float) -> list[tuple]:
 
 
 def mean_interval(rows: list[dict]) -> SeedInterval:
-    """The mean retention of established cells, seed by seed over the seeds they all kept."""
+    """The mean retention of cells that state one, seed by seed over the seeds they all kept."""
     return combined_interval(seed_parts(rows, 1 / len(rows)))
 
 
 def mean_retention(rows: list[dict]) -> dict:
-    """Mean retention over cells with an established effect, with its seed-level interval."""
-    usable = [r for r in rows if established(r)]
+    """Mean retention over the cells that state one, with its seed-level interval."""
+    usable = [r for r in rows if states_retention(r)]
     if not usable:
         return {"mean_retention": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "cells": 0,
                 "n_seeds": 0}
@@ -52,10 +54,10 @@ def mean_retention(rows: list[dict]) -> dict:
 
 
 def common_cells(stratum: list[dict], by: str) -> list[dict]:
-    """The established rows of the cells (editor, edit, fine-tuner, data less `by`) that every
-    level of `by` with an established row has."""
+    """The rows stating a retention of the cells (editor, edit, fine-tuner, data less `by`) that
+    every level of `by` with such a row has."""
     ident = [k for k in CELL_ID if k != by]
-    usable = [r for r in stratum if established(r)]
+    usable = [r for r in stratum if states_retention(r)]
     levels = {r[by] for r in usable}
     have = {}
     for r in usable:
@@ -244,7 +246,7 @@ def write_summary(rows: list[dict], validity: pd.DataFrame, scorer: str, samples
                   finetune_quality: pd.DataFrame | None = None, min_ft_fidelity: float = 0.0,
                   min_target_reach: float = 0.0) -> str:
     prim = primary_rows(rows)
-    took = [r for r in prim if established(r)]
+    took = [r for r in prim if states_retention(r)]
     by_ft, by_editor = stratified_ranking(rows, "finetuner"), stratified_ranking(rows, "editor")
     prim_ft = by_ft[by_ft["metric"] == by_ft["task"].map(PRIMARY)]
     prim_editor = by_editor[by_editor["metric"] == by_editor["task"].map(PRIMARY)]
@@ -263,7 +265,7 @@ def write_summary(rows: list[dict], validity: pd.DataFrame, scorer: str, samples
             *left_out_lines(prim, min_ft_fidelity, min_target_reach),
             f"- {len(took)} of {len(prim)} cells state a retention on their primary metric (an established effect "
             "and at least one fine-tune seed kept)."]
-    text.append(verdict_line([r for r in took if np.isfinite(r["retention"])]))
+    text.append(verdict_line(took))
     text += ["", "## Rankings within each model, task and primary metric", "",
              *stratum_lines(prim_ft, prim_editor, prim),
              "", "## Mean retention by fine-tuner, per stratum (every metric)", "", markdown_table(by_ft), "",

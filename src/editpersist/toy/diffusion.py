@@ -188,6 +188,11 @@ def t5_ids(tokenizer, prompts: list[str], max_len: int) -> torch.Tensor:
                      return_tensors="pt").input_ids
 
 
+@torch.no_grad()
+def encode_prompts_t5(t5: T5EncoderModel, ids: torch.Tensor) -> torch.Tensor:
+    return t5(ids).last_hidden_state
+
+
 def pretrain_flux(transformer, t5: T5EncoderModel, t5_tokenizer, clip_encoder, clip_tokenizer,
                   latents: torch.Tensor, samples: list[Sample], cfg: PretrainConfig, max_len: int,
                   train_t5: bool = True) -> list[float]:
@@ -199,9 +204,8 @@ def pretrain_flux(transformer, t5: T5EncoderModel, t5_tokenizer, clip_encoder, c
     attribute = attribute_positions(t5_tokenizer, ids)
     objective = FlowMatchingObjective()
     g = torch.Generator().manual_seed(cfg.seed)
-    if not train_t5:
-        with torch.no_grad():
-            frozen = t5(ids).last_hidden_state
+    # A frozen T5 gives every caption one state, computed once (as pretrain_sd's CLIP states).
+    frozen = None if train_t5 else encode_prompts_t5(t5, ids)
 
     def loss(step: int) -> torch.Tensor:
         idx = torch.randint(0, len(samples), (cfg.batch,), generator=g)
@@ -211,14 +215,15 @@ def pretrain_flux(transformer, t5: T5EncoderModel, t5_tokenizer, clip_encoder, c
         if cfg.p_drop_pooled > 0:  # no draw otherwise: the built toy FLUX stays bit-identical
             pooled_c = c.clone()
             pooled_c[torch.rand(cfg.batch, generator=g) < cfg.p_drop_pooled] = 0
-        states = t5(ids[c]).last_hidden_state if train_t5 else frozen[c]
+        states = t5(ids[c]).last_hidden_state if frozen is None else frozen[c]
         prompt_embeds = drop_attribute_states(states, attribute[c], cfg.p_drop_attribute, g)
         return objective.loss(transformer, latents[idx], prompt_embeds, pooled[pooled_c], g)
 
     transformer.train()
     t5.train(train_t5)
     params = list(transformer.parameters()) + (list(t5.parameters()) if train_t5 else [])
-    losses = train_steps(params, loss, cfg.steps, cfg.lr, warmup=100, desc="toy-flux" if train_t5 else "toy-flux on routed T5")
+    losses = train_steps(params, loss, cfg.steps, cfg.lr, warmup=100,
+                         desc="toy-flux" if train_t5 else "toy-flux on a frozen T5")
     transformer.eval()
     t5.eval()
     return losses
