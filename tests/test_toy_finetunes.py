@@ -50,12 +50,15 @@ def test_tuning_keeps_away_from_the_study_subject_and_seeds():
 
 
 def test_the_search_starts_from_the_model_entry_or_with_shared_settings_from_the_block():
-    """Toy FLUX's own DoRA learning rate (2e-3) overrides the block's (4e-3); a search after a
-    rebuild starts from the block's, keeping its steps and rank."""
-    own, shared = (search_start(TOY, "toy-flux", "dora", s) for s in (False, True))
+    """A model's own DoRA learning rate (2e-3) overrides the block's (4e-3); a search after a
+    rebuild starts from the block's, keeping its steps and rank. A config of its own, so that a
+    change of the study's settings does not change what this checks."""
+    config = {"finetuners": {"dora": {"steps": 200, "lr": 4e-3, "rank": 4}},
+              "models": [{"name": "toy-sd"}, {"name": "toy-flux", "finetuners": {"dora": {"lr": 2e-3}}}]}
+    own, shared = (search_start(config, "toy-flux", "dora", s) for s in (False, True))
     assert (own["lr"], shared["lr"]) == (2e-3, 4e-3)
     assert own["steps"] == shared["steps"] == 200 and shared["rank"] == 4
-    assert search_start(TOY, "toy-sd", "dora", False) == shared
+    assert search_start(config, "toy-sd", "dora", False) == shared
 
 
 def test_every_replace_edit_target_of_the_study_is_measured():
