@@ -44,3 +44,46 @@ def test_t5_tokenizer_reloads_with_whole_words(tokenizer_dirs):
 def test_t5_encodes_every_toy_word_without_unknowns(tokenizer_dirs, word):
     tok = T5Tokenizer.from_pretrained(tokenizer_dirs["t5"])
     assert tok.unk_token_id not in tok(word)["input_ids"]
+
+
+def test_fillers_train_every_token_row_that_lower_case_words_produce(tmp_path):
+    """The default toy world's captions reach every CLIP row spelt in letters a-z and every T5
+    piece that some word encodes to (its own letters, alone or after a letter), but for the
+    rows inside a colour, shape or role name, which a filler never contains."""
+    import re
+
+    import numpy as np
+    import yaml
+
+    from editpersist.toy.build import training_sentences
+    from editpersist.toy.tokenizers import build_clip_tokenizer, build_t5_tokenizer
+    from editpersist.toy.world import COLORS, SHAPES, FillerConfig, add_fillers, sample_captions
+
+    toy = yaml.safe_load(open("config/config.yaml"))["toy"]
+    spec = WorldSpec()
+    samples = sample_captions(spec, toy["n_train"], np.random.default_rng([0, 1]))
+    samples = add_fillers(samples, spec, FillerConfig(**toy["fillers"]), np.random.default_rng([0, 2]))
+    captions = [s.caption for s in samples]
+    clip = build_clip_tokenizer(spec.words(), tmp_path / "clip", 32)
+    t5 = build_t5_tokenizer(training_sentences(samples, spec), tmp_path / "t5", toy["tokenizers"]["t5_vocab_size"])
+    described = [*COLORS, *SHAPES, *spec.roles]
+
+    def unseen(tok, rows):
+        seen = {i for ids in tok(captions)["input_ids"] for i in ids}
+        return sorted(t for t in rows if tok.convert_tokens_to_ids(t) not in seen)
+
+    letters = re.compile(r"[a-z]+(</w>)?")
+    clip_rows = [t for t in clip.get_vocab() if letters.fullmatch(t)]
+    assert len(clip_rows) > 52 and "sks</w>" in clip_rows
+    assert unseen(clip, clip_rows) == []
+
+    def produced(piece: str) -> bool:
+        text = piece.lstrip("▁")
+        if piece.startswith("▁"):
+            return t5.tokenize(text) == [piece]
+        return any(t5.tokenize(f"{c}{text}")[-1] == piece for c in "abcdefghijklmnopqrstuvwxyz")
+
+    pieces = [p for p in t5.get_vocab() if p not in t5.all_special_tokens and produced(p)
+              and not any(d in p for d in described)]
+    assert {"▁sks", "▁z", "q"} <= set(pieces)
+    assert unseen(t5, pieces) == []
