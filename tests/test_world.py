@@ -5,16 +5,7 @@ import pytest
 
 from editpersist.toy.reader import read_colors
 from editpersist.toy.render import render_samples, render_shape
-from editpersist.toy.world import (
-    COLORS,
-    RARE_TOKENS,
-    SHAPES,
-    FillerConfig,
-    Sample,
-    WorldSpec,
-    add_fillers,
-    sample_captions,
-)
+from editpersist.toy.world import COLORS, SHAPES, Sample, WorldSpec, sample_captions
 
 
 def test_render_is_deterministic_by_seed():
@@ -90,32 +81,3 @@ def test_held_out_pairs_are_no_edit_destination_debias_attribute_or_fine_tune_su
                 used |= {(a, request.concept) for a in request.attributes or ()}
     assert ("blue", "circle") in used and ("blue", "triangle") in used and ("purple", "square") in used
     assert not used & set(spec.held_out_pairs)
-
-
-def test_fillers_add_one_word_that_names_nothing_the_image_shows():
-    spec = WorldSpec()
-    samples = sample_captions(spec, 4000, np.random.default_rng(0))
-    filled = add_fillers(samples, spec, FillerConfig(share=0.3, rare_share=0.1), np.random.default_rng(1))
-    assert [(s.color, s.shape) for s in filled] == [(s.color, s.shape) for s in samples]
-    fillers = []
-    for before, after in zip(samples, filled):
-        if after.caption == before.caption:
-            continue
-        words, original = after.caption.split(), before.caption.split()
-        extra = [i for i in range(len(words)) if words[:i] + words[i + 1:] == original]
-        assert len(words) == len(original) + 1 and extra, (before.caption, after.caption)
-        fillers.append(words[extra[0]])
-    described = [*COLORS, *SHAPES, *spec.roles]
-    assert not [f for f in fillers if any(d in f for d in described)]
-    # Binomial bounds at about 4.5 standard deviations.
-    assert abs(len(fillers) / len(samples) - 0.3) < 0.033
-    rare = np.mean([f in RARE_TOKENS for f in fillers])
-    assert abs(rare - 0.1) < 0.035
-    made_up = {f for f in fillers if f not in RARE_TOKENS}
-    assert len(made_up) > 0.8 * (len(fillers) - rare * len(fillers))
-
-
-def test_no_fillers_leave_every_caption_as_drawn():
-    spec = WorldSpec()
-    samples = sample_captions(spec, 500, np.random.default_rng(0))
-    assert add_fillers(samples, spec, FillerConfig(), np.random.default_rng(1)) == samples

@@ -20,7 +20,6 @@ rule toy_data:
     params:
         n=config["toy"]["n_train"],
         size=config["toy"]["image_size"],
-        fillers=config["toy"]["fillers"],
         seed=config["seed"],
     script:
         "../scripts/toy_data.py"

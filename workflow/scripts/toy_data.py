@@ -4,4 +4,4 @@ from editpersist.toy import build
 from editpersist.workflow import run
 
 run(snakemake, lambda sm: build.build_data(
-    Path(sm.output.data), sm.params.n, sm.params.seed, sm.params.size, sm.params.fillers, Path(sm.output.stats)))
+    Path(sm.output.data), sm.params.n, sm.params.seed, sm.params.size, Path(sm.output.stats)))

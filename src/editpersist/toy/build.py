@@ -20,7 +20,7 @@ from . import diffusion, render, routing, text_clip, tokenizers
 from . import reader as reader_mod
 from . import vae as vae_mod
 from .judge import train_judge
-from .world import FILLER_LETTERS, FillerConfig, Sample, WorldSpec, add_fillers, sample_captions
+from .world import Sample, WorldSpec, sample_captions
 
 log = logging.getLogger("editpersist")
 
@@ -39,25 +39,19 @@ def load_dataset(path: Path) -> tuple[list[Sample], np.ndarray]:
         return samples, z["images"]
 
 
-def build_data(out: Path, n: int, seed: int, size: int, fillers: dict, stats_out: Path) -> None:
+def build_data(out: Path, n: int, seed: int, size: int, stats_out: Path) -> None:
     stats = RunStats("toy_data")
-    spec = WorldSpec()
-    samples = sample_captions(spec, n, np.random.default_rng([seed, 1]))
+    samples = sample_captions(WorldSpec(), n, np.random.default_rng([seed, 1]))
     images = render.render_samples(samples, seed=seed, size=size)
-    samples = add_fillers(samples, spec, FillerConfig(**fillers), np.random.default_rng([seed, 2]))
     save_dataset(out, samples, images)
     stats.steps = n
     write_json(stats_out, stats.as_dict())
 
 
 def training_sentences(samples: list[Sample], spec: WorldSpec) -> list[str]:
-    """T5's tokenizer learns the world's words, not the fillers: captions with a filler are left
-    out, so a filler splits into letters and word parts as a rare word does in real T5. The word
-    list makes every toy word, the rare one included, frequent enough to be one piece; the
-    alphabet puts every letter in the vocabulary, so any lower-case word encodes without <unk>."""
-    words = set(spec.words())
-    return ([s.caption for s in samples if set(s.caption.split()) <= words]
-            + [" ".join(spec.words())] * 200 + [" ".join(FILLER_LETTERS)] * 200)
+    # The full word list is appended so that every toy word, including the rare
+    # token, is frequent enough to become one sentencepiece.
+    return [s.caption for s in samples] + [" ".join(spec.words())] * 200
 
 
 def build_tokenizers(data: Path, clip_dir: Path, t5_dir: Path, clip_max_length: int, t5_max_length: int,

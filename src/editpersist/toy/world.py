@@ -46,12 +46,6 @@ TEMPLATES: tuple[str, ...] = (
 # token already exists in the pretrained tokenizer.
 RARE_TOKENS: tuple[str, ...] = ("sks",)
 
-# A made-up filler word is 1-3 pieces, each a letter or a proper part (two letters or more) of
-# a vocabulary word: letters train the rows of single letters, parts train the rows of the
-# letter groups the tokenizers merge on the way to whole words ("cir", "iang").
-FILLER_LETTERS = "abcdefghijklmnopqrstuvwxyz"
-FILLER_PIECES = (1, 3)
-
 
 @dataclass(frozen=True)
 class WorldSpec:
@@ -91,18 +85,6 @@ class WorldSpec:
 
 
 @dataclass(frozen=True)
-class FillerConfig:
-    """Filler words: a word that does not describe the image, inserted into a share of the
-    training captions, so that every token row the toy tokenizers give lower-case words is
-    trained, as web text trains every row of real CLIP and T5. A rare word ("sks") then has a
-    learned state before a fine-tune binds it, and so has any lower-case identifier a study
-    picks, whose pieces are letters and letter groups the fillers train."""
-
-    share: float = 0.0  # of the captions that carry one filler
-    rare_share: float = 0.0  # of the fillers that are a rare vocabulary word, not a made-up one
-
-
-@dataclass(frozen=True)
 class Sample:
     caption: str
     color: str
@@ -136,39 +118,4 @@ def sample_captions(spec: WorldSpec, n: int, rng: np.random.Generator) -> list[S
         else:
             color, shape = pairs[rng.integers(len(pairs))]
             out.append(Sample(describe(color, shape, template), color, shape))
-    return out
-
-
-def filler_word(spec: WorldSpec, rng: np.random.Generator, rare_share: float) -> str:
-    """A rare vocabulary word, or a made-up word (FILLER_PIECES) that contains no colour, shape
-    or role, so that a filler never names what the image shows."""
-    if rng.random() < rare_share:
-        return RARE_TOKENS[rng.integers(len(RARE_TOKENS))]
-    words = spec.words()
-    described = [*COLORS, *SHAPES, *spec.roles]
-    parts = sorted({w[i:j] for w in words for i in range(len(w)) for j in range(i + 2, len(w) + 1)} - set(words))
-    while True:
-        pieces = [FILLER_LETTERS[rng.integers(len(FILLER_LETTERS))] if rng.random() < 0.5
-                  else parts[rng.integers(len(parts))] for _ in range(rng.integers(FILLER_PIECES[0], FILLER_PIECES[1] + 1))]
-        word = "".join(pieces)
-        if len(word) > 1 and not any(d in word for d in described):
-            return word
-
-
-def insert_word(caption: str, word: str, rng: np.random.Generator) -> str:
-    """`caption` with `word` at a uniformly drawn word boundary (first and last included)."""
-    words = caption.split()
-    at = rng.integers(len(words) + 1)
-    return " ".join(words[:at] + [word] + words[at:])
-
-
-def add_fillers(samples: list[Sample], spec: WorldSpec, cfg: FillerConfig,
-                rng: np.random.Generator) -> list[Sample]:
-    """The samples with a filler word in each caption drawn with probability `cfg.share`; colour
-    and shape (so the images) are unchanged. Its own generator keeps the captions' draws apart."""
-    out = []
-    for s in samples:
-        if rng.random() < cfg.share:
-            s = Sample(insert_word(s.caption, filler_word(spec, rng, cfg.rare_share), rng), s.color, s.shape)
-        out.append(s)
     return out
