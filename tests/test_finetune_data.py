@@ -6,7 +6,7 @@ from PIL import Image
 
 from editpersist.errors import InputError
 from editpersist.finetuners.data import load_caption_folder, load_dreambooth
-from editpersist.finetuners.subjects import ToySubject, relation
+from editpersist.finetuners.subjects import ToySubject, make_subject, relation
 from editpersist.tasks.toy import toy_cases
 
 
@@ -57,3 +57,16 @@ def test_subject_relations_to_toy_edits():
     images = square.images(4, seed=0)
     assert images.images.shape == (4, 32, 32, 3) and set(images.captions) == {"a sks square"}
     assert np.array_equal(images.images, square.images(4, seed=0).images)
+
+
+def test_the_studys_identifier_word_captions_every_subject(tmp_path):
+    """`finetune_data.identifier` (the workflow copies it into every subject record) is the word
+    of the instance captions, for a toy subject's renders and a photo folder alike; DreamBooth's
+    "sks" when the record has none."""
+    toy = make_subject({"name": "s", "cls": "square", "color": "purple", "identifier": "qrv"})
+    assert toy.instance_prompt == "a qrv square" and toy.class_prompt == "a square"
+    assert toy.images(2, seed=0).captions == ["a qrv square"] * 2
+    Image.new("RGB", (8, 8)).save(tmp_path / "0.png")
+    photos = make_subject({"name": "d", "cls": "dog", "path": str(tmp_path), "description": "a dog", "identifier": "zq"})
+    assert photos.images(1, seed=0, size=8).captions == ["a zq dog"]
+    assert make_subject({"name": "s", "cls": "circle", "color": "green"}).instance_prompt == "a sks circle"

@@ -16,11 +16,13 @@ from editpersist.editors.text_inputs import encode_for_edit, key_rows, paired_ro
 from editpersist.editors.uce import UCE, UCEConfig
 from editpersist.errors import ConfigError, InputError
 from editpersist.families import get_family
-from editpersist.finetuners.subjects import RARE_TOKEN, make_subject
+from editpersist.finetuners.subjects import make_subject
 from editpersist.grid import finetuner_settings, study_cells
 from editpersist.sampling import SamplingConfig
 from editpersist.tasks import load_cases
 from editpersist.tasks.requests import EditRequest
+
+from conftest import TINY_CONFIG, run_snakemake, study_without_results
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUEST = EditRequest("a circle", "a blue circle", preserve=("a square",))
@@ -121,6 +123,7 @@ class ScriptedPersist(PersistentUCE):
 ])
 def test_persist_keeps_the_first_margin_whose_edit_survives_the_simulated_finetune(tiny_model_dirs, script, chosen,
                                                                                   tried, reached, caplog):
+    caplog.set_level("INFO", logger="editpersist")
     family = get_family("sd")
     pipe = family.load(tiny_model_dirs["sd"])
     editor = ScriptedPersist(script, (0.5, 1.0, 2.0))
@@ -131,6 +134,8 @@ def test_persist_keeps_the_first_margin_whose_edit_survives_the_simulated_finetu
     # A ladder that ends short of the target says so, in the sidecar and the log.
     assert delta.sidecar["persist_reached"] is reached
     assert ("may not survive fine-tuning" in caplog.text) is (not reached)
+    # and the log says which margin it kept and why.
+    assert (f"kept margin {chosen:.2f}: the first whose simulated retention" in caplog.text) is reached
     # An ordinary UCE delta: the plain solve of the shielded request with that margin, bit for bit.
     cfg = PersistConfig()
     guarded = shielded(REQUEST, cfg.shield, cfg.shield_weight_for("sd"))
@@ -285,7 +290,9 @@ def test_persist_simulates_only_finetunes_the_study_never_runs(stress_config, mo
     learning rate no study fine-tune uses. A simulation that borrowed the study's word, subject
     images, seed or learning rate fails here whatever the config strings say."""
     config = stress_config
-    subjects = [make_subject(dict(s, cls=s.pop("class"))) for s in map(dict, config["finetune_data"]["subjects"])]
+    identifier = config["finetune_data"]["identifier"]
+    subjects = [make_subject(dict(s, cls=s.pop("class"), identifier=identifier))
+                for s in map(dict, config["finetune_data"]["subjects"])]
     # Every model's settings: a model entry may override a fine-tuner's seeds and learning rate.
     settings = [finetuner_settings(config, m["name"], ft) for m in config["models"] for ft in config["finetuners"]]
     seeds = {s for ft in settings for s in ft.get("seeds", [0])}
@@ -307,7 +314,7 @@ def test_persist_simulates_only_finetunes_the_study_never_runs(stress_config, mo
                     study_images = s.images(len(sim["images"]), seed=0).images
                     assert not any((img == study).all() for img in sim["images"] for study in study_images)
                     assert s.instance_prompt not in sim["captions"] + list(sim["drawn"]), (entry, cell, s)
-                    assert all(RARE_TOKEN not in p.split() for p in sim["captions"] + list(sim["drawn"]))
+                    assert all(identifier not in p.split() for p in sim["captions"] + list(sim["drawn"]))
                     assert f"a {s.color} {s.cls}" not in sim["drawn"], (entry, cell, s)  # nor the subject's look
                 checked += 1
     assert checked
@@ -332,3 +339,61 @@ def test_the_simulated_subject_is_the_models_own_images_of_the_old_concept_in_it
     assert subject.captions == ["a zwx square"] * 3
     persist.simulated_subject(None, None, [REQUEST], PersistConfig(n_images=2), SamplingConfig(), seed=0)
     assert drawn[-1][0] == ("a circle",)  # no look: the concept as the model draws it
+
+
+# A persistence-aware edit small enough for the tiny toy world (two margins, two-step simulations).
+TINY_PERSIST = {"uce-persist": {"persist": {
+    "margins": [0.5, 1.0], "target": 0.9, "shield": {"sd": ["a", "b"], "flux": ["qbe", "vok"]},
+    "shield_weight": 2.0, "identifier": "z", "look": "yellow", "steps": 2, "lr": 5.0e-5, "batch": 2,
+    "seed": 7919, "n_images": 2, "meter_images": 2, "meter": "reader"}}}
+
+
+def _held_out_variant(config: dict) -> dict:
+    """The study with everything an editor must not read changed: its identifier word, its
+    subjects' colours, every fine-tune recipe (steps, learning rate) and its fine-tune seeds."""
+    import copy
+
+    other = copy.deepcopy(config)
+    other["finetune_data"]["identifier"] = "qrv"
+    for subject in other["finetune_data"]["subjects"]:
+        subject["color"] = "yellow" if subject["color"] != "yellow" else "green"
+    for block in [other["finetuners"]] + [m["finetuners"] for m in other["models"] if "finetuners" in m]:
+        for settings in block.values():
+            settings.update(steps=settings.get("steps", 2) + 1, lr=settings.get("lr", 1.0e-4) * 3)
+    for settings in other["finetuners"].values():
+        settings["seeds"] = [s + 10 for s in settings.get("seeds", [0])]
+    return other
+
+
+@pytest.mark.slow
+def test_an_edit_does_not_change_with_the_studys_identifier_subject_recipe_or_seeds(tiny_study, tmp_path):
+    """The held-out protocol at the workflow's level: the edit stage of two studies that differ in
+    their identifier word, subject colours, fine-tune recipes and fine-tune seeds writes the same
+    delta files, byte for byte, and the same simulation record in every sidecar (the margins
+    tried, their simulated shares and the simulated subject's caption; only wall times differ)."""
+    import json
+
+    wd = study_without_results(tiny_study, tmp_path / "held-out")
+    study = yaml.safe_load(TINY_CONFIG.read_text())
+    study["editors"].update(TINY_PERSIST)
+    variant = _held_out_variant(study)
+    edits = {}
+    for name, config in (("study", study), ("variant", variant)):
+        config["results"] = f"results/{name}"
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        res = run_snakemake(wd, "--cores", "2", "--configfile", str(path), "--until", "edit")
+        assert res.returncode == 0, res.stderr[-3000:]
+        edits[name] = sorted((wd / config["results"] / "states").glob("*/edit/uce-persist/*/*.safetensors"))
+    assert len(edits["study"]) == 2 and [p.name for p in edits["study"]] == [p.name for p in edits["variant"]]
+
+    def simulation(sidecar: Path) -> dict:
+        record = json.loads(sidecar.read_text())
+        record.pop("wall_s")
+        for trial in record["persist_trials"]:
+            trial.pop("seconds")
+        return record
+
+    for mine, theirs in zip(edits["study"], edits["variant"]):
+        assert mine.read_bytes() == theirs.read_bytes(), mine
+        assert simulation(mine.with_suffix(".json")) == simulation(theirs.with_suffix(".json")), mine

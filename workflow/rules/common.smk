@@ -41,9 +41,12 @@ EVAL = config["evaluation"]
 # The edit cases as the jobs' params carry them, as plain data (tasks.cases.case_record), made once.
 CASE_RECORDS = cases_record(CASES)
 CASE_RECORD_OF = {case_key(c): r for task in CASES for c, r in zip(CASES[task], CASE_RECORDS[task])}
-# Subject records as make_subject takes them ("class" is a Python keyword).
+# Subject records as make_subject takes them ("class" is a Python keyword), each with the study's
+# identifier word.
 SUBJECTS = {
-    s["name"]: {("cls" if k == "class" else k): v for k, v in s.items()} for s in config["finetune_data"]["subjects"]
+    s["name"]: {**{("cls" if k == "class" else k): v for k, v in s.items()},
+                "identifier": config["finetune_data"]["identifier"]}
+    for s in config["finetune_data"]["subjects"]
 }
 
 

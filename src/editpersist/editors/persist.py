@@ -221,7 +221,10 @@ class PersistentUCE:
         delta = chosen[1]
         margin = delta.sidecar["hyperparameters"]["margin"]
         reached = chosen[0] >= self.cfg.target
-        if not reached:
+        if reached:
+            log.info("uce-persist kept margin %.2f: the first whose simulated retention (%.2f) reached %.2f", margin,
+                     chosen[0], self.cfg.target)
+        else:
             # A margin ladder that ends short of its target predicts an edit that may not survive
             # fine-tuning: say it where users look, not only in the sidecar.
             log.warning("uce-persist: no margin kept %.2f of the edit through the simulated fine-tune (best %.2f, "

@@ -3,7 +3,8 @@ how each relates to an edit.
 
 A toy subject is a class noun (a shape) drawn with a fixed, distinctive colour; a folder
 subject is a set of photos (google/dreambooth's `dataset/<subject>/`). Both are captioned
-"a sks <class>". A subject's relation to an edit:
+"a <identifier> <class>", the identifier being the study's (`finetune_data.identifier`, "sks"
+by default, DreamBooth's). A subject's relation to an edit:
 * related    - the subject's class is the concept the edit changes;
 * tangential - (toy only) it shares a shape or colour with the edit's before/after states;
 * unrelated  - neither.
@@ -22,6 +23,8 @@ from ..toy.world import Sample
 from .data import load_image_folder
 from .core import ImageSet
 
+# DreamBooth's identifier: a rare word whose rows the text encoder has learnt (every toy
+# tokenizer row is trained, toy/world.py), so the fine-tune binds it rather than creates it.
 RARE_TOKEN = "sks"
 
 
@@ -30,10 +33,11 @@ class ToySubject:
     name: str
     cls: str  # a toy shape
     color: str
+    identifier: str = RARE_TOKEN
 
     @property
     def instance_prompt(self) -> str:
-        return f"a {RARE_TOKEN} {self.cls}"
+        return f"a {self.identifier} {self.cls}"
 
     @property
     def class_prompt(self) -> str:
@@ -63,6 +67,7 @@ class FolderSubject:
     cls: str
     path: str
     description: str
+    identifier: str = RARE_TOKEN
 
     instance_prompt = ToySubject.instance_prompt
     class_prompt = ToySubject.class_prompt
@@ -79,9 +84,10 @@ class FolderSubject:
 
 def make_subject(spec: dict) -> ToySubject | FolderSubject:
     """The subject a config entry (as SUBJECTS in the workflow holds it) describes."""
+    identifier = spec.get("identifier", RARE_TOKEN)
     if "path" in spec:
-        return FolderSubject(spec["name"], spec["cls"], spec["path"], spec["description"])
-    return ToySubject(spec["name"], spec["cls"], spec["color"])
+        return FolderSubject(spec["name"], spec["cls"], spec["path"], spec["description"], identifier)
+    return ToySubject(spec["name"], spec["cls"], spec["color"], identifier)
 
 
 def edit_attributes(case: EditCase) -> tuple[set[str], set[str]]:
