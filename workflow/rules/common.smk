@@ -44,8 +44,10 @@ CASE_RECORD_OF = {case_key(c): r for task in CASES for c, r in zip(CASES[task], 
 # Subject records as make_subject takes them ("class" is a Python keyword), each with the study's
 # identifier word.
 SUBJECTS = {
-    s["name"]: {**{("cls" if k == "class" else k): v for k, v in s.items()},
-                "identifier": config["finetune_data"]["identifier"]}
+    s["name"]: {
+        **{("cls" if k == "class" else k): v for k, v in s.items()},
+        "identifier": config["finetune_data"]["identifier"],
+    }
     for s in config["finetune_data"]["subjects"]
 }
 
