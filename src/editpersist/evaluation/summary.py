@@ -6,10 +6,10 @@ efficacy against CLIP score, would compare unlike things. Only cells whose edit 
 established (persistence.effect_problem) and that kept a fine-tune seed have a retention to
 average (`states_retention`), and a ranking compares levels on the cells every level has
 (`common_cells`): a fine-tuner whose hardest edit was left out would otherwise look better for
-it. Two levels are ordered by their paired difference on
-those cells and seeds (metrics.seed_interval.combined_interval), not by whether two intervals
-overlap. Fine-tune seeds were already kept or left out per seed (persistence.SeedRule): the
-rows' retentions rest on the seeds kept, and the summary names the others.
+it. Two levels are ordered by their paired difference on those cells and seeds
+(metrics.seed_interval.combined_interval), not by whether two intervals overlap. Fine-tune
+seeds were already kept or left out per seed (persistence.SeedRule): the rows' retentions rest
+on the seeds kept, and the summary names the others.
 """
 
 from __future__ import annotations

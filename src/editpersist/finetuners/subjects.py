@@ -23,8 +23,7 @@ from ..toy.world import Sample
 from .data import load_image_folder
 from .core import ImageSet
 
-# DreamBooth's identifier: a rare word whose rows the text encoder has learnt (every toy
-# tokenizer row is trained, toy/world.py), so the fine-tune binds it rather than creates it.
+# DreamBooth's identifier when a study names none (finetune_data.identifier defaults to it).
 RARE_TOKEN = "sks"
 
 
