@@ -168,7 +168,6 @@ def test_uce_persist_needs_uce_and_is_the_only_way_in():
 @pytest.mark.parametrize("editor,block,message", [
     ("uce-persist", {"persist": {"margins": [2.0, 1.0]}}, r"^editors\.uce-persist: persist\.margins \(2\.0, 1\.0\): "
                                                            r"non-negative and increasing"),
-    ("uce-persist", {"persist": {"identifier": "z", "shield": ["z", "q"]}}, r"^editors\.uce-persist: persist\.identifier"),
     ("refact", {"loss": "l1"}, None),  # the schema's enum stops it first
 ])
 def test_an_editor_block_the_schema_admits_but_its_editor_refuses_stops_at_config_check(editor, block, message):

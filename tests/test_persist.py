@@ -11,7 +11,7 @@ from editpersist.config import resolve_extends, validate_config
 from editpersist.editors import EDITORS, editor_block
 from editpersist.editors.base import EditContext
 from editpersist.editors.closed_form import solve_general
-from editpersist.editors.persist import PersistConfig, PersistentUCE, shielded
+from editpersist.editors.persist import PersistConfig, PersistentUCE, draw_words, shielded, token_tokenizers
 from editpersist.editors.text_inputs import encode_for_edit, key_rows, paired_rows
 from editpersist.editors.uce import UCE, UCEConfig
 from editpersist.errors import ConfigError, InputError
@@ -88,13 +88,13 @@ def test_the_shield_weighs_its_words_together(tiny_model_dirs):
     shield_weight / k, the request's own preserve prompts 1."""
     family = get_family("sd")
     pipe = family.load(tiny_model_dirs["sd"])
-    words = ("k", "p", "qbe", "vok")
-    editor = ScriptedPersist([(1.0, 1.0)], (0.5,), words)
-    editor.cfg = replace(editor.cfg, shield_weight={"sd": 2.0, "flux": 9.0})  # per family, as the words
+    editor = ScriptedPersist([(1.0, 1.0)], (0.5,))
+    editor.cfg = replace(editor.cfg, shield_weight={"sd": 2.0, "flux": 9.0})  # per family
     delta = editor.edit(pipe, family, [REQUEST])
-    assert delta.sidecar["shield_weight"] == 2.0
+    words = delta.sidecar["shield"]
+    assert delta.sidecar["shield_weight"] == 2.0 and len(words) == 24
     by_hand = EditRequest("a circle", "a blue circle", preserve=("a square",) + tuple(f"a {w} circle" for w in words),
-                          preserve_weights=(1.0, 0.5, 0.5, 0.5, 0.5))
+                          preserve_weights=(1.0,) + (2.0 / 24,) * 24)
     want = UCE(UCEConfig(token_mode="aligned", margin=0.5)).edit(pipe, family, [by_hand])
     assert all(torch.equal(delta.tensors[k], want.tensors[k]) for k in want.tensors)
     with pytest.raises(ValueError, match="shield_weight"):
@@ -103,16 +103,65 @@ def test_the_shield_weighs_its_words_together(tiny_model_dirs):
         PersistConfig(shield_weight={"flux": 1.0}).shield_weight_for("sd")
 
 
+class OneTokenWords:
+    """A tokenizer stand-in that holds exactly `words` as single tokens (every other word: two)."""
+
+    def __init__(self, *words):
+        self.words = set(words)
+
+    def __call__(self, word, add_special_tokens=False):
+        return type("Encoding", (), {"input_ids": [0] if word in self.words else [0, 1]})()
+
+
+def test_the_method_draws_its_word_colour_and_shield_from_the_tokenizer():
+    """The pool is the one-letter words every tokenizer holds as one token, less the edit's own
+    words; the simulation's word is one of it drawn with the method's seed, the shield the rest,
+    the look's colours the basic colours held the same way, in a drawn order (worked by hand)."""
+    clip = OneTokenWords("a", "k", "p", "q", "red", "blue", "yellow", "sks", "qbe")
+    t5 = OneTokenWords("a", "k", "q", "x", "red", "blue", "yellow", "green")
+    request = EditRequest("a circle", "a blue circle", preserve=("a square",))
+    draws = {seed: draw_words([clip, t5], [request], seed) for seed in range(40)}
+    # "a" and "blue" are the edit's words; "p" and "x" are one token in only one tokenizer; "sks"
+    # and "qbe" are not letters; "green" is not one token in the first.
+    assert {d.identifier for d in draws.values()} == {"k", "q"}
+    assert {d.colours for d in draws.values()} == {("red", "yellow"), ("yellow", "red")}
+    assert all(sorted(d.shield + (d.identifier,)) == ["k", "q"] for d in draws.values())
+    assert draw_words([clip, t5], [request], 7) == draws[7]  # the seed alone decides
+    with pytest.raises(ValueError, match="1 one-letter words"):
+        draw_words([OneTokenWords("a", "k", "red")], [request], 0)
+
+
+def test_the_shield_is_drawn_from_the_tokenizer_of_the_model_being_edited(tiny_model_dirs, tokenizer_dirs):
+    """Toy SD's CLIP holds every letter as one token, toy FLUX's T5 only some: each edit's shield
+    and word come from its own model's tokenizer (read here with the tokenizer itself)."""
+    from transformers import CLIPTokenizer, T5Tokenizer
+
+    shields = {}
+    for name, load, kind in (("sd", CLIPTokenizer, "clip"), ("flux", T5Tokenizer, "t5")):
+        family = get_family(name)
+        pipe = family.load(tiny_model_dirs[name])
+        delta = ScriptedPersist([(1.0, 1.0)], (0.5,)).edit(pipe, family, [REQUEST])
+        tok = load.from_pretrained(tokenizer_dirs[kind])
+        pool = [w for w in "bcdefghijklmnopqrstuvwxyz" if len(tok.tokenize(w)) == 1]
+        word = delta.sidecar["simulation_subject"].split()[1]
+        assert sorted(delta.sidecar["shield"] + [word]) == pool, name
+        shields[name] = delta.sidecar["shield"]
+    assert len(shields["sd"]) == 24 and shields["flux"] != shields["sd"]
+
+
 class ScriptedPersist(PersistentUCE):
     """The simulation replaced by scripted (edited, tuned) shares per margin: the selection alone."""
 
-    def __init__(self, script, margins, shield=PersistConfig.shield):
-        super().__init__(UCEConfig(token_mode="aligned"), PersistConfig(margins=margins, target=0.9, shield=shield),
+    def __init__(self, script, margins):
+        super().__init__(UCEConfig(token_mode="aligned"), PersistConfig(margins=margins, target=0.9),
                          meter=lambda pipe, r: 0.0, sampling=SamplingConfig(steps=1, height=16, width=16))
         self.script = list(script)
         self.margins_seen = []
 
-    def simulate(self, pipe, family, delta, requests, subject):
+    def calibrate_lr(self, pipe, family, subject, concept, look):
+        return self.cfg.lrs[0], [{"lr": self.cfg.lrs[0], "learned": 1.0}]
+
+    def simulate(self, pipe, family, delta, requests, subject, lr):
         self.margins_seen.append(delta.sidecar["hyperparameters"]["margin"])
         return self.script.pop(0)
 
@@ -137,50 +186,55 @@ def test_persist_keeps_the_first_margin_whose_edit_survives_the_simulated_finetu
     # and the log says which margin it kept and why.
     assert (f"kept margin {chosen:.2f}: the first whose simulated retention" in caplog.text) is reached
     # An ordinary UCE delta: the plain solve of the shielded request with that margin, bit for bit.
-    cfg = PersistConfig()
-    guarded = shielded(REQUEST, cfg.shield, cfg.shield_weight_for("sd"))
+    guarded = shielded(REQUEST, tuple(delta.sidecar["shield"]), PersistConfig().shield_weight_for("sd"))
     same = UCE(UCEConfig(token_mode="aligned", margin=chosen)).edit(pipe, family, [guarded])
     assert delta.tensors.keys() == same.tensors.keys()
     assert all(torch.equal(delta.tensors[k], same.tensors[k]) for k in same.tensors)
 
 
-def test_a_shield_per_family_shields_the_words_of_the_model_being_edited(tiny_model_dirs):
-    family = get_family("sd")
-    pipe = family.load(tiny_model_dirs["sd"])
-    shield = {"sd": ("k", "p"), "flux": ("qbe", "vok")}
-    delta = ScriptedPersist([(1.0, 1.0)], (0.5,), shield).edit(pipe, family, [REQUEST])
-    assert delta.sidecar["shield"] == ["k", "p"]
-    cfg = UCEConfig(token_mode="aligned", margin=0.5)
-    weight = PersistConfig().shield_weight_for("sd")
-    want, other = (UCE(cfg).edit(pipe, family, [shielded(REQUEST, w, weight)]) for w in (("k", "p"), ("qbe", "vok")))
-    assert all(torch.equal(delta.tensors[k], want.tensors[k]) for k in want.tensors)
-    assert not all(torch.equal(delta.tensors[k], other.tensors[k]) for k in other.tensors)
-    # A family the mapping does not name is a config error, not an unshielded edit.
-    with pytest.raises(ConfigError, match="persist.shield: no words given for family 'sd'"):
-        ScriptedPersist([(1.0, 1.0)], (0.5,), {"flux": ("qbe",)}).edit(pipe, family, [REQUEST])
-    # Every family's words are checked against the simulation's own word.
-    with pytest.raises(ValueError, match="is in the shield"):
-        PersistConfig.from_block({"identifier": "zwx", "shield": {"sd": ["k"], "flux": ["zwx"]}})
-    assert PersistConfig.from_block({"shield": {"sd": ["k"]}}).shield == {"sd": ("k",)}
-
-
-def test_persist_simulation_finetunes_a_copy_and_leaves_the_model_as_it_was(tiny_model_dirs):
+def test_persist_simulation_finetunes_a_copy_and_leaves_the_model_as_it_was(tiny_model_dirs, monkeypatch):
+    """The method's own set-up, read off a scripted meter: the look is the first drawn colour
+    whose asking changes >= LOOK_GAP of the concept's images, the learning rate the first of the
+    ladder at which a fine-tuned copy of the unedited model learns the subject; then the margin's
+    simulation fine-tunes the edited model. The model ends bit-identical to before."""
     family = get_family("sd")
     pipe = family.load(tiny_model_dirs["sd"])
     before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
-    seen = []
+    draw = draw_words(token_tokenizers(pipe, family), [REQUEST], PersistConfig().seed)
+    first, second = draw.colours[:2]
+    answers = {f"a {first} circle": 0.55, f"a {second} circle": 0.9}  # asked; unasked: 0.1 for every colour
+    seen, rungs = [], iter([0.5, 0.85])
 
-    def meter(p, request):  # a stand-in judge: reads one denoiser weight that fine-tuning moves
-        seen.append(p.unet.conv_in.weight.detach().clone())
-        return 0.5
+    def meter(p, request):  # a stand-in judge that also reads one denoiser weight fine-tuning moves
+        seen.append(not torch.equal(p.unet.conv_in.weight, before["conv_in.weight"]))
+        if request.source == "a circle" and request.target != "a blue circle":
+            return 0.1
+        if request.source in answers:
+            return answers[request.source]
+        return next(rungs) if request.source != "a circle" else 0.5
 
+    from editpersist.editors import persist
+
+    tuned_at = []
+
+    def finetune(pipe, family, subject, ft):  # each from the unedited denoiser (UCE edits no conv_in)
+        tuned_at.append((ft.lr, torch.equal(pipe.unet.conv_in.weight, before["conv_in.weight"])))
+        real_finetune(pipe, family, subject, ft)
+
+    real_finetune = persist.finetune
+    monkeypatch.setattr(persist, "finetune", finetune)
     sampling = SamplingConfig(steps=2, guidance=3.0, height=32, width=32)
-    editor = PersistentUCE(UCEConfig(token_mode="aligned"), PersistConfig(margins=(0.5,), steps=3, lr=1e-2, batch=2,
-                                                                          n_images=2, meter_images=1), meter, sampling)
-    delta = editor.edit(pipe, family, [REQUEST])
-    assert delta.sidecar["simulation_subject"] == "a zwx circle"  # the source's old look, a new word
-    # base, edited, after the simulated fine-tune: the fine-tune ran on the edited model...
-    assert torch.equal(seen[0], seen[1]) and not torch.equal(seen[1], seen[2])
+    cfg = PersistConfig(margins=(0.5,), steps=3, lrs=(1e-3, 1e-2, 1e-1), batch=2, n_images=2, meter_images=1)
+    delta = PersistentUCE(UCEConfig(token_mode="aligned"), cfg, meter, sampling).edit(pipe, family, [REQUEST])
+    assert delta.sidecar["simulation_look"] == second and len(delta.sidecar["look_checks"]) == 2
+    assert delta.sidecar["simulation_lr"] == 1e-2 and [r["lr"] for r in delta.sidecar["lr_checks"]] == [1e-3, 1e-2]
+    # The source's concept under the drawn letter, which the shield leaves out.
+    assert delta.sidecar["simulation_subject"] == f"a {draw.identifier} circle"
+    assert draw.identifier not in delta.sidecar["shield"]
+    # Look checks on the model as it is, two fine-tuned copies, then base, edited, after the
+    # simulated fine-tune of the edited model...
+    assert seen == [False] * 4 + [True, True] + [False, False, True]
+    assert tuned_at == [(1e-3, True), (1e-2, True), (1e-2, True)]  # the margin's simulation at the calibrated rate
     # ...and the model is bit-identical to before.
     for k, v in pipe.unet.state_dict().items():
         assert torch.equal(v, before[k]), k
@@ -250,7 +304,7 @@ class _Delta:
         self.sidecar = {"hyperparameters": {"margin": margin}}
 
 
-def _simulations(config: dict, entry: str, requests: list[EditRequest], monkeypatch) -> list[dict]:
+def _simulations(config: dict, entry: str, requests: list[EditRequest], tokenizer, monkeypatch) -> list[dict]:
     """What the editor built from `config` really trains its simulated fine-tunes on, run through
     PersistentUCE.edit with the model's parts stubbed: the prompts its subject images are drawn
     from, the images and captions the fine-tune receives, and the FinetuneConfig it runs."""
@@ -270,26 +324,33 @@ def _simulations(config: dict, entry: str, requests: list[EditRequest], monkeypa
 
     monkeypatch.setattr(persist, "generate", fake_generate)
     monkeypatch.setattr(persist, "finetune", fake_finetune)
+    monkeypatch.setattr(persist, "token_tokenizers", lambda pipe, family: [tokenizer])
     monkeypatch.setattr(persist, "UCE", lambda cfg: type("U", (), {"edit": lambda self, *a: _Delta(cfg.margin)})())
     for name in ("apply_delta", "save_weights", "restore_weights", "restore"):
         monkeypatch.setattr(persist, name, lambda *a: None)
-    shares = iter([0.0] + [1.0] * 100)  # the base, then every edited and simulated model
+    # The model draws what it is asked for, and nothing unasked (the base's source, the concept
+    # without its colour); every edited and fine-tuned model draws the target.
     ctx = EditContext(get_family("sd"), "appearance", sampling=SamplingConfig(),
-                      meters={"target_share": lambda pipe, r: next(shares)})
+                      meters={"target_share": lambda pipe, r: float(r.source != r.before)})
     editor = EDITORS[entry].build(editor_block(config["editors"], entry), ctx)
     editor.edit(None, get_family("sd"), requests)
     return [{"drawn": seen["drawn"][0], "images": subject.images, "captions": subject.captions, "config": cfg,
              "sentinel": sentinel} for subject, cfg in seen["trained"]]
 
 
-def test_persist_simulates_only_finetunes_the_study_never_runs(stress_config, monkeypatch):
+def test_persist_simulates_only_finetunes_the_study_never_runs(stress_config, tokenizer_dirs, monkeypatch):
     """The held-out protocol, read off what the simulation really trains on: for every cell of a
     persistence-aware entry, its fine-tune's images are the model's own (drawn by the editor, not
-    the study subject's renders or photos), drawn from a prompt that is not the subject's nor in
-    the subject's look, captioned with a word that is not the study's, and trained with a seed and
-    learning rate no study fine-tune uses. A simulation that borrowed the study's word, subject
-    images, seed or learning rate fails here whatever the config strings say."""
+    the study subject's renders or photos), drawn from a prompt that is not the subject's and in
+    the colour the rule draws from the tokenizer and the edit's prompts, captioned with a word that
+    is not the study's, and trained with a seed and learning rate no study fine-tune uses. A
+    simulation that borrowed the study's word, subject images, colour, seed or learning rate fails
+    here whatever the config strings say. (A drawn colour may equal a study subject's by chance:
+    the slow test below changes the subjects' colours and finds the same edit.)"""
+    from transformers import CLIPTokenizer
+
     config = stress_config
+    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dirs["clip"])
     identifier = config["finetune_data"]["identifier"]
     subjects = [make_subject(dict(s, cls=s.pop("class"), identifier=identifier))
                 for s in map(dict, config["finetune_data"]["subjects"])]
@@ -306,7 +367,11 @@ def test_persist_simulates_only_finetunes_the_study_never_runs(stress_config, mo
             if cell.editor != entry:
                 continue
             case = next(c for c in cases[cell.task] if c.name == cell.edit)
-            for sim in _simulations(config, entry, list(case.requests), monkeypatch):
+            requests = list(case.requests)
+            # The stand-in meter says every colour asked for is drawn: the first drawn colour is the look.
+            look = draw_words([tokenizer], requests, editor_block(config["editors"], entry)["persist"]["seed"]).colours[0]
+            for sim in _simulations(config, entry, requests, tokenizer, monkeypatch):
+                assert sim["drawn"] == (f"a {look} {requests[0].before.split()[-1]}",), (entry, cell)
                 assert (sim["images"] == sim["sentinel"]).all()  # the editor's own draws, nothing else
                 assert sim["config"].seed not in seeds and sim["config"].lr not in lrs, (entry, cell)
                 assert sim["config"].method == "full"
@@ -315,7 +380,6 @@ def test_persist_simulates_only_finetunes_the_study_never_runs(stress_config, mo
                     assert not any((img == study).all() for img in sim["images"] for study in study_images)
                     assert s.instance_prompt not in sim["captions"] + list(sim["drawn"]), (entry, cell, s)
                     assert all(identifier not in p.split() for p in sim["captions"] + list(sim["drawn"]))
-                    assert f"a {s.color} {s.cls}" not in sim["drawn"], (entry, cell, s)  # nor the subject's look
                 checked += 1
     assert checked
 
@@ -333,18 +397,15 @@ def test_the_simulated_subject_is_the_models_own_images_of_the_old_concept_in_it
 
     monkeypatch.setattr(persist, "generate", fake_generate)
     role = EditRequest("a king", "a triangle", preserve=("a queen",), original="a square")
-    cfg = PersistConfig(look="yellow", n_images=3)
-    subject = persist.simulated_subject(None, None, [role], cfg, SamplingConfig(), seed=5)
+    subject = persist.simulated_subject(None, None, [role], "k", "yellow", PersistConfig(n_images=3), SamplingConfig(),
+                                        seed=5)
     assert drawn == [(("a yellow square",), 3, 5 + 3_000_017)]  # the model's own, seeds of their own
-    assert subject.captions == ["a zwx square"] * 3
-    persist.simulated_subject(None, None, [REQUEST], PersistConfig(n_images=2), SamplingConfig(), seed=0)
-    assert drawn[-1][0] == ("a circle",)  # no look: the concept as the model draws it
+    assert subject.captions == ["a k square"] * 3
 
 
 # A persistence-aware edit small enough for the tiny toy world (two margins, two-step simulations).
 TINY_PERSIST = {"uce-persist": {"persist": {
-    "margins": [0.5, 1.0], "target": 0.9, "shield": {"sd": ["a", "b"], "flux": ["qbe", "vok"]},
-    "shield_weight": 2.0, "identifier": "z", "look": "yellow", "steps": 2, "lr": 5.0e-5, "batch": 2,
+    "margins": [0.5, 1.0], "target": 0.9, "shield_weight": 2.0, "steps": 2, "lrs": [5.0e-5], "batch": 2,
     "seed": 7919, "n_images": 2, "meter_images": 2, "meter": "reader"}}}
 
 

@@ -31,7 +31,8 @@ from editpersist.finetuners.core import caption_conditioning, finetune
 from editpersist.finetuners.subjects import ToySubject
 from editpersist.latents import encode_latents
 from editpersist.sampling import SamplingConfig, generate
-from persist_tradeoff import RUNS_2_TO_4, caption_accuracy, stress_setup, widened  # this folder is on sys.path as a script
+# this folder is on sys.path as a script
+from persist_tradeoff import RUNS_2_TO_4, RUNS_2_TO_4_DRAW, caption_accuracy, stress_setup, widened
 
 
 def own_images_loss(pipe, family, prompts: list[str], captions: list[str], n: int, sampling: SamplingConfig,
@@ -68,8 +69,8 @@ def main() -> None:
     st = stress_setup(persist=RUNS_2_TO_4)
     family, pipe, editor, sampling = st.family, st.pipe, st.editor, st.sampling
     request = st.requests[0]
-    subject = simulated_subject(pipe, family, [request], editor.cfg, sampling, editor.seed)
-    shield = editor.cfg.shield_for(family.name)
+    subject = simulated_subject(pipe, family, [request], RUNS_2_TO_4_DRAW, editor.cfg, sampling, editor.seed)
+    shield = RUNS_2_TO_4_DRAW.shield
     weight = editor.cfg.shield_weight_for(family.name)
     guarded = widened(request, shield, weight) if args.wide else shielded(request, shield, weight)
     kept = list(guarded.preserve)

@@ -26,7 +26,7 @@ import yaml
 from editpersist.config import resolve_extends
 from editpersist.editors import editor_block
 from editpersist.editors.base import apply_delta, restore
-from editpersist.editors.persist import PersistentUCE, shielded, simulated_subject
+from editpersist.editors.persist import PersistentUCE, SimulationDraw, shielded, simulated_subject
 from editpersist.editors.text_inputs import paired_rows
 from editpersist.editors.uce import UCE
 from editpersist.evaluation.prompts import QualityConfig, quality_captions
@@ -103,11 +103,11 @@ def study_subject(config: dict, name: str):
 
 # The persist settings of the stress study's runs 2 to 4 (docs/measurements/README.md), which this
 # script's and persist_meta.py's figures measure (docs/uce-persist.md, Limits): made-up shield
-# words at weight 1 each, the simulation's word "zwx" at 2e-4. The current settings
-# (config/stress.yaml) shield toy SD with single letters, weigh the shield per family and
-# simulate with "z" at 5e-5.
-RUNS_2_TO_4 = {"shield": ("qbe", "vok", "hta", "lum", "dor", "jix"), "shield_weight": 6.0, "identifier": "zwx",
-               "lr": 2.0e-4}
+# words at weight 1 each, the simulation's word "zwx" at 2e-4 on the model's own yellow images.
+# The current settings (config/stress.yaml) draw the shield and the simulation's word and colour
+# from the tokenizer (editors/persist.py, draw_words) and weigh the shield per family.
+RUNS_2_TO_4 = {"shield_weight": 6.0, "lr": 2.0e-4}
+RUNS_2_TO_4_DRAW = SimulationDraw(identifier="zwx", look="yellow", shield=("qbe", "vok", "hta", "lum", "dor", "jix"))
 
 
 def stress_setup(model: str = "toy-sd", persist: dict | None = None) -> StressSetup:
@@ -137,8 +137,8 @@ def widened(request: EditRequest, words: tuple[str, ...], weight: float) -> Edit
 def main() -> None:
     st = stress_setup(persist=RUNS_2_TO_4)
     family, pipe, editor, requests, sampling = st.family, st.pipe, st.editor, st.requests, st.sampling
-    shield = editor.cfg.shield_for(family.name)
-    subject = simulated_subject(pipe, family, requests, editor.cfg, sampling, editor.seed)
+    shield = RUNS_2_TO_4_DRAW.shield
+    subject = simulated_subject(pipe, family, requests, RUNS_2_TO_4_DRAW, editor.cfg, sampling, editor.seed)
     out = {"base_caption_accuracy": caption_accuracy(pipe, family, st.reader, st.quality, sampling), "runs": []}
     print(f"base: caption accuracy {out['base_caption_accuracy']:.2f}", flush=True)
     for variant, lam, margin in RUNS:

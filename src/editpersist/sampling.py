@@ -26,7 +26,7 @@ class SamplingConfig:
 # the UCE debias meter's and DreamBooth's class images never share a seed, so no loop is tuned
 # on, and no fine-tune trains on, the very noise the evaluation measures with.
 SEED_STREAMS = {"evaluation": 0, "debias_meter": 1_000_003, "class_images": 2_000_029, "persist": 3_000_017,
-                "persist_meter": 4_000_037, "finetune_fit": 5_000_011}
+                "persist_meter": 4_000_037, "finetune_fit": 5_000_011, "persist_words": 6_000_011}
 
 
 def stream_seed(seed: int, stream: str) -> int:

@@ -7,14 +7,13 @@ after circle -> blue) redraws the concept itself: the edit reaches "a sks circle
 circle), the fine-tune pulls it back, and every circle with it. Two changes to the solve answer
 that:
 
-* the shield: the edit also preserves "a <word> <concept>" for a list of words, so a subject of
-  the concept's class under a new word starts from the unedited look: the fine-tune has no edit
-  to pull back, and leaves the bare concept alone. It must reach words it does not list (a
-  study's identifier is never in it), and which words do that depends on the tokenizer, so the
-  list may differ per model family (docs/measurements/persist_rare_shield.py checks a list by
-  holding its words out in folds). The shield's words together weigh `shield_weight` preserved
-  prompts in the solve: more holds the rest of the model in place, less leaves the edit's own
-  neighbours more room;
+* the shield: the edit also preserves "a <word> <concept>" for words drawn from the model's
+  tokenizer by a rule (`draw_words`: the one-letter words it holds as single tokens), so a
+  subject of the concept's class under a new word starts from the unedited look: the fine-tune
+  has no edit to pull back, and leaves the bare concept alone. It must reach words it does not
+  list (a study's identifier is never known to it). The shield's words together weigh
+  `shield_weight` preserved prompts in the solve: more holds the rest of the model in place,
+  less leaves the edit's own neighbours more room;
 * the margin: the edit aims past the destination along its own direction, d + m (d - c), so the
   drift a fine-tune causes elsewhere has further to go. Neither change alone keeps an edit that
   such a fine-tune undoes; too much margin costs the rest of the model.
@@ -22,19 +21,23 @@ that:
 So the editor tries margins from small to large and keeps the first whose edit survives a
 simulated fine-tune: a copy of the edited model fine-tuned (every denoiser weight) on a subject
 of the concept the edit moves away from (the request's `original`, else its source), under a
-word of its own that the shield does not list, drawn in a look the model already draws
-(`look`: its own images of "a yellow square", captioned "a zwx square"). It uses only what the
-editor may know, the model's own images, its own seed and learning rate, never the study's
-fine-tune subjects, seeds or hyperparameters (tests/test_persist.py reads both configs and fails
-if they meet).
+word of the same pool that the shield leaves out: the model's own images of "a <colour>
+<concept>", captioned "a <word> <concept>". The colour is the first basic colour, in a drawn
+order, that the unedited model draws when asked and not unasked (`choose_look`); the learning
+rate the first of a ladder at which a fine-tuned copy of the unedited model learns the subject
+(`calibrate_lr`). The method sets all of it from its own seed, the tokenizer, the edit's prompts
+and the unedited model; it never reads the study's fine-tune subjects, identifier, seeds or
+hyperparameters (tests/test_persist.py).
 
 The result is an ordinary UCE delta (the same layers, one closed-form solve): everything
-downstream is unchanged. The sidecar records every margin tried and its simulated retention.
+downstream is unchanged. The sidecar records what was drawn, every margin tried and its
+simulated retention.
 """
 
 from __future__ import annotations
 
 import logging
+import string
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Callable
@@ -57,33 +60,36 @@ log = logging.getLogger("editpersist")
 EditMeter = Callable[[object, EditRequest], float]
 
 
+# The pool the shield and the simulated subject's word are drawn from: the one-letter words.
+# Every subword vocabulary holds its alphabet whatever text built it, so the pool does not depend
+# on which rare words a tokenizer's builder added (a study's identifier among them), and its words
+# are short rare tokens, the kind DreamBooth's identifiers are chosen among. A letter counts where
+# every tokenizer whose token states the edit reads holds it as one token.
+LETTERS: tuple[str, ...] = tuple(string.ascii_lowercase)
+# The colours the simulated subject may be drawn in: the eleven basic colour terms (Berlin and Kay,
+# 1969), those each tokenizer holds as one token, so the model can have learnt them as words.
+BASIC_COLOURS: tuple[str, ...] = ("black", "white", "red", "green", "yellow", "blue", "brown", "purple", "pink",
+                                  "orange", "grey")
+
+
 @dataclass(frozen=True)
 class PersistConfig(BlockConfig):
     margins: tuple[float, ...] = (0.5, 1.0, 2.0)  # tried in this order; the first that survives is kept
     target: float = 0.9  # simulated retention a margin must reach
-    identifier: str = "zwx"  # the simulated subject's made-up word (never the study's "sks")
-    # How the simulated subject looks: a word the model draws, written before the concept
-    # ("yellow": its own images of "a yellow square", captioned "a zwx square"). A subject that
-    # differs from the concept's usual look is what a DreamBooth fine-tune has to learn, and so
-    # moves weights; "" trains on the concept's usual look, which the model already draws.
-    look: str = ""
-    # Words w whose "a w <concept>" the edit preserves (never the study's "sks", nor the
-    # simulation's word: the simulation checks that the shield reaches words it does not list):
-    # one tuple for every family, or a tuple per family name. Which words reach an identifier the
-    # shield does not list depends on the family's tokenizer: words tokenized as the identifier
-    # is (on toy SD's CLIP, never-trained one-token words such as single letters), checked per
-    # model (docs/uce-persist.md, "The method").
-    shield: tuple[str, ...] | dict[str, tuple[str, ...]] = ("qbe", "vok", "hta", "lum", "dor", "jix")
     # How many preserved prompts the whole shield weighs in the solve, for every family or per
-    # family name: each of its k words weighs shield_weight / k (the default: six words at 1
-    # each). More weight holds the rest of the model in place but crowds the edit's own
-    # neighbours; choose the smallest weight whose edited model keeps the quality captions as
-    # plain UCE's does (docs/uce-persist.md, the shield-weight table).
+    # family name: each of its k words weighs shield_weight / k. More weight holds the rest of
+    # the model in place but crowds the edit's own neighbours; choose the smallest weight whose
+    # edited model keeps the quality captions as plain UCE's does (docs/uce-persist.md, the
+    # shield-weight table).
     shield_weight: float | dict[str, float] = 6.0
     steps: int = 100
-    lr: float = 2.0e-4
+    # The simulated fine-tune's learning rate is the first of `lrs` at which it teaches the
+    # unedited model its subject (the drawn look in >= `learned` of the images of its caption):
+    # the weakest fine-tune that does what a user's fine-tune is for, found on the model itself.
+    lrs: tuple[float, ...] = (5.0e-5, 1.5e-4, 4.5e-4)
+    learned: float = 0.8
     batch: int = 8
-    seed: int = 7919
+    seed: int = 7919  # the simulated fine-tune's, and the draw of its word, colour and shield
     n_images: int = 16  # the simulated subject's images
     meter_images: int = 32  # images of the source prompt per measurement
     meter: str = "judge"  # "reader": the toy world's attribute reader
@@ -93,44 +99,68 @@ class PersistConfig(BlockConfig):
             raise ValueError(f"persist.margins {self.margins}: non-negative and increasing")
         if not 0 < self.target <= 1:
             raise ValueError(f"persist.target {self.target}: in (0, 1]")
-        words = self.shield_words()
-        if any(len(w.split()) != 1 for w in (self.identifier, *words)):
-            raise ValueError(f"persist.identifier and persist.shield: one word each, not {self.identifier!r}, "
-                             f"{self.shield}")
-        if self.identifier in words:
-            raise ValueError(f"persist.identifier {self.identifier!r} is in the shield: the simulation would "
-                             "test nothing the shield does not list")
-        if not all(w > 0 for w in family_values(self.shield_weight)):
+        if not self.lrs or any(lr <= 0 for lr in self.lrs) or list(self.lrs) != sorted(self.lrs):
+            raise ValueError(f"persist.lrs {self.lrs}: positive and increasing")
+        if not 0 < self.learned <= 1:
+            raise ValueError(f"persist.learned {self.learned}: in (0, 1]")
+        weights = list(self.shield_weight.values()) if isinstance(self.shield_weight, dict) else [self.shield_weight]
+        if not all(w > 0 for w in weights):
             raise ValueError(f"persist.shield_weight {self.shield_weight}: positive")
         if self.meter not in ("judge", "reader"):
             raise ValueError(f"persist.meter {self.meter!r}: 'judge' or 'reader'")
 
-    def shield_words(self) -> tuple[str, ...]:
-        """Every word the shield lists, for any family."""
-        return tuple(w for words in family_values(self.shield) for w in words)
-
-    def shield_for(self, family_name: str) -> tuple[str, ...]:
-        return per_family(self.shield, "shield", "words", family_name)
-
     def shield_weight_for(self, family_name: str) -> float:
-        return per_family(self.shield_weight, "shield_weight", "weight", family_name)
+        """The shield's weight, given once for every family or as a mapping from family name."""
+        if not isinstance(self.shield_weight, dict):
+            return self.shield_weight
+        if family_name not in self.shield_weight:
+            raise ConfigError(f"persist.shield_weight: no weight given for family {family_name!r}")
+        return self.shield_weight[family_name]
 
-    def finetune_config(self) -> FinetuneConfig:
-        return FinetuneConfig(method="full", steps=self.steps, lr=self.lr, batch=self.batch, seed=self.seed)
+    def finetune_config(self, lr: float) -> FinetuneConfig:
+        return FinetuneConfig(method="full", steps=self.steps, lr=lr, batch=self.batch, seed=self.seed)
 
 
-def family_values(value) -> list:
-    """Every value of a setting given once for every family, or as a mapping from family name."""
-    return list(value.values()) if isinstance(value, dict) else [value]
+# A colour is a look of the concept the fine-tune must teach when asking for it changes at
+# least this share of the model's images of the concept (asked: drawn in it; unasked: not).
+LOOK_GAP = 0.5
 
 
-def per_family(value, key: str, what: str, family_name: str):
-    """A setting given once for every family, or as a mapping from family name."""
-    if not isinstance(value, dict):
-        return value
-    if family_name not in value:
-        raise ConfigError(f"persist.{key}: no {what} given for family {family_name!r}")
-    return value[family_name]
+@dataclass(frozen=True)
+class SimulationDraw:
+    """What the method draws for itself: the simulated subject's word, the colours its look is
+    tried in (in drawn order) and the shield."""
+
+    identifier: str
+    colours: tuple[str, ...]
+    shield: tuple[str, ...]
+
+
+def single_token_words(tokenizers: list, words: tuple[str, ...]) -> list[str]:
+    """The words every tokenizer holds as one token."""
+    return [w for w in words if all(len(tok(w, add_special_tokens=False).input_ids) == 1 for tok in tokenizers)]
+
+
+def prompt_words(requests: list[EditRequest]) -> set[str]:
+    """Every word of the edit's prompts: none may be drawn, or the shield would preserve what the
+    edit moves."""
+    return {w for r in requests for p in (r.source, r.target, r.before, *r.preserve) if p for w in p.split()}
+
+
+def draw_words(tokenizers: list, requests: list[EditRequest], seed: int) -> SimulationDraw:
+    """The simulation's word, one letter of the pool (LETTERS the tokenizers hold as one token,
+    less the edit's own words) drawn with `seed`; the shield, the rest of the pool; the colours
+    the look is tried in, the basic colours held the same way, in an order drawn with `seed`."""
+    taken = prompt_words(requests)
+    letters = [w for w in single_token_words(tokenizers, LETTERS) if w not in taken]
+    colours = [w for w in single_token_words(tokenizers, BASIC_COLOURS) if w not in taken]
+    if len(letters) < 2 or not colours:
+        raise ValueError(f"uce-persist: the tokenizer holds {len(letters)} one-letter words and {len(colours)} basic "
+                         "colours as single tokens outside the edit's prompts; it needs 2 and 1")
+    rng = np.random.default_rng(stream_seed(seed, "persist_words"))
+    identifier = letters[int(rng.integers(len(letters)))]
+    order = rng.permutation(len(colours))
+    return SimulationDraw(identifier, tuple(colours[i] for i in order), tuple(w for w in letters if w != identifier))
 
 
 def with_identifier(prompt: str, identifier: str) -> str:
@@ -155,12 +185,25 @@ def shielded(request: EditRequest, words: tuple[str, ...], weight: float) -> Edi
     return replace(request, preserve=request.preserve + extra, preserve_weights=weights)
 
 
-def simulated_subject(pipe, family, requests: list[EditRequest], cfg: PersistConfig, sampling: SamplingConfig,
-                      seed: int) -> ImageSet:
+def simulated_subject(pipe, family, requests: list[EditRequest], identifier: str, look: str, cfg: PersistConfig,
+                      sampling: SamplingConfig, seed: int) -> ImageSet:
+    """The model's own images of the concept in its look ("a yellow square"), captioned with the
+    drawn word ("a k square"): a look the fine-tune has to learn, so it moves weights."""
     prompt = simulation_prompt(requests)
-    drawn = with_identifier(prompt, cfg.look) if cfg.look else prompt
-    images, _ = generate(pipe, family, [drawn], cfg.n_images, sampling, base_seed=stream_seed(seed, "persist"))
-    return ImageSet(images, [with_identifier(prompt, cfg.identifier)] * cfg.n_images)
+    images, _ = generate(pipe, family, [with_identifier(prompt, look)], cfg.n_images, sampling,
+                         base_seed=stream_seed(seed, "persist"))
+    return ImageSet(images, [with_identifier(prompt, identifier)] * cfg.n_images)
+
+
+def shows_look(prompt: str, look: str, concept: str) -> EditRequest:
+    """The meter's question "do images of `prompt` show the concept in `look`?" (the judge's
+    alternative: the concept as the model draws it)."""
+    return EditRequest(prompt, with_identifier(concept, look), original=concept)
+
+
+def token_tokenizers(pipe, family) -> list:
+    """The tokenizers of the token states the edit reads (pooled inputs have none of their own)."""
+    return [family.group_tokenizer(pipe, group) for group, _, tok in family.edit_inputs if tok is not None]
 
 
 def mean_share(meter: EditMeter, pipe, requests: list[EditRequest]) -> float:
@@ -178,35 +221,87 @@ class PersistentUCE:
         self.sampling = sampling
         self.seed = seed
 
-    def simulate(self, pipe, family, delta: EditDelta, requests: list[EditRequest],
-                 subject: ImageSet) -> tuple[float, float]:
+    def choose_look(self, pipe, concept: str, colours: tuple[str, ...]) -> tuple[str, list[dict]]:
+        """The simulated subject's look: the first colour, in drawn order, that asking for changes
+        at least LOOK_GAP of the model's images of the concept; if none does, the one that changes
+        most, with a warning (a subject in the concept's usual look moves too little to tell
+        margins apart)."""
+        checks = []
+        for colour in colours:
+            asked = self.meter(pipe, shows_look(with_identifier(concept, colour), colour, concept))
+            unasked = self.meter(pipe, shows_look(concept, colour, concept))
+            checks.append({"colour": colour, "asked": asked, "unasked": unasked})
+            if asked - unasked >= LOOK_GAP:
+                return colour, checks
+        best = max(checks, key=lambda c: c["asked"] - c["unasked"])
+        log.warning("uce-persist: no colour changes %.2f of the model's images of %r (best %s: %.2f asked, %.2f "
+                    "unasked); the simulated subject may teach too little", LOOK_GAP, concept, best["colour"],
+                    best["asked"], best["unasked"])
+        return best["colour"], checks
+
+    def calibrate_lr(self, pipe, family, subject: ImageSet, concept: str, look: str) -> tuple[float, list[dict]]:
+        """The simulated fine-tune's learning rate: the first of `lrs` at which a copy of the
+        unedited model learns the subject (its caption drawn in the look in >= `learned` of the
+        images); if none does, the largest, with a warning. The model is left as it was."""
+        question = shows_look(subject.captions[0], look, concept)
+        saved = save_weights(pipe, family)
+        rungs = []
+        try:
+            for lr in self.cfg.lrs:
+                finetune(pipe, family, subject, self.cfg.finetune_config(lr))
+                rungs.append({"lr": lr, "learned": self.meter(pipe, question)})
+                restore_weights(pipe, saved)
+                if rungs[-1]["learned"] >= self.cfg.learned:
+                    return lr, rungs
+        finally:
+            restore_weights(pipe, saved)
+        log.warning("uce-persist: no learning rate of %s teaches the unedited model %r in %.2f of its images "
+                    "(best %.2f); the simulation uses the largest", self.cfg.lrs, subject.captions[0],
+                    self.cfg.learned, max(r["learned"] for r in rungs))
+        return self.cfg.lrs[-1], rungs
+
+    def simulate(self, pipe, family, delta: EditDelta, requests: list[EditRequest], subject: ImageSet,
+                 lr: float) -> tuple[float, float]:
         """The edit's share of target images on the edited model, then after the simulated
         fine-tune; the pipeline is left as it was."""
         originals = apply_delta(pipe, delta)
         saved = save_weights(pipe, family)
         try:
             edited = mean_share(self.meter, pipe, requests)
-            finetune(pipe, family, subject, self.cfg.finetune_config())
+            finetune(pipe, family, subject, self.cfg.finetune_config(lr))
             tuned = mean_share(self.meter, pipe, requests)
         finally:
             restore_weights(pipe, saved)
             restore(pipe, originals)
         return edited, tuned
 
+    def simulation(self, pipe, family, requests: list[EditRequest]) -> tuple[SimulationDraw, ImageSet, float, dict]:
+        """Everything the method sets up for itself before any margin: the drawn words, the
+        subject's look and images, and the learning rate, all from the unedited model."""
+        draw = draw_words(token_tokenizers(pipe, family), requests, self.cfg.seed)
+        concept = simulation_prompt(requests)
+        look, looks = self.choose_look(pipe, concept, draw.colours)
+        subject = simulated_subject(pipe, family, requests, draw.identifier, look, self.cfg, self.sampling, self.seed)
+        lr, rungs = self.calibrate_lr(pipe, family, subject, concept, look)
+        log.info("uce-persist simulation: %r drawn as %r, full fine-tune at lr %g (learned %.2f)",
+                 subject.captions[0], with_identifier(concept, look), lr, rungs[-1]["learned"])
+        return draw, subject, lr, {"simulation_subject": subject.captions[0], "simulation_look": look,
+                                   "look_checks": looks, "lr_checks": rungs, "simulation_lr": lr}
+
     def edit(self, pipe, family, requests: list[EditRequest]) -> EditDelta:
         other = sorted({r.mode for r in requests} - set(METHOD.modes))
         if other:
             raise ValueError(f"uce-persist edits replace requests only, not {other[0]!r} ones")
         started = time.perf_counter()
-        subject = simulated_subject(pipe, family, requests, self.cfg, self.sampling, self.seed)
+        draw, subject, lr, record = self.simulation(pipe, family, requests)
         base = mean_share(self.meter, pipe, requests)
-        shield, weight = self.cfg.shield_for(family.name), self.cfg.shield_weight_for(family.name)
-        guarded = [shielded(r, shield, weight) for r in requests]
+        weight = self.cfg.shield_weight_for(family.name)
+        guarded = [shielded(r, draw.shield, weight) for r in requests]
         trials, chosen = [], None
         for margin in self.cfg.margins:
             t0 = time.perf_counter()
             delta = UCE(replace(self.uce_cfg, margin=margin)).edit(pipe, family, guarded)
-            edited, tuned = self.simulate(pipe, family, delta, requests, subject)
+            edited, tuned = self.simulate(pipe, family, delta, requests, subject, lr)
             # The base is not fine-tuned in the simulation: its share stands for base_ft's. An edit
             # that did not take has nothing to retain (0, not NaN, so the ladder moves on).
             kept = float(retention(base, edited, base, tuned)) if edited > base else 0.0
@@ -230,9 +325,8 @@ class PersistentUCE:
             log.warning("uce-persist: no margin kept %.2f of the edit through the simulated fine-tune (best %.2f, "
                         "margin %.2f kept); the edit may not survive fine-tuning", self.cfg.target, chosen[0], margin)
         delta.sidecar.update(
-            editor=self.name, persist=asdict(self.cfg), shield=list(shield), shield_weight=weight,
-            persist_trials=trials, margin=margin,
-            persist_reached=reached, simulation_subject=subject.captions[0],
+            editor=self.name, persist=asdict(self.cfg), shield=list(draw.shield), shield_weight=weight,
+            persist_trials=trials, margin=margin, persist_reached=reached, **record,
             wall_s=round(time.perf_counter() - started, 4))
         return delta
 
@@ -252,12 +346,14 @@ def meters(block: dict) -> tuple[MeterSpec, ...]:
 
 
 def work(block: dict, family_name: str, task: str) -> EditWork:
-    """Per margin tried (all of them, at most): a simulated full fine-tune and the meter's images
-    of the source before and after it; the simulated subject's images once."""
+    """At most: two meter readings per basic colour tried for the look, a fine-tune and a
+    reading per learning rate of the ladder, the subject's images once, then per margin a
+    simulated full fine-tune and the meter's images of the source before and after it."""
     cfg = parse(block)[1]
-    margins = len(cfg.margins)
-    return EditWork(meter_images=margins * 2 * cfg.meter_images + cfg.n_images, simulated_steps=margins * cfg.steps,
-                    simulated_batch=cfg.batch)
+    margins, rungs = len(cfg.margins), len(cfg.lrs)
+    readings = 2 * len(BASIC_COLOURS) + rungs + 2 * margins
+    return EditWork(meter_images=readings * cfg.meter_images + cfg.n_images,
+                    simulated_steps=(rungs + margins) * cfg.steps, simulated_batch=cfg.batch)
 
 
 def build(block: dict, ctx: EditContext) -> PersistentUCE:
