@@ -165,7 +165,7 @@ def draw_words(tokenizers: list, requests: list[EditRequest], seed: int) -> Simu
 
 def with_identifier(prompt: str, identifier: str) -> str:
     """The DreamBooth caption of a prompt's subject: the identifier before its last word
-    ("a square" -> "a zwx square")."""
+    ("a square" -> "a k square")."""
     *head, noun = prompt.split()
     return " ".join([*head, identifier, noun])
 
