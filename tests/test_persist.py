@@ -127,6 +127,10 @@ def test_the_method_draws_its_word_colour_and_shield_from_the_tokenizer():
     assert {d.colours for d in draws.values()} == {("red", "yellow"), ("yellow", "red")}
     assert all(sorted(d.shield + (d.identifier,)) == ["k", "q"] for d in draws.values())
     assert draw_words([clip, t5], [request], 7) == draws[7]  # the seed alone decides
+    # A prompt's word is excluded whatever its case or punctuation ("Q," is "q"): one letter left.
+    capital = EditRequest("A circle", "a blue circle", preserve=("a square", "Q, a square"))
+    with pytest.raises(ValueError, match="holds 1 one-letter words"):
+        draw_words([clip, t5], [capital], 0)
     with pytest.raises(ValueError, match="1 one-letter words"):
         draw_words([OneTokenWords("a", "k", "red")], [request], 0)
 

@@ -142,9 +142,10 @@ def single_token_words(tokenizers: list, words: tuple[str, ...]) -> list[str]:
 
 
 def prompt_words(requests: list[EditRequest]) -> set[str]:
-    """Every word of the edit's prompts: none may be drawn, or the shield would preserve what the
-    edit moves."""
-    return {w for r in requests for p in (r.source, r.target, r.before, *r.preserve) if p for w in p.split()}
+    """Every word of the edit's prompts, lower-cased and without punctuation: none may be drawn,
+    or the shield would preserve what the edit moves."""
+    return {w.lower().strip(".,;:!?'\"") for r in requests for p in (r.source, r.target, r.before, *r.preserve)
+            for w in p.split()}
 
 
 def draw_words(tokenizers: list, requests: list[EditRequest], seed: int) -> SimulationDraw:
