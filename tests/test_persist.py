@@ -99,6 +99,10 @@ def test_the_shield_weighs_its_words_together(tiny_model_dirs):
     assert all(torch.equal(delta.tensors[k], want.tensors[k]) for k in want.tensors)
     with pytest.raises(ValueError, match="shield_weight"):
         PersistConfig.from_block({"shield_weight": {"sd": 1.0, "flux": 0.0}})
+    with pytest.raises(ValueError, match="persist.lrs .*: positive and increasing"):
+        PersistConfig(lrs=(1e-4, 5e-5))
+    with pytest.raises(ValueError, match=r"persist.learned 0.0: in \(0, 1\]"):
+        PersistConfig(learned=0.0)
     with pytest.raises(ConfigError, match="persist.shield_weight: no weight given for family 'sd'"):
         PersistConfig(shield_weight={"flux": 1.0}).shield_weight_for("sd")
 
@@ -127,8 +131,8 @@ def test_the_method_draws_its_word_colour_and_shield_from_the_tokenizer():
     assert {d.colours for d in draws.values()} == {("red", "yellow"), ("yellow", "red")}
     assert all(sorted(d.shield + (d.identifier,)) == ["k", "q"] for d in draws.values())
     assert draw_words([clip, t5], [request], 7) == draws[7]  # the seed alone decides
-    # A prompt's word is excluded whatever its case or punctuation ("Q," is "q"): one letter left.
-    capital = EditRequest("A circle", "a blue circle", preserve=("a square", "Q, a square"))
+    # A prompt's word is excluded whatever its case or punctuation ("Q-ray," has "q"): one letter left.
+    capital = EditRequest("A circle", "a blue circle", preserve=("a square", "a Q-ray square,"))
     with pytest.raises(ValueError, match="holds 1 one-letter words"):
         draw_words([clip, t5], [capital], 0)
     with pytest.raises(ValueError, match="1 one-letter words"):
@@ -232,6 +236,7 @@ def test_persist_simulation_finetunes_a_copy_and_leaves_the_model_as_it_was(tiny
     delta = PersistentUCE(UCEConfig(token_mode="aligned"), cfg, meter, sampling).edit(pipe, family, [REQUEST])
     assert delta.sidecar["simulation_look"] == second and len(delta.sidecar["look_checks"]) == 2
     assert delta.sidecar["simulation_lr"] == 1e-2 and [r["lr"] for r in delta.sidecar["lr_checks"]] == [1e-3, 1e-2]
+    assert delta.sidecar["look_reached"] and delta.sidecar["lr_reached"]
     # The source's concept under the drawn letter, which the shield leaves out.
     assert delta.sidecar["simulation_subject"] == f"a {draw.identifier} circle"
     assert draw.identifier not in delta.sidecar["shield"]
@@ -242,6 +247,23 @@ def test_persist_simulation_finetunes_a_copy_and_leaves_the_model_as_it_was(tiny
     # ...and the model is bit-identical to before.
     for k, v in pipe.unet.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_a_look_or_rate_that_misses_its_rule_is_kept_with_a_warning(tiny_model_dirs, caplog):
+    """When no colour changes LOOK_GAP of the images and no rate teaches the subject, the method
+    goes on with the colour that changes most (the first, on a tie) and the largest rate, says so
+    in the log and marks both in the sidecar."""
+    caplog.set_level("INFO", logger="editpersist")
+    family = get_family("sd")
+    pipe = family.load(tiny_model_dirs["sd"])
+    cfg = PersistConfig(margins=(0.5,), steps=1, lrs=(1e-4, 1e-3), batch=2, n_images=2, meter_images=1)
+    editor = PersistentUCE(UCEConfig(token_mode="aligned"), cfg, lambda p, r: 0.3,
+                           SamplingConfig(steps=2, height=32, width=32))
+    delta = editor.edit(pipe, family, [REQUEST])
+    draw = draw_words(token_tokenizers(pipe, family), [REQUEST], cfg.seed)
+    assert delta.sidecar["simulation_look"] == draw.colours[0] and not delta.sidecar["look_reached"]
+    assert delta.sidecar["simulation_lr"] == 1e-3 and not delta.sidecar["lr_reached"]
+    assert "no colour changes 0.50" in caplog.text and "the simulation uses the largest" in caplog.text
 
 
 def test_the_shield_keeps_the_concept_under_other_words_as_it_was(tiny_model_dirs):
@@ -332,8 +354,8 @@ def _simulations(config: dict, entry: str, requests: list[EditRequest], tokenize
     monkeypatch.setattr(persist, "UCE", lambda cfg: type("U", (), {"edit": lambda self, *a: _Delta(cfg.margin)})())
     for name in ("apply_delta", "save_weights", "restore_weights", "restore"):
         monkeypatch.setattr(persist, name, lambda *a: None)
-    # The model draws what it is asked for, and nothing unasked (the base's source, the concept
-    # without its colour); every edited and fine-tuned model draws the target.
+    # A stand-in meter: a prompt shows what the question names unless it is the concept itself
+    # ("a purple circle" is purple, "a circle" is not), at every stage of the edit.
     ctx = EditContext(get_family("sd"), "appearance", sampling=SamplingConfig(),
                       meters={"target_share": lambda pipe, r: float(r.source != r.before)})
     editor = EDITORS[entry].build(editor_block(config["editors"], entry), ctx)
@@ -377,7 +399,10 @@ def test_persist_simulates_only_finetunes_the_study_never_runs(stress_config, to
             for sim in _simulations(config, entry, requests, tokenizer, monkeypatch):
                 assert sim["drawn"] == (f"a {look} {requests[0].before.split()[-1]}",), (entry, cell)
                 assert (sim["images"] == sim["sentinel"]).all()  # the editor's own draws, nothing else
-                assert sim["config"].seed not in seeds and sim["config"].lr not in lrs, (entry, cell)
+                assert sim["config"].seed not in seeds, (entry, cell)
+                # Whatever rung the calibration lands on, none is a study fine-tune's rate.
+                ladder = PersistConfig.from_block(editor_block(config["editors"], entry)["persist"]).lrs
+                assert sim["config"].lr in ladder and not set(ladder) & lrs, (entry, cell)
                 assert sim["config"].method == "full"
                 for s in subjects:
                     study_images = s.images(len(sim["images"]), seed=0).images
@@ -462,3 +487,43 @@ def test_an_edit_does_not_change_with_the_studys_identifier_subject_recipe_or_se
     for mine, theirs in zip(edits["study"], edits["variant"]):
         assert mine.read_bytes() == theirs.read_bytes(), mine
         assert simulation(mine.with_suffix(".json")) == simulation(theirs.with_suffix(".json")), mine
+
+
+def test_the_measurement_scripts_replay_runs_2_to_4_through_the_current_api(stress_config, monkeypatch):
+    """docs/measurements/persist_*.py re-measure the settings of the stress study's runs 2 to 4:
+    they import, their settings are a block the editor accepts, and every call they make to the
+    editor's simulation (read off their source) binds to its signature as it is now."""
+    import ast
+    import importlib
+    import inspect
+    import sys
+
+    from editpersist.editors import persist
+
+    monkeypatch.syspath_prepend(str(ROOT / "docs/measurements"))
+    names = ("persist_tradeoff", "persist_meta", "persist_rare_shield", "persist_flux_shields")
+    modules = {name: importlib.import_module(name) for name in names}
+    runs = modules["persist_tradeoff"]
+    block = editor_block(stress_config["editors"], "uce-persist")
+    cfg = PersistConfig.from_block({**block["persist"], **runs.RUNS_2_TO_4})
+    assert cfg.lrs == (runs.RUNS_2_TO_4_LR,) and cfg.shield_weight == 6.0
+    # The method as a script calls it: `editor.simulate` is bound, so `self` is already given.
+    signatures = {"simulated_subject": inspect.signature(persist.simulated_subject),
+                  "simulate": inspect.signature(PersistentUCE(UCEConfig(), cfg, None, SamplingConfig()).simulate),
+                  "finetune_config": inspect.signature(cfg.finetune_config)}
+    calls = 0
+    for name in names:
+        tree = ast.parse((ROOT / "docs/measurements" / f"{name}.py").read_text())
+        for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+            called = getattr(call.func, "attr", getattr(call.func, "id", None))
+            if called not in signatures:
+                continue
+            keywords = {k.arg: None for k in call.keywords if k.arg}
+            for k in call.keywords:
+                if k.arg is None:  # **RUNS_2_TO_4_SUBJECT
+                    keywords.update(getattr(runs, k.value.id))
+            signatures[called].bind(*[None] * len(call.args), **keywords)  # TypeError: the call no longer fits
+            calls += 1
+    assert calls >= 5
+    for name in names:
+        sys.modules.pop(name)

@@ -25,7 +25,7 @@ from editpersist.editors.uce import UCE
 from editpersist.finetuners.core import finetune
 from editpersist.states import load_model_state
 from persist_rare_shield import edit_tokenizers, never_trained_words
-from persist_tradeoff import RUNS_2_TO_4_DRAW, stress_setup, study_finetune, study_subject  # folder on sys.path
+from persist_tradeoff import RUNS_2_TO_4_SHIELD, stress_setup, study_finetune, study_subject  # folder on sys.path
 
 MARGIN = 0.5
 WEIGHTS = (6.0, 3.0, 1.5)
@@ -47,7 +47,7 @@ def main() -> None:
 
     rare = tuple(never_trained_words(edit_tokenizers(pipe, family)))
     letters = tuple("bcdefghijklmnopqrstuvwxy")
-    made_up = RUNS_2_TO_4_DRAW.shield  # toy FLUX's shield in every stress run before the drawn one
+    made_up = RUNS_2_TO_4_SHIELD  # toy FLUX's shield in every stress run before the drawn one
     shields = {"none": (), "made-up (study)": made_up, "never-trained": rare, "letters": letters,
                "all of them": tuple(sorted(set(rare + letters + made_up))), "sks (diagnostic)": ("sks",)}
     out = {"margin": MARGIN, "base": {"a circle": blue(request.source), "a sks circle": blue(sks)}, "shields": []}

@@ -32,7 +32,8 @@ from editpersist.finetuners.subjects import ToySubject
 from editpersist.latents import encode_latents
 from editpersist.sampling import SamplingConfig, generate
 # this folder is on sys.path as a script
-from persist_tradeoff import RUNS_2_TO_4, RUNS_2_TO_4_DRAW, caption_accuracy, stress_setup, widened
+from persist_tradeoff import (RUNS_2_TO_4, RUNS_2_TO_4_LR, RUNS_2_TO_4_SHIELD, RUNS_2_TO_4_SUBJECT,
+                              caption_accuracy, stress_setup, widened)
 
 
 def own_images_loss(pipe, family, prompts: list[str], captions: list[str], n: int, sampling: SamplingConfig,
@@ -69,8 +70,9 @@ def main() -> None:
     st = stress_setup(persist=RUNS_2_TO_4)
     family, pipe, editor, sampling = st.family, st.pipe, st.editor, st.sampling
     request = st.requests[0]
-    subject = simulated_subject(pipe, family, [request], RUNS_2_TO_4_DRAW, editor.cfg, sampling, editor.seed)
-    shield = RUNS_2_TO_4_DRAW.shield
+    subject = simulated_subject(pipe, family, [request], **RUNS_2_TO_4_SUBJECT, cfg=editor.cfg, sampling=sampling,
+                                seed=editor.seed)
+    shield = RUNS_2_TO_4_SHIELD
     weight = editor.cfg.shield_weight_for(family.name)
     guarded = widened(request, shield, weight) if args.wide else shielded(request, shield, weight)
     kept = list(guarded.preserve)
@@ -83,7 +85,8 @@ def main() -> None:
     opt = torch.optim.Adam(params, lr=args.lr)
     for k in range(args.rounds):
         saved = save_weights(pipe, family)
-        finetune(pipe, family, subject, replace(editor.cfg.finetune_config(), steps=args.steps, seed=1000 + k))
+        round_ft = replace(editor.cfg.finetune_config(RUNS_2_TO_4_LR), steps=args.steps, seed=1000 + k)
+        finetune(pipe, family, subject, round_ft)
         after = edited_layer_gradients(family, pipe, params, losses, args.preserve_weight, g)
         restore_weights(pipe, saved)
         before = edited_layer_gradients(family, pipe, params, losses, args.preserve_weight, g)
@@ -95,7 +98,7 @@ def main() -> None:
     # The pipeline holds the learned weights already; as a delta they go through the ladder's own
     # simulation, which leaves the pipeline as it found it.
     learned = EditDelta({f"{k}.weight": m.weight.detach().clone() for k, m in layers.items()})
-    efficacy, simulated = editor.simulate(pipe, family, learned, [request], subject)
+    efficacy, simulated = editor.simulate(pipe, family, learned, [request], subject, RUNS_2_TO_4_LR)
     out = {**vars(args), "efficacy": efficacy,
            "caption_accuracy": caption_accuracy(pipe, family, st.reader, st.quality, sampling),
            "simulated_after": simulated}

@@ -26,7 +26,7 @@ from editpersist.editors.base import apply_delta, restore
 from editpersist.editors.persist import shielded, with_identifier
 from editpersist.editors.uce import UCE
 from editpersist.toy.world import RARE_TOKENS, WorldSpec
-from persist_tradeoff import RUNS_2_TO_4, RUNS_2_TO_4_DRAW, stress_setup  # this folder is on sys.path as a script
+from persist_tradeoff import RUNS_2_TO_4, RUNS_2_TO_4_SHIELD, stress_setup  # this folder is on sys.path as a script
 
 SIDECAR = "results/stress/states/{}/edit/uce-persist/appearance/circle-to-blue.json"
 FOLDS = 4
@@ -63,7 +63,7 @@ def measure(model: str) -> dict:
     order = list(np.random.default_rng(0).permutation(rare))
     folds = [sorted(order[k::FOLDS]) for k in range(FOLDS)] if rare else []
     weight = editor.cfg.shield_weight_for(family.name)  # the study's
-    shields = [("made-up (runs 2 to 4)", RUNS_2_TO_4_DRAW.shield, RUNS_2_TO_4["shield_weight"], [])]
+    shields = [("made-up (runs 2 to 4)", RUNS_2_TO_4_SHIELD, RUNS_2_TO_4["shield_weight"], [])]
     shields += [(f"rare, fold {k} held out", tuple(w for w in rare if w not in fold), weight, fold)
                 for k, fold in enumerate(folds)]
     out = {"model": model, "margin": margin, "never_trained_words": rare,

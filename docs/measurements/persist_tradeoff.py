@@ -26,7 +26,7 @@ import yaml
 from editpersist.config import resolve_extends
 from editpersist.editors import editor_block
 from editpersist.editors.base import apply_delta, restore
-from editpersist.editors.persist import PersistentUCE, SimulationDraw, shielded, simulated_subject
+from editpersist.editors.persist import PersistentUCE, shielded, simulated_subject
 from editpersist.editors.text_inputs import paired_rows
 from editpersist.editors.uce import UCE
 from editpersist.evaluation.prompts import QualityConfig, quality_captions
@@ -106,8 +106,10 @@ def study_subject(config: dict, name: str):
 # words at weight 1 each, the simulation's word "zwx" at 2e-4 on the model's own yellow images.
 # The current settings (config/stress.yaml) draw the shield and the simulation's word and colour
 # from the tokenizer (editors/persist.py, draw_words) and weigh the shield per family.
-RUNS_2_TO_4 = {"shield_weight": 6.0, "lr": 2.0e-4}
-RUNS_2_TO_4_DRAW = SimulationDraw(identifier="zwx", look="yellow", shield=("qbe", "vok", "hta", "lum", "dor", "jix"))
+RUNS_2_TO_4 = {"shield_weight": 6.0, "lrs": [2.0e-4]}
+RUNS_2_TO_4_LR = 2.0e-4
+RUNS_2_TO_4_SUBJECT = {"identifier": "zwx", "look": "yellow"}
+RUNS_2_TO_4_SHIELD = ("qbe", "vok", "hta", "lum", "dor", "jix")
 
 
 def stress_setup(model: str = "toy-sd", persist: dict | None = None) -> StressSetup:
@@ -137,8 +139,9 @@ def widened(request: EditRequest, words: tuple[str, ...], weight: float) -> Edit
 def main() -> None:
     st = stress_setup(persist=RUNS_2_TO_4)
     family, pipe, editor, requests, sampling = st.family, st.pipe, st.editor, st.requests, st.sampling
-    shield = RUNS_2_TO_4_DRAW.shield
-    subject = simulated_subject(pipe, family, requests, RUNS_2_TO_4_DRAW, editor.cfg, sampling, editor.seed)
+    shield = RUNS_2_TO_4_SHIELD
+    subject = simulated_subject(pipe, family, requests, **RUNS_2_TO_4_SUBJECT, cfg=editor.cfg, sampling=sampling,
+                                seed=editor.seed)
     out = {"base_caption_accuracy": caption_accuracy(pipe, family, st.reader, st.quality, sampling), "runs": []}
     print(f"base: caption accuracy {out['base_caption_accuracy']:.2f}", flush=True)
     for variant, lam, margin in RUNS:
@@ -151,7 +154,7 @@ def main() -> None:
         efficacy = editor.meter(pipe, requests[0])
         accuracy = caption_accuracy(pipe, family, st.reader, st.quality, sampling)
         restore(pipe, originals)
-        edited, tuned = editor.simulate(pipe, family, delta, requests, subject)
+        edited, tuned = editor.simulate(pipe, family, delta, requests, subject, RUNS_2_TO_4_LR)
         run = {"variant": variant, "lam": lam, "margin": margin, "efficacy": efficacy, "caption_accuracy": accuracy,
                "simulated_edited": edited, "simulated_after": tuned}
         out["runs"].append(run)

@@ -37,6 +37,7 @@ simulated retention.
 from __future__ import annotations
 
 import logging
+import re
 import string
 import time
 from dataclasses import asdict, dataclass, replace
@@ -142,10 +143,10 @@ def single_token_words(tokenizers: list, words: tuple[str, ...]) -> list[str]:
 
 
 def prompt_words(requests: list[EditRequest]) -> set[str]:
-    """Every word of the edit's prompts, lower-cased and without punctuation: none may be drawn,
-    or the shield would preserve what the edit moves."""
-    return {w.lower().strip(".,;:!?'\"") for r in requests for p in (r.source, r.target, r.before, *r.preserve)
-            for w in p.split()}
+    """Every word of the edit's prompts, lower-cased, split at anything not a letter ("x-ray":
+    "x", "ray"): none may be drawn, or the shield would preserve what the edit moves."""
+    prompts = [p for r in requests for p in (r.source, r.target, r.before, *r.preserve)]
+    return {w for p in prompts for w in re.findall(r"[a-z]+", p.lower())}
 
 
 def draw_words(tokenizers: list, requests: list[EditRequest], seed: int) -> SimulationDraw:
@@ -286,8 +287,12 @@ class PersistentUCE:
         lr, rungs = self.calibrate_lr(pipe, family, subject, concept, look)
         log.info("uce-persist simulation: %r drawn as %r, full fine-tune at lr %g (learned %.2f)",
                  subject.captions[0], with_identifier(concept, look), lr, rungs[-1]["learned"])
+        # Whether the look and the rate met their rules, or are the fallbacks the log warned of.
+        look_reached = any(c["asked"] - c["unasked"] >= LOOK_GAP for c in looks)
+        lr_reached = rungs[-1]["learned"] >= self.cfg.learned
         return draw, subject, lr, {"simulation_subject": subject.captions[0], "simulation_look": look,
-                                   "look_checks": looks, "lr_checks": rungs, "simulation_lr": lr}
+                                   "look_checks": looks, "look_reached": look_reached, "lr_checks": rungs,
+                                   "simulation_lr": lr, "lr_reached": lr_reached}
 
     def edit(self, pipe, family, requests: list[EditRequest]) -> EditDelta:
         other = sorted({r.mode for r in requests} - set(METHOD.modes))
@@ -347,12 +352,13 @@ def meters(block: dict) -> tuple[MeterSpec, ...]:
 
 
 def work(block: dict, family_name: str, task: str) -> EditWork:
-    """At most: two meter readings per basic colour tried for the look, a fine-tune and a
-    reading per learning rate of the ladder, the subject's images once, then per margin a
-    simulated full fine-tune and the meter's images of the source before and after it."""
+    """At most, for a case of one request (every replace case of the toy and published tasks):
+    two meter readings per basic colour tried for the look, a fine-tune and a reading per
+    learning rate of the ladder, the subject's images once, the base's reading, then per margin
+    a simulated full fine-tune and the meter's images of the source before and after it."""
     cfg = parse(block)[1]
     margins, rungs = len(cfg.margins), len(cfg.lrs)
-    readings = 2 * len(BASIC_COLOURS) + rungs + 2 * margins
+    readings = 2 * len(BASIC_COLOURS) + rungs + 1 + 2 * margins
     return EditWork(meter_images=readings * cfg.meter_images + cfg.n_images,
                     simulated_steps=(rungs + margins) * cfg.steps, simulated_batch=cfg.batch)
 
