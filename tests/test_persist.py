@@ -167,7 +167,7 @@ class ScriptedPersist(PersistentUCE):
         self.margins_seen = []
 
     def calibrate_lr(self, pipe, family, subject, concept, look):
-        return self.cfg.lrs[0], [{"lr": self.cfg.lrs[0], "learned": 1.0}]
+        return self.cfg.lrs[0], [{"lr": self.cfg.lrs[0], "learned": 1.0}], True
 
     def simulate(self, pipe, family, delta, requests, subject, lr):
         self.margins_seen.append(delta.sidecar["hyperparameters"]["margin"])

@@ -20,11 +20,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from editpersist.editors.base import apply_delta, restore
-from editpersist.editors.persist import shielded, with_identifier
+from editpersist.editors.persist import shielded, token_tokenizers, with_identifier
 from editpersist.editors.uce import UCE
 from editpersist.finetuners.core import finetune
 from editpersist.states import load_model_state
-from persist_rare_shield import edit_tokenizers, never_trained_words
+from persist_rare_shield import never_trained_words
 from persist_tradeoff import RUNS_2_TO_4_SHIELD, stress_setup, study_finetune, study_subject  # folder on sys.path
 
 MARGIN = 0.5
@@ -45,7 +45,7 @@ def main() -> None:
     def blue(prompt: str) -> float:
         return editor.meter(pipe, replace(request, source=prompt))
 
-    rare = tuple(never_trained_words(edit_tokenizers(pipe, family)))
+    rare = tuple(never_trained_words(token_tokenizers(pipe, family)))
     letters = tuple("bcdefghijklmnopqrstuvwxy")
     made_up = RUNS_2_TO_4_SHIELD  # toy FLUX's shield in every stress run before the drawn one
     shields = {"none": (), "made-up (study)": made_up, "never-trained": rare, "letters": letters,

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from editpersist.editors.base import apply_delta, restore
-from editpersist.editors.persist import shielded, with_identifier
+from editpersist.editors.persist import shielded, token_tokenizers, with_identifier
 from editpersist.editors.uce import UCE
 from editpersist.toy.world import RARE_TOKENS, WorldSpec
 from persist_tradeoff import RUNS_2_TO_4, RUNS_2_TO_4_SHIELD, stress_setup  # this folder is on sys.path as a script
@@ -46,11 +46,6 @@ def never_trained_words(tokenizers) -> list[str]:
     return sorted(words or ())
 
 
-def edit_tokenizers(pipe, family) -> list:
-    """The tokenizers of the token states the edited layers read."""
-    return [getattr(pipe, tok) for _, _, tok in family.edit_inputs if tok]
-
-
 def measure(model: str) -> dict:
     st = stress_setup(model)
     margin = json.loads(Path(SIDECAR.format(model)).read_text())["margin"]  # the study's choice
@@ -59,7 +54,7 @@ def measure(model: str) -> dict:
     def blue(prompt: str) -> float:
         return editor.meter(pipe, replace(request, source=prompt))
 
-    rare = never_trained_words(edit_tokenizers(pipe, family))
+    rare = never_trained_words(token_tokenizers(pipe, family))
     order = list(np.random.default_rng(0).permutation(rare))
     folds = [sorted(order[k::FOLDS]) for k in range(FOLDS)] if rare else []
     weight = editor.cfg.shield_weight_for(family.name)  # the study's

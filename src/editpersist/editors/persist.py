@@ -223,28 +223,30 @@ class PersistentUCE:
         self.sampling = sampling
         self.seed = seed
 
-    def choose_look(self, pipe, concept: str, colours: tuple[str, ...]) -> tuple[str, list[dict]]:
-        """The simulated subject's look: the first colour, in drawn order, that asking for changes
-        at least LOOK_GAP of the model's images of the concept; if none does, the one that changes
-        most, with a warning (a subject in the concept's usual look moves too little to tell
-        margins apart)."""
+    def choose_look(self, pipe, concept: str, colours: tuple[str, ...]) -> tuple[str, list[dict], bool]:
+        """The simulated subject's look, its checks and whether it met the rule: the first colour,
+        in drawn order, that asking for changes at least LOOK_GAP of the model's images of the
+        concept; if none does, the one that changes most, with a warning (a subject in the
+        concept's usual look moves too little to tell margins apart)."""
         checks = []
         for colour in colours:
             asked = self.meter(pipe, shows_look(with_identifier(concept, colour), colour, concept))
             unasked = self.meter(pipe, shows_look(concept, colour, concept))
             checks.append({"colour": colour, "asked": asked, "unasked": unasked})
             if asked - unasked >= LOOK_GAP:
-                return colour, checks
+                return colour, checks, True
         best = max(checks, key=lambda c: c["asked"] - c["unasked"])
         log.warning("uce-persist: no colour changes %.2f of the model's images of %r (best %s: %.2f asked, %.2f "
                     "unasked); the simulated subject may teach too little", LOOK_GAP, concept, best["colour"],
                     best["asked"], best["unasked"])
-        return best["colour"], checks
+        return best["colour"], checks, False
 
-    def calibrate_lr(self, pipe, family, subject: ImageSet, concept: str, look: str) -> tuple[float, list[dict]]:
-        """The simulated fine-tune's learning rate: the first of `lrs` at which a copy of the
-        unedited model learns the subject (its caption drawn in the look in >= `learned` of the
-        images); if none does, the largest, with a warning. The model is left as it was."""
+    def calibrate_lr(self, pipe, family, subject: ImageSet, concept: str,
+                     look: str) -> tuple[float, list[dict], bool]:
+        """The simulated fine-tune's learning rate, its checks and whether it met the rule: the
+        first of `lrs` at which a copy of the unedited model learns the subject (its caption drawn
+        in the look in >= `learned` of the images); if none does, the largest, with a warning.
+        The model is left as it was."""
         question = shows_look(subject.captions[0], look, concept)
         saved = save_weights(pipe, family)
         rungs = []
@@ -254,13 +256,13 @@ class PersistentUCE:
                 rungs.append({"lr": lr, "learned": self.meter(pipe, question)})
                 restore_weights(pipe, saved)
                 if rungs[-1]["learned"] >= self.cfg.learned:
-                    return lr, rungs
+                    return lr, rungs, True
         finally:
             restore_weights(pipe, saved)
         log.warning("uce-persist: no learning rate of %s teaches the unedited model %r in %.2f of its images "
                     "(best %.2f); the simulation uses the largest", self.cfg.lrs, subject.captions[0],
                     self.cfg.learned, max(r["learned"] for r in rungs))
-        return self.cfg.lrs[-1], rungs
+        return self.cfg.lrs[-1], rungs, False
 
     def simulate(self, pipe, family, delta: EditDelta, requests: list[EditRequest], subject: ImageSet,
                  lr: float) -> tuple[float, float]:
@@ -282,14 +284,11 @@ class PersistentUCE:
         subject's look and images, and the learning rate, all from the unedited model."""
         draw = draw_words(token_tokenizers(pipe, family), requests, self.cfg.seed)
         concept = simulation_prompt(requests)
-        look, looks = self.choose_look(pipe, concept, draw.colours)
+        look, looks, look_reached = self.choose_look(pipe, concept, draw.colours)
         subject = simulated_subject(pipe, family, requests, draw.identifier, look, self.cfg, self.sampling, self.seed)
-        lr, rungs = self.calibrate_lr(pipe, family, subject, concept, look)
+        lr, rungs, lr_reached = self.calibrate_lr(pipe, family, subject, concept, look)
         log.info("uce-persist simulation: %r drawn as %r, full fine-tune at lr %g (learned %.2f)",
                  subject.captions[0], with_identifier(concept, look), lr, rungs[-1]["learned"])
-        # Whether the look and the rate met their rules, or are the fallbacks the log warned of.
-        look_reached = any(c["asked"] - c["unasked"] >= LOOK_GAP for c in looks)
-        lr_reached = rungs[-1]["learned"] >= self.cfg.learned
         return draw, subject, lr, {"simulation_subject": subject.captions[0], "simulation_look": look,
                                    "look_checks": looks, "look_reached": look_reached, "lr_checks": rungs,
                                    "simulation_lr": lr, "lr_reached": lr_reached}
