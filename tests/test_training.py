@@ -60,7 +60,7 @@ def test_flux_pretraining_gives_the_empty_prompts_pooled_vector_at_the_drop_rate
 
     pipe = get_family("flux").load(tiny_model_dirs["flux"])
     samples = [Sample(f"a {c} {s}", c, s) for c, s in (("red", "circle"), ("blue", "square"), ("green", "cross"))]
-    captions, _ = diffusion._caption_index(samples)
+    captions, _ = diffusion.caption_index(samples)
     _, pooled_of = diffusion.encode_prompts_clip(pipe.text_encoder, pipe.tokenizer, captions)
     seen = []
 

@@ -16,7 +16,8 @@ import numpy as np
 from ..io import atomic_dir, atomic_path, write_json
 from ..latents import encode_latents
 from ..runtime import RunStats, seed_everything
-from . import diffusion, render, routing, text_clip, tokenizers
+from ..tokens import tokenize
+from . import diffusion, render, routing, text_clip, tokenizers, unseen_rows
 from . import reader as reader_mod
 from . import vae as vae_mod
 from .judge import train_judge
@@ -127,7 +128,23 @@ def _save_pretrained_model(pipe, denoiser, losses: list[float], stats: RunStats,
     write_json(stats_out, stats.as_dict())
 
 
-def build_toy_sd(data: Path, vae_dir: Path, clip_dir: Path, out: Path, cfg: dict, seed: int, stats_out: Path) -> None:
+def train_unseen(parts: list[tuple], predict, frozen: list, samples: list[Sample], rows_cfg: dict,
+                 seed: int) -> dict | None:
+    """Train the unseen token rows of a built pipeline's text encoders (toy/unseen_rows.py);
+    `parts` are (embedding, tokenizer, encode ids of captions) per encoder, `frozen` the modules
+    `predict` runs (no gradient is computed for their weights). None when
+    `toy.unseen_rows.steps` is 0 (the rows keep their initialisation)."""
+    if not rows_cfg["steps"]:
+        return None
+    for module in frozen:
+        module.requires_grad_(False)
+    captions, cap_idx = diffusion.caption_index(samples)
+    encoders = [unseen_rows.encoder_rows(emb, tok, encode(captions)[cap_idx]) for emb, tok, encode in parts]
+    return unseen_rows.train_unseen_rows(encoders, predict, unseen_rows.UnseenRowsConfig(seed=seed, **rows_cfg))
+
+
+def build_toy_sd(data: Path, vae_dir: Path, clip_dir: Path, out: Path, cfg: dict, rows_cfg: dict, seed: int,
+                 stats_out: Path) -> None:
     from diffusers import AutoencoderKL
     from transformers import CLIPModel, CLIPTokenizer
 
@@ -144,12 +161,15 @@ def build_toy_sd(data: Path, vae_dir: Path, clip_dir: Path, out: Path, cfg: dict
     losses = diffusion.pretrain_sd(unet, train_sched, encoder, tok, latents, samples,
                                    diffusion.PretrainConfig(cfg["steps"], cfg["batch"], cfg["lr"], seed=seed,
                                                             p_drop_attribute=cfg["p_drop_attribute"]))
+    stats.extra["unseen_rows"] = train_unseen(
+        [(encoder.get_input_embeddings(), tok, lambda c: tokenize(tok, c).input_ids)],
+        diffusion.sd_prediction(unet, train_sched, encoder, latents), [unet, encoder], samples, rows_cfg, seed)
     pipe = diffusion.assemble_sd(vae, encoder, tok, unet, sample_sched)
     _save_pretrained_model(pipe, unet, losses, stats, out, stats_out)
 
 
-def build_toy_flux(data: Path, vae_dir: Path, clip_dir: Path, t5_tok_dir: Path, out: Path, cfg: dict, seed: int,
-                   stats_out: Path) -> None:
+def build_toy_flux(data: Path, vae_dir: Path, clip_dir: Path, t5_tok_dir: Path, out: Path, cfg: dict,
+                   rows_cfg: dict, seed: int, stats_out: Path) -> None:
     from diffusers import AutoencoderKL
     from transformers import CLIPModel, CLIPTokenizer, T5Tokenizer
 
@@ -179,6 +199,11 @@ def build_toy_flux(data: Path, vae_dir: Path, clip_dir: Path, t5_tok_dir: Path, 
     # before routing, it read colour words from states the routing had moved, and a fine-tune of
     # its text stream erased them (docs/toy-world.md, "Fine-tune settings").
     losses += pretrain(cfg["steps_on_routed_t5"], seed + 1, train_t5=False)
+    stats.extra["unseen_rows"] = train_unseen(
+        [(t5.get_input_embeddings(), t5_tok, lambda c: diffusion.t5_ids(t5_tok, c, t5_tok.model_max_length)),
+         (clip_encoder.get_input_embeddings(), clip_tok, lambda c: tokenize(clip_tok, c).input_ids)],
+        diffusion.flux_prediction(transformer, t5, clip_encoder, latents), [transformer, t5, clip_encoder], samples,
+        rows_cfg, seed)
     pipe = diffusion.assemble_flux(vae, clip_encoder, clip_tok, t5, t5_tok, transformer)
     _save_pretrained_model(pipe, transformer, losses, stats, out, stats_out)
 

@@ -25,7 +25,7 @@ from transformers import CLIPTextModel, T5Config, T5EncoderModel
 
 from ..tokens import tokenize
 from ..training.loop import train_steps
-from ..training.objectives import DenoisingObjective, FlowMatchingObjective
+from ..training.objectives import DenoisingObjective, FlowMatchingObjective, flux_image_ids, pack_flux_latents
 from .world import COLORS, Sample
 
 
@@ -88,7 +88,7 @@ def encode_prompts_clip(text_encoder: CLIPTextModel, tokenizer, prompts: list[st
     return out.last_hidden_state, out.pooler_output
 
 
-def _caption_index(samples: list[Sample]) -> tuple[list[str], torch.Tensor]:
+def caption_index(samples: list[Sample]) -> tuple[list[str], torch.Tensor]:
     """Unique captions ("" first, for the unconditional branch) and each sample's index into them."""
     uniq = [""] + sorted({s.caption for s in samples} - {""})
     pos = {c: i for i, c in enumerate(uniq)}
@@ -123,7 +123,7 @@ def drop_attribute_states(embeds: torch.Tensor, attribute: torch.Tensor, p: floa
 def pretrain_sd(unet, train_sched, text_encoder, tokenizer, latents: torch.Tensor, samples: list[Sample],
                 cfg: PretrainConfig) -> list[float]:
     """latents: scaled VAE latents of the images of `samples`."""
-    captions, cap_idx = _caption_index(samples)
+    captions, cap_idx = caption_index(samples)
     hidden, _ = encode_prompts_clip(text_encoder, tokenizer, captions)
     attribute = attribute_positions(tokenizer, tokenize(tokenizer, captions).input_ids)
     objective = DenoisingObjective(train_sched)
@@ -140,6 +140,20 @@ def pretrain_sd(unet, train_sched, text_encoder, tokenizer, latents: torch.Tenso
     losses = train_steps(unet.parameters(), loss, cfg.steps, cfg.lr, warmup=100, desc="toy-sd")
     unet.eval()
     return losses
+
+
+def sd_prediction(unet, train_sched, encoder, latents: torch.Tensor):
+    """predict(idx, [clip ids], noise_seed): the UNet's output for training samples `idx` at
+    noise and timesteps drawn from `noise_seed`, for toy/unseen_rows.py."""
+
+    def predict(idx: torch.Tensor, ids: list[torch.Tensor], noise_seed: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(noise_seed)
+        x = latents[idx]
+        noise = torch.randn(x.shape, generator=g)
+        t = torch.randint(0, train_sched.config.num_train_timesteps, (len(idx),), generator=g)
+        return unet(train_sched.add_noise(x, noise, t), t, encoder_hidden_states=encoder(ids[0]).last_hidden_state).sample
+
+    return predict
 
 
 def assemble_sd(vae: AutoencoderKL, text_encoder, tokenizer, unet, sample_sched) -> StableDiffusionPipeline:
@@ -198,7 +212,7 @@ def pretrain_flux(transformer, t5: T5EncoderModel, t5_tokenizer, clip_encoder, c
                   train_t5: bool = True) -> list[float]:
     """With `train_t5` the T5 encoder is trained jointly (the toy world has no pre-trained T5);
     without, the transformer alone learns on the frozen T5's states. CLIP stays frozen."""
-    captions, cap_idx = _caption_index(samples)
+    captions, cap_idx = caption_index(samples)
     _, pooled = encode_prompts_clip(clip_encoder, clip_tokenizer, captions)
     ids = t5_ids(t5_tokenizer, captions, max_len)
     attribute = attribute_positions(t5_tokenizer, ids)
@@ -227,6 +241,26 @@ def pretrain_flux(transformer, t5: T5EncoderModel, t5_tokenizer, clip_encoder, c
     transformer.eval()
     t5.eval()
     return losses
+
+
+def flux_prediction(transformer, t5: T5EncoderModel, clip_encoder, latents: torch.Tensor):
+    """predict(idx, [t5 ids, clip ids], noise_seed): the transformer's output for training samples
+    `idx` at noise and sigmas (uniform) drawn from `noise_seed`, for toy/unseen_rows.py."""
+    h, w = latents.shape[-2:]
+
+    def predict(idx: torch.Tensor, ids: list[torch.Tensor], noise_seed: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(noise_seed)
+        x = latents[idx]
+        noise = torch.randn(x.shape, generator=g)
+        sigma = torch.rand(len(idx), generator=g)
+        s = sigma.view(-1, 1, 1, 1)
+        return transformer(hidden_states=pack_flux_latents((1 - s) * x + s * noise), timestep=sigma, guidance=None,
+                           pooled_projections=clip_encoder(ids[1]).pooler_output,
+                           encoder_hidden_states=t5(ids[0]).last_hidden_state,
+                           txt_ids=torch.zeros(ids[0].shape[1], 3), img_ids=flux_image_ids(h, w, x.device, x.dtype),
+                           return_dict=False)[0]
+
+    return predict
 
 
 def assemble_flux(vae, clip_encoder, clip_tokenizer, t5, t5_tokenizer, transformer) -> FluxPipeline:
