@@ -5,7 +5,7 @@ such as DreamBooth's "sks" has a learned state that names little. The toy captio
 twenty words, so the other rows of the toy tokenizers (letters, word pieces, "sks") keep their
 random initialisation, and a prompt that contains one is read as noise: toy FLUX draws "a sks
 square" as a blue triangle, and a fine-tune that teaches it a subject moves every prompt
-(docs/toy-world.md, "Trained identifier rows").
+(docs/toy-world.md, "Unseen token rows").
 
 This stage trains those rows and nothing else, after the denoiser is trained: fillers (one to
 `max_filler` unseen tokens) are inserted at a random point of a training caption, and the
