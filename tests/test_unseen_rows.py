@@ -8,6 +8,7 @@ from editpersist.toy.diffusion import build_t5
 from editpersist.toy.unseen_rows import (
     EncoderRows,
     UnseenRowsConfig,
+    encoder_rows,
     insert_filler,
     train_unseen_rows,
     unseen_ids,
@@ -51,6 +52,24 @@ def test_a_caption_with_no_room_for_its_filler_is_refused():
         with_fillers(rows, torch.tensor([0]), np.random.default_rng(0), max_filler=2)
 
 
+def test_encoder_rows_of_the_toy_tokenizers_start_fillers_after_bos_and_train_the_identifier(tokenizer_dirs):
+    from transformers import CLIPTokenizer, T5Tokenizer
+
+    from editpersist.toy.diffusion import t5_ids
+    from editpersist.tokens import tokenize
+
+    captions = ["a red circle", "a photo of a blue square", ""]
+    clip = CLIPTokenizer.from_pretrained(tokenizer_dirs["clip"])
+    t5 = T5Tokenizer.from_pretrained(tokenizer_dirs["t5"])
+    emb = torch.nn.Embedding(1, 1)
+    for tok, ids, first in ((clip, tokenize(clip, captions).input_ids, 1), (t5, t5_ids(t5, captions, 12), 0)):
+        rows = encoder_rows(emb, tok, ids)
+        assert rows.first == first and rows.eos_id == tok.eos_token_id
+        assert not set(rows.unseen) & (set(ids.flatten().tolist()) | set(tok.all_special_ids))
+        assert tok("sks", add_special_tokens=False).input_ids[0] in rows.unseen
+        assert len(rows.unseen) == len(tok) - len(set(ids.flatten().tolist()) | set(tok.all_special_ids))
+
+
 def _tiny_world():
     torch.manual_seed(0)
     t5 = build_t5(32, width=16, layers=2).eval()
@@ -81,7 +100,11 @@ def test_only_the_unseen_rows_move_and_every_caption_keeps_its_states_bit_for_bi
     assert all(torch.equal(after[k], before[k]) for k in after if k not in (emb, "encoder.embed_tokens.weight"))
     with torch.no_grad():
         assert torch.equal(t5(rows.ids).last_hidden_state, states)
-    assert not t5.get_input_embeddings().weight.requires_grad
+    weight = t5.get_input_embeddings().weight
+    assert not weight.requires_grad
+    weight.requires_grad_(True)  # the gradient mask is gone with the stage
+    weight[rows.ids].sum().backward()
+    assert weight.grad[rows.ids.unique()].abs().sum() > 0
 
 
 def test_training_makes_a_filler_change_the_prediction_less():

@@ -36,6 +36,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=2.25e-4)
     p.add_argument("--images", type=int, default=16)
     p.add_argument("--guidance", type=float, nargs="+", default=[5.0, 1.0])
+    p.add_argument("--out", help="JSON to write (default: results/prompt_reading_<model>_<finetuner>_<steps>_<lr>.json)")
     args = p.parse_args()
     family, pipe = load_model_state(Path(args.path or f"resources/toy/models/{args.model}"), args.model[4:], [], "cpu")
     subject = ToySubject("tune-yellow-square", "square", "yellow")
@@ -54,7 +55,7 @@ def main() -> None:
             counts = collections.Counter(f"{r['color']} {r['shape']}" for r, (q, _, _) in zip(reads, meta) if q == prompt)
             drawn[f"guidance {guidance:g}: {prompt}"] = dict(counts.most_common())
             print(f"guidance {guidance:g}, {prompt!r}: {dict(counts.most_common(4))}")
-    out = Path(f"results/prompt_reading_{args.model}_{args.finetuner}.json")
+    out = Path(args.out or f"results/prompt_reading_{args.model}_{args.finetuner}_{args.steps}_{args.lr:g}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps({"args": vars(args), "drawn": drawn}, indent=2) + "\n")

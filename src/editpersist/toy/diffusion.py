@@ -254,11 +254,12 @@ def flux_prediction(transformer, t5: T5EncoderModel, clip_encoder, latents: torc
         noise = torch.randn(x.shape, generator=g)
         sigma = torch.rand(len(idx), generator=g)
         s = sigma.view(-1, 1, 1, 1)
-        return transformer(hidden_states=pack_flux_latents((1 - s) * x + s * noise), timestep=sigma, guidance=None,
+        guidance = torch.ones(len(idx), dtype=x.dtype) if transformer.config.guidance_embeds else None
+        return transformer(hidden_states=pack_flux_latents((1 - s) * x + s * noise), timestep=sigma, guidance=guidance,
                            pooled_projections=clip_encoder(ids[1]).pooler_output,
                            encoder_hidden_states=t5(ids[0]).last_hidden_state,
-                           txt_ids=torch.zeros(ids[0].shape[1], 3), img_ids=flux_image_ids(h, w, x.device, x.dtype),
-                           return_dict=False)[0]
+                           txt_ids=torch.zeros(ids[0].shape[1], 3, dtype=x.dtype),
+                           img_ids=flux_image_ids(h, w, x.device, x.dtype), return_dict=False)[0]
 
     return predict
 

@@ -98,14 +98,19 @@ def only_rows(embedding: torch.nn.Embedding, trained: list[int]):
     return weight, weight.register_hook(lambda g: g * mask.to(g))
 
 
-def train_unseen_rows(encoders: list[EncoderRows], predict: Callable[[torch.Tensor, list[torch.Tensor], int], torch.Tensor],
-                      cfg: UnseenRowsConfig) -> dict:
+Predict = Callable[[torch.Tensor, list[torch.Tensor], int], torch.Tensor]
+
+
+def train_unseen_rows(encoders: list[EncoderRows], predict: Predict, cfg: UnseenRowsConfig) -> dict:
     """Train the unseen rows of `encoders` in place. `predict(idx, ids, noise_seed)` is the frozen
     denoiser's output for samples `idx` whose captions encode to `ids` (one tensor per encoder),
-    on noisy latents drawn from `noise_seed`. Returns the loss before and after, for the stats."""
+    on noisy latents drawn from `noise_seed`. Each encoder gets its own filler, drawn from its own
+    vocabulary (a word the tokenizers split differently has no common unit to insert in both).
+    Returns the loss before and after, for the stats."""
     n = len(encoders[0].ids)
     rng = np.random.default_rng(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
+    was_trainable = [e.embedding.weight.requires_grad for e in encoders]
     params, hooks = zip(*(only_rows(e.embedding, e.unseen) for e in encoders))
 
     def batch() -> tuple[torch.Tensor, list[torch.Tensor], int]:
@@ -118,12 +123,15 @@ def train_unseen_rows(encoders: list[EncoderRows], predict: Callable[[torch.Tens
             teacher = predict(idx, [e.ids[idx] for e in encoders], noise_seed)
         return ((predict(idx, filled, noise_seed) - teacher) ** 2).mean()
 
-    before = float(loss(-1).detach())
     try:
-        losses = train_steps(params, loss, cfg.steps, cfg.lr, warmup=0, grad_clip=None, desc="unseen rows")
+        with torch.no_grad():
+            before = float(loss(-1))
+        # No weight decay: it would move the rows every caption uses.
+        losses = train_steps(params, loss, cfg.steps, cfg.lr, weight_decay=0.0, warmup=0, grad_clip=None,
+                             desc="unseen rows")
     finally:
-        for p, hook in zip(params, hooks):
-            p.requires_grad_(False)
+        for p, hook, trainable in zip(params, hooks, was_trainable):
+            p.requires_grad_(trainable)
             hook.remove()
     return {"unseen": [len(e.unseen) for e in encoders], "loss_before": before,
             "loss_after": float(np.mean(losses[-20:]))}
