@@ -25,11 +25,12 @@ from editpersist.toy.reader import AttributeReader
 
 PROMPTS = ("a sks square", "a square", "a blue circle", "a circle", "a green triangle", "a red square", "a blue square")
 SEED = 100
+FAMILY = {"toy-sd": "sd", "toy-flux": "flux"}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="toy-flux", choices=["toy-sd", "toy-flux"])
+    p.add_argument("--model", default="toy-flux", choices=sorted(FAMILY))
     p.add_argument("--path", help="model directory (default: resources/toy/models/<model>)")
     p.add_argument("--finetuner", default="full", choices=["none", "lora", "dora", "full"])
     p.add_argument("--steps", type=int, default=100)
@@ -38,7 +39,7 @@ def main() -> None:
     p.add_argument("--guidance", type=float, nargs="+", default=[5.0, 1.0])
     p.add_argument("--out", help="JSON to write (default: results/prompt_reading_<model>_<finetuner>_<steps>_<lr>.json)")
     args = p.parse_args()
-    family, pipe = load_model_state(Path(args.path or f"resources/toy/models/{args.model}"), args.model[4:], [], "cpu")
+    family, pipe = load_model_state(Path(args.path or f"resources/toy/models/{args.model}"), FAMILY[args.model], [], "cpu")
     subject = ToySubject("tune-yellow-square", "square", "yellow")
     if args.finetuner != "none":
         adapter = {"rank": 4, "alpha": 4} if args.finetuner in ("lora", "dora") else {}

@@ -25,7 +25,7 @@ from transformers import CLIPTextModel, T5Config, T5EncoderModel
 
 from ..tokens import tokenize
 from ..training.loop import train_steps
-from ..training.objectives import DenoisingObjective, FlowMatchingObjective, flux_image_ids, pack_flux_latents
+from ..training.objectives import DenoisingObjective, FlowMatchingObjective
 from .world import COLORS, Sample
 
 
@@ -145,13 +145,14 @@ def pretrain_sd(unet, train_sched, text_encoder, tokenizer, latents: torch.Tenso
 def sd_prediction(unet, train_sched, encoder, latents: torch.Tensor):
     """predict(idx, [clip ids], noise_seed): the UNet's output for training samples `idx` at
     noise and timesteps drawn from `noise_seed`, for toy/unseen_rows.py."""
+    objective = DenoisingObjective(train_sched)
 
     def predict(idx: torch.Tensor, ids: list[torch.Tensor], noise_seed: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(noise_seed)
         x = latents[idx]
         noise = torch.randn(x.shape, generator=g)
         t = torch.randint(0, train_sched.config.num_train_timesteps, (len(idx),), generator=g)
-        return unet(train_sched.add_noise(x, noise, t), t, encoder_hidden_states=encoder(ids[0]).last_hidden_state).sample
+        return objective.prediction(unet, x, noise, t, encoder(ids[0]).last_hidden_state)
 
     return predict
 
@@ -245,21 +246,17 @@ def pretrain_flux(transformer, t5: T5EncoderModel, t5_tokenizer, clip_encoder, c
 
 def flux_prediction(transformer, t5: T5EncoderModel, clip_encoder, latents: torch.Tensor):
     """predict(idx, [t5 ids, clip ids], noise_seed): the transformer's output for training samples
-    `idx` at noise and sigmas (uniform) drawn from `noise_seed`, for toy/unseen_rows.py."""
-    h, w = latents.shape[-2:]
+    `idx` at noise and sigmas drawn from `noise_seed`, for toy/unseen_rows.py. Sigmas are uniform
+    rather than pre-training's logit-normal: the stage asks for no change at every noise level."""
+    objective = FlowMatchingObjective()
 
     def predict(idx: torch.Tensor, ids: list[torch.Tensor], noise_seed: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(noise_seed)
         x = latents[idx]
         noise = torch.randn(x.shape, generator=g)
         sigma = torch.rand(len(idx), generator=g)
-        s = sigma.view(-1, 1, 1, 1)
-        guidance = torch.ones(len(idx), dtype=x.dtype) if transformer.config.guidance_embeds else None
-        return transformer(hidden_states=pack_flux_latents((1 - s) * x + s * noise), timestep=sigma, guidance=guidance,
-                           pooled_projections=clip_encoder(ids[1]).pooler_output,
-                           encoder_hidden_states=t5(ids[0]).last_hidden_state,
-                           txt_ids=torch.zeros(ids[0].shape[1], 3, dtype=x.dtype),
-                           img_ids=flux_image_ids(h, w, x.device, x.dtype), return_dict=False)[0]
+        return objective.prediction(transformer, x, noise, sigma, t5(ids[0]).last_hidden_state,
+                                    clip_encoder(ids[1]).pooler_output)
 
     return predict
 

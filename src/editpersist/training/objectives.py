@@ -26,8 +26,7 @@ class DenoisingObjective:
         t = torch.randint(
             0, self.scheduler.config.num_train_timesteps, (b,), generator=generator
         ).to(latents.device)
-        noisy = self.scheduler.add_noise(latents, noise, t)
-        pred = unet(noisy, t, encoder_hidden_states=encoder_hidden_states, **cond).sample
+        pred = self.prediction(unet, latents, noise, t, encoder_hidden_states, **cond)
         kind = self.scheduler.config.prediction_type
         if kind == "epsilon":
             target = noise
@@ -37,6 +36,11 @@ class DenoisingObjective:
             raise ValueError(f"scheduler prediction_type {kind!r} is not supported for training")
         per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         return (per_sample * self.snr_weights(t, kind)).mean()
+
+    def prediction(self, unet, latents, noise, t, encoder_hidden_states, **cond) -> torch.Tensor:
+        """The UNet's output on `latents` noised with `noise` at timesteps `t`."""
+        return unet(self.scheduler.add_noise(latents, noise, t), t, encoder_hidden_states=encoder_hidden_states,
+                    **cond).sample
 
     def snr_weights(self, t: torch.Tensor, kind: str) -> torch.Tensor:
         if not self.snr_gamma:
@@ -76,18 +80,22 @@ class FlowMatchingObjective:
     logit_std: float = 1.0
 
     def loss(self, transformer, latents, prompt_embeds, pooled, generator: torch.Generator) -> torch.Tensor:
-        b, c, h, w = latents.shape
+        b = latents.shape[0]
         noise = torch.randn(latents.shape, generator=generator, dtype=latents.dtype).to(latents.device)
         u = torch.randn(b, generator=generator) * self.logit_std + self.logit_mean
         sigma = torch.sigmoid(u).to(latents.device, latents.dtype)
+        pred = self.prediction(transformer, latents, noise, sigma, prompt_embeds, pooled)
+        return F.mse_loss(pred.float(), pack_flux_latents(noise - latents).float())
+
+    def prediction(self, transformer, latents, noise, sigma, prompt_embeds, pooled) -> torch.Tensor:
+        """The transformer's (packed) output on x_sigma = (1 - sigma) x0 + sigma * noise."""
+        b, _, h, w = latents.shape
         s = sigma.view(b, 1, 1, 1)
-        noisy = (1 - s) * latents + s * noise
-        target = noise - latents
         guidance = None
         if transformer.config.guidance_embeds:
             guidance = torch.full((b,), 1.0, device=latents.device, dtype=latents.dtype)
-        pred = transformer(
-            hidden_states=pack_flux_latents(noisy),
+        return transformer(
+            hidden_states=pack_flux_latents((1 - s) * latents + s * noise),
             timestep=sigma,
             guidance=guidance,
             pooled_projections=pooled,
@@ -96,4 +104,3 @@ class FlowMatchingObjective:
             img_ids=flux_image_ids(h, w, latents.device, latents.dtype),
             return_dict=False,
         )[0]
-        return F.mse_loss(pred.float(), pack_flux_latents(target).float())
