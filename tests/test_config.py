@@ -59,6 +59,7 @@ def test_duplicate_model_names_are_rejected():
 
 def test_missing_real_model_path_names_the_key(tmp_path):
     cfg = _with(("models", 1), {"name": "sd14", "family": "sd", "path": str(tmp_path / "missing")})
+    cfg.pop("exclude")  # it names the toy FLUX this replaces
     cfg["evaluation"]["scorer"] = "judge"  # a real model has no toy reader
     cfg["editors"]["uce"]["debias"]["meter"] = "judge"
     with pytest.raises(ConfigError, match=r"models\[1\]\.path: .*does not exist"):
@@ -98,6 +99,7 @@ def test_conda_env_is_the_lock_and_installs_the_package():
 def test_reader_scorer_with_a_real_model_is_rejected(tmp_path):
     (tmp_path / "sd14").mkdir()
     cfg = _with(("models", 1), {"name": "sd14", "family": "sd", "path": str(tmp_path / "sd14")})
+    cfg.pop("exclude")  # it names the toy FLUX this replaces
     with pytest.raises(ConfigError, match=r"evaluation\.scorer: 'reader' exists only in the toy world"):
         check_config(cfg)
 

@@ -30,6 +30,17 @@ def test_exclusions_drop_exactly_the_matching_cells():
     assert "base/ft/full/sks-square/seed1" in grid.finetune_states(kept, "toy-sd")
 
 
+def test_a_finetuner_is_excluded_only_by_an_entry_naming_nothing_else():
+    rules = [{"model": "toy-flux", "finetuner": ["full", "dreambooth"]}, {"finetuner": "dora", "task": "role"},
+             {"model": "toy-sd", "editor": "uce"}, {"finetuner": "lora"}]
+    assert grid.finetuner_excluded("toy-flux", "full", rules)
+    assert grid.finetuner_excluded("toy-flux", "dreambooth", rules)
+    assert grid.finetuner_excluded("toy-sd", "lora", rules)  # every model's LoRA
+    assert not grid.finetuner_excluded("toy-sd", "full", rules)  # the entry names toy-flux
+    assert not grid.finetuner_excluded("toy-flux", "dora", rules)  # only its role cells are left out
+    assert not grid.finetuner_excluded("toy-sd", "dreambooth", rules)  # only UCE's cells are left out
+
+
 def test_a_model_overrides_its_finetune_settings_key_by_key():
     import jsonschema
 
@@ -110,6 +121,7 @@ def test_planning_needs_a_limit_for_files_of_many_rows():
 
 def test_an_exclusion_list_matches_any_of_its_items():
     cfg = copy.deepcopy(TOY)
+    cfg.pop("exclude", None)
     cases = load_cases(cfg["tasks"])
     every = grid.study_cells(cfg, cases)
     cfg["exclude"] = [{"model": "toy-flux", "finetuner": ["full", "dreambooth"], "task": ["debias", "unsafe"]}]

@@ -115,7 +115,6 @@ rule toy_model_sd:
         runtime=60,
     params:
         cfg=config["toy"]["sd"],
-        unseen_rows=config["toy"]["unseen_rows"],
         seed=config["seed"],
     script:
         "../scripts/toy_model_sd.py"
@@ -142,7 +141,6 @@ rule toy_model_flux:
         runtime=60,
     params:
         cfg=config["toy"]["flux"],
-        unseen_rows=config["toy"]["unseen_rows"],
         seed=config["seed"],
     script:
         "../scripts/toy_model_flux.py"

@@ -5,4 +5,4 @@ from editpersist.workflow import run
 
 run(snakemake, lambda sm: build.build_toy_flux(
     Path(sm.input.data), Path(sm.input.vae), Path(sm.input.text_clip), Path(sm.input.t5_tokenizer),
-    Path(sm.output.model), sm.params.cfg, sm.params.unseen_rows, sm.params.seed, Path(sm.output.stats)))
+    Path(sm.output.model), sm.params.cfg, sm.params.seed, Path(sm.output.stats)))

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..grid import finetuner_excluded
 
 log = logging.getLogger("editpersist")
 
@@ -188,7 +189,9 @@ def main(argv: list[str] | None = None) -> None:
     ev = config.get("evaluation", {})
     bars = {"min_fidelity": ev.get("min_ft_fidelity", 0.8), "min_reach": ev.get("min_target_reach", 0.8),
             "margin": args.margin}
-    pairs = [(m, ft) for m in models for ft in (args.finetuners or config["finetuners"])]
+    # Pairs the config excludes are not searched unless named with --finetuners.
+    pairs = [(m, ft) for m in models for ft in (args.finetuners or config["finetuners"])
+             if args.finetuners or not finetuner_excluded(m["name"], ft, config.get("exclude", []))]
     runs, chosen = [], {}
     for m, ft in tqdm(pairs, desc="toy fine-tunes", mininterval=5.0):
         for c in candidates(search_start(config, m["name"], ft, args.shared_settings), args.step_factors,

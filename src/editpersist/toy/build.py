@@ -132,8 +132,8 @@ def train_unseen(parts: list[tuple], predict, frozen: list, samples: list[Sample
                  seed: int) -> dict | None:
     """Train the unseen token rows of a built pipeline's text encoders (toy/unseen_rows.py);
     `parts` are (embedding, tokenizer, encode ids of captions) per encoder, `frozen` the modules
-    `predict` runs (no gradient is computed for their weights). None when
-    `toy.unseen_rows.steps` is 0 (the rows keep their initialisation)."""
+    `predict` runs (no gradient is computed for their weights). None when the family block's
+    `unseen_rows.steps` is 0 (the rows keep their initialisation)."""
     if not rows_cfg["steps"]:
         return None
     for module in frozen:
@@ -143,8 +143,7 @@ def train_unseen(parts: list[tuple], predict, frozen: list, samples: list[Sample
     return unseen_rows.train_unseen_rows(encoders, predict, unseen_rows.UnseenRowsConfig(seed=seed, **rows_cfg))
 
 
-def build_toy_sd(data: Path, vae_dir: Path, clip_dir: Path, out: Path, cfg: dict, rows_cfg: dict, seed: int,
-                 stats_out: Path) -> None:
+def build_toy_sd(data: Path, vae_dir: Path, clip_dir: Path, out: Path, cfg: dict, seed: int, stats_out: Path) -> None:
     from diffusers import AutoencoderKL
     from transformers import CLIPModel, CLIPTokenizer
 
@@ -163,13 +162,13 @@ def build_toy_sd(data: Path, vae_dir: Path, clip_dir: Path, out: Path, cfg: dict
                                                             p_drop_attribute=cfg["p_drop_attribute"]))
     stats.extra["unseen_rows"] = train_unseen(
         [(encoder.get_input_embeddings(), tok, lambda c: tokenize(tok, c).input_ids)],
-        diffusion.sd_prediction(unet, train_sched, encoder, latents), [unet, encoder], samples, rows_cfg, seed)
+        diffusion.sd_prediction(unet, train_sched, encoder, latents), [unet, encoder], samples, cfg["unseen_rows"], seed)
     pipe = diffusion.assemble_sd(vae, encoder, tok, unet, sample_sched)
     _save_pretrained_model(pipe, unet, losses, stats, out, stats_out)
 
 
-def build_toy_flux(data: Path, vae_dir: Path, clip_dir: Path, t5_tok_dir: Path, out: Path, cfg: dict,
-                   rows_cfg: dict, seed: int, stats_out: Path) -> None:
+def build_toy_flux(data: Path, vae_dir: Path, clip_dir: Path, t5_tok_dir: Path, out: Path, cfg: dict, seed: int,
+                   stats_out: Path) -> None:
     from diffusers import AutoencoderKL
     from transformers import CLIPModel, CLIPTokenizer, T5Tokenizer
 
@@ -203,7 +202,7 @@ def build_toy_flux(data: Path, vae_dir: Path, clip_dir: Path, t5_tok_dir: Path, 
         [(t5.get_input_embeddings(), t5_tok, lambda c: diffusion.t5_ids(t5_tok, c, t5_tok.model_max_length)),
          (clip_encoder.get_input_embeddings(), clip_tok, lambda c: tokenize(clip_tok, c).input_ids)],
         diffusion.flux_prediction(transformer, t5, clip_encoder, latents), [transformer, t5, clip_encoder], samples,
-        rows_cfg, seed)
+        cfg["unseen_rows"], seed)
     pipe = diffusion.assemble_flux(vae, clip_encoder, clip_tok, t5, t5_tok, transformer)
     _save_pretrained_model(pipe, transformer, losses, stats, out, stats_out)
 
