@@ -20,11 +20,34 @@ from pathlib import Path
 PACKAGES = ("slurm-wlm", "munge")
 DAEMONS = ("munged", "slurmctld", "slurmd")
 PARTITION = "ci"
+CLUSTER_NAME = "editpersist-ci"
 DEFAULT_CONF = Path("/etc/slurm/slurm.conf")
 
 
 class SlurmUnavailable(RuntimeError):
     pass
+
+
+def _pid_alive(pidfile: Path) -> bool:
+    try:
+        os.kill(int(pidfile.read_text().strip()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _left_by_a_dead_harness(link: Path) -> bool:
+    """A default-config link is this harness's leftover when it dangles, or when it points at
+    a config this harness wrote (its cluster name) whose controller is no longer running.
+    Anything else, a real cluster's config above all, is left alone."""
+    if not link.is_symlink():
+        return False
+    target = link.resolve()
+    if not target.is_file():
+        return True
+    if not target.read_text().startswith(f"ClusterName={CLUSTER_NAME}\n"):
+        return False
+    return not _pid_alive(target.parent / "slurmctld.pid")
 
 
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -51,7 +74,7 @@ def _memory_mb() -> int:
 def slurm_conf(root: Path, munge_socket: Path, cpus: int, memory_mb: int) -> str:
     host = socket.gethostname().split(".")[0]
     return "\n".join([
-        "ClusterName=editpersist-ci",
+        f"ClusterName={CLUSTER_NAME}",
         f"SlurmctldHost={host}",
         "SlurmUser=root",
         "SlurmdUser=root",
@@ -132,8 +155,8 @@ class LocalSlurm:
     def _link_default_conf(self) -> None:
         """Job steps (the `srun` inside each batch job) read the default config path, not
         SLURM_CONF: link it to ours when the machine has none, and remove the link on stop."""
-        if DEFAULT_CONF.is_symlink() and not DEFAULT_CONF.exists():
-            DEFAULT_CONF.unlink()  # left by a run that was killed before it could clean up
+        if _left_by_a_dead_harness(DEFAULT_CONF):
+            DEFAULT_CONF.unlink()  # a killed run could not clean up; its scratch dir may outlive it
         if DEFAULT_CONF.exists():
             if DEFAULT_CONF.resolve() != self.conf.resolve():
                 raise SlurmUnavailable(f"{DEFAULT_CONF} exists already; this harness will not replace a real "

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, TINY_CONFIG, run_snakemake, study_without_results
-from slurm_cluster import PARTITION, LocalSlurm, SlurmUnavailable
+from slurm_cluster import CLUSTER_NAME, PARTITION, LocalSlurm, SlurmUnavailable, _left_by_a_dead_harness
 
 # Rules of the study (the toy world is already built in every copy).
 STUDY_RULES = ("edit", "reedit", "class_images", "finetune", "generate", "score", "persistence", "weights", "figures")
@@ -35,6 +35,37 @@ def assert_same_study(run: Path, reference: Path) -> None:
 
 
 # ---- SLURM ------------------------------------------------------------------------------
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_only_a_dead_harness_leaves_a_default_config_link_that_may_be_replaced(tmp_path):
+    def harness_link(name: str, controller_pid: int | None, cluster: str = CLUSTER_NAME) -> Path:
+        root = tmp_path / name
+        root.mkdir()
+        (root / "slurm.conf").write_text(f"ClusterName={cluster}\nSlurmctldHost=node\n")
+        if controller_pid is not None:
+            (root / "slurmctld.pid").write_text(f"{controller_pid}\n")
+        link = tmp_path / f"{name}.link"
+        link.symlink_to(root / "slurm.conf")
+        return link
+
+    dangling = tmp_path / "dangling.link"
+    dangling.symlink_to(tmp_path / "gone" / "slurm.conf")
+    assert _left_by_a_dead_harness(dangling)
+    assert _left_by_a_dead_harness(harness_link("killed", dead_pid()))
+    assert _left_by_a_dead_harness(harness_link("never-started", None))
+    assert not _left_by_a_dead_harness(harness_link("running", os.getpid()))
+    assert not _left_by_a_dead_harness(harness_link("site", dead_pid(), cluster="site-cluster"))
+    real = tmp_path / "real.conf"
+    real.write_text(f"ClusterName={CLUSTER_NAME}\n")
+    assert not _left_by_a_dead_harness(real)
+
 
 
 def slurm_overrides() -> list[str]:

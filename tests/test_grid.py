@@ -30,15 +30,20 @@ def test_exclusions_drop_exactly_the_matching_cells():
     assert "base/ft/full/sks-square/seed1" in grid.finetune_states(kept, "toy-sd")
 
 
-def test_a_finetuner_is_excluded_only_by_an_entry_naming_nothing_else():
-    rules = [{"model": "toy-flux", "finetuner": ["full", "dreambooth"]}, {"finetuner": "dora", "task": "role"},
-             {"model": "toy-sd", "editor": "uce"}, {"finetuner": "lora"}]
-    assert grid.finetuner_excluded("toy-flux", "full", rules)
-    assert grid.finetuner_excluded("toy-flux", "dreambooth", rules)
-    assert grid.finetuner_excluded("toy-sd", "lora", rules)  # every model's LoRA
-    assert not grid.finetuner_excluded("toy-sd", "full", rules)  # the entry names toy-flux
-    assert not grid.finetuner_excluded("toy-flux", "dora", rules)  # only its role cells are left out
-    assert not grid.finetuner_excluded("toy-sd", "dreambooth", rules)  # only UCE's cells are left out
+def test_a_fine_tune_is_left_out_only_where_no_cell_runs_it():
+    cfg = copy.deepcopy(TOY)
+    cfg["exclude"] = [{"model": "toy-flux", "finetuner": ["full", "dreambooth"]}, {"finetuner": "dora", "task": "role"},
+                      {"model": "toy-sd", "editor": "uce"}, {"finetuner": "lora"}]
+    studied = grid.studied_finetunes(cfg, load_cases(cfg["tasks"]))
+    assert ("toy-flux", "full") not in studied
+    assert ("toy-flux", "dreambooth") not in studied
+    assert ("toy-sd", "lora") not in studied  # every model's LoRA
+    assert ("toy-sd", "full") in studied  # the entry names toy-flux
+    assert ("toy-flux", "dora") in studied  # only its role cells are left out
+    assert ("toy-sd", "dreambooth") in studied  # only UCE's cells are left out
+    # Entries that each leave some cells out can together leave out every one.
+    cfg["exclude"] = [{"finetuner": "dora", "editor": "uce"}, {"finetuner": "dora", "editor": "refact"}]
+    assert ("toy-sd", "dora") not in grid.studied_finetunes(cfg, load_cases(cfg["tasks"]))
 
 
 def test_a_model_overrides_its_finetune_settings_key_by_key():

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from editpersist.bench.toy_finetunes import (TUNING_SEEDS, TUNING_SUBJECTS, FitRun, candidates, choose,
                                              edit_targets, search_start)
+from editpersist.tasks import load_cases
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = yaml.safe_load((ROOT / "config/config.yaml").read_text())
@@ -62,7 +63,7 @@ def test_the_search_starts_from_the_model_entry_or_with_shared_settings_from_the
 
 
 def test_every_replace_edit_target_of_the_study_is_measured():
-    assert edit_targets(TOY) == ["a blue circle", "a triangle"]
+    assert edit_targets(load_cases(TOY["tasks"])) == ["a blue circle", "a triangle"]
 
 
 class PromptOrderReader:

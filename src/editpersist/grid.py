@@ -105,22 +105,10 @@ def editor_fits(editor: str, case: EditCase) -> bool:
     return all(r.mode in EDITORS[editor].modes for r in case.requests)
 
 
-def _names(value: str | list[str]) -> list[str]:
-    return value if isinstance(value, list) else [value]
-
-
 def is_excluded(cell: GridCell, rules: list[dict]) -> bool:
     """A cell is left out when it matches every key of one `exclude:` entry (a list value
     matches any of its items)."""
-    return any(all(getattr(cell, k) in _names(v) for k, v in rule.items()) for rule in rules)
-
-
-def finetuner_excluded(model: str, finetuner: str, rules: list[dict]) -> bool:
-    """Whether an `exclude:` entry leaves out every cell this model fine-tunes with this
-    fine-tuner: one naming nothing but the model and/or the fine-tuner (an entry that also names
-    an editor, task or subject leaves the fine-tune running for the other cells)."""
-    fields = {"model": model, "finetuner": finetuner}
-    return any(set(rule) <= set(fields) and all(fields[k] in _names(v) for k, v in rule.items())
+    return any(all(getattr(cell, k) in (v if isinstance(v, list) else [v]) for k, v in rule.items())
                for rule in rules)
 
 
@@ -139,6 +127,11 @@ def study_cells(config: dict, cases: dict[str, list[EditCase]]) -> list[GridCell
         for subject in config["finetune_data"]["subjects"]
     ]
     return [c for c in cells if not is_excluded(c, rules)]
+
+
+def studied_finetunes(config: dict, cases: dict[str, list[EditCase]]) -> set[tuple[str, str]]:
+    """The (model, fine-tuner) pairs at least one of the study's cells fine-tunes with."""
+    return {(c.model, c.finetuner) for c in study_cells(config, cases)}
 
 
 def finetuner_settings(config: dict, model: str, finetuner: str) -> dict:

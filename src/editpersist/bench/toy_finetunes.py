@@ -35,7 +35,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ..grid import finetuner_excluded
 
 log = logging.getLogger("editpersist")
 
@@ -101,11 +100,8 @@ def search_start(config: dict, model: str, finetuner: str, shared: bool) -> dict
     return dict(config["finetuners"][finetuner]) if shared else finetuner_settings(config, model, finetuner)
 
 
-def edit_targets(config: dict) -> list[str]:
+def edit_targets(cases: dict) -> list[str]:
     """Every target prompt of the study's edits ("a blue circle", "a triangle")."""
-    from ..tasks import load_cases
-
-    cases = load_cases(config["tasks"])
     return sorted({c.target.prompt for task in cases.values() for c in task if c.target is not None})
 
 
@@ -178,6 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(sys.argv[2:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from ..config import validate_config
+    from ..grid import studied_finetunes
+    from ..tasks import load_cases
 
     config = yaml.safe_load(Path(args.configfile).read_text())
     validate_config(config)
@@ -185,13 +183,15 @@ def main(argv: list[str] | None = None) -> None:
     if not models or any(not m["path"].startswith("resources/toy/") for m in models):
         raise ConfigError("bench toy-finetunes: --models must name toy models of the config")
     reader = AttributeReader.load(Path("resources/toy/reader"))
-    targets = edit_targets(config)
+    cases = load_cases(config["tasks"])
+    targets = edit_targets(cases)
     ev = config.get("evaluation", {})
     bars = {"min_fidelity": ev.get("min_ft_fidelity", 0.8), "min_reach": ev.get("min_target_reach", 0.8),
             "margin": args.margin}
-    # Pairs the config excludes are not searched unless named with --finetuners.
+    # A fine-tune no cell of the study runs (exclude:) is searched only when named with --finetuners.
+    studied = studied_finetunes(config, cases)
     pairs = [(m, ft) for m in models for ft in (args.finetuners or config["finetuners"])
-             if args.finetuners or not finetuner_excluded(m["name"], ft, config.get("exclude", []))]
+             if args.finetuners or (m["name"], ft) in studied]
     runs, chosen = [], {}
     for m, ft in tqdm(pairs, desc="toy fine-tunes", mininterval=5.0):
         for c in candidates(search_start(config, m["name"], ft, args.shared_settings), args.step_factors,
