@@ -30,9 +30,15 @@ class SlurmUnavailable(RuntimeError):
 
 def _pid_alive(pidfile: Path) -> bool:
     try:
-        os.kill(int(pidfile.read_text().strip()), 0)
+        pid = int(pidfile.read_text().strip())
     except (OSError, ValueError):
+        return False  # no pid file, or an unfinished one: the daemon never came up
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
+    except PermissionError:
+        return True  # alive, owned by another user
     return True
 
 

@@ -67,7 +67,6 @@ def test_only_a_dead_harness_leaves_a_default_config_link_that_may_be_replaced(t
     assert not _left_by_a_dead_harness(real)
 
 
-
 def slurm_overrides() -> list[str]:
     """The CI cluster: one node, no accounts, no GPUs, a few GB per job. Replaces the
     profile's placeholders and its GPU requests (set-resources)."""
