@@ -340,13 +340,13 @@ def test_editors_declare_their_work_and_the_sizing_prices_it_without_knowing_the
                     "max_steps": 100}
     assert EDITORS["refact"].work(refact_block, "sd", "role") == EditWork(text_steps=100, text_layer=7,
                                                                          text_prompts=3)
-    # uce-persist, at most: two readings per basic colour (11) for the look, a fine-tune and a
-    # reading per learning rate (3), the subject's 16 images, the base's reading, two readings per
-    # margin (2).
+    # uce-persist, at most: two readings per basic colour (11) for the look, the 16 images of each
+    # of 2 looks, a fine-tune and a reading per learning rate (3) and look, the base's reading, two
+    # readings per margin (2).
     persist_block = {"persist": {"margins": [0.5, 1.0], "steps": 50, "batch": 4, "meter_images": 8,
-                                 "n_images": 16, "lrs": [1e-4, 2e-4, 4e-4]}}
+                                 "n_images": 16, "lrs": [1e-4, 2e-4, 4e-4], "looks": 2}}
     assert EDITORS["uce-persist"].work(persist_block, "sd", "appearance") == EditWork(
-        meter_images=(2 * 11 + 3 + 1 + 2 * 2) * 8 + 16, simulated_steps=(3 + 2) * 50, simulated_batch=4)
+        meter_images=(2 * 11 + 3 * 2 + 1 + 2 * 2) * 8 + 2 * 16, simulated_steps=(3 * 2 + 2) * 50, simulated_batch=4)
 
     record = {"family": "sd", "sampling": {"height": 512, "width": 512, "steps": 50, "guidance": 7.5},
               "editor_cfg": uce_block}

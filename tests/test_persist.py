@@ -14,8 +14,9 @@ from editpersist.editors.closed_form import solve_general
 from editpersist.editors.persist import PersistConfig, PersistentUCE, draw_words, shielded, token_tokenizers
 from editpersist.editors.text_inputs import encode_for_edit, key_rows, paired_rows
 from editpersist.editors.uce import UCE, UCEConfig
-from editpersist.errors import ConfigError, InputError
+from editpersist.errors import ConfigError, EditError, InputError
 from editpersist.families import get_family
+from editpersist.finetuners.core import ImageSet
 from editpersist.finetuners.subjects import make_subject
 from editpersist.grid import finetuner_settings, study_cells
 from editpersist.sampling import SamplingConfig
@@ -166,8 +167,10 @@ class ScriptedPersist(PersistentUCE):
         self.script = list(script)
         self.margins_seen = []
 
-    def calibrate_lr(self, pipe, family, subject, concept, look):
-        return self.cfg.lrs[0], [{"lr": self.cfg.lrs[0], "learned": 1.0}], True
+    def calibrate(self, pipe, family, requests, draw):
+        caption = f"a {draw.identifier} circle"
+        return ImageSet([], []), self.cfg.lrs[0], {"simulation_subject": caption, "simulation_look": draw.colours[0],
+                                                   "simulation_lr": self.cfg.lrs[0]}
 
     def simulate(self, pipe, family, delta, requests, subject, lr):
         self.margins_seen.append(delta.sidecar["hyperparameters"]["margin"])
@@ -177,6 +180,10 @@ class ScriptedPersist(PersistentUCE):
 @pytest.mark.parametrize("script,chosen,tried,reached", [
     ([(1.0, 0.5), (1.0, 0.95), (1.0, 1.0)], 1.0, 2, True),  # the first margin that reaches the target
     ([(1.0, 0.2), (1.0, 0.7), (0.9, 0.3)], 1.0, 3, False),  # none does: the best simulated retention
+    # An edit that did not take (share 0.3 < EDIT_TAKES) is passed over, though its small effect
+    # all "survives"; then the best of those that took.
+    ([(0.3, 0.3), (1.0, 0.2), (1.0, 0.5)], 2.0, 3, False),
+    ([(0.4, 0.4), (0.9, 0.9), (1.0, 1.0)], 1.0, 2, True),
 ])
 def test_persist_keeps_the_first_margin_whose_edit_survives_the_simulated_finetune(tiny_model_dirs, script, chosen,
                                                                                   tried, reached, caplog):
@@ -192,12 +199,25 @@ def test_persist_keeps_the_first_margin_whose_edit_survives_the_simulated_finetu
     assert delta.sidecar["persist_reached"] is reached
     assert ("may not survive fine-tuning" in caplog.text) is (not reached)
     # and the log says which margin it kept and why.
-    assert (f"kept margin {chosen:.2f}: the first whose simulated retention" in caplog.text) is reached
+    assert (f"kept margin {chosen:.2f}: the first whose edit took and whose simulated retention" in caplog.text) \
+        is reached
     # An ordinary UCE delta: the plain solve of the shielded request with that margin, bit for bit.
     guarded = shielded(REQUEST, tuple(delta.sidecar["shield"]), PersistConfig().shield_weight_for("sd"))
     same = UCE(UCEConfig(token_mode="aligned", margin=chosen)).edit(pipe, family, [guarded])
     assert delta.tensors.keys() == same.tensors.keys()
     assert all(torch.equal(delta.tensors[k], same.tensors[k]) for k in same.tensors)
+
+
+def test_an_edit_that_takes_at_no_margin_fails_and_names_the_edit(tiny_model_dirs):
+    """A shield that holds the concept itself leaves no margin whose edit takes: the edit fails
+    with one line, rather than write a delta that edits nothing."""
+    family = get_family("sd")
+    pipe = family.load(tiny_model_dirs["sd"])
+    editor = ScriptedPersist([(0.2, 0.2), (0.3, 0.3), (0.45, 0.1)], (0.5, 1.0, 2.0))
+    with pytest.raises(EditError, match=r"edit of 'a circle' took at no margin of \(0.5, 1.0, 2.0\) \(target share "
+                                        r"at most 0.45 on the edited model, base 0.00"):
+        editor.edit(pipe, family, [REQUEST])
+    assert editor.margins_seen == [0.5, 1.0, 2.0]
 
 
 def test_persist_simulation_finetunes_a_copy_and_leaves_the_model_as_it_was(tiny_model_dirs, monkeypatch):
@@ -212,6 +232,8 @@ def test_persist_simulation_finetunes_a_copy_and_leaves_the_model_as_it_was(tiny
     first, second = draw.colours[:2]
     answers = {f"a {first} circle": 0.55, f"a {second} circle": 0.9}  # asked; unasked: 0.1 for every colour
     seen, rungs = [], iter([0.5, 0.85])
+    edited_layer = next(iter(family.uce_modules(pipe).values()))
+    unedited = edited_layer.weight.detach().clone()
 
     def meter(p, request):  # a stand-in judge that also reads one denoiser weight fine-tuning moves
         seen.append(not torch.equal(p.unet.conv_in.weight, before["conv_in.weight"]))
@@ -219,7 +241,9 @@ def test_persist_simulation_finetunes_a_copy_and_leaves_the_model_as_it_was(tiny
             return 0.1
         if request.source in answers:
             return answers[request.source]
-        return next(rungs) if request.source != "a circle" else 0.5
+        if request.source == "a circle":  # the edit's share: it takes wherever UCE's layer moved
+            return float(not torch.equal(edited_layer.weight, unedited))
+        return next(rungs)
 
     from editpersist.editors import persist
 
@@ -232,7 +256,8 @@ def test_persist_simulation_finetunes_a_copy_and_leaves_the_model_as_it_was(tiny
     real_finetune = persist.finetune
     monkeypatch.setattr(persist, "finetune", finetune)
     sampling = SamplingConfig(steps=2, guidance=3.0, height=32, width=32)
-    cfg = PersistConfig(margins=(0.5,), steps=3, lrs=(1e-3, 1e-2, 1e-1), batch=2, n_images=2, meter_images=1)
+    cfg = PersistConfig(margins=(0.5,), steps=3, lrs=(1e-3, 1e-2, 1e-1), batch=2, n_images=2, meter_images=1,
+                        looks=1)
     delta = PersistentUCE(UCEConfig(token_mode="aligned"), cfg, meter, sampling).edit(pipe, family, [REQUEST])
     assert delta.sidecar["simulation_look"] == second and len(delta.sidecar["look_checks"]) == 2
     assert delta.sidecar["simulation_lr"] == 1e-2 and [r["lr"] for r in delta.sidecar["lr_checks"]] == [1e-3, 1e-2]
@@ -249,6 +274,45 @@ def test_persist_simulation_finetunes_a_copy_and_leaves_the_model_as_it_was(tiny
         assert torch.equal(v, before[k]), k
 
 
+@pytest.mark.parametrize("learned,tries,kept", [
+    # The first look learns nothing, the second at the weakest rate: the second, at that rate; the
+    # third colour, which also passes, is never checked (at most `looks` are tried).
+    ({"A": (0.0, 0.0), "B": (0.9, 0.9)}, [(0, "A"), (0, "B")], (0, "B")),
+    # Neither look at the weakest rate, both at the next: the weaker rate wins over the later look.
+    ({"A": (0.0, 0.85), "B": (0.5, 0.95)}, [(0, "A"), (0, "B"), (1, "A")], (1, "A")),
+])
+def test_each_rate_tries_the_looks_before_a_stronger_rate(tiny_model_dirs, monkeypatch, learned, tries, kept):
+    """A look the model draws when asked is not always one a fine-tune teaches it (the toy
+    world's held-out pairs): at each rate of the ladder, weakest first, up to `looks` passing
+    colours are tried in drawn order, and the first (rate, look) that teaches the subject is kept."""
+    from editpersist.editors import persist
+
+    family = get_family("sd")
+    pipe = family.load(tiny_model_dirs["sd"])
+    draw = draw_words(token_tokenizers(pipe, family), [REQUEST], PersistConfig().seed)
+    colours = dict(zip("ABC", draw.colours))
+    lrs = (1e-4, 1e-3, 1e-2)
+    tuned = []
+    monkeypatch.setattr(persist, "finetune", lambda pipe, family, subject, ft: tuned.append(ft.lr))
+
+    def meter(p, request):
+        if request.source == "a circle":  # unasked: no colour; the edit's share is scripted below
+            return 0.0
+        look = next(k for k, c in colours.items() if request.target == f"a {c} circle")
+        if request.source == f"a {colours[look]} circle":  # asked: every colour passes
+            return 1.0
+        return learned[look][lrs.index(tuned[-1])]
+
+    cfg = PersistConfig(margins=(0.5,), lrs=lrs, looks=2, n_images=1, meter_images=1)
+    editor = PersistentUCE(UCEConfig(token_mode="aligned"), cfg, meter, SamplingConfig(steps=1, height=16, width=16))
+    editor.simulate = lambda *args: (1.0, 1.0)
+    sidecar = editor.edit(pipe, family, [REQUEST]).sidecar
+    assert [(lrs.index(t["lr"]), k) for t in sidecar["lr_checks"] for k in colours if t["look"] == colours[k]] == tries
+    assert (sidecar["simulation_lr"], sidecar["simulation_look"]) == (lrs[kept[0]], colours[kept[1]])
+    assert [c["colour"] for c in sidecar["look_checks"]] == [colours["A"], colours["B"]]
+    assert sidecar["lr_reached"] and sidecar["look_reached"]
+
+
 def test_a_look_or_rate_that_misses_its_rule_is_kept_with_a_warning(tiny_model_dirs, caplog):
     """When no colour changes LOOK_GAP of the images and no rate teaches the subject, the method
     goes on with the colour that changes most (the first, on a tie) and the largest rate, says so
@@ -259,6 +323,7 @@ def test_a_look_or_rate_that_misses_its_rule_is_kept_with_a_warning(tiny_model_d
     cfg = PersistConfig(margins=(0.5,), steps=1, lrs=(1e-4, 1e-3), batch=2, n_images=2, meter_images=1)
     editor = PersistentUCE(UCEConfig(token_mode="aligned"), cfg, lambda p, r: 0.3,
                            SamplingConfig(steps=2, height=32, width=32))
+    editor.simulate = lambda *args: (1.0, 1.0)  # the margin's edit takes: the set-up alone is read here
     delta = editor.edit(pipe, family, [REQUEST])
     draw = draw_words(token_tokenizers(pipe, family), [REQUEST], cfg.seed)
     assert delta.sidecar["simulation_look"] == draw.colours[0] and not delta.sidecar["look_reached"]
@@ -352,12 +417,16 @@ def _simulations(config: dict, entry: str, requests: list[EditRequest], tokenize
     monkeypatch.setattr(persist, "finetune", fake_finetune)
     monkeypatch.setattr(persist, "token_tokenizers", lambda pipe, family: [tokenizer])
     monkeypatch.setattr(persist, "UCE", lambda cfg: type("U", (), {"edit": lambda self, *a: _Delta(cfg.margin)})())
-    for name in ("apply_delta", "save_weights", "restore_weights", "restore"):
+    edited = []  # an edit is applied while this holds its delta
+    monkeypatch.setattr(persist, "apply_delta", lambda pipe, delta: edited.append(delta))
+    monkeypatch.setattr(persist, "restore", lambda pipe, originals: edited.clear())
+    for name in ("save_weights", "restore_weights"):
         monkeypatch.setattr(persist, name, lambda *a: None)
     # A stand-in meter: a prompt shows what the question names unless it is the concept itself
-    # ("a purple circle" is purple, "a circle" is not), at every stage of the edit.
-    ctx = EditContext(get_family("sd"), "appearance", sampling=SamplingConfig(),
-                      meters={"target_share": lambda pipe, r: float(r.source != r.before)})
+    # ("a purple circle" is purple, "a circle" is not); the edit's own source shows its target
+    # while the edit is applied (every margin's edit takes).
+    ctx = EditContext(get_family("sd"), "appearance", sampling=SamplingConfig(), meters={
+        "target_share": lambda pipe, r: float(bool(edited)) if r in requests else float(r.source != r.before)})
     editor = EDITORS[entry].build(editor_block(config["editors"], entry), ctx)
     editor.edit(None, get_family("sd"), requests)
     return [{"drawn": seen["drawn"][0], "images": subject.images, "captions": subject.captions, "config": cfg,

@@ -18,16 +18,19 @@ that:
   drift a fine-tune causes elsewhere has further to go. Neither change alone keeps an edit that
   such a fine-tune undoes; too much margin costs the rest of the model.
 
-So the editor tries margins from small to large and keeps the first whose edit survives a
-simulated fine-tune: a copy of the edited model fine-tuned (every denoiser weight) on a subject
-of the concept the edit moves away from (the request's `original`, else its source), under a
-word of the same pool that the shield leaves out: the model's own images of "a <colour>
-<concept>", captioned "a <word> <concept>". The colour is the first basic colour, in a drawn
-order, that the unedited model draws when asked and not unasked (`choose_look`); the learning
-rate the first of a ladder at which a fine-tuned copy of the unedited model learns the subject
-(`calibrate_lr`). The method sets all of it from its own seed, the tokenizer, the edit's prompts
-and the unedited model; it never reads the study's fine-tune subjects, identifier, seeds or
-hyperparameters (tests/test_persist.py).
+So the editor tries margins from small to large and keeps the first whose edit takes (`EDIT_TAKES`
+on the edited model) and survives a simulated fine-tune: a copy of the edited model fine-tuned
+(every denoiser weight) on a subject of the concept the edit moves away from (the request's
+`original`, else its source), under a word of the same pool that the shield leaves out: the
+model's own images of "a <colour> <concept>", captioned "a <word> <concept>". Its colour (look)
+and learning rate are found together on the unedited model (`calibrate`): for each rate of a
+ladder, weakest first, the basic colours the model draws when asked and not unasked, in a drawn
+order (`LookSearch`); the first pair at which a fine-tuned copy learns the subject is used, so the
+simulation is the weakest fine-tune that teaches the model some look. The method sets all of it
+from its own seed, the tokenizer, the edit's prompts and the unedited model; it never reads the
+study's fine-tune subjects, identifier, seeds or hyperparameters (tests/test_persist.py). If no
+margin's edit takes, the shield holds the concept itself: the edit fails with an `EditError`
+rather than write a delta that edits nothing.
 
 The result is an ordinary UCE delta (the same layers, one closed-form solve): everything
 downstream is unchanged. The sidecar records what was drawn, every margin tried and its
@@ -45,7 +48,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, EditError
 from ..families.base import restore_weights, save_weights
 from ..finetuners.config import FinetuneConfig
 from ..finetuners.core import ImageSet, finetune
@@ -89,6 +92,11 @@ class PersistConfig(BlockConfig):
     # the weakest fine-tune that does what a user's fine-tune is for, found on the model itself.
     lrs: tuple[float, ...] = (5.0e-5, 1.5e-4, 4.5e-4)
     learned: float = 0.8
+    # How many looks (colours that pass the look check, in drawn order) the ladder may try: a look
+    # the model draws when asked is not always one a fine-tune can teach it under a new word, and
+    # each look costs up to a ladder of fine-tunes. Two bound the set-up at 2 x len(lrs)
+    # fine-tunes, so that with the margins' the edit stays within 10x plain UCE's time.
+    looks: int = 2
     batch: int = 8
     seed: int = 7919  # the simulated fine-tune's, and the draw of its word, colour and shield
     n_images: int = 16  # the simulated subject's images
@@ -104,6 +112,8 @@ class PersistConfig(BlockConfig):
             raise ValueError(f"persist.lrs {self.lrs}: positive and increasing")
         if not 0 < self.learned <= 1:
             raise ValueError(f"persist.learned {self.learned}: in (0, 1]")
+        if self.looks < 1:
+            raise ValueError(f"persist.looks {self.looks}: at least 1")
         weights = list(self.shield_weight.values()) if isinstance(self.shield_weight, dict) else [self.shield_weight]
         if not all(w > 0 for w in weights):
             raise ValueError(f"persist.shield_weight {self.shield_weight}: positive")
@@ -125,6 +135,10 @@ class PersistConfig(BlockConfig):
 # A colour is a look of the concept the fine-tune must teach when asking for it changes at
 # least this share of the model's images of the concept (asked: drawn in it; unasked: not).
 LOOK_GAP = 0.5
+# A margin's edit takes when it raises the share of the source's images that show the target by
+# at least this much on the edited model (the method's own meter): a majority. Below it the
+# simulated retention of the edit's small effect says nothing of the edit the study evaluates.
+EDIT_TAKES = 0.5
 
 
 @dataclass(frozen=True)
@@ -212,6 +226,47 @@ def mean_share(meter: EditMeter, pipe, requests: list[EditRequest]) -> float:
     return float(np.mean([meter(pipe, r) for r in requests]))
 
 
+class LookSearch:
+    """The looks the simulated subject may take, read lazily in drawn order: a colour is checked
+    only when the ladder needs another look, and at most `limit` that pass (asking for it changes
+    >= LOOK_GAP of the model's images of the concept) are tried. If no colour passes, the one that
+    changes most stands in, with a warning: a subject in the concept's usual look moves too little
+    to tell margins apart. Iterating again yields the looks found so far, then looks for more."""
+
+    def __init__(self, check: Callable[[str], dict], colours: tuple[str, ...], limit: int, concept: str):
+        self.check, self.pending, self.limit, self.concept = check, iter(colours), limit, concept
+        self.checks: list[dict] = []
+        self.looks: list[str] = []
+        self.passed = True
+
+    def __iter__(self):
+        yield from list(self.looks)
+        while len(self.looks) < self.limit:
+            colour = next(self.pending, None)
+            if colour is None:
+                if not self.looks:
+                    self.looks.append(self.stand_in())
+                    yield self.looks[-1]
+                return
+            self.checks.append(self.check(colour))
+            if self.checks[-1]["asked"] - self.checks[-1]["unasked"] >= LOOK_GAP:
+                self.looks.append(colour)
+                yield colour
+
+    def stand_in(self) -> str:
+        self.passed = False
+        best = max(self.checks, key=lambda c: c["asked"] - c["unasked"])
+        log.warning("uce-persist: no colour changes %.2f of the model's images of %r (best %s: %.2f asked, %.2f "
+                    "unasked); the simulated subject may teach too little", LOOK_GAP, self.concept, best["colour"],
+                    best["asked"], best["unasked"])
+        return best["colour"]
+
+    def record(self, subject: ImageSet, look: str, lr: float, tries: list[dict], learned: bool) -> dict:
+        """The sidecar's account of the set-up: every look check and ladder try, and what was kept."""
+        return {"simulation_subject": subject.captions[0], "simulation_look": look, "look_checks": self.checks,
+                "look_reached": self.passed, "lr_checks": tries, "simulation_lr": lr, "lr_reached": learned}
+
+
 class PersistentUCE:
     name = "uce-persist"
 
@@ -223,46 +278,47 @@ class PersistentUCE:
         self.sampling = sampling
         self.seed = seed
 
-    def choose_look(self, pipe, concept: str, colours: tuple[str, ...]) -> tuple[str, list[dict], bool]:
-        """The simulated subject's look, its checks and whether it met the rule: the first colour,
-        in drawn order, that asking for changes at least LOOK_GAP of the model's images of the
-        concept; if none does, the one that changes most, with a warning (a subject in the
-        concept's usual look moves too little to tell margins apart)."""
-        checks = []
-        for colour in colours:
-            asked = self.meter(pipe, shows_look(with_identifier(concept, colour), colour, concept))
-            unasked = self.meter(pipe, shows_look(concept, colour, concept))
-            checks.append({"colour": colour, "asked": asked, "unasked": unasked})
-            if asked - unasked >= LOOK_GAP:
-                return colour, checks, True
-        best = max(checks, key=lambda c: c["asked"] - c["unasked"])
-        log.warning("uce-persist: no colour changes %.2f of the model's images of %r (best %s: %.2f asked, %.2f "
-                    "unasked); the simulated subject may teach too little", LOOK_GAP, concept, best["colour"],
-                    best["asked"], best["unasked"])
-        return best["colour"], checks, False
+    def look_check(self, pipe, concept: str, colour: str) -> dict:
+        """How much asking for `colour` changes the model's images of the concept: the share drawn
+        in it when asked ("a purple circle") and when not ("a circle")."""
+        asked = self.meter(pipe, shows_look(with_identifier(concept, colour), colour, concept))
+        unasked = self.meter(pipe, shows_look(concept, colour, concept))
+        return {"colour": colour, "asked": asked, "unasked": unasked}
 
-    def calibrate_lr(self, pipe, family, subject: ImageSet, concept: str,
-                     look: str) -> tuple[float, list[dict], bool]:
-        """The simulated fine-tune's learning rate, its checks and whether it met the rule: the
-        first of `lrs` at which a copy of the unedited model learns the subject (its caption drawn
-        in the look in >= `learned` of the images); if none does, the largest, with a warning.
-        The model is left as it was."""
-        question = shows_look(subject.captions[0], look, concept)
+    def calibrate(self, pipe, family, requests: list[EditRequest],
+                  draw: SimulationDraw) -> tuple[ImageSet, float, dict]:
+        """The simulated subject and its learning rate: for each rate of `lrs` in order, the looks
+        of `LookSearch` in drawn order; the first pair at which a fine-tuned copy of the unedited
+        model learns the subject (its caption drawn in the look in >= `learned` of the images).
+        The weakest rate comes first, so the simulation is the weakest fine-tune that teaches the
+        model some look. If none does, the largest rate with the look it taught best, with a
+        warning. The model is left as it was."""
+        concept = simulation_prompt(requests)
+        looks = LookSearch(lambda colour: self.look_check(pipe, concept, colour), draw.colours, self.cfg.looks,
+                           concept)
+        subjects: dict[str, ImageSet] = {}
+        tries: list[dict] = []
         saved = save_weights(pipe, family)
-        rungs = []
         try:
             for lr in self.cfg.lrs:
-                finetune(pipe, family, subject, self.cfg.finetune_config(lr))
-                rungs.append({"lr": lr, "learned": self.meter(pipe, question)})
-                restore_weights(pipe, saved)
-                if rungs[-1]["learned"] >= self.cfg.learned:
-                    return lr, rungs, True
+                for look in looks:
+                    if look not in subjects:  # the model is unedited here: restored after every try
+                        subjects[look] = simulated_subject(pipe, family, requests, draw.identifier, look, self.cfg,
+                                                           self.sampling, self.seed)
+                    finetune(pipe, family, subjects[look], self.cfg.finetune_config(lr))
+                    question = shows_look(subjects[look].captions[0], look, concept)
+                    tries.append({"lr": lr, "look": look, "learned": self.meter(pipe, question)})
+                    restore_weights(pipe, saved)
+                    if tries[-1]["learned"] >= self.cfg.learned:
+                        return subjects[look], lr, looks.record(subjects[look], look, lr, tries, True)
         finally:
             restore_weights(pipe, saved)
-        log.warning("uce-persist: no learning rate of %s teaches the unedited model %r in %.2f of its images "
-                    "(best %.2f); the simulation uses the largest", self.cfg.lrs, subject.captions[0],
-                    self.cfg.learned, max(r["learned"] for r in rungs))
-        return self.cfg.lrs[-1], rungs, False
+        best = max((t for t in tries if t["lr"] == self.cfg.lrs[-1]), key=lambda t: t["learned"])
+        log.warning("uce-persist: no learning rate of %s teaches the unedited model %r in any of the looks %s in %.2f "
+                    "of its images (best %.2f, %s); the simulation uses the largest", self.cfg.lrs,
+                    subjects[best["look"]].captions[0], looks.looks, self.cfg.learned, best["learned"], best["look"])
+        subject = subjects[best["look"]]
+        return subject, best["lr"], looks.record(subject, best["look"], best["lr"], tries, False)
 
     def simulate(self, pipe, family, delta: EditDelta, requests: list[EditRequest], subject: ImageSet,
                  lr: float) -> tuple[float, float]:
@@ -283,15 +339,10 @@ class PersistentUCE:
         """Everything the method sets up for itself before any margin: the drawn words, the
         subject's look and images, and the learning rate, all from the unedited model."""
         draw = draw_words(token_tokenizers(pipe, family), requests, self.cfg.seed)
-        concept = simulation_prompt(requests)
-        look, looks, look_reached = self.choose_look(pipe, concept, draw.colours)
-        subject = simulated_subject(pipe, family, requests, draw.identifier, look, self.cfg, self.sampling, self.seed)
-        lr, rungs, lr_reached = self.calibrate_lr(pipe, family, subject, concept, look)
-        log.info("uce-persist simulation: %r drawn as %r, full fine-tune at lr %g (learned %.2f)",
-                 subject.captions[0], with_identifier(concept, look), lr, rungs[-1]["learned"])
-        return draw, subject, lr, {"simulation_subject": subject.captions[0], "simulation_look": look,
-                                   "look_checks": looks, "look_reached": look_reached, "lr_checks": rungs,
-                                   "simulation_lr": lr, "lr_reached": lr_reached}
+        subject, lr, record = self.calibrate(pipe, family, requests, draw)
+        log.info("uce-persist simulation: %r drawn as %r, full fine-tune at lr %g", record["simulation_subject"],
+                 with_identifier(simulation_prompt(requests), record["simulation_look"]), lr)
+        return draw, subject, lr, record
 
     def edit(self, pipe, family, requests: list[EditRequest]) -> EditDelta:
         other = sorted({r.mode for r in requests} - set(METHOD.modes))
@@ -308,27 +359,36 @@ class PersistentUCE:
             delta = UCE(replace(self.uce_cfg, margin=margin)).edit(pipe, family, guarded)
             edited, tuned = self.simulate(pipe, family, delta, requests, subject, lr)
             # The base is not fine-tuned in the simulation: its share stands for base_ft's. An edit
-            # that did not take has nothing to retain (0, not NaN, so the ladder moves on).
+            # that did not take has nothing to retain, and is never kept: its retention says
+            # nothing of the edit the study would evaluate.
+            took = edited - base >= EDIT_TAKES
             kept = float(retention(base, edited, base, tuned)) if edited > base else 0.0
-            trials.append({"margin": margin, "base": base, "edited": edited, "simulated": tuned,
+            trials.append({"margin": margin, "base": base, "edited": edited, "took": took, "simulated": tuned,
                            "retention": kept, "seconds": round(time.perf_counter() - t0, 2)})
-            log.info("uce-persist margin %.2f: target share %.2f edited, %.2f after the simulated fine-tune "
-                     "(retention %.2f)", margin, edited, tuned, kept)
-            if chosen is None or kept > chosen[0]:
+            log.info("uce-persist margin %.2f: target share %.2f edited (%s), %.2f after the simulated fine-tune "
+                     "(retention %.2f)", margin, edited, "took" if took else "did not take", tuned, kept)
+            if took and (chosen is None or kept > chosen[0]):
                 chosen = (kept, delta)
-            if kept >= self.cfg.target:
+            if took and kept >= self.cfg.target:
                 break
+        if chosen is None:
+            raise EditError(
+                f"uce-persist: the shielded edit of {requests[0].source!r} took at no margin of {self.cfg.margins} "
+                f"(target share at most {max(t['edited'] for t in trials):.2f} on the edited model, base "
+                f"{base:.2f}; it must rise by {EDIT_TAKES}): the shield holds the concept itself on this model "
+                "(docs/uce-persist.md, Limits)")
         delta = chosen[1]
         margin = delta.sidecar["hyperparameters"]["margin"]
         reached = chosen[0] >= self.cfg.target
         if reached:
-            log.info("uce-persist kept margin %.2f: the first whose simulated retention (%.2f) reached %.2f", margin,
-                     chosen[0], self.cfg.target)
+            log.info("uce-persist kept margin %.2f: the first whose edit took and whose simulated retention (%.2f) "
+                     "reached %.2f", margin, chosen[0], self.cfg.target)
         else:
             # A margin ladder that ends short of its target predicts an edit that may not survive
             # fine-tuning: say it where users look, not only in the sidecar.
             log.warning("uce-persist: no margin kept %.2f of the edit through the simulated fine-tune (best %.2f, "
-                        "margin %.2f kept); the edit may not survive fine-tuning", self.cfg.target, chosen[0], margin)
+                        "margin %.2f kept, the best of those whose edit took); the edit may not survive fine-tuning",
+                        self.cfg.target, chosen[0], margin)
         delta.sidecar.update(
             editor=self.name, persist=asdict(self.cfg), shield=list(draw.shield), shield_weight=weight,
             persist_trials=trials, margin=margin, persist_reached=reached, **record,
@@ -352,14 +412,14 @@ def meters(block: dict) -> tuple[MeterSpec, ...]:
 
 def work(block: dict, family_name: str, task: str) -> EditWork:
     """At most, for a case of one request (every replace case of the toy and published tasks):
-    two meter readings per basic colour tried for the look, a fine-tune and a reading per
-    learning rate of the ladder, the subject's images once, the base's reading, then per margin
-    a simulated full fine-tune and the meter's images of the source before and after it."""
+    two meter readings per basic colour checked for a look, the images of each of `looks` subjects,
+    a fine-tune and a reading per learning rate of the ladder and look, the base's reading, then
+    per margin a simulated full fine-tune and the meter's images of the source before and after it."""
     cfg = parse(block)[1]
-    margins, rungs = len(cfg.margins), len(cfg.lrs)
-    readings = 2 * len(BASIC_COLOURS) + rungs + 1 + 2 * margins
-    return EditWork(meter_images=readings * cfg.meter_images + cfg.n_images,
-                    simulated_steps=(rungs + margins) * cfg.steps, simulated_batch=cfg.batch)
+    margins, tries = len(cfg.margins), len(cfg.lrs) * cfg.looks
+    readings = 2 * len(BASIC_COLOURS) + tries + 1 + 2 * margins
+    return EditWork(meter_images=readings * cfg.meter_images + cfg.looks * cfg.n_images,
+                    simulated_steps=(tries + margins) * cfg.steps, simulated_batch=cfg.batch)
 
 
 def build(block: dict, ctx: EditContext) -> PersistentUCE:
