@@ -14,7 +14,7 @@ from editpersist.editors.closed_form import solve_general
 from editpersist.editors.persist import PersistConfig, PersistentUCE, draw_words, shielded, token_tokenizers
 from editpersist.editors.text_inputs import encode_for_edit, key_rows, paired_rows
 from editpersist.editors.uce import UCE, UCEConfig
-from editpersist.errors import ConfigError, EditError, InputError
+from editpersist.errors import ConfigError, InputError
 from editpersist.families import get_family
 from editpersist.finetuners.core import ImageSet
 from editpersist.finetuners.subjects import make_subject
@@ -208,16 +208,34 @@ def test_persist_keeps_the_first_margin_whose_edit_survives_the_simulated_finetu
     assert all(torch.equal(delta.tensors[k], same.tensors[k]) for k in same.tensors)
 
 
-def test_an_edit_that_takes_at_no_margin_fails_and_names_the_edit(tiny_model_dirs):
-    """A shield that holds the concept itself leaves no margin whose edit takes: the edit fails
-    with one line, rather than write a delta that edits nothing."""
+def test_an_edit_that_takes_at_no_margin_is_kept_as_the_one_that_moved_most_with_a_warning(tiny_model_dirs, caplog):
+    """A shield that holds the concept itself leaves no margin whose edit takes: the edit that
+    moved the target share most is written, with a warning and `persist_took: false`, so the
+    study states no retention for it and its other cells go on."""
+    caplog.set_level("INFO", logger="editpersist")
     family = get_family("sd")
     pipe = family.load(tiny_model_dirs["sd"])
-    editor = ScriptedPersist([(0.2, 0.2), (0.3, 0.3), (0.45, 0.1)], (0.5, 1.0, 2.0))
-    with pytest.raises(EditError, match=r"edit of 'a circle' took at no margin of \(0.5, 1.0, 2.0\) \(target share "
-                                        r"at most 0.45 on the edited model, base 0.00"):
-        editor.edit(pipe, family, [REQUEST])
+    editor = ScriptedPersist([(0.2, 0.2), (0.45, 0.1), (0.3, 0.3)], (0.5, 1.0, 2.0))
+    delta = editor.edit(pipe, family, [REQUEST])
     assert editor.margins_seen == [0.5, 1.0, 2.0]
+    assert delta.sidecar["margin"] == 1.0 and not delta.sidecar["persist_took"]
+    assert not delta.sidecar["persist_reached"]
+    assert "took at no margin of (0.5, 1.0, 2.0) (target share at most 0.45" in caplog.text
+    guarded = shielded(REQUEST, tuple(delta.sidecar["shield"]), PersistConfig().shield_weight_for("sd"))
+    same = UCE(UCEConfig(token_mode="aligned", margin=1.0)).edit(pipe, family, [guarded])
+    assert all(torch.equal(delta.tensors[k], same.tensors[k]) for k in same.tensors)
+
+
+def test_an_edit_takes_by_the_share_of_images_it_could_still_move(tiny_model_dirs):
+    """Re-editing a fine-tuned model that already draws the target in 0.6 of its images: an edit
+    that brings 0.85 moved more than half of the 0.4 left, so it took and is kept."""
+    family = get_family("sd")
+    pipe = family.load(tiny_model_dirs["sd"])
+    editor = ScriptedPersist([(0.75, 0.75), (0.85, 0.85)], (0.5, 1.0))
+    editor.meter = lambda pipe, request: 0.6  # the base's share
+    delta = editor.edit(pipe, family, [REQUEST])
+    assert [t["took"] for t in delta.sidecar["persist_trials"]] == [False, True]
+    assert delta.sidecar["margin"] == 1.0 and delta.sidecar["persist_took"] and delta.sidecar["persist_reached"]
 
 
 def test_persist_simulation_finetunes_a_copy_and_leaves_the_model_as_it_was(tiny_model_dirs, monkeypatch):

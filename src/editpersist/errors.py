@@ -15,7 +15,3 @@ class InputError(EditPersistError):
 
 class TrainingError(EditPersistError):
     """Training diverged or ran out of memory; the message says what to change."""
-
-
-class EditError(EditPersistError):
-    """An editor could not make the edit it was asked for; the message names the editor and the edit."""

@@ -29,8 +29,8 @@ order (`LookSearch`); the first pair at which a fine-tuned copy learns the subje
 simulation is the weakest fine-tune that teaches the model some look. The method sets all of it
 from its own seed, the tokenizer, the edit's prompts and the unedited model; it never reads the
 study's fine-tune subjects, identifier, seeds or hyperparameters (tests/test_persist.py). If no
-margin's edit takes, the shield holds the concept itself: the edit fails with an `EditError`
-rather than write a delta that edits nothing.
+margin's edit takes, the shield holds the concept itself: the edit that moved most is kept with
+a warning and `persist_took: false`, so the study states no retention for it and goes on.
 
 The result is an ordinary UCE delta (the same layers, one closed-form solve): everything
 downstream is unchanged. The sidecar records what was drawn, every margin tried and its
@@ -48,7 +48,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import ConfigError, EditError
+from ..errors import ConfigError
 from ..families.base import restore_weights, save_weights
 from ..finetuners.config import FinetuneConfig
 from ..finetuners.core import ImageSet, finetune
@@ -135,8 +135,8 @@ class PersistConfig(BlockConfig):
 # A colour is a look of the concept the fine-tune must teach when asking for it changes at
 # least this share of the model's images of the concept (asked: drawn in it; unasked: not).
 LOOK_GAP = 0.5
-# A margin's edit takes when it raises the share of the source's images that show the target by
-# at least this much on the edited model (the method's own meter): a majority. Below it the
+# A margin's edit takes when it moves at least this share of the source's images that did not
+# show the target to it, on the edited model (the method's own meter): a majority. Below it the
 # simulated retention of the edit's small effect says nothing of the edit the study evaluates.
 EDIT_TAKES = 0.5
 
@@ -353,15 +353,15 @@ class PersistentUCE:
         base = mean_share(self.meter, pipe, requests)
         weight = self.cfg.shield_weight_for(family.name)
         guarded = [shielded(r, draw.shield, weight) for r in requests]
-        trials, chosen = [], None
+        trials, deltas, chosen = [], [], None
         for margin in self.cfg.margins:
             t0 = time.perf_counter()
             delta = UCE(replace(self.uce_cfg, margin=margin)).edit(pipe, family, guarded)
+            deltas.append(delta)
             edited, tuned = self.simulate(pipe, family, delta, requests, subject, lr)
             # The base is not fine-tuned in the simulation: its share stands for base_ft's. An edit
-            # that did not take has nothing to retain, and is never kept: its retention says
-            # nothing of the edit the study would evaluate.
-            took = edited - base >= EDIT_TAKES
+            # that did not take has nothing to retain: its retention says nothing of an edit.
+            took = edited - base >= EDIT_TAKES * (1 - base)
             kept = float(retention(base, edited, base, tuned)) if edited > base else 0.0
             trials.append({"margin": margin, "base": base, "edited": edited, "took": took, "simulated": tuned,
                            "retention": kept, "seconds": round(time.perf_counter() - t0, 2)})
@@ -372,18 +372,23 @@ class PersistentUCE:
             if took and kept >= self.cfg.target:
                 break
         if chosen is None:
-            raise EditError(
-                f"uce-persist: the shielded edit of {requests[0].source!r} took at no margin of {self.cfg.margins} "
-                f"(target share at most {max(t['edited'] for t in trials):.2f} on the edited model, base "
-                f"{base:.2f}; it must rise by {EDIT_TAKES}): the shield holds the concept itself on this model "
-                "(docs/uce-persist.md, Limits)")
+            # Nothing to keep: the edit the study evaluates is the one that moved most, said where
+            # users look and marked in the sidecar, so the persistence table reads its (small)
+            # efficacy and states no retention, and the study's other cells go on.
+            best = max(range(len(trials)), key=lambda i: trials[i]["edited"])
+            chosen = (trials[best]["retention"], deltas[best])
+            log.warning("uce-persist: the shielded edit of %r took at no margin of %s (target share at most %.2f on "
+                        "the edited model, base %.2f): the shield holds the concept itself on this model; margin %.2f "
+                        "kept, an edit that does not edit", requests[0].source, self.cfg.margins,
+                        trials[best]["edited"], base, trials[best]["margin"])
         delta = chosen[1]
         margin = delta.sidecar["hyperparameters"]["margin"]
-        reached = chosen[0] >= self.cfg.target
+        took = any(t["took"] for t in trials)
+        reached = took and chosen[0] >= self.cfg.target
         if reached:
             log.info("uce-persist kept margin %.2f: the first whose edit took and whose simulated retention (%.2f) "
                      "reached %.2f", margin, chosen[0], self.cfg.target)
-        else:
+        elif took:
             # A margin ladder that ends short of its target predicts an edit that may not survive
             # fine-tuning: say it where users look, not only in the sidecar.
             log.warning("uce-persist: no margin kept %.2f of the edit through the simulated fine-tune (best %.2f, "
@@ -391,7 +396,7 @@ class PersistentUCE:
                         self.cfg.target, chosen[0], margin)
         delta.sidecar.update(
             editor=self.name, persist=asdict(self.cfg), shield=list(draw.shield), shield_weight=weight,
-            persist_trials=trials, margin=margin, persist_reached=reached, **record,
+            persist_trials=trials, margin=margin, persist_took=took, persist_reached=reached, **record,
             wall_s=round(time.perf_counter() - started, 4))
         return delta
 
