@@ -145,7 +145,7 @@ def finetune_quality_lines(fq: pd.DataFrame, threshold: float) -> list[str]:
         return []
     weak = fq[fq["subject_fidelity"] < threshold]
     lines = ["## Did fine-tuning learn its subject?", "",
-             f"Share of images of the instance prompt (\"a sks <class>\") that show the subject, over "
+             f"Share of images of the instance prompt (\"a <identifier> <class>\") that show the subject, over "
              f"{len(fq)} fine-tuned states: median {fq['subject_fidelity'].median():.2f}, lowest "
              f"{fq['subject_fidelity'].min():.2f}. A cell whose fine-tune did not learn its subject says little "
              "about persistence."]
