@@ -30,7 +30,7 @@ simulation is the weakest fine-tune that teaches the model some look. The method
 from its own seed, the tokenizer, the edit's prompts and the unedited model; it never reads the
 study's fine-tune subjects, identifier, seeds or hyperparameters (tests/test_persist.py). If no
 margin's edit takes, the shield holds the concept itself: the edit that moved most is kept with
-a warning and `persist_took: false`, so the study states no retention for it and goes on.
+a warning and `persist_took: false`, so the study evaluates the edit as made and goes on.
 
 The result is an ordinary UCE delta (the same layers, one closed-form solve): everything
 downstream is unchanged. The sidecar records what was drawn, every margin tried and its
@@ -372,9 +372,9 @@ class PersistentUCE:
             if took and kept >= self.cfg.target:
                 break
         if chosen is None:
-            # Nothing to keep: the edit the study evaluates is the one that moved most, said where
-            # users look and marked in the sidecar, so the persistence table reads its (small)
-            # efficacy and states no retention, and the study's other cells go on.
+            # Nothing to keep: the edit written is the one that moved most, said where users look
+            # and marked in the sidecar; the persistence table reads its (small) effect as it
+            # reads any edit's, and the study's other cells go on.
             best = max(range(len(trials)), key=lambda i: trials[i]["edited"])
             chosen = (trials[best]["retention"], deltas[best])
             log.warning("uce-persist: the shielded edit of %r took at no margin of %s (target share at most %.2f on "
