@@ -353,11 +353,12 @@ class PersistentUCE:
         base = mean_share(self.meter, pipe, requests)
         weight = self.cfg.shield_weight_for(family.name)
         guarded = [shielded(r, draw.shield, weight) for r in requests]
-        trials, deltas, chosen = [], [], None
+        # Only two deltas are held (each is the edited layers' weights): the best of the margins
+        # that took, and the one that moved most, which stands in when none takes.
+        trials, chosen, moved = [], None, None
         for margin in self.cfg.margins:
             t0 = time.perf_counter()
             delta = UCE(replace(self.uce_cfg, margin=margin)).edit(pipe, family, guarded)
-            deltas.append(delta)
             edited, tuned = self.simulate(pipe, family, delta, requests, subject, lr)
             # The base is not fine-tuned in the simulation: its share stands for base_ft's. An edit
             # that did not take has nothing to retain: its retention says nothing of an edit.
@@ -369,18 +370,20 @@ class PersistentUCE:
                      "(retention %.2f)", margin, edited, "took" if took else "did not take", tuned, kept)
             if took and (chosen is None or kept > chosen[0]):
                 chosen = (kept, delta)
+            if moved is None or edited > moved[1]["edited"]:
+                moved = (delta, trials[-1])
             if took and kept >= self.cfg.target:
                 break
         if chosen is None:
             # Nothing to keep: the edit written is the one that moved most, said where users look
             # and marked in the sidecar; the persistence table reads its (small) effect as it
             # reads any edit's, and the study's other cells go on.
-            best = max(range(len(trials)), key=lambda i: trials[i]["edited"])
-            chosen = (trials[best]["retention"], deltas[best])
+            delta, trial = moved
+            chosen = (trial["retention"], delta)
             log.warning("uce-persist: the shielded edit of %r took at no margin of %s (target share at most %.2f on "
                         "the edited model, base %.2f): the shield holds the concept itself on this model; margin %.2f "
                         "kept, an edit that does not edit", requests[0].source, self.cfg.margins,
-                        trials[best]["edited"], base, trials[best]["margin"])
+                        trial["edited"], base, trial["margin"])
         delta = chosen[1]
         margin = delta.sidecar["hyperparameters"]["margin"]
         took = any(t["took"] for t in trials)
